@@ -1,0 +1,154 @@
+//! Weir's thread-per-core runtime.
+//!
+//! Owns the executors (one glommio executor per shard, pinned to a core), the mailboxes that let
+//! shards talk to each other, and re-exports the I/O types (DMA files, TCP sockets, timers) that the
+//! rest of Weir uses, so that a change of runtime stays a change to this crate alone.
+//!
+//! It knows nothing of Kafka. It must never let two shards share mutable state: all a shard hands
+//! another is a `Send` closure through the mailbox.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod mailbox;
+mod notify;
+mod placement;
+
+pub use mailbox::{Job, Mailboxes};
+pub use notify::{Notified, Notify};
+pub use placement::placement;
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+pub use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::timer::{sleep, Timer};
+pub use glommio::{spawn_local, yield_if_needed, Task};
+
+/// Errors of the runtime's I/O operations.
+pub type RuntimeError = glommio::GlommioError<()>;
+
+thread_local! {
+    static SHARD_ID: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the shard running on this thread; `None` outside a shard.
+pub fn current_shard() -> Option<usize> {
+    SHARD_ID.with(|s| s.get())
+}
+
+/// Panics unless the caller runs on `shard`: guards state that only its owner may touch.
+pub fn assert_on_shard(shard: usize) {
+    assert_eq!(
+        current_shard(),
+        Some(shard),
+        "state touched off its owning shard"
+    );
+}
+
+/// Per-shard context handed to the shard's main future.
+#[derive(Clone)]
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub mailboxes: Arc<Mailboxes>,
+}
+
+impl Shard {
+    /// Runs `f` on shard `target` and returns its result to the caller's shard.
+    pub async fn submit_to<F, Fut, R>(&self, target: usize, f: F) -> R
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        self.mailboxes.call(self.id, target, f).await
+    }
+}
+
+/// Starts `count` shards, shard *i* pinned to core *i mod cores*, each running `main(shard)`.
+///
+/// Returns a handle that waits for every shard's `main` to return.
+pub fn start<F, Fut>(count: usize, main: F) -> std::io::Result<Shards>
+where
+    F: Fn(Shard) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    assert!(count > 0, "at least one shard");
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mailboxes = Arc::new(Mailboxes::new(count));
+    let mut handles = Vec::with_capacity(count);
+    for id in 0..count {
+        let main = main.clone();
+        let shard = Shard {
+            id,
+            count,
+            mailboxes: mailboxes.clone(),
+        };
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(id % cores))
+            .name(&format!("weir-shard-{id}"))
+            .spawn(move || async move {
+                SHARD_ID.with(|s| s.set(Some(id)));
+                let serve = shard.mailboxes.clone();
+                glommio::spawn_local(async move { serve.serve(id).await }).detach();
+                main(shard).await;
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        handles.push(handle);
+    }
+    Ok(Shards { handles })
+}
+
+/// The running shards.
+pub struct Shards {
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl Shards {
+    /// Waits until every shard's main future has returned.
+    pub fn join(self) {
+        for (id, handle) in self.handles.into_iter().enumerate() {
+            if let Err(e) = handle.join() {
+                eprintln!("shard {id} ended with an error: {e:?}");
+            }
+        }
+    }
+}
+
+/// Runs `fut` to completion on a fresh executor on the calling thread (tests, tools, benchmarks).
+pub fn run_local<T>(fut: impl std::future::Future<Output = T>) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .expect("local executor")
+        .run(fut)
+}
+
+/// Makes glommio's one-time "does this disk support polled I/O" probe see a real block of data.
+///
+/// glommio probes the first DMA file it opens on each device with a read, and caches the answer for
+/// the process. On an empty file that read "succeeds" (end of file), polled I/O is wrongly enabled,
+/// and every later read on the device fails with EOPNOTSUPP. Call this before opening DMA files under
+/// `dir`: it opens a file holding one written block first, so the probe gets a true answer. glommio
+/// keeps that answer per thread, so this primes the calling shard only.
+pub async fn prime_direct_io(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    thread_local! {
+        static PRIMED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let dev = std::fs::metadata(dir)?.dev();
+    if PRIMED.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let path = dir.join(".weir-direct-io-probe");
+    std::fs::write(&path, vec![0u8; 4096])?;
+    std::fs::File::open(&path)?.sync_all()?;
+    let file = glommio::io::DmaFile::open(&path)
+        .await
+        .map_err(std::io::Error::from)?;
+    file.close().await.map_err(std::io::Error::from)?;
+    std::fs::remove_file(&path)?;
+    PRIMED.with(|p| p.borrow_mut().push(dev));
+    Ok(())
+}

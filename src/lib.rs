@@ -1,0 +1,5 @@
+//! Weir: a Kafka-compatible message broker, thread-per-core on io_uring.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod storage;

@@ -1,0 +1,274 @@
+//! Kafka v2 record batches, validated in place and never re-encoded.
+//!
+//! Byte layout of the 61-byte batch header (big-endian), as on the wire and on disk:
+//!
+//! ```text
+//! 0  baseOffset i64        | 8  batchLength i32 (bytes after this field) | 12 partitionLeaderEpoch i32
+//! 16 magic i8 (= 2)        | 17 crc u32 (CRC-32C of bytes 21..end)       | 21 attributes i16
+//! 23 lastOffsetDelta i32   | 27 baseTimestamp i64 | 35 maxTimestamp i64  | 43 producerId i64
+//! 51 producerEpoch i16     | 53 baseSequence i32  | 57 recordsCount i32  | 61 records...
+//! ```
+//!
+//! The CRC does not cover `baseOffset` (nor `batchLength` and the leader epoch), so the broker
+//! assigns offsets by patching those 8 bytes and stores the batch exactly as produced, compressed or not.
+
+use zerocopy::byteorder::{BigEndian, I16, I32, I64, U32};
+use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
+
+/// Bytes of a v2 batch header.
+pub const HEADER_BYTES: usize = 61;
+/// Bytes before `batchLength`'s coverage starts (baseOffset + batchLength).
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+const CRC_START: usize = 21;
+
+#[derive(FromBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct BatchHeader {
+    pub base_offset: I64<BigEndian>,
+    pub batch_length: I32<BigEndian>,
+    pub partition_leader_epoch: I32<BigEndian>,
+    pub magic: u8,
+    pub crc: U32<BigEndian>,
+    pub attributes: I16<BigEndian>,
+    pub last_offset_delta: I32<BigEndian>,
+    pub base_timestamp: I64<BigEndian>,
+    pub max_timestamp: I64<BigEndian>,
+    pub producer_id: I64<BigEndian>,
+    pub producer_epoch: I16<BigEndian>,
+    pub base_sequence: I32<BigEndian>,
+    pub records_count: I32<BigEndian>,
+}
+
+const _: () = assert!(std::mem::size_of::<BatchHeader>() == HEADER_BYTES);
+
+/// Why a batch was refused. The broker maps `Crc`, `Truncated` and `Length` to CORRUPT_MESSAGE and the
+/// rest to INVALID_RECORD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch truncated: {have} bytes, need {need}")]
+    Truncated { have: usize, need: usize },
+    #[error("batch length {0} out of range")]
+    Length(i64),
+    #[error("unsupported magic {0} (only v2 record batches)")]
+    Magic(u8),
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc { stored: u32, computed: u32 },
+    #[error("record count {count} does not match last offset delta {last_offset_delta}")]
+    Counts { count: i32, last_offset_delta: i32 },
+}
+
+impl BatchError {
+    /// True for damage to the bytes themselves, as opposed to well-formed but unacceptable content.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Self::Truncated { .. } | Self::Length(_) | Self::Crc { .. }
+        )
+    }
+}
+
+/// What the log needs to know of one valid batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Total bytes of the batch, header included.
+    pub bytes: usize,
+    pub base_offset: i64,
+    /// Offsets the batch spans: lastOffsetDelta + 1.
+    pub offset_count: u32,
+    pub max_timestamp: i64,
+    pub records_count: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// Reads the header at the start of `bytes` without copying.
+pub fn header(bytes: &[u8]) -> Result<&BatchHeader, BatchError> {
+    BatchHeader::ref_from_prefix(bytes)
+        .map(|(h, _)| h)
+        .map_err(|_| BatchError::Truncated {
+            have: bytes.len(),
+            need: HEADER_BYTES,
+        })
+}
+
+/// Total size of the batch starting at `bytes`, from its header alone (no CRC check).
+pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
+    let h = header(bytes)?;
+    let length = i64::from(h.batch_length.get());
+    if length < (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i64 || length > i64::from(i32::MAX) {
+        return Err(BatchError::Length(length));
+    }
+    Ok(LOG_OVERHEAD_BYTES + length as usize)
+}
+
+/// Validates the batch at the start of `bytes` (which may hold more after it): lengths, magic, CRC,
+/// counts. Never panics, whatever the input.
+pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
+    let len = framed_len(bytes)?;
+    if bytes.len() < len {
+        return Err(BatchError::Truncated {
+            have: bytes.len(),
+            need: len,
+        });
+    }
+    let h = header(bytes)?;
+    if h.magic != 2 {
+        return Err(BatchError::Magic(h.magic));
+    }
+    let computed = crc32c::crc32c(&bytes[CRC_START..len]);
+    let stored = h.crc.get();
+    if computed != stored {
+        return Err(BatchError::Crc { stored, computed });
+    }
+    let count = h.records_count.get();
+    let last_offset_delta = h.last_offset_delta.get();
+    // Producers write dense batches; a gap or an empty batch would break offset contiguity.
+    if count <= 0 || last_offset_delta != count - 1 {
+        return Err(BatchError::Counts {
+            count,
+            last_offset_delta,
+        });
+    }
+    Ok(BatchInfo {
+        bytes: len,
+        base_offset: h.base_offset.get(),
+        offset_count: last_offset_delta as u32 + 1,
+        max_timestamp: h.max_timestamp.get(),
+        records_count: count,
+        producer_id: h.producer_id.get(),
+        producer_epoch: h.producer_epoch.get(),
+        base_sequence: h.base_sequence.get(),
+    })
+}
+
+/// Splits a produce request's record set into validated batches, in order.
+pub fn split(mut bytes: &[u8]) -> Result<Vec<(usize, BatchInfo)>, BatchError> {
+    let mut out = Vec::with_capacity(1);
+    let mut at = 0;
+    while !bytes.is_empty() {
+        let info = validate(bytes)?;
+        out.push((at, info));
+        at += info.bytes;
+        bytes = &bytes[info.bytes..];
+    }
+    Ok(out)
+}
+
+/// Writes the assigned base offset into the batch header (outside the CRC).
+pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
+    assert!(batch.len() >= HEADER_BYTES);
+    batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Test helper and bench helper: builds a valid uncompressed batch of `count` records of `value_bytes` each.
+pub fn build(count: i32, value_bytes: usize, timestamp_ms: i64) -> Vec<u8> {
+    let mut records = Vec::with_capacity(count as usize * (value_bytes + 16));
+    for i in 0..count {
+        let mut body = Vec::with_capacity(value_bytes + 16);
+        body.push(0); // attributes
+        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, i64::from(i)); // offset delta
+        put_varint(&mut body, -1); // key: null
+        put_varint(&mut body, value_bytes as i64);
+        body.extend(std::iter::repeat_n(b'x', value_bytes));
+        put_varint(&mut body, 0); // headers
+        put_varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let mut b = Vec::with_capacity(HEADER_BYTES + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(
+        &((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes(),
+    );
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(count - 1).to_be_bytes());
+    b.extend_from_slice(&timestamp_ms.to_be_bytes());
+    b.extend_from_slice(&timestamp_ms.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&count.to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Zig-zag varint, as Kafka records use.
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn valid_batch_round_trips() {
+        let b = build(3, 10, 1000);
+        let info = validate(&b).unwrap();
+        assert_eq!(info.bytes, b.len());
+        assert_eq!(info.offset_count, 3);
+        assert_eq!(info.max_timestamp, 1000);
+    }
+
+    #[test]
+    fn patching_offset_keeps_crc() {
+        let mut b = build(2, 5, 1);
+        set_base_offset(&mut b, 42);
+        assert_eq!(validate(&b).unwrap().base_offset, 42);
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        let b = build(2, 5, 1);
+        assert!(matches!(
+            validate(&b[..30]),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(
+            validate(&b[..b.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
+        let mut bad = b.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(matches!(validate(&bad), Err(BatchError::Crc { .. })));
+        let mut bad = b.clone();
+        bad[16] = 1;
+        assert!(matches!(validate(&bad), Err(BatchError::Magic(1))));
+        let mut bad = b.clone();
+        bad[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(validate(&bad), Err(BatchError::Truncated { .. })));
+        let mut bad = b;
+        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(matches!(validate(&bad), Err(BatchError::Length(-5))));
+        assert!(matches!(validate(&[0u8; 61]), Err(BatchError::Length(0))));
+    }
+
+    #[test]
+    fn split_finds_every_batch() {
+        let mut set = build(2, 5, 1);
+        set.extend(build(4, 7, 2));
+        let parts = split(&set).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].1.offset_count, 4);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = validate(&bytes);
+            let _ = split(&bytes);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Per-topic log settings, with Kafka's names and defaults.
+
+/// When the log calls fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// `flush.messages=1`: every write is followed by fdatasync before acks=all is answered.
+    EveryBatch,
+    /// `flush.messages=N`: fdatasync once N messages are unsynced.
+    Messages(u64),
+    /// `flush.ms=N`: fdatasync at most N ms after data was written.
+    Interval(u64),
+    /// Neither set: the OS flushes. O_DIRECT writes still survive a crash of the process.
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    /// Negative: unlimited.
+    pub retention_bytes: i64,
+    /// Negative: unlimited.
+    pub retention_ms: i64,
+    pub flush: FlushPolicy,
+    pub index_interval_bytes: u32,
+    pub max_message_bytes: usize,
+    /// Bytes of recent batches kept in memory for tail readers.
+    pub cache_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            flush: FlushPolicy::Never,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            cache_bytes: 16 << 20,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Derives the flush policy from Kafka's two settings (`None` = unset).
+    pub fn flush_from(messages: Option<u64>, ms: Option<u64>) -> FlushPolicy {
+        match (messages, ms) {
+            (Some(1), _) | (_, Some(0)) => FlushPolicy::EveryBatch,
+            (Some(n), _) if n > 1 && n < i64::MAX as u64 => FlushPolicy::Messages(n),
+            (_, Some(ms)) if ms < i64::MAX as u64 => FlushPolicy::Interval(ms),
+            _ => FlushPolicy::Never,
+        }
+    }
+}

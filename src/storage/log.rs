@@ -1,0 +1,696 @@
+//! A partition's log: an ordered set of segments, a writer task, and a cache of recent batches.
+//!
+//! Not thread-safe, by design: a `Log` lives on the shard that owns its partition and only that
+//! shard touches it (asserted). No `RefCell` borrow is ever held across an `.await`.
+//!
+//! Appends are synchronous: they validate, assign offsets and queue the batch (O(1)). The writer
+//! task takes everything queued since its last write and writes it with one O_DIRECT write (group
+//! commit), then fsyncs per the flush policy. Offsets below `written` are on disk and visible to
+//! readers (the high watermark); offsets below `durable` are also fsynced when the policy asks it.
+
+use super::batch::{self, BatchError, BatchInfo};
+use super::config::{FlushPolicy, LogConfig};
+use super::segment::{Recovered, Segment};
+use bytes::{Bytes, BytesMut};
+use shards::Notify;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// O_DIRECT alignment of writes (the block size of every disk we target).
+const BLOCK_BYTES: u64 = 4096;
+/// Largest single write the writer issues; more waits for the next turn.
+const WRITE_BYTES_MAX: usize = 8 << 20;
+/// Read size for fetches served from a segment file.
+const FILE_READ_BYTES_MIN: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("batch of {0} bytes exceeds max.message.bytes")]
+    TooLarge(usize),
+    #[error("offset {offset} out of range [{start}, {end}]")]
+    OutOfRange { offset: u64, start: u64, end: u64 },
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("partition deleted")]
+    Deleted,
+}
+
+impl From<shards::RuntimeError> for LogError {
+    fn from(e: shards::RuntimeError) -> Self {
+        LogError::Storage(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for LogError {
+    fn from(e: std::io::Error) -> Self {
+        LogError::Storage(e.to_string())
+    }
+}
+
+struct Pending {
+    bytes: Bytes,
+    info: BatchInfo,
+}
+
+/// A recent batch kept in memory: `[base, next)` offsets.
+struct Cached {
+    base: u64,
+    next: u64,
+    bytes: Bytes,
+}
+
+struct State {
+    dir: PathBuf,
+    cfg: LogConfig,
+    segments: Vec<Segment>,
+    log_start: u64,
+    /// Log end offset: the next offset to assign.
+    next_offset: u64,
+    written: u64,
+    durable: u64,
+    pending: VecDeque<Pending>,
+    cache: VecDeque<Cached>,
+    cache_bytes: usize,
+    /// Last partial block of the active segment, already on disk, rewritten with the next write.
+    tail_block: Vec<u8>,
+    unflushed_messages: u64,
+    last_flush: Instant,
+    failed: Option<String>,
+    closing: bool,
+}
+
+/// One partition's log. Shared on its shard as `Rc<Log>`.
+pub struct Log {
+    shard: Option<usize>,
+    state: RefCell<State>,
+    /// Fired when `written` moves: new data for readers.
+    pub appended: Notify,
+    /// Fired when `durable` moves or the log fails.
+    progressed: Notify,
+    writer_wake: Notify,
+}
+
+/// Result of an append: the offsets assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+/// Offsets a reader needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub log_start: u64,
+    pub high_watermark: u64,
+    pub log_end: u64,
+}
+
+impl Log {
+    /// Opens (recovering) or creates the log in `dir` and starts its writer task on this shard.
+    pub async fn open(dir: &Path, cfg: LogConfig) -> Result<Rc<Log>, LogError> {
+        assert!(
+            cfg.segment_bytes <= u64::from(u32::MAX),
+            "positions are u32 in the index"
+        );
+        std::fs::create_dir_all(dir)?;
+        shards::prime_direct_io(dir).await?;
+        let mut bases: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .collect();
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut total = Recovered::default();
+        for (i, &base) in bases.iter().enumerate() {
+            let (seg, report) = Segment::recover(
+                dir,
+                base,
+                bases.get(i + 1).copied(),
+                cfg.index_interval_bytes,
+            )
+            .await?;
+            if report.bytes_cut > 0 {
+                tracing::warn!(dir = %dir.display(), segment = base, bytes_cut = report.bytes_cut, "recovery cut an invalid tail");
+            }
+            total.batches_scanned += report.batches_scanned;
+            total.bytes_cut += report.bytes_cut;
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0).await?);
+        }
+        let active = segments.last().expect("at least one segment");
+        let next_offset = active.next_offset;
+        let tail_block = read_tail_block(active).await?;
+        tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned = total.batches_scanned, "log opened");
+        let log = Rc::new(Log {
+            shard: shards::current_shard(),
+            state: RefCell::new(State {
+                dir: dir.to_path_buf(),
+                log_start: segments[0].base,
+                cfg,
+                segments,
+                next_offset,
+                written: next_offset,
+                durable: next_offset,
+                pending: VecDeque::new(),
+                cache: VecDeque::new(),
+                cache_bytes: 0,
+                tail_block,
+                unflushed_messages: 0,
+                last_flush: Instant::now(),
+                failed: None,
+                closing: false,
+            }),
+            appended: Notify::default(),
+            progressed: Notify::default(),
+            writer_wake: Notify::default(),
+        });
+        let writer = log.clone();
+        shards::spawn_local(async move { writer.write_loop().await }).detach();
+        Ok(log)
+    }
+
+    fn state(&self) -> std::cell::RefMut<'_, State> {
+        if let Some(shard) = self.shard {
+            shards::assert_on_shard(shard);
+        }
+        self.state.borrow_mut()
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let s = self.state();
+        Offsets {
+            log_start: s.log_start,
+            high_watermark: s.written,
+            log_end: s.next_offset,
+        }
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.state().cfg.clone()
+    }
+
+    pub fn set_config(&self, cfg: LogConfig) {
+        self.state().cfg = cfg;
+    }
+
+    /// Validates `records` (one or more v2 batches), assigns their offsets and queues them for the
+    /// writer. Returns at once; `wait_written` / `wait_durable` tell when they are on disk.
+    pub fn append(&self, records: &[u8]) -> Result<Appended, LogError> {
+        let batches = batch::split(records)?;
+        let mut s = self.state();
+        if let Some(e) = &s.failed {
+            return Err(LogError::Storage(e.clone()));
+        }
+        if s.closing {
+            return Err(LogError::Deleted);
+        }
+        if let Some((_, big)) = batches
+            .iter()
+            .find(|(_, info)| info.bytes > s.cfg.max_message_bytes)
+        {
+            return Err(LogError::TooLarge(big.bytes));
+        }
+        let base_offset = s.next_offset;
+        for (at, info) in batches {
+            let mut bytes = BytesMut::from(&records[at..at + info.bytes]);
+            let base = s.next_offset;
+            batch::set_base_offset(&mut bytes, base);
+            let bytes = bytes.freeze();
+            let info = BatchInfo {
+                base_offset: base as i64,
+                ..info
+            };
+            s.next_offset = base + u64::from(info.offset_count);
+            s.cache_bytes += bytes.len();
+            let next = s.next_offset;
+            s.cache.push_back(Cached {
+                base,
+                next,
+                bytes: bytes.clone(),
+            });
+            s.pending.push_back(Pending { bytes, info });
+        }
+        let last_offset = s.next_offset - 1;
+        drop(s);
+        self.writer_wake.notify_all();
+        Ok(Appended {
+            base_offset,
+            last_offset,
+        })
+    }
+
+    /// Waits until every offset ≤ `offset` is written to disk (visible, survives a process crash).
+    pub async fn wait_written(&self, offset: u64) -> Result<(), LogError> {
+        self.wait_until(|s| s.written > offset).await
+    }
+
+    /// Waits until every offset ≤ `offset` is as durable as the flush policy makes it: fsynced under
+    /// `flush.messages=1`, written otherwise.
+    pub async fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
+        self.wait_until(|s| {
+            if s.cfg.flush == FlushPolicy::EveryBatch {
+                s.durable > offset
+            } else {
+                s.written > offset
+            }
+        })
+        .await
+    }
+
+    async fn wait_until(&self, done: impl Fn(&State) -> bool) -> Result<(), LogError> {
+        loop {
+            {
+                let s = self.state();
+                if done(&s) {
+                    return Ok(());
+                }
+                if let Some(e) = &s.failed {
+                    return Err(LogError::Storage(e.clone()));
+                }
+                if s.closing && s.pending.is_empty() {
+                    return Err(LogError::Deleted);
+                }
+            }
+            self.progressed.notified().await;
+        }
+    }
+
+    /// Whole batches from the one containing `offset`, up to `max_bytes` (at least one batch), never
+    /// past the high watermark. Empty when `offset` is the high watermark.
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
+        let (file, pos, seg_size, hw) = {
+            let s = self.state();
+            if offset < s.log_start || offset > s.next_offset {
+                return Err(LogError::OutOfRange {
+                    offset,
+                    start: s.log_start,
+                    end: s.next_offset,
+                });
+            }
+            let hw = s.written;
+            if offset >= hw {
+                return Ok(Vec::new());
+            }
+            if s.cache.front().is_some_and(|c| c.base <= offset) {
+                return Ok(s.read_cache(offset, max_bytes, hw));
+            }
+            let seg_at = s.segments.partition_point(|seg| seg.base <= offset).max(1) - 1;
+            let seg = &s.segments[seg_at];
+            (seg.file.clone(), seg.lookup(offset), seg.size, hw)
+        };
+        read_file(&file, pos, seg_size, offset, max_bytes, hw).await
+    }
+
+    /// The base offset of the first batch whose max timestamp is ≥ `ts`, or `None` past the end.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, LogError> {
+        let (file, pos, size) = {
+            let s = self.state();
+            let Some(seg) = s.segments.iter().find(|seg| seg.max_timestamp >= ts) else {
+                return Ok(None);
+            };
+            (seg.file.clone(), seg.lookup_time(ts), seg.size)
+        };
+        let mut at = pos;
+        while at < size {
+            let chunk = file
+                .read_at(at, (size - at).min(FILE_READ_BYTES_MIN as u64) as usize)
+                .await?;
+            let mut consumed = 0;
+            while let Ok(info) = batch::validate(&chunk[consumed..]) {
+                if info.max_timestamp >= ts {
+                    return Ok(Some(info.base_offset as u64));
+                }
+                consumed += info.bytes;
+            }
+            if consumed == 0 {
+                // A batch larger than the chunk: step over it by its header.
+                consumed = batch::framed_len(&chunk).map_err(LogError::Batch)?;
+            }
+            at += consumed as u64;
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole oldest segments beyond `retention.bytes` or older than `retention.ms`; the
+    /// active segment is never deleted. Returns how many segments went.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let mut s = self.state();
+        let mut removed = 0;
+        let mut total: u64 = s.segments.iter().map(|seg| seg.size).sum();
+        while s.segments.len() > 1 {
+            let oldest = &s.segments[0];
+            let by_size =
+                s.cfg.retention_bytes >= 0 && total - oldest.size >= s.cfg.retention_bytes as u64;
+            let by_time = s.cfg.retention_ms >= 0
+                && oldest.max_timestamp >= 0
+                && oldest.max_timestamp < now_ms - s.cfg.retention_ms;
+            if !(by_size || by_time) || oldest.next_offset > s.written {
+                break;
+            }
+            let seg = s.segments.remove(0);
+            total -= seg.size;
+            seg.remove_files()?;
+            s.log_start = s.segments[0].base;
+            removed += 1;
+        }
+        let log_start = s.log_start;
+        while s.cache.front().is_some_and(|c| c.next <= log_start) {
+            let c = s.cache.pop_front().expect("checked");
+            s.cache_bytes -= c.bytes.len();
+        }
+        Ok(removed)
+    }
+
+    /// Writes what is queued, fsyncs, and stops the writer. Appends fail afterwards.
+    pub async fn close(&self) -> Result<(), LogError> {
+        self.state().closing = true;
+        self.writer_wake.notify_all();
+        self.wait_until(|s| s.pending.is_empty())
+            .await
+            .or_else(|e| {
+                if matches!(e, LogError::Deleted) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+        let file = self
+            .state()
+            .segments
+            .last()
+            .expect("active segment")
+            .file
+            .clone();
+        file.fdatasync().await?;
+        let s = self.state();
+        for seg in &s.segments {
+            seg.sync_indexes()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the log and removes its directory.
+    pub async fn delete(&self) -> Result<(), LogError> {
+        self.close().await?;
+        let dir = self.state().dir.clone();
+        std::fs::remove_dir_all(dir)?;
+        Ok(())
+    }
+
+    /// Totals for tests and metrics: (segments, index entries in all segments, cached bytes).
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let s = self.state();
+        (
+            s.segments.len(),
+            s.segments.iter().map(|seg| seg.index_entries()).sum(),
+            s.cache_bytes,
+        )
+    }
+
+    async fn write_loop(self: Rc<Self>) {
+        loop {
+            let wait = {
+                let s = self.state();
+                if s.pending.is_empty() {
+                    if s.closing {
+                        self.progressed.notify_all();
+                        return;
+                    }
+                    match s.cfg.flush {
+                        FlushPolicy::Interval(ms) if s.unflushed_messages > 0 => {
+                            Some(Duration::from_millis(ms).saturating_sub(s.last_flush.elapsed()))
+                        }
+                        _ => None,
+                    }
+                } else {
+                    Some(Duration::ZERO)
+                }
+            };
+            match wait {
+                None => self.writer_wake.notified().await,
+                Some(d) if !d.is_zero() => {
+                    futures_lite::future::or(self.writer_wake.notified(), async {
+                        shards::sleep(d).await;
+                    })
+                    .await
+                }
+                Some(_) => {}
+            }
+            if let Err(e) = self.write_once().await {
+                tracing::error!(error = %e, "log write failed; partition is now read-only");
+                self.state().failed = Some(e.to_string());
+                self.progressed.notify_all();
+                return;
+            }
+        }
+    }
+
+    /// One turn of the writer: roll if due, write queued batches, fsync per policy.
+    async fn write_once(&self) -> Result<(), LogError> {
+        self.roll_if_due().await?;
+        if self.state().pending.is_empty() {
+            return self.flush_if_due().await;
+        }
+        let (file, write_pos, buf, taken, next_tail) = {
+            let s = self.state();
+            let active = s.segments.last().expect("active segment");
+            let room = s.cfg.segment_bytes.saturating_sub(active.size);
+            let mut taken = 0;
+            let mut data_len = 0usize;
+            for p in &s.pending {
+                let fits =
+                    (data_len + p.bytes.len()) as u64 <= room || (taken == 0 && active.size == 0);
+                if !fits || (taken > 0 && data_len + p.bytes.len() > WRITE_BYTES_MAX) {
+                    break;
+                }
+                data_len += p.bytes.len();
+                taken += 1;
+            }
+            assert!(
+                taken > 0,
+                "a pending batch always fits an empty or rolled segment"
+            );
+            let active = s.segments.last().expect("active segment");
+            let write_pos = active.size - s.tail_block.len() as u64;
+            debug_assert_eq!(write_pos % BLOCK_BYTES, 0);
+            let total = s.tail_block.len() + data_len;
+            let aligned = total.div_ceil(BLOCK_BYTES as usize) * BLOCK_BYTES as usize;
+            let mut buf = active.file.alloc_dma_buffer(aligned);
+            let out = buf.as_bytes_mut();
+            out[..s.tail_block.len()].copy_from_slice(&s.tail_block);
+            let mut at = s.tail_block.len();
+            for p in s.pending.iter().take(taken) {
+                out[at..at + p.bytes.len()].copy_from_slice(&p.bytes);
+                at += p.bytes.len();
+            }
+            out[at..].fill(0);
+            // What will be the new partial last block, rewritten by the next write.
+            let next_tail = out[total - total % BLOCK_BYTES as usize..total].to_vec();
+            (active.file.clone(), write_pos, buf, taken, next_tail)
+        };
+        let expect = buf.len();
+        let wrote = file.write_at(buf, write_pos).await?;
+        if wrote != expect {
+            return Err(LogError::Storage(format!(
+                "short write: {wrote} of {expect} bytes"
+            )));
+        }
+        {
+            let mut guard = self.state();
+            let s = &mut *guard;
+            let interval = s.cfg.index_interval_bytes;
+            let seg = s.segments.last_mut().expect("active segment");
+            let mut pos = seg.size;
+            let mut messages = 0;
+            for _ in 0..taken {
+                let p = s.pending.pop_front().expect("taken from pending");
+                assert_eq!(
+                    p.info.base_offset as u64, s.written,
+                    "offsets are written contiguously"
+                );
+                seg.track_batch(pos, &p.info, interval);
+                pos += p.bytes.len() as u64;
+                s.written = p.info.base_offset as u64 + u64::from(p.info.offset_count);
+                messages += u64::from(p.info.offset_count);
+            }
+            debug_assert_eq!(seg.size, pos);
+            debug_assert_eq!(seg.size % BLOCK_BYTES, next_tail.len() as u64);
+            seg.persist_indexes()?;
+            s.tail_block = next_tail;
+            s.unflushed_messages += messages;
+            s.evict_cache();
+        }
+        self.appended.notify_all();
+        self.flush_if_due().await?;
+        self.progressed.notify_all();
+        Ok(())
+    }
+
+    async fn flush_if_due(&self) -> Result<(), LogError> {
+        let (file, target) = {
+            let s = self.state();
+            let due = s.unflushed_messages > 0
+                && match s.cfg.flush {
+                    FlushPolicy::EveryBatch => true,
+                    FlushPolicy::Messages(n) => s.unflushed_messages >= n,
+                    FlushPolicy::Interval(ms) => {
+                        s.last_flush.elapsed() >= Duration::from_millis(ms)
+                    }
+                    FlushPolicy::Never => false,
+                };
+            if !due {
+                return Ok(());
+            }
+            (
+                s.segments.last().expect("active segment").file.clone(),
+                s.written,
+            )
+        };
+        file.fdatasync().await?;
+        let mut s = self.state();
+        s.durable = target;
+        s.unflushed_messages = 0;
+        s.last_flush = Instant::now();
+        drop(s);
+        self.progressed.notify_all();
+        Ok(())
+    }
+
+    async fn roll_if_due(&self) -> Result<(), LogError> {
+        let (old_file, size, dir, base) = {
+            let s = self.state();
+            let Some(first) = s.pending.front() else {
+                return Ok(());
+            };
+            let active = s.segments.last().expect("active segment");
+            let full = active.size + first.bytes.len() as u64 > s.cfg.segment_bytes;
+            let old = active.created.elapsed() >= Duration::from_millis(s.cfg.segment_ms);
+            if active.size == 0 || !(full || old) {
+                return Ok(());
+            }
+            (active.file.clone(), active.size, s.dir.clone(), s.written)
+        };
+        // Seal: cut the block padding, make the segment and its indexes durable.
+        old_file.truncate(size).await?;
+        old_file.fdatasync().await?;
+        self.state()
+            .segments
+            .last()
+            .expect("active segment")
+            .sync_indexes()?;
+        let seg = Segment::create(&dir, base).await?;
+        let mut s = self.state();
+        s.segments.push(seg);
+        s.tail_block.clear();
+        s.durable = s.durable.max(s.written);
+        s.unflushed_messages = 0;
+        Ok(())
+    }
+}
+
+impl State {
+    fn read_cache(&self, offset: u64, max_bytes: usize, hw: u64) -> Vec<Bytes> {
+        let first = self.cache.partition_point(|c| c.next <= offset);
+        let mut out = Vec::new();
+        let mut total = 0;
+        for c in self.cache.iter().skip(first) {
+            if c.base >= hw || (!out.is_empty() && total + c.bytes.len() > max_bytes) {
+                break;
+            }
+            total += c.bytes.len();
+            out.push(c.bytes.clone());
+        }
+        out
+    }
+
+    /// Drops the oldest written batches beyond the cache budget. Unwritten ones always stay: the
+    /// writer and readers of the tail rely on them.
+    fn evict_cache(&mut self) {
+        while self.cache_bytes > self.cfg.cache_bytes
+            && self.cache.front().is_some_and(|c| c.next <= self.written)
+        {
+            let c = self.cache.pop_front().expect("checked");
+            self.cache_bytes -= c.bytes.len();
+        }
+    }
+}
+
+async fn read_tail_block(seg: &Segment) -> Result<Vec<u8>, LogError> {
+    let tail_len = seg.size % BLOCK_BYTES;
+    if tail_len == 0 {
+        return Ok(Vec::new());
+    }
+    let got = seg
+        .file
+        .read_at(seg.size - tail_len, tail_len as usize)
+        .await?;
+    if got.len() as u64 != tail_len {
+        return Err(LogError::Storage("short read of the tail block".into()));
+    }
+    Ok(got.to_vec())
+}
+
+/// Reads whole batches from a segment file, starting at the indexed position `pos` and skipping to
+/// the batch that holds `offset`.
+async fn read_file(
+    file: &shards::DmaFile,
+    mut pos: u64,
+    size: u64,
+    offset: u64,
+    max_bytes: usize,
+    hw: u64,
+) -> Result<Vec<Bytes>, LogError> {
+    let mut want = max_bytes.max(FILE_READ_BYTES_MIN);
+    loop {
+        if pos >= size {
+            return Ok(Vec::new());
+        }
+        let len = (size - pos).min(want as u64) as usize;
+        let chunk = file.read_at(pos, len).await?;
+        let chunk = Bytes::copy_from_slice(&chunk);
+        let mut at = 0;
+        let mut start = None;
+        let mut skipped = 0;
+        while at < chunk.len() {
+            let Ok(blen) = batch::framed_len(&chunk[at..]) else {
+                break;
+            };
+            if at + blen > chunk.len() {
+                break;
+            }
+            let h = batch::header(&chunk[at..])?;
+            let base = h.base_offset.get() as u64;
+            let next = base + h.last_offset_delta.get() as u64 + 1;
+            if base >= hw {
+                break;
+            }
+            if next <= offset {
+                skipped = at + blen;
+            } else if start.is_none() {
+                start = Some(at);
+            } else if at + blen - start.expect("set") > max_bytes {
+                break;
+            }
+            at += blen;
+        }
+        match start {
+            Some(s) => return Ok(vec![chunk.slice(s..at)]),
+            None if skipped > 0 => pos += skipped as u64,
+            None => {
+                // The batch at `pos` is bigger than what we read: read it whole.
+                let need = batch::framed_len(&chunk).map_err(LogError::Batch)?;
+                if want >= need {
+                    return Ok(Vec::new());
+                }
+                want = need;
+            }
+        }
+    }
+}

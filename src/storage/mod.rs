@@ -1,0 +1,14 @@
+//! The partition log: Kafka v2 record batches in append-only segment files written with O_DIRECT
+//! through the `shards` runtime. Knows batches as bytes, files and io_uring; nothing of sockets or
+//! Kafka request types. See `docs/storage.md` for the byte layouts and recovery rules.
+
+pub mod batch;
+pub mod config;
+pub mod log;
+pub mod segment;
+
+pub use self::config::{FlushPolicy, LogConfig};
+pub use self::log::{Appended, Log, LogError, Offsets};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! Log tests against a simple in-memory model: appends, reads, rolls, retention, crash recovery.
+
+use super::batch;
+use super::{FlushPolicy, Log, LogConfig};
+use proptest::prelude::*;
+use std::path::Path;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-data")
+        .join(format!(
+            "weir-test-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn small_cfg() -> LogConfig {
+    LogConfig {
+        segment_bytes: 8 << 10,
+        index_interval_bytes: 512,
+        cache_bytes: 4 << 10,
+        flush: FlushPolicy::EveryBatch,
+        ..LogConfig::default()
+    }
+}
+
+/// Reads every batch from `from` to the high watermark, returning (base offset, record count) per batch.
+async fn read_all(log: &Log, mut from: u64) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    let hw = log.offsets().high_watermark;
+    while from < hw {
+        let chunks = log.read(from, 3000).await.expect("read");
+        assert!(
+            !chunks.is_empty(),
+            "read below the high watermark returns data"
+        );
+        for chunk in chunks {
+            let parts = batch::split(&chunk).expect("stored batches are valid");
+            for (_, info) in parts {
+                if (info.base_offset as u64) + u64::from(info.offset_count) <= from {
+                    continue;
+                }
+                out.push((info.base_offset as u64, info.offset_count));
+                from = info.base_offset as u64 + u64::from(info.offset_count);
+            }
+        }
+    }
+    out
+}
+
+fn append_all(log: &Log, sizes: &[(i32, usize)]) -> Vec<(u64, u32)> {
+    sizes
+        .iter()
+        .map(|&(count, bytes)| {
+            let a = log
+                .append(&batch::build(count, bytes, 1_000))
+                .expect("append");
+            assert_eq!(a.last_offset - a.base_offset + 1, count as u64);
+            (a.base_offset, count as u32)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn append_read_roll_reopen_matches_model(sizes in proptest::collection::vec((1i32..20, 1usize..400), 1..60)) {
+        let dir = temp_dir("model");
+        let expected = shards::run_local(async {
+            let log = Log::open(&dir, small_cfg()).await.unwrap();
+            let model = append_all(&log, &sizes);
+            let last = model.last().map(|&(b, c)| b + u64::from(c) - 1).unwrap();
+            log.wait_durable(last).await.unwrap();
+            // Offsets are contiguous from 0.
+            let mut next = 0;
+            for &(b, c) in &model { prop_assert_eq!(b, next); next = b + u64::from(c); }
+            prop_assert_eq!(read_all(&log, 0).await, model.clone());
+            // Reads from the middle start at the batch holding the offset.
+            let mid = next / 2;
+            let got = read_all(&log, mid).await;
+            prop_assert!(got.first().is_some_and(|&(b, c)| b <= mid && mid < b + u64::from(c)));
+            log.close().await.unwrap();
+            Ok(model)
+        })?;
+        shards::run_local(async {
+            let log = Log::open(&dir, small_cfg()).await.unwrap();
+            prop_assert_eq!(read_all(&log, 0).await, expected);
+            Ok(())
+        })?;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+fn active_log_file(dir: &Path) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+#[test]
+fn torn_tail_is_cut_to_the_longest_valid_prefix() {
+    let dir = temp_dir("torn");
+    let sizes: Vec<(i32, usize)> = (0..40)
+        .map(|i| (1 + i % 5, 50 + (i as usize * 37) % 300))
+        .collect();
+    let model = shards::run_local(async {
+        let log = Log::open(
+            &dir,
+            LogConfig {
+                segment_bytes: 1 << 20,
+                ..small_cfg()
+            },
+        )
+        .await
+        .unwrap();
+        let model = append_all(&log, &sizes);
+        log.wait_durable(log.offsets().log_end - 1).await.unwrap();
+        log.close().await.unwrap();
+        model
+    });
+    let path = active_log_file(&dir);
+    let pristine = std::fs::read(&path).unwrap();
+    // Batch boundaries, to know the longest valid prefix for each cut.
+    let mut ends = vec![0usize];
+    for (at, info) in batch::split(&pristine[..ends_len(&pristine)]).unwrap() {
+        ends.push(at + info.bytes);
+    }
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..30 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let cut = (rng as usize) % *ends.last().unwrap();
+        let mut bytes = pristine[..cut].to_vec();
+        if round % 2 == 1 {
+            // Garble instead of truncating: flip a byte in the middle of the tail batch.
+            bytes = pristine.clone();
+            bytes[cut] ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let valid = ends.iter().filter(|&&e| e <= cut).count() - 1;
+        let got = shards::run_local(async {
+            let log = Log::open(
+                &dir,
+                LogConfig {
+                    segment_bytes: 1 << 20,
+                    ..small_cfg()
+                },
+            )
+            .await
+            .unwrap();
+            let got = read_all(&log, 0).await;
+            // The log accepts appends after recovery, at the next contiguous offset.
+            let a = log.append(&batch::build(1, 10, 5)).unwrap();
+            assert_eq!(
+                a.base_offset,
+                got.last().map_or(0, |&(b, c)| b + u64::from(c))
+            );
+            log.close().await.unwrap();
+            got
+        });
+        assert_eq!(got, model[..valid].to_vec(), "cut at {cut} (round {round})");
+        std::fs::write(&path, &pristine).unwrap();
+        // Drop the appended batch's index entries from the pristine state too.
+        for ext in ["index", "timeindex"] {
+            let _ = std::fs::remove_file(path.with_extension(ext));
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Length of the valid batch bytes at the front of `bytes` (the rest is block padding).
+fn ends_len(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Ok(info) = batch::validate(&bytes[at..]) {
+        at += info.bytes;
+    }
+    at
+}
+
+#[test]
+fn retention_deletes_oldest_segments_and_advances_start() {
+    let dir = temp_dir("retention");
+    shards::run_local(async {
+        let cfg = LogConfig {
+            retention_bytes: 20 << 10,
+            ..small_cfg()
+        };
+        let log = Log::open(&dir, cfg).await.unwrap();
+        append_all(&log, &vec![(4, 250); 200]);
+        log.wait_durable(log.offsets().log_end - 1).await.unwrap();
+        let (segments_before, _, _) = log.stats();
+        let removed = log.enforce_retention(i64::MAX).unwrap();
+        assert!(removed > 0);
+        let (segments_after, _, _) = log.stats();
+        assert_eq!(segments_before - removed, segments_after);
+        let start = log.offsets().log_start;
+        assert!(start > 0);
+        assert!(matches!(
+            log.read(0, 100).await,
+            Err(super::LogError::OutOfRange { .. })
+        ));
+        assert_eq!(read_all(&log, start).await.first().unwrap().0, start);
+        log.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lookups_at_every_segment_boundary() {
+    let dir = temp_dir("boundaries");
+    shards::run_local(async {
+        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        let model = append_all(&log, &vec![(3, 200); 150]);
+        log.wait_durable(log.offsets().log_end - 1).await.unwrap();
+        let bases: Vec<u64> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert!(bases.len() > 3, "the test rolls segments");
+        for base in bases.into_iter().filter(|&b| b > 0) {
+            for offset in [base - 1, base, base + 1] {
+                let got = log.read(offset, 1).await.unwrap();
+                let info = batch::validate(&got[0]).unwrap();
+                let b = info.base_offset as u64;
+                assert!(
+                    b <= offset && offset < b + u64::from(info.offset_count),
+                    "offset {offset} at boundary {base}"
+                );
+                assert!(model.contains(&(b, info.offset_count)));
+            }
+        }
+        log.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_batches_are_refused_and_leave_the_log_intact() {
+    let dir = temp_dir("bad");
+    shards::run_local(async {
+        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        let mut b = batch::build(2, 10, 1);
+        b[30] ^= 1;
+        assert!(matches!(
+            log.append(&b),
+            Err(super::LogError::Batch(batch::BatchError::Crc { .. }))
+        ));
+        assert!(log.append(&[1, 2, 3]).is_err());
+        let big = batch::build(1, 2 << 20, 1);
+        assert!(matches!(
+            log.append(&big),
+            Err(super::LogError::TooLarge(_))
+        ));
+        assert_eq!(log.offsets().log_end, 0);
+        log.append(&batch::build(1, 1, 1)).unwrap();
+        assert_eq!(log.offsets().log_end, 1);
+        log.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lookup_by_timestamp_finds_first_batch_at_or_after() {
+    let dir = temp_dir("time");
+    shards::run_local(async {
+        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        for ts in 0..100i64 {
+            log.append(&batch::build(2, 100, 1000 + ts * 10)).unwrap();
+        }
+        log.wait_durable(log.offsets().log_end - 1).await.unwrap();
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some(0));
+        assert_eq!(
+            log.offset_for_timestamp(1000 + 50 * 10).await.unwrap(),
+            Some(100)
+        );
+        assert_eq!(
+            log.offset_for_timestamp(1000 + 50 * 10 - 5).await.unwrap(),
+            Some(100)
+        );
+        assert_eq!(log.offset_for_timestamp(99_999).await.unwrap(), None);
+        log.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
