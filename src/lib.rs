@@ -2,4 +2,6 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod broker;
+pub mod protocol;
 pub mod storage;

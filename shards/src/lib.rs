@@ -141,7 +141,11 @@ pub async fn prime_direct_io(dir: &std::path::Path) -> std::io::Result<()> {
     if PRIMED.with(|p| p.borrow().contains(&dev)) {
         return Ok(());
     }
-    let path = dir.join(".weir-direct-io-probe");
+    let path = dir.join(format!(
+        ".weir-direct-io-probe-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::write(&path, vec![0u8; 4096])?;
     std::fs::File::open(&path)?.sync_all()?;
     let file = glommio::io::DmaFile::open(&path)

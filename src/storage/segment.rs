@@ -22,6 +22,8 @@ use std::time::Instant;
 
 const INDEX_ENTRY_BYTES: usize = 8;
 const TIME_INDEX_ENTRY_BYTES: usize = 12;
+/// O_DIRECT writes pad the active segment's last block with fewer zeros than this.
+const BLOCK_PADDING_MAX: u64 = 4096;
 /// Chunk size for recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
@@ -203,8 +205,15 @@ impl Segment {
         if let Some(next_base) = next_base {
             seg.next_offset = seg.next_offset.max(next_base);
         }
-        report.bytes_cut = file_len - valid_end;
-        if report.bytes_cut > 0 {
+        // A clean stop leaves the last block's zero padding: that is not damage.
+        let mut tail = vec![0u8; (file_len - valid_end).min(BLOCK_PADDING_MAX) as usize];
+        let padding_only = file_len - valid_end < BLOCK_PADDING_MAX
+            && std_file.read_exact_at(&mut tail, valid_end).is_ok()
+            && tail.iter().all(|&b| b == 0);
+        if !padding_only {
+            report.bytes_cut = file_len - valid_end;
+        }
+        if file_len > valid_end {
             std_file
                 .set_len(valid_end)
                 .or_else(|_| File::options().write(true).open(&log)?.set_len(valid_end))?;

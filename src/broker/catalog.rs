@@ -1,0 +1,246 @@
+//! Topic metadata: what topics exist, their partition counts, ids and configs.
+//!
+//! Every shard keeps its own copy; shard 0 (the controller) owns the durable one in
+//! `<data-dir>/topics.meta`, written whole to a temporary file, fsynced and renamed over the old one,
+//! so a crash leaves either the old or the new catalog. One line per topic:
+//! `name TAB partitions TAB id (32 hex digits) TAB key=value;key=value`.
+
+use crate::storage::{FlushPolicy, LogConfig};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub partitions: i32,
+    pub id: u128,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Topic configs Weir understands, with Kafka's names.
+pub const TOPIC_CONFIGS: &[&str] = &[
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.ms",
+    "flush.messages",
+    "flush.ms",
+    "max.message.bytes",
+    "cleanup.policy",
+];
+
+const FILE: &str = "topics.meta";
+
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Checks a config name and value; the error is the message for the client.
+pub fn check_config(name: &str, value: &str) -> Result<(), String> {
+    if !TOPIC_CONFIGS.contains(&name) {
+        return Err(format!("unknown topic config {name}"));
+    }
+    if name == "cleanup.policy" {
+        return if value == "delete" {
+            Ok(())
+        } else {
+            Err(format!(
+                "cleanup.policy={value} is not supported (only delete)"
+            ))
+        };
+    }
+    value
+        .parse::<i64>()
+        .map(|_| ())
+        .map_err(|_| format!("{name}={value} is not a number"))
+}
+
+impl TopicMeta {
+    /// The log settings of this topic: its own configs over the broker's defaults.
+    pub fn log_config(&self, defaults: &LogConfig) -> LogConfig {
+        let num = |k: &str| self.configs.get(k).and_then(|v| v.parse::<i64>().ok());
+        let mut cfg = defaults.clone();
+        if let Some(v) = num("retention.ms") {
+            cfg.retention_ms = v;
+        }
+        if let Some(v) = num("retention.bytes") {
+            cfg.retention_bytes = v;
+        }
+        if let Some(v) = num("segment.bytes") {
+            cfg.segment_bytes = v.clamp(14, i64::from(u32::MAX)) as u64;
+        }
+        if let Some(v) = num("segment.ms") {
+            cfg.segment_ms = v.max(1) as u64;
+        }
+        if let Some(v) = num("max.message.bytes") {
+            cfg.max_message_bytes = v.max(0) as usize;
+        }
+        let messages = num("flush.messages").map(|v| v.max(1) as u64);
+        let ms = num("flush.ms").map(|v| v.max(0) as u64);
+        if messages.is_some() || ms.is_some() {
+            cfg.flush = LogConfig::flush_from(messages, ms);
+        }
+        cfg
+    }
+
+    /// Effective value of every known config, for DescribeConfigs.
+    pub fn effective_configs(&self, defaults: &LogConfig) -> Vec<(String, String, bool)> {
+        let cfg = self.log_config(defaults);
+        let (flush_messages, flush_ms) = match cfg.flush {
+            FlushPolicy::EveryBatch => ("1".to_string(), i64::MAX.to_string()),
+            FlushPolicy::Messages(n) => (n.to_string(), i64::MAX.to_string()),
+            FlushPolicy::Interval(ms) => (i64::MAX.to_string(), ms.to_string()),
+            FlushPolicy::Never => (i64::MAX.to_string(), i64::MAX.to_string()),
+        };
+        let values = [
+            ("retention.ms", cfg.retention_ms.to_string()),
+            ("retention.bytes", cfg.retention_bytes.to_string()),
+            ("segment.bytes", cfg.segment_bytes.to_string()),
+            ("segment.ms", cfg.segment_ms.to_string()),
+            ("flush.messages", flush_messages),
+            ("flush.ms", flush_ms),
+            ("max.message.bytes", cfg.max_message_bytes.to_string()),
+            ("cleanup.policy", "delete".to_string()),
+        ];
+        values
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    self.configs.get(k).cloned().unwrap_or(v),
+                    !self.configs.contains_key(k),
+                )
+            })
+            .collect()
+    }
+}
+
+pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
+    let text = match std::fs::read_to_string(dir.join(FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e),
+    };
+    let bad = |line: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad line in {FILE}: {line:?}"),
+        )
+    };
+    let mut topics = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut fields = line.split('\t');
+        let (Some(name), Some(partitions), Some(id), configs) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next().unwrap_or(""),
+        ) else {
+            return Err(bad(line));
+        };
+        let partitions = partitions.parse().map_err(|_| bad(line))?;
+        let id = u128::from_str_radix(id, 16).map_err(|_| bad(line))?;
+        let configs = configs
+            .split(';')
+            .filter(|kv| !kv.is_empty())
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        topics.insert(
+            name.to_string(),
+            TopicMeta {
+                name: name.to_string(),
+                partitions,
+                id,
+                configs,
+            },
+        );
+    }
+    Ok(topics)
+}
+
+pub fn save(dir: &Path, topics: &BTreeMap<String, TopicMeta>) -> std::io::Result<()> {
+    let mut text = String::new();
+    for t in topics.values() {
+        let configs: Vec<String> = t.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        text.push_str(&format!(
+            "{}\t{}\t{:032x}\t{}\n",
+            t.name,
+            t.partitions,
+            t.id,
+            configs.join(";")
+        ));
+    }
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A new topic id: unique enough without a random source (time, counter, name hash).
+pub fn new_topic_id(name: &str) -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (u128::from(now) << 64) | u128::from(hash ^ COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_round_trip() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/catalog");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut topics = BTreeMap::new();
+        let configs = [("retention.ms".to_string(), "1000".to_string())]
+            .into_iter()
+            .collect();
+        topics.insert(
+            "a.b-c_d".into(),
+            TopicMeta {
+                name: "a.b-c_d".into(),
+                partitions: 3,
+                id: new_topic_id("a"),
+                configs,
+            },
+        );
+        topics.insert(
+            "e".into(),
+            TopicMeta {
+                name: "e".into(),
+                partitions: 1,
+                id: 7,
+                configs: BTreeMap::new(),
+            },
+        );
+        save(&dir, &topics).unwrap();
+        assert_eq!(load(&dir).unwrap(), topics);
+        assert!(
+            valid_topic_name("ok-name.1")
+                && !valid_topic_name("bad name")
+                && !valid_topic_name("..")
+        );
+        assert!(
+            check_config("retention.ms", "5").is_ok()
+                && check_config("retention.ms", "x").is_err()
+                && check_config("nope", "1").is_err()
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! Fetch: whole batches from each partition's owning shard, long-polled on the append itself.
+//!
+//! A fetch that finds fewer than `min_bytes` waits for any of its partitions to be appended to
+//! (the log's `appended` notification, on the owning shard) or for `max_wait_ms` — never a polling timer.
+
+use super::{errors, produce::log_error_code, state};
+use crate::protocol::{self, ProtocolError, Request};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// What one partition read returned, sent back across shards.
+struct Read {
+    error: i16,
+    high_watermark: i64,
+    log_start: i64,
+    records: Vec<Bytes>,
+}
+
+impl Read {
+    fn bytes(&self) -> usize {
+        self.records.iter().map(|b| b.len()).sum()
+    }
+}
+
+fn failed(error: i16) -> Read {
+    Read {
+        error,
+        high_watermark: -1,
+        log_start: -1,
+        records: Vec::new(),
+    }
+}
+
+async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize) -> Read {
+    let Some(part) = state().partition(&topic, partition) else {
+        return failed(errors::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let offsets = part.log.offsets();
+    if offset < 0 {
+        return Read {
+            error: errors::OFFSET_OUT_OF_RANGE,
+            high_watermark: offsets.high_watermark as i64,
+            log_start: offsets.log_start as i64,
+            records: Vec::new(),
+        };
+    }
+    match part.log.read(offset as u64, max_bytes).await {
+        Ok(records) => {
+            let offsets = part.log.offsets();
+            Read {
+                error: errors::NONE,
+                high_watermark: offsets.high_watermark as i64,
+                log_start: offsets.log_start as i64,
+                records,
+            }
+        }
+        Err(e) => Read {
+            error: log_error_code(&e),
+            high_watermark: offsets.high_watermark as i64,
+            log_start: offsets.log_start as i64,
+            records: Vec::new(),
+        },
+    }
+}
+
+/// Waits on the owning shard until the partition's high watermark passes `mark`, or `wait` ends.
+async fn wait_local(topic: String, partition: i32, mark: i64, wait: Duration) {
+    let Some(part) = state().partition(&topic, partition) else {
+        return;
+    };
+    let appended = part.log.appended.notified();
+    if part.log.offsets().high_watermark as i64 > mark {
+        return;
+    }
+    futures_lite::future::or(appended, shards::sleep(wait)).await;
+}
+
+struct Want {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    owner: usize,
+}
+
+async fn read_one(w: &Want, max_bytes: usize) -> Read {
+    let st = state();
+    let (t, p, o) = (w.topic.clone(), w.partition, w.offset);
+    if w.owner == st.shard.id {
+        read_local(t, p, o, max_bytes).await
+    } else {
+        st.shard
+            .submit_to(w.owner, move || read_local(t, p, o, max_bytes))
+            .await
+    }
+}
+
+pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let fetch: FetchRequest = protocol::decode_body(req)?;
+    let st = state();
+    let deadline =
+        Instant::now() + Duration::from_millis(fetch.max_wait_ms.clamp(0, 300_000) as u64);
+    let min_bytes = fetch.min_bytes.max(0) as usize;
+    let max_bytes = if fetch.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        fetch.max_bytes as usize
+    };
+    let mut layout: Vec<(TopicName, Vec<usize>)> = Vec::new();
+    let mut wants = Vec::new();
+    for topic in fetch.topics {
+        let name = topic.topic.0.to_string();
+        let meta = st.topic(&name);
+        let mut idx = Vec::new();
+        for p in topic.partitions {
+            let owner = meta
+                .as_ref()
+                .filter(|m| p.partition >= 0 && p.partition < m.partitions)
+                .map_or(usize::MAX, |_| st.owner(&name, p.partition));
+            idx.push(wants.len());
+            wants.push(Want {
+                topic: name.clone(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                owner,
+            });
+        }
+        layout.push((topic.topic, idx));
+    }
+    let reads = loop {
+        let mut reads = Vec::with_capacity(wants.len());
+        let mut total = 0usize;
+        for w in &wants {
+            if w.owner == usize::MAX {
+                reads.push(failed(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            }
+            // KIP-74: the response may exceed max_bytes by one batch, for the first partition with data.
+            let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
+            if budget == 0 && total > 0 {
+                reads.push(read_one(w, 0).await.without_records());
+                continue;
+            }
+            let r = read_one(w, budget.max(1)).await;
+            total += r.bytes();
+            reads.push(r);
+        }
+        let now = Instant::now();
+        let errored = reads.iter().any(|r| r.error != errors::NONE);
+        if total >= min_bytes.max(1) || now >= deadline || errored || wants.is_empty() {
+            break reads;
+        }
+        let marks: Vec<i64> = reads
+            .iter()
+            .zip(&wants)
+            .map(|(r, w)| r.high_watermark.max(w.offset))
+            .collect();
+        wait_any(&wants, &marks, deadline - now).await;
+    };
+    let mut response = FetchResponse::default();
+    for (topic, idx) in layout {
+        let mut t = FetchableTopicResponse::default();
+        t.topic = topic;
+        for i in idx {
+            let r = &reads[i];
+            let mut p = PartitionData::default();
+            p.partition_index = wants[i].partition;
+            p.error_code = r.error;
+            p.high_watermark = r.high_watermark;
+            p.last_stable_offset = r.high_watermark;
+            if req.header.request_api_version >= 5 {
+                p.log_start_offset = r.log_start;
+            }
+            p.aborted_transactions = (fetch.isolation_level == 1).then(Vec::new);
+            p.records = Some(concat(&r.records));
+            t.partitions.push(p);
+        }
+        response.responses.push(t);
+    }
+    protocol::encode_response(
+        req.api,
+        req.header.request_api_version,
+        req.header.correlation_id,
+        &response,
+    )
+    .map(Some)
+}
+
+impl Read {
+    fn without_records(mut self) -> Read {
+        self.records.clear();
+        self
+    }
+}
+
+fn concat(chunks: &[Bytes]) -> Bytes {
+    match chunks {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut out = BytesMut::with_capacity(many.iter().map(|c| c.len()).sum());
+            for c in many {
+                out.extend_from_slice(c);
+            }
+            out.freeze()
+        }
+    }
+}
+
+/// Completes when any wanted partition's high watermark passes its mark, or after `wait`.
+async fn wait_any(wants: &[Want], marks: &[i64], wait: Duration) {
+    let st = state();
+    let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::with_capacity(wants.len() + 1);
+    for (w, &mark) in wants
+        .iter()
+        .zip(marks)
+        .filter(|(w, _)| w.owner != usize::MAX)
+    {
+        let (t, p, o) = (w.topic.clone(), w.partition, mark);
+        if w.owner == st.shard.id {
+            waits.push(Box::pin(wait_local(t, p, o, wait)));
+        } else {
+            let shard = st.shard.clone();
+            let owner = w.owner;
+            waits.push(Box::pin(async move {
+                shard
+                    .submit_to(owner, move || wait_local(t, p, o, wait))
+                    .await
+            }));
+        }
+    }
+    waits.push(Box::pin(shards::sleep(wait).then_unit()));
+    FirstOf(waits).await
+}
+
+trait ThenUnit: Future + Sized {
+    fn then_unit(self) -> impl Future<Output = ()> {
+        async move {
+            self.await;
+        }
+    }
+}
+impl<F: Future> ThenUnit for F {}
+
+struct FirstOf<'a>(Vec<Pin<Box<dyn Future<Output = ()> + 'a>>>);
+
+impl Future for FirstOf<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        for f in self.0.iter_mut() {
+            if f.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,428 @@
+//! Handlers for the control APIs: ApiVersions, Metadata, DescribeCluster, ListOffsets, topic admin,
+//! configs and producer ids. Produce, Fetch and the group APIs have modules of their own.
+
+use super::catalog::TopicMeta;
+use super::{errors, state, topics};
+use crate::protocol::{self, versions, ProtocolError, Request};
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeMap;
+
+pub const CLUSTER_ID: &str = "weir-cluster";
+
+fn respond<T: kafka_protocol::protocol::Encodable>(
+    req: &Request,
+    body: &T,
+) -> Result<Option<Bytes>, ProtocolError> {
+    protocol::encode_response(
+        req.api,
+        req.header.request_api_version,
+        req.header.correlation_id,
+        body,
+    )
+    .map(Some)
+}
+
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+pub fn api_versions(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let mut r = ApiVersionsResponse::default();
+    for (api, range) in versions::SUPPORTED {
+        let mut v = api_versions_response::ApiVersion::default();
+        v.api_key = *api as i16;
+        v.min_version = *range.start();
+        v.max_version = *range.end();
+        r.api_keys.push(v);
+    }
+    let version = req.header.request_api_version;
+    if !versions::supported(ApiKey::ApiVersions).is_some_and(|v| v.contains(&version)) {
+        // KIP-511: answer in v0 with UNSUPPORTED_VERSION and the list, so the client can pick.
+        r.error_code = errors::UNSUPPORTED_VERSION;
+        return protocol::encode_response(req.api, 0, req.header.correlation_id, &r).map(Some);
+    }
+    respond(req, &r)
+}
+
+fn brokers() -> Vec<(i32, String, i32)> {
+    let cfg = &state().cfg;
+    cfg.nodes()
+        .into_iter()
+        .map(|(id, port)| (id, cfg.advertised_host.clone(), port))
+        .collect()
+}
+
+fn metadata_topic(meta: &TopicMeta, version: i16) -> metadata_response::MetadataResponseTopic {
+    let st = state();
+    let mut t = metadata_response::MetadataResponseTopic::default();
+    t.name = Some(TopicName(text(meta.name.clone())));
+    if version >= 10 {
+        t.topic_id = uuid::Uuid::from_u128(meta.id);
+    }
+    for p in 0..meta.partitions {
+        let node = BrokerId(st.cfg.node_for(st.owner(&meta.name, p)));
+        let mut part = metadata_response::MetadataResponsePartition::default();
+        part.partition_index = p;
+        part.leader_id = node;
+        if version >= 7 {
+            part.leader_epoch = 0;
+        }
+        part.replica_nodes = vec![node];
+        part.isr_nodes = vec![node];
+        t.partitions.push(part);
+    }
+    t
+}
+
+pub async fn metadata(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let m: MetadataRequest = protocol::decode_body(req)?;
+    let version = req.header.request_api_version;
+    let st = state();
+    let mut r = MetadataResponse::default();
+    for (id, host, port) in brokers() {
+        let mut b = metadata_response::MetadataResponseBroker::default();
+        b.node_id = BrokerId(id);
+        b.host = text(host);
+        b.port = port;
+        r.brokers.push(b);
+    }
+    if version >= 2 {
+        r.cluster_id = Some(text(CLUSTER_ID));
+    }
+    r.controller_id = BrokerId(0);
+    match m.topics {
+        None => {
+            let all: Vec<TopicMeta> = st.topics.borrow().values().cloned().collect();
+            r.topics = all.iter().map(|t| metadata_topic(t, version)).collect();
+        }
+        Some(wanted) => {
+            // Version 4+ says per request whether to auto-create; older versions always may.
+            let may_create = st.cfg.auto_create_topics
+                && (req.header.request_api_version < 4 || m.allow_auto_topic_creation);
+            for w in wanted {
+                let Some(name) = w.name else { continue };
+                let found = match st.topic(&name.0) {
+                    Some(meta) => Ok(meta),
+                    None if may_create => topics::ensure(name.0.to_string()).await,
+                    None => Err((errors::UNKNOWN_TOPIC_OR_PARTITION, String::new())),
+                };
+                r.topics.push(match found {
+                    Ok(meta) => metadata_topic(&meta, version),
+                    Err((code, _)) => {
+                        let mut t = metadata_response::MetadataResponseTopic::default();
+                        t.name = Some(name);
+                        t.error_code = code;
+                        t
+                    }
+                });
+            }
+        }
+    }
+    respond(req, &r)
+}
+
+pub fn describe_cluster(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let mut r = DescribeClusterResponse::default();
+    r.cluster_id = text(CLUSTER_ID);
+    r.controller_id = BrokerId(0);
+    r.endpoint_type = 1;
+    for (id, host, port) in brokers() {
+        let mut b = describe_cluster_response::DescribeClusterBroker::default();
+        b.broker_id = BrokerId(id);
+        b.host = text(host);
+        b.port = port;
+        r.brokers.push(b);
+    }
+    respond(req, &r)
+}
+
+/// (error, timestamp, offset) for a ListOffsets query, on the owning shard.
+async fn list_offset_local(topic: String, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+    let Some(part) = state().partition(&topic, partition) else {
+        return (errors::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
+    };
+    let o = part.log.offsets();
+    match timestamp {
+        -2 => (errors::NONE, -1, o.log_start as i64),
+        -1 => (errors::NONE, -1, o.high_watermark as i64),
+        ts if ts >= 0 => match part.log.offset_for_timestamp(ts).await {
+            Ok(Some(offset)) => (errors::NONE, ts, offset as i64),
+            Ok(None) => (errors::NONE, -1, -1),
+            Err(e) => (super::produce::log_error_code(&e), -1, -1),
+        },
+        _ => (errors::INVALID_REQUEST, -1, -1),
+    }
+}
+
+pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: ListOffsetsRequest = protocol::decode_body(req)?;
+    let st = state();
+    let mut r = ListOffsetsResponse::default();
+    for topic in q.topics {
+        let name = topic.name.0.to_string();
+        let meta = st.topic(&name);
+        let mut t = list_offsets_response::ListOffsetsTopicResponse::default();
+        t.name = topic.name.clone();
+        for p in topic.partitions {
+            let index = p.partition_index;
+            let (error, timestamp, offset) =
+                match meta.as_ref().filter(|m| index >= 0 && index < m.partitions) {
+                    None => (errors::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
+                    Some(_) => {
+                        let owner = st.owner(&name, index);
+                        let (n, ts) = (name.clone(), p.timestamp);
+                        st.shard
+                            .submit_to(owner, move || list_offset_local(n, index, ts))
+                            .await
+                    }
+                };
+            let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
+            pr.partition_index = index;
+            pr.error_code = error;
+            pr.timestamp = timestamp;
+            pr.offset = offset;
+            if req.header.request_api_version >= 4 {
+                pr.leader_epoch = 0;
+            }
+            t.partitions.push(pr);
+        }
+        r.topics.push(t);
+    }
+    respond(req, &r)
+}
+
+fn configs_map(
+    configs: impl IntoIterator<Item = (StrBytes, Option<StrBytes>)>,
+) -> BTreeMap<String, String> {
+    configs
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
+        .collect()
+}
+
+pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: CreateTopicsRequest = protocol::decode_body(req)?;
+    let defaults = state().cfg.num_partitions;
+    let mut r = CreateTopicsResponse::default();
+    for t in q.topics {
+        let name = t.name.0.to_string();
+        let partitions = if t.num_partitions == -1 {
+            defaults
+        } else {
+            t.num_partitions
+        };
+        let configs = configs_map(t.configs.into_iter().map(|c| (c.name, c.value)));
+        let mut res = create_topics_response::CreatableTopicResult::default();
+        res.name = t.name;
+        let outcome = if t.replication_factor != -1 && t.replication_factor != 1 {
+            Err((
+                errors::INVALID_REPLICATION_FACTOR,
+                "Weir is a single broker: replication factor must be 1".to_string(),
+            ))
+        } else if q.validate_only {
+            topics::validate(&name, partitions, &configs).map(|()| None)
+        } else {
+            topics::create(name, partitions, configs).await.map(Some)
+        };
+        match outcome {
+            Ok(meta) => {
+                if req.header.request_api_version >= 5 {
+                    res.num_partitions = partitions;
+                    res.replication_factor = 1;
+                }
+                if let (Some(meta), true) = (meta, req.header.request_api_version >= 7) {
+                    res.topic_id = uuid::Uuid::from_u128(meta.id);
+                }
+            }
+            Err((code, msg)) => {
+                res.error_code = code;
+                res.error_message = Some(text(msg));
+            }
+        }
+        r.topics.push(res);
+    }
+    respond(req, &r)
+}
+
+pub async fn delete_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: DeleteTopicsRequest = protocol::decode_body(req)?;
+    let names: Vec<TopicName> = q
+        .topic_names
+        .into_iter()
+        .chain(q.topics.into_iter().filter_map(|t| t.name))
+        .collect();
+    let mut r = DeleteTopicsResponse::default();
+    for name in names {
+        let mut res = delete_topics_response::DeletableTopicResult::default();
+        if let Err((code, msg)) = topics::delete(name.0.to_string()).await {
+            res.error_code = code;
+            res.error_message = Some(text(msg));
+        }
+        res.name = Some(name);
+        r.responses.push(res);
+    }
+    respond(req, &r)
+}
+
+pub async fn create_partitions(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: CreatePartitionsRequest = protocol::decode_body(req)?;
+    let mut r = CreatePartitionsResponse::default();
+    for t in q.topics {
+        let mut res = create_partitions_response::CreatePartitionsTopicResult::default();
+        let count = t.count;
+        let validate_only = q.validate_only;
+        let outcome = topics::update(t.name.0.to_string(), move |meta| {
+            if count <= meta.partitions {
+                return Err((
+                    errors::INVALID_PARTITIONS,
+                    format!("topic has {} partitions; it can only grow", meta.partitions),
+                ));
+            }
+            if validate_only {
+                return Err((errors::NONE, String::new()));
+            }
+            meta.partitions = count;
+            Ok(())
+        })
+        .await;
+        if let Err((code, msg)) = outcome {
+            res.error_code = code;
+            res.error_message = (code != errors::NONE).then(|| text(msg));
+        }
+        res.name = t.name;
+        r.results.push(res);
+    }
+    respond(req, &r)
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: DescribeConfigsRequest = protocol::decode_body(req)?;
+    let st = state();
+    let mut r = DescribeConfigsResponse::default();
+    for res in q.resources {
+        let mut out = describe_configs_response::DescribeConfigsResult::default();
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name.clone();
+        let keys: Option<Vec<String>> = res
+            .configuration_keys
+            .map(|k| k.iter().map(|s| s.to_string()).collect());
+        match res.resource_type {
+            RESOURCE_TOPIC => match st.topic(&res.resource_name) {
+                Some(meta) => {
+                    for (name, value, is_default) in meta.effective_configs(&st.cfg.log) {
+                        if keys.as_ref().is_some_and(|k| !k.contains(&name)) {
+                            continue;
+                        }
+                        let mut c =
+                            describe_configs_response::DescribeConfigsResourceResult::default();
+                        c.name = text(name);
+                        c.value = Some(text(value));
+                        // 1 = dynamic topic config, 5 = default.
+                        c.config_source = if is_default { 5 } else { 1 };
+                        out.configs.push(c);
+                    }
+                }
+                None => {
+                    out.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                    out.error_message = Some(text("no such topic"));
+                }
+            },
+            RESOURCE_BROKER => {}
+            _ => {
+                out.error_code = errors::INVALID_REQUEST;
+                out.error_message = Some(text("unsupported resource type"));
+            }
+        }
+        r.results.push(out);
+    }
+    respond(req, &r)
+}
+
+pub async fn incremental_alter_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: IncrementalAlterConfigsRequest = protocol::decode_body(req)?;
+    let mut r = IncrementalAlterConfigsResponse::default();
+    for res in q.resources {
+        let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name.clone();
+        if res.resource_type != RESOURCE_TOPIC {
+            out.error_code = errors::INVALID_REQUEST;
+            out.error_message = Some(text("only topic configs can be altered"));
+            r.responses.push(out);
+            continue;
+        }
+        let ops: Vec<(String, i8, Option<String>)> = res
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.to_string()),
+                )
+            })
+            .collect();
+        let validate_only = q.validate_only;
+        let outcome = topics::update(res.resource_name.to_string(), move |meta| {
+            for (name, op, value) in ops {
+                match (op, value) {
+                    (0, Some(v)) => {
+                        meta.configs.insert(name, v);
+                    }
+                    (1, _) => {
+                        meta.configs.remove(&name);
+                    }
+                    _ => {
+                        return Err((
+                            errors::INVALID_CONFIG,
+                            format!("operation {op} on {name} is not supported"),
+                        ))
+                    }
+                }
+            }
+            if validate_only {
+                super::topics::validate(&meta.name, meta.partitions, &meta.configs)?;
+                return Err((errors::NONE, String::new()));
+            }
+            Ok(())
+        })
+        .await;
+        if let Err((code, msg)) = outcome {
+            out.error_code = code;
+            out.error_message = (code != errors::NONE).then(|| text(msg));
+        }
+        r.responses.push(out);
+    }
+    respond(req, &r)
+}
+
+pub fn init_producer_id(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: InitProducerIdRequest = protocol::decode_body(req)?;
+    let mut r = InitProducerIdResponse::default();
+    if q.producer_id.0 >= 0 {
+        // A producer bumping its epoch keeps its id (KIP-360).
+        r.producer_id = q.producer_id;
+        r.producer_epoch = q.producer_epoch.saturating_add(1);
+    } else {
+        r.producer_id = ProducerId(new_producer_id());
+        r.producer_epoch = 0;
+    }
+    respond(req, &r)
+}
+
+/// Producer ids unique across shards and restarts: milliseconds since the epoch, times 2^12, plus a
+/// per-process counter.
+fn new_producer_id() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static COUNTER: AtomicI64 = AtomicI64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    (now << 12) + (COUNTER.fetch_add(1, Ordering::Relaxed) & 0xfff)
+}

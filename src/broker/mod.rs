@@ -1,0 +1,190 @@
+//! The broker: per-shard state, topic control, and the Kafka request handlers.
+//!
+//! The only layer that knows both the shards and Kafka. Every partition is owned by one shard
+//! (`shards::placement`); its `Log` is touched by that shard alone. A request for a partition owned
+//! elsewhere is forwarded through the mailbox. Shard 0 is the controller: it owns the durable topic
+//! catalog and tells every shard about changes.
+
+pub mod catalog;
+mod conn;
+pub mod errors;
+mod fetch;
+mod groups;
+mod handlers;
+mod offsets_store;
+mod produce;
+mod topics;
+
+use crate::storage::{Log, LogConfig};
+use catalog::TopicMeta;
+use shards::Shard;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Broker settings, shared read-only by all shards.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen_host: String,
+    pub port: u16,
+    pub advertised_host: String,
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    pub single_port: bool,
+    pub max_request_bytes: usize,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub log: LogConfig,
+    /// Memory for recent batches, per shard, split among the shard's partitions.
+    pub cache_bytes_per_shard: usize,
+    pub retention_check_ms: u64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub offsets_retention_minutes: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen_host: "127.0.0.1".into(),
+            port: 9092,
+            advertised_host: "127.0.0.1".into(),
+            data_dir: PathBuf::from("weir-data"),
+            shards: 1,
+            single_port: false,
+            max_request_bytes: 100 << 20,
+            auto_create_topics: true,
+            num_partitions: 1,
+            log: LogConfig::default(),
+            cache_bytes_per_shard: 64 << 20,
+            retention_check_ms: 30_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 0,
+            offsets_retention_minutes: 7 * 24 * 60,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The broker id a client should use for partitions owned by `shard`.
+    pub fn node_for(&self, shard: usize) -> i32 {
+        if self.single_port {
+            0
+        } else {
+            shard as i32
+        }
+    }
+
+    /// (node id, port) of every advertised broker.
+    pub fn nodes(&self) -> Vec<(i32, i32)> {
+        if self.single_port {
+            vec![(0, i32::from(self.port))]
+        } else {
+            (0..self.shards)
+                .map(|s| (s as i32, i32::from(self.port) + s as i32))
+                .collect()
+        }
+    }
+}
+
+/// A partition owned by this shard.
+pub struct Partition {
+    pub log: Rc<Log>,
+    pub producers: RefCell<produce::Producers>,
+}
+
+/// Everything one shard knows. Lives in a thread-local; never sent to another shard.
+pub struct ShardState {
+    pub shard: Shard,
+    pub cfg: Arc<BrokerConfig>,
+    pub topics: RefCell<BTreeMap<String, TopicMeta>>,
+    pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
+    pub controller: topics::Controller,
+    pub groups: groups::Coordinator,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<Rc<ShardState>>> = const { RefCell::new(None) };
+}
+
+/// This shard's state. Panics outside a running shard: a bug, not an input.
+pub fn state() -> Rc<ShardState> {
+    STATE
+        .with(|s| s.borrow().clone())
+        .expect("broker state used outside a shard")
+}
+
+impl ShardState {
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        shards::placement(topic, partition as u32, self.shard.count)
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.topics.borrow().get(name).cloned()
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.cfg.data_dir.join(format!("{topic}-{partition}"))
+    }
+}
+
+/// Runs one shard: restores its partitions, then serves clients until shutdown.
+pub async fn run_shard(
+    shard: Shard,
+    cfg: Arc<BrokerConfig>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let topics = match catalog::load(&cfg.data_dir) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the topic catalog");
+            std::process::exit(1);
+        }
+    };
+    let state = Rc::new(ShardState {
+        controller: topics::Controller::new(shard.id == 0),
+        groups: groups::Coordinator::new(&cfg, shard.id),
+        shard,
+        cfg,
+        topics: RefCell::new(BTreeMap::new()),
+        partitions: RefCell::new(HashMap::new()),
+    });
+    STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
+    if let Err(e) = shards::prime_direct_io(&state.cfg.data_dir).await {
+        tracing::error!(error = %e, "data directory is not usable");
+        std::process::exit(1);
+    }
+    for meta in topics.into_values() {
+        if let Err(e) = topics::apply_topic(meta).await {
+            tracing::error!(error = %e, "cannot open a partition");
+            std::process::exit(1);
+        }
+    }
+    if let Err(e) = state.groups.recover().await {
+        tracing::error!(error = %e, "cannot recover committed offsets");
+        std::process::exit(1);
+    }
+    shards::spawn_local(topics::retention_loop()).detach();
+    shards::spawn_local(groups::expiry_loop()).detach();
+    conn::serve(stop).await;
+    // Shutdown: write what is queued and fsync every owned log.
+    let logs: Vec<Rc<Partition>> = state.partitions.borrow().values().cloned().collect();
+    for p in logs {
+        if let Err(e) = p.log.close().await {
+            tracing::error!(error = %e, "flush at shutdown failed");
+        }
+    }
+    state.groups.close().await;
+    tracing::info!(shard = state.shard.id, "shard stopped");
+}

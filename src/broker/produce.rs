@@ -1,0 +1,297 @@
+//! Produce: append each partition's batches on its owning shard, answer per `acks`.
+//!
+//! acks=0 gets no response; acks=1 is answered once offsets are assigned (the write is in flight);
+//! acks=all once the batches are written and, under `flush.messages=1`, fsynced.
+//! Idempotent producers (producer id ≥ 0) get Kafka's sequence checks per (producer, partition):
+//! a retried batch is answered with its original offset, a gap with OUT_OF_ORDER_SEQUENCE_NUMBER.
+
+use super::{errors, state, topics, Partition};
+use crate::protocol::{self, ProtocolError, Request};
+use crate::storage::batch;
+use crate::storage::LogError;
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+/// Batches remembered per producer for duplicate detection (Kafka keeps 5).
+const RECENT_BATCHES: usize = 5;
+
+#[derive(Default)]
+pub struct Producers {
+    by_id: HashMap<i64, ProducerState>,
+}
+
+struct ProducerState {
+    epoch: i16,
+    /// (first sequence, last sequence, base offset) of recent batches, oldest first.
+    recent: VecDeque<(i32, i32, u64)>,
+}
+
+enum SeqCheck {
+    Fresh,
+    Duplicate(u64),
+    OutOfOrder,
+}
+
+impl Producers {
+    fn check(&self, info: &batch::BatchInfo) -> SeqCheck {
+        let Some(p) = self.by_id.get(&info.producer_id) else {
+            return SeqCheck::Fresh;
+        };
+        if info.producer_epoch != p.epoch {
+            // A new epoch starts its sequences afresh; an old epoch is a zombie.
+            return if info.producer_epoch > p.epoch && info.base_sequence == 0 {
+                SeqCheck::Fresh
+            } else {
+                SeqCheck::OutOfOrder
+            };
+        }
+        if let Some(&(_, _, offset)) = p
+            .recent
+            .iter()
+            .find(|(first, _, _)| *first == info.base_sequence)
+        {
+            return SeqCheck::Duplicate(offset);
+        }
+        let next = p
+            .recent
+            .back()
+            .map_or(0, |&(_, last, _)| last.wrapping_add(1) & i32::MAX);
+        if info.base_sequence == next {
+            SeqCheck::Fresh
+        } else {
+            SeqCheck::OutOfOrder
+        }
+    }
+
+    fn record(&mut self, info: &batch::BatchInfo, base_offset: u64) {
+        let p = self.by_id.entry(info.producer_id).or_insert(ProducerState {
+            epoch: info.producer_epoch,
+            recent: VecDeque::new(),
+        });
+        if p.epoch != info.producer_epoch {
+            p.epoch = info.producer_epoch;
+            p.recent.clear();
+        }
+        let last = info.base_sequence.wrapping_add(info.records_count - 1) & i32::MAX;
+        p.recent.push_back((info.base_sequence, last, base_offset));
+        if p.recent.len() > RECENT_BATCHES {
+            p.recent.pop_front();
+        }
+    }
+}
+
+/// Outcome for one partition, sent back across shards.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    error: i16,
+    base_offset: i64,
+    log_start: i64,
+}
+
+fn refused(error: i16) -> Outcome {
+    Outcome {
+        error,
+        base_offset: -1,
+        log_start: -1,
+    }
+}
+
+pub fn log_error_code(e: &LogError) -> i16 {
+    match e {
+        LogError::Batch(b) if b.is_corruption() => errors::CORRUPT_MESSAGE,
+        LogError::Batch(_) => errors::INVALID_RECORD,
+        LogError::TooLarge(_) => errors::MESSAGE_TOO_LARGE,
+        LogError::OutOfRange { .. } => errors::OFFSET_OUT_OF_RANGE,
+        LogError::Storage(_) => errors::KAFKA_STORAGE_ERROR,
+        LogError::Deleted => errors::UNKNOWN_TOPIC_OR_PARTITION,
+    }
+}
+
+/// Appends on the owning shard (the caller's job to be there).
+async fn append_local(
+    topic: String,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+    timeout: Duration,
+) -> Outcome {
+    let Some(part) = state().partition(&topic, partition) else {
+        return refused(errors::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let appended = match append_checked(&part, &records) {
+        Ok(Some(a)) => a,
+        Ok(None) => return refused(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
+        Err(e) => {
+            tracing::debug!(%topic, partition, error = %e, "produce refused");
+            return refused(log_error_code(&e));
+        }
+    };
+    let log_start = part.log.offsets().log_start as i64;
+    if acks == -1 {
+        let waited = futures_lite::future::or(
+            async { Some(part.log.wait_durable(appended.1).await) },
+            async {
+                shards::sleep(timeout).await;
+                None
+            },
+        )
+        .await;
+        match waited {
+            None => return refused(errors::REQUEST_TIMED_OUT),
+            Some(Err(e)) => return refused(log_error_code(&e)),
+            Some(Ok(())) => {}
+        }
+    }
+    Outcome {
+        error: errors::NONE,
+        base_offset: appended.0 as i64,
+        log_start,
+    }
+}
+
+/// Sequence-checks and appends. `Ok(None)`: out of order. For a pure retry of the latest batches,
+/// returns their original offsets without appending again.
+fn append_checked(part: &Partition, records: &[u8]) -> Result<Option<(u64, u64)>, LogError> {
+    let batches = batch::split(records)?;
+    let Some(&(_, first)) = batches.first() else {
+        return Err(LogError::Batch(batch::BatchError::Truncated {
+            have: 0,
+            need: batch::HEADER_BYTES,
+        }));
+    };
+    if first.producer_id < 0 {
+        let a = part.log.append(records)?;
+        return Ok(Some((a.base_offset, a.last_offset)));
+    }
+    let mut producers = part.producers.borrow_mut();
+    match producers.check(&first) {
+        SeqCheck::Duplicate(offset) => return Ok(Some((offset, offset))),
+        SeqCheck::OutOfOrder => return Ok(None),
+        SeqCheck::Fresh => {}
+    }
+    let a = part.log.append(records)?;
+    let mut offset = a.base_offset;
+    for (_, info) in &batches {
+        producers.record(info, offset);
+        offset += u64::from(info.offset_count);
+    }
+    Ok(Some((a.base_offset, a.last_offset)))
+}
+
+pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let produce: ProduceRequest = protocol::decode_body(req)?;
+    let st = state();
+    let acks = produce.acks;
+    let timeout = Duration::from_millis(produce.timeout_ms.max(0) as u64);
+    let mut pending = Vec::new();
+    for topic in produce.topic_data {
+        let name = topic.name.0.to_string();
+        let known = match st.topic(&name) {
+            Some(meta) => Some(meta),
+            None if st.cfg.auto_create_topics => topics::ensure(name.clone()).await.ok(),
+            None => None,
+        };
+        let mut parts = Vec::new();
+        for p in topic.partition_data {
+            let index = p.index;
+            let Some(meta) = known
+                .as_ref()
+                .filter(|m| index >= 0 && index < m.partitions)
+            else {
+                parts.push((index, Err(refused(errors::UNKNOWN_TOPIC_OR_PARTITION))));
+                continue;
+            };
+            let records = p.records.unwrap_or_default();
+            let owner = st.owner(&meta.name, index);
+            let n = name.clone();
+            // Every partition starts now, so partitions on other shards proceed in parallel.
+            let task = if owner == st.shard.id {
+                shards::spawn_local(append_local(n, index, records, acks, timeout))
+            } else {
+                let shard = st.shard.clone();
+                shards::spawn_local(async move {
+                    shard
+                        .submit_to(owner, move || {
+                            append_local(n, index, records, acks, timeout)
+                        })
+                        .await
+                })
+            };
+            parts.push((index, Ok(task)));
+        }
+        pending.push((topic.name, parts));
+    }
+    let mut response = ProduceResponse::default();
+    for (name, parts) in pending {
+        let mut t = TopicProduceResponse::default();
+        t.name = name;
+        for (index, outcome) in parts {
+            let o = match outcome {
+                Ok(task) => task.await,
+                Err(o) => o,
+            };
+            let mut r = PartitionProduceResponse::default();
+            r.index = index;
+            r.error_code = o.error;
+            r.base_offset = o.base_offset;
+            if req.header.request_api_version >= 5 {
+                r.log_start_offset = o.log_start;
+            }
+            r.log_append_time_ms = -1;
+            t.partition_responses.push(r);
+        }
+        response.responses.push(t);
+    }
+    if acks == 0 {
+        return Ok(None);
+    }
+    protocol::encode_response(
+        req.api,
+        req.header.request_api_version,
+        req.header.correlation_id,
+        &response,
+    )
+    .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(pid: i64, epoch: i16, seq: i32, count: i32) -> batch::BatchInfo {
+        batch::BatchInfo {
+            bytes: 100,
+            base_offset: 0,
+            offset_count: count as u32,
+            max_timestamp: 0,
+            records_count: count,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+        }
+    }
+
+    #[test]
+    fn sequences_fresh_duplicate_and_gap() {
+        let mut p = Producers::default();
+        assert!(matches!(p.check(&info(1, 0, 0, 3)), SeqCheck::Fresh));
+        p.record(&info(1, 0, 0, 3), 10);
+        assert!(matches!(p.check(&info(1, 0, 3, 2)), SeqCheck::Fresh));
+        assert!(matches!(
+            p.check(&info(1, 0, 0, 3)),
+            SeqCheck::Duplicate(10)
+        ));
+        assert!(matches!(p.check(&info(1, 0, 7, 1)), SeqCheck::OutOfOrder));
+        assert!(
+            matches!(p.check(&info(1, 1, 0, 1)), SeqCheck::Fresh),
+            "a bumped epoch restarts at 0"
+        );
+        assert!(
+            matches!(p.check(&info(2, 0, 42, 1)), SeqCheck::Fresh),
+            "unknown producers are accepted"
+        );
+    }
+}

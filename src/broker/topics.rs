@@ -1,0 +1,304 @@
+//! Topic control: create, delete, grow and reconfigure topics; open and close partition logs.
+//!
+//! Changes run on shard 0 (the controller), which persists the catalog and then applies the change
+//! on every shard, so a topic is usable on all shards by the time its creation is answered.
+
+use super::catalog::{self, TopicMeta};
+use super::errors;
+use super::{state, Partition};
+use crate::storage::Log;
+use shards::Notify;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+/// Partitions a topic may have: a bound on files and memory per request.
+const PARTITIONS_MAX: i32 = 10_000;
+
+/// A refused topic change: Kafka error code and message.
+pub type Refusal = (i16, String);
+
+pub struct Controller {
+    active: bool,
+    catalog: RefCell<Option<BTreeMap<String, TopicMeta>>>,
+    /// Topics whose creation is being applied on the shards; auto-create waits on these.
+    creating: RefCell<HashMap<String, Rc<Notify>>>,
+}
+
+impl Controller {
+    pub fn new(active: bool) -> Self {
+        Self {
+            active,
+            catalog: RefCell::new(None),
+            creating: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn with_catalog<R>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, TopicMeta>) -> R,
+    ) -> Result<R, Refusal> {
+        assert!(self.active, "topic changes run on the controller shard");
+        let mut cat = self.catalog.borrow_mut();
+        if cat.is_none() {
+            let loaded = catalog::load(&state().cfg.data_dir)
+                .map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
+            *cat = Some(loaded);
+        }
+        Ok(f(cat.as_mut().expect("loaded")))
+    }
+
+    fn save(&self) -> Result<(), Refusal> {
+        let cat = self.catalog.borrow();
+        catalog::save(&state().cfg.data_dir, cat.as_ref().expect("loaded"))
+            .map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))
+    }
+}
+
+/// Runs `f` on the controller shard.
+async fn on_controller<F, Fut, R>(f: F) -> R
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let shard = state().shard.clone();
+    shard.submit_to(0, f).await
+}
+
+/// Applies `meta` on every shard and waits for all.
+async fn broadcast_apply(meta: TopicMeta) -> Result<(), Refusal> {
+    let shard = state().shard.clone();
+    for s in 0..shard.count {
+        let m = meta.clone();
+        shard
+            .submit_to(s, move || apply_topic(m))
+            .await
+            .map_err(|e| (errors::KAFKA_STORAGE_ERROR, e))?;
+    }
+    Ok(())
+}
+
+pub fn validate(
+    name: &str,
+    partitions: i32,
+    configs: &BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    if !catalog::valid_topic_name(name) {
+        return Err((
+            errors::INVALID_TOPIC_EXCEPTION,
+            format!("invalid topic name {name:?}"),
+        ));
+    }
+    if !(1..=PARTITIONS_MAX).contains(&partitions) {
+        return Err((
+            errors::INVALID_PARTITIONS,
+            format!("partitions must be 1..={PARTITIONS_MAX}"),
+        ));
+    }
+    for (k, v) in configs {
+        catalog::check_config(k, v).map_err(|m| (errors::INVALID_CONFIG, m))?;
+    }
+    Ok(())
+}
+
+/// Creates a topic. Fails with TOPIC_ALREADY_EXISTS if it exists.
+pub async fn create(
+    name: String,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+) -> Result<TopicMeta, Refusal> {
+    validate(&name, partitions, &configs)?;
+    on_controller(move || async move {
+        let ctl = &state().controller;
+        let meta = TopicMeta {
+            id: catalog::new_topic_id(&name),
+            name: name.clone(),
+            partitions,
+            configs,
+        };
+        let inserted = ctl.with_catalog(|c| {
+            if c.contains_key(&name) {
+                false
+            } else {
+                c.insert(name.clone(), meta.clone());
+                true
+            }
+        })?;
+        if !inserted {
+            return Err((
+                errors::TOPIC_ALREADY_EXISTS,
+                format!("topic {name} already exists"),
+            ));
+        }
+        let done = Rc::new(Notify::default());
+        ctl.creating.borrow_mut().insert(name.clone(), done.clone());
+        let result = match ctl.save() {
+            Ok(()) => broadcast_apply(meta.clone()).await,
+            Err(e) => {
+                let _ = ctl.with_catalog(|c| c.remove(&name));
+                Err(e)
+            }
+        };
+        ctl.creating.borrow_mut().remove(&name);
+        done.notify_all();
+        result.map(|()| meta)
+    })
+    .await
+}
+
+/// Returns the topic, creating it with the broker defaults if it does not exist (auto-create).
+pub async fn ensure(name: String) -> Result<TopicMeta, Refusal> {
+    if let Some(meta) = state().topic(&name) {
+        return Ok(meta);
+    }
+    let partitions = state().cfg.num_partitions;
+    match create(name.clone(), partitions, BTreeMap::new()).await {
+        Err((code, _)) if code == errors::TOPIC_ALREADY_EXISTS => {
+            // Created concurrently: wait until the controller has applied it everywhere.
+            let n = name.clone();
+            on_controller(move || async move {
+                let pending = state().controller.creating.borrow().get(&n).cloned();
+                if let Some(done) = pending {
+                    done.notified().await;
+                }
+            })
+            .await;
+            state().topic(&name).ok_or((
+                errors::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic {name} vanished"),
+            ))
+        }
+        other => other,
+    }
+}
+
+/// Deletes a topic and its data on every shard.
+pub async fn delete(name: String) -> Result<(), Refusal> {
+    on_controller(move || async move {
+        let ctl = &state().controller;
+        if ctl.with_catalog(|c| c.remove(&name))?.is_none() {
+            return Err((
+                errors::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("no topic {name}"),
+            ));
+        }
+        ctl.save()?;
+        let shard = state().shard.clone();
+        for s in 0..shard.count {
+            let n = name.clone();
+            shard.submit_to(s, move || remove_topic(n)).await;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Changes a topic's partition count (growth only) or configs, then applies it everywhere.
+pub async fn update(
+    name: String,
+    change: impl FnOnce(&mut TopicMeta) -> Result<(), Refusal> + Send + 'static,
+) -> Result<TopicMeta, Refusal> {
+    on_controller(move || async move {
+        let ctl = &state().controller;
+        let meta = ctl.with_catalog(|c| -> Result<TopicMeta, Refusal> {
+            let current = c.get(&name).ok_or((
+                errors::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("no topic {name}"),
+            ))?;
+            let mut next = current.clone();
+            change(&mut next)?;
+            validate(&next.name, next.partitions, &next.configs)?;
+            c.insert(name.clone(), next.clone());
+            Ok(next)
+        })??;
+        ctl.save()?;
+        broadcast_apply(meta.clone()).await?;
+        Ok(meta)
+    })
+    .await
+}
+
+/// Makes this shard know `meta` and open the partitions it owns.
+pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
+    let st = state();
+    st.topics
+        .borrow_mut()
+        .insert(meta.name.clone(), meta.clone());
+    for p in 0..meta.partitions {
+        if st.owner(&meta.name, p) != st.shard.id || st.partition(&meta.name, p).is_some() {
+            continue;
+        }
+        let dir = st.partition_dir(&meta.name, p);
+        let log = Log::open(&dir, meta.log_config(&st.cfg.log))
+            .await
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let part = Rc::new(Partition {
+            log,
+            producers: RefCell::default(),
+        });
+        st.partitions
+            .borrow_mut()
+            .insert((meta.name.clone(), p), part);
+    }
+    rebalance_cache_and_configs();
+    Ok(())
+}
+
+/// Applies every topic's current config to its logs and splits the shard's cache among them.
+fn rebalance_cache_and_configs() {
+    let st = state();
+    let parts = st.partitions.borrow();
+    let share = st.cfg.cache_bytes_per_shard / parts.len().max(1);
+    let topics = st.topics.borrow();
+    for ((topic, _), part) in parts.iter() {
+        if let Some(meta) = topics.get(topic) {
+            let mut cfg = meta.log_config(&st.cfg.log);
+            cfg.cache_bytes = share;
+            part.log.set_config(cfg);
+        }
+    }
+}
+
+async fn remove_topic(name: String) {
+    let st = state();
+    st.topics.borrow_mut().remove(&name);
+    let doomed: Vec<Rc<Partition>> = {
+        let mut parts = st.partitions.borrow_mut();
+        let keys: Vec<_> = parts.keys().filter(|(t, _)| *t == name).cloned().collect();
+        keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
+    };
+    for p in doomed {
+        if let Err(e) = p.log.delete().await {
+            tracing::warn!(topic = %name, error = %e, "deleting partition data failed");
+        }
+    }
+    rebalance_cache_and_configs();
+}
+
+/// Deletes segments past retention on this shard's partitions, periodically.
+pub async fn retention_loop() {
+    let every = std::time::Duration::from_millis(state().cfg.retention_check_ms);
+    loop {
+        shards::sleep(every).await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let parts: Vec<(String, i32, Rc<Partition>)> = state()
+            .partitions
+            .borrow()
+            .iter()
+            .map(|((t, p), v)| (t.clone(), *p, v.clone()))
+            .collect();
+        for (topic, p, part) in parts {
+            match part.log.enforce_retention(now_ms) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(%topic, partition = p, segments = n, "retention deleted segments")
+                }
+                Err(e) => tracing::warn!(%topic, partition = p, error = %e, "retention failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `weir serve`: flags, `WEIR_*` environment variables and a TOML-ish `--config` file (flags win).
+
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use weir::broker::{self, BrokerConfig};
+use weir::storage::LogConfig;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address of shard 0; shard i listens on port + i.
+    #[arg(long, env = "WEIR_LISTEN")]
+    listen: Option<String>,
+    /// Host name advertised to clients (default: the listen host).
+    #[arg(long, env = "WEIR_ADVERTISED_HOST")]
+    advertised_host: Option<String>,
+    /// Where partitions and metadata live.
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Number of shards (default: number of cores).
+    #[arg(long, env = "WEIR_SHARDS")]
+    shards: Option<usize>,
+    /// One port and one advertised broker; shards forward to each other.
+    #[arg(long, env = "WEIR_SINGLE_PORT")]
+    single_port: bool,
+    /// Partitions of auto-created topics.
+    #[arg(long, env = "WEIR_NUM_PARTITIONS")]
+    num_partitions: Option<i32>,
+    /// Disable auto-creation of topics.
+    #[arg(long, env = "WEIR_NO_AUTO_CREATE")]
+    no_auto_create: bool,
+    /// Default flush.messages for topics (1 = fsync every batch).
+    #[arg(long, env = "WEIR_FLUSH_MESSAGES")]
+    flush_messages: Option<u64>,
+    /// Default flush.ms for topics.
+    #[arg(long, env = "WEIR_FLUSH_MS")]
+    flush_ms: Option<u64>,
+    /// Default segment.bytes.
+    #[arg(long, env = "WEIR_SEGMENT_BYTES")]
+    segment_bytes: Option<u64>,
+    /// Default retention.ms (-1: forever).
+    #[arg(long, env = "WEIR_RETENTION_MS")]
+    retention_ms: Option<i64>,
+    /// Default retention.bytes (-1: unlimited).
+    #[arg(long, env = "WEIR_RETENTION_BYTES")]
+    retention_bytes: Option<i64>,
+    /// Largest request frame accepted (socket.request.max.bytes).
+    #[arg(long, env = "WEIR_MAX_REQUEST_BYTES")]
+    max_request_bytes: Option<usize>,
+    /// Memory for recent batches per shard, in MiB.
+    #[arg(long, env = "WEIR_CACHE_MB")]
+    cache_mb: Option<usize>,
+    /// Config file: `key = value` lines with the flag names (e.g. `data-dir = "/var/lib/weir"`).
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Reads `key = value` lines (TOML's flat subset); values may be quoted.
+fn read_config(path: &PathBuf) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() || line.starts_with('[') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{}:{}: expected key = value", path.display(), n + 1))?;
+        out.push((
+            k.trim().replace('_', "-"),
+            v.trim().trim_matches('"').to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
+    if let Some(path) = a.config.clone() {
+        for (k, v) in read_config(&path)? {
+            let bad = |e: &dyn std::fmt::Display| format!("{k} = {v}: {e}");
+            let num = |v: &str| v.parse::<i64>().map_err(|e| bad(&e));
+            match k.as_str() {
+                "listen" => a.listen = a.listen.or(Some(v.clone())),
+                "advertised-host" => a.advertised_host = a.advertised_host.or(Some(v.clone())),
+                "data-dir" => a.data_dir = a.data_dir.or(Some(PathBuf::from(&v))),
+                "shards" => a.shards = a.shards.or(Some(num(&v)? as usize)),
+                "single-port" => a.single_port |= v == "true",
+                "num-partitions" => a.num_partitions = a.num_partitions.or(Some(num(&v)? as i32)),
+                "no-auto-create" => a.no_auto_create |= v == "true",
+                "flush-messages" => a.flush_messages = a.flush_messages.or(Some(num(&v)? as u64)),
+                "flush-ms" => a.flush_ms = a.flush_ms.or(Some(num(&v)? as u64)),
+                "segment-bytes" => a.segment_bytes = a.segment_bytes.or(Some(num(&v)? as u64)),
+                "retention-ms" => a.retention_ms = a.retention_ms.or(Some(num(&v)?)),
+                "retention-bytes" => a.retention_bytes = a.retention_bytes.or(Some(num(&v)?)),
+                "max-request-bytes" => {
+                    a.max_request_bytes = a.max_request_bytes.or(Some(num(&v)? as usize))
+                }
+                "cache-mb" => a.cache_mb = a.cache_mb.or(Some(num(&v)? as usize)),
+                _ => return Err(format!("{}: unknown setting {k}", path.display())),
+            }
+        }
+    }
+    let mut cfg = BrokerConfig::default();
+    let listen = a.listen.unwrap_or_else(|| "127.0.0.1:9092".into());
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--listen {listen}: expected HOST:PORT"))?;
+    cfg.listen_host = host.to_string();
+    cfg.port = port
+        .parse()
+        .map_err(|_| format!("--listen {listen}: bad port"))?;
+    cfg.advertised_host = a.advertised_host.unwrap_or_else(|| {
+        if host == "0.0.0.0" {
+            "127.0.0.1".into()
+        } else {
+            host.to_string()
+        }
+    });
+    cfg.data_dir = a.data_dir.unwrap_or_else(|| PathBuf::from("weir-data"));
+    cfg.shards = a
+        .shards
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    if !cfg.single_port && usize::from(cfg.port) + cfg.shards > 65_536 {
+        return Err("shard ports would pass 65535".into());
+    }
+    cfg.single_port = a.single_port;
+    cfg.auto_create_topics = !a.no_auto_create;
+    if let Some(n) = a.num_partitions {
+        cfg.num_partitions = n.max(1);
+    }
+    let mut log = LogConfig::default();
+    if a.flush_messages.is_some() || a.flush_ms.is_some() {
+        log.flush = LogConfig::flush_from(a.flush_messages, a.flush_ms);
+    }
+    if let Some(v) = a.segment_bytes {
+        log.segment_bytes = v.clamp(4096, u64::from(u32::MAX));
+    }
+    if let Some(v) = a.retention_ms {
+        log.retention_ms = v;
+    }
+    if let Some(v) = a.retention_bytes {
+        log.retention_bytes = v;
+    }
+    cfg.log = log;
+    if let Some(v) = a.max_request_bytes {
+        cfg.max_request_bytes = v;
+    }
+    if let Some(v) = a.cache_mb {
+        cfg.cache_bytes_per_shard = v << 20;
+    }
+    Ok(cfg)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn run(args: ServeArgs) -> i32 {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio=warn")),
+        )
+        .init();
+    let cfg = match build_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weir serve: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&cfg.data_dir) {
+        eprintln!("weir serve: {}: {e}", cfg.data_dir.display());
+        return 1;
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    tracing::info!(shards = cfg.shards, data_dir = %cfg.data_dir.display(), port = cfg.port, single_port = cfg.single_port, "starting weir");
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher_stop = stop.clone();
+    std::thread::spawn(move || loop {
+        if STOP.load(Ordering::SeqCst) {
+            watcher_stop.store(true, Ordering::SeqCst);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    });
+    let cfg = Arc::new(cfg);
+    let shards = match shards::start(cfg.shards, move |shard| {
+        broker::run_shard(shard, cfg.clone(), stop.clone())
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("weir serve: cannot start shards: {e}");
+            return 1;
+        }
+    };
+    shards.join();
+    tracing::info!("stopped");
+    0
+}
