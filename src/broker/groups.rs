@@ -129,8 +129,10 @@ impl Group {
             {
                 self.leader = self.members.keys().next().cloned();
             }
+            // Members waited in JoinGroup instead of heartbeating: their sessions restart now.
             for m in self.members.values_mut() {
                 m.assignment = Bytes::new();
+                m.last_seen = now;
             }
         }
         self.changed.notify_all();

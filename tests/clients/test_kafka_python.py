@@ -1,0 +1,72 @@
+"""kafka-python (3.x: idempotent producer by default) against the real broker."""
+
+import threading
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+from conftest import unique
+
+
+def test_produce_consume_group_commit(shared_broker):
+    topic = unique("kp")
+    admin = KafkaAdminClient(bootstrap_servers=shared_broker.bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    assert topic in admin.list_topics()
+    producer = KafkaProducer(bootstrap_servers=shared_broker.bootstrap, acks="all", compression_type="gzip")
+    futures = [producer.send(topic, key=str(i % 3).encode(), value=str(i).encode()) for i in range(300)]
+    producer.flush(30)
+    offsets = [f.get(10) for f in futures]
+    assert {o.partition for o in offsets} <= {0, 1, 2}
+    producer.close()
+    group = unique("g")
+    consumer = KafkaConsumer(topic, bootstrap_servers=shared_broker.bootstrap, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=15000)
+    got = []
+    for m in consumer:
+        got.append(int(m.value))
+        if len(got) == 300:
+            break
+    consumer.commit()
+    assert sorted(got) == list(range(300))
+    committed = sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(3))
+    assert committed == 300
+    consumer.close()
+    admin.delete_topics([topic])
+    deadline = time.time() + 10
+    while topic in admin.list_topics() and time.time() < deadline:
+        time.sleep(0.1)
+    assert topic not in admin.list_topics()
+    admin.close()
+
+
+def test_two_kafka_python_members_split_partitions(shared_broker):
+    topic = unique("kp2")
+    admin = KafkaAdminClient(bootstrap_servers=shared_broker.bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    admin.close()
+    group = unique("g")
+    stop = threading.Event()
+    members = [KafkaConsumer(topic, bootstrap_servers=shared_broker.bootstrap, group_id=group, heartbeat_interval_ms=300, session_timeout_ms=6000) for _ in range(2)]
+
+    def run(c):
+        while not stop.is_set():
+            c.poll(100)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in members]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            sizes = [len(c.assignment()) for c in members]
+            if sizes == [2, 2]:
+                break
+            time.sleep(0.2)
+        assert sizes == [2, 2]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for c in members:
+            c.close()

@@ -1,0 +1,185 @@
+"""Bad input, crashes and the single-port mode, against the real broker."""
+
+import signal
+import socket
+import struct
+import time
+
+from confluent_kafka import Consumer, Producer
+
+from conftest import Broker, unique
+
+
+def frame(api_key, version, correlation, body=b"", client_id=b"raw"):
+    header = struct.pack(">hhih", api_key, version, correlation, len(client_id)) + client_id
+    payload = header + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def read_frame(sock):
+    size = struct.unpack(">i", recv_exact(sock, 4))[0]
+    return recv_exact(sock, size)
+
+
+def recv_exact(sock, n):
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("closed")
+        out += chunk
+    return out
+
+
+def closed_by_peer(sock):
+    sock.settimeout(5)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def produce_consume_ok(bootstrap):
+    topic = unique("alive")
+    p = Producer({"bootstrap.servers": bootstrap})
+    p.produce(topic, value=b"still here")
+    assert p.flush(15) == 0
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            c.close()
+            return m.value() == b"still here"
+    c.close()
+    return False
+
+
+def test_garbage_truncated_and_oversized_frames_close_only_that_connection(shared_broker):
+    bystander = socket.create_connection(("127.0.0.1", shared_broker.port))
+    bystander.sendall(frame(18, 0, 1))
+    assert read_frame(bystander)[:4] == struct.pack(">i", 1)
+    cases = [
+        struct.pack(">i", 200 * 1024 * 1024) + b"x" * 10,  # over socket.request.max.bytes
+        struct.pack(">i", -5),  # negative size
+        struct.pack(">i", 3) + b"abc",  # header too short
+        frame(999, 0, 7),  # unknown API key
+        frame(0, 99, 7),  # unsupported Produce version
+        frame(3, 9, 7, b"\xff" * 3),  # Metadata with a garbage body
+        struct.pack(">i", 50) + b"\x00" * 20,  # truncated frame, then the client goes away
+    ]
+    for data in cases:
+        s = socket.create_connection(("127.0.0.1", shared_broker.port))
+        s.sendall(data)
+        if data.startswith(struct.pack(">i", 50)):
+            s.close()
+            continue
+        assert closed_by_peer(s), data[:16]
+        s.close()
+    bystander.sendall(frame(18, 0, 2))
+    assert read_frame(bystander)[:4] == struct.pack(">i", 2), "other connections carry on"
+    bystander.close()
+    assert shared_broker.alive()
+    assert produce_consume_ok(shared_broker.bootstrap)
+
+
+def test_api_versions_unsupported_version_gets_error_and_list(shared_broker):
+    s = socket.create_connection(("127.0.0.1", shared_broker.port))
+    s.sendall(frame(18, 42, 9))
+    body = read_frame(s)
+    correlation, error = struct.unpack(">ih", body[:6])
+    assert correlation == 9 and error == 35  # UNSUPPORTED_VERSION, KIP-511
+    count = struct.unpack(">i", body[6:10])[0]
+    assert count > 10
+    s.close()
+
+
+def test_corrupt_batch_fails_that_partition_only(shared_broker):
+    # Produce v3 with one partition holding a batch whose CRC is wrong.
+    topic = unique("corrupt").encode()
+    p = Producer({"bootstrap.servers": shared_broker.bootstrap})
+    p.produce(topic.decode(), value=b"create")
+    assert p.flush(10) == 0
+    batch = bytearray(61 + 8)
+    struct.pack_into(">qiibIhiqqqhii", batch, 0, 0, 61 + 8 - 12, -1, 2, 0xDEADBEEF, 0, 0, 0, 0, -1, -1, -1, 1)
+    body = struct.pack(">hhi", -1, 1, 5000)  # transactional id null, acks 1, timeout
+    body += struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
+    body += struct.pack(">i", 1) + struct.pack(">ii", 0, len(batch)) + bytes(batch)
+    s = socket.create_connection(("127.0.0.1", shared_broker.port))
+    s.sendall(frame(0, 3, 11, body))
+    resp = read_frame(s)
+    # correlation, [topics: name, [partitions: index, error, ...]]
+    off = 4 + 4
+    name_len = struct.unpack(">h", resp[off : off + 2])[0]
+    off += 2 + name_len + 4
+    index, error = struct.unpack(">ih", resp[off : off + 6])
+    assert (index, error) == (0, 2)  # CORRUPT_MESSAGE
+    s.sendall(frame(18, 0, 12))
+    assert read_frame(s)[:4] == struct.pack(">i", 12), "connection stays up"
+    s.close()
+
+
+def test_kill_9_keeps_every_acks_all_message():
+    b = Broker(extra=["--flush-messages", "1"])
+    try:
+        topic = unique("crash")
+        acked = []
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 1})
+        for i in range(2000):
+            p.produce(topic, value=str(i).encode(), on_delivery=lambda err, m: err is None and acked.append(int(m.value())))
+            if i % 200 == 0:
+                p.poll(0)
+        p.flush(15)
+        assert len(acked) == 2000
+        for i in range(2000, 4000):
+            p.produce(topic, value=str(i).encode(), on_delivery=lambda err, m: err is None and acked.append(int(m.value())))
+        p.poll(0.05)
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait()
+        p.flush(2)
+        b.start()
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest", "enable.partition.eof": True})
+        c.subscribe([topic])
+        got = []
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                break  # partition EOF
+            got.append(int(m.value()))
+        c.close()
+        assert set(acked) <= set(got), f"lost {len(set(acked) - set(got))} acknowledged messages"
+        assert got == list(range(len(got))), "a contiguous prefix survives, in order"
+    finally:
+        b.close()
+
+
+def test_single_port_mode_forwards_between_shards():
+    b = Broker(extra=["--single-port"])
+    try:
+        topic = unique("single")
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(10)
+        md = admin.list_topics(topic, timeout=10)
+        assert len(md.brokers) == 1
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for i in range(400):
+            p.produce(topic, value=str(i).encode(), partition=i % 4)
+        assert p.flush(15) == 0
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        got = []
+        deadline = time.time() + 30
+        while len(got) < 400 and time.time() < deadline:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                got.append(int(m.value()))
+        c.close()
+        assert sorted(got) == list(range(400))
+    finally:
+        b.close()
