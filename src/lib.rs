@@ -3,5 +3,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod broker;
+pub mod client;
 pub mod protocol;
 pub mod storage;

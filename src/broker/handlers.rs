@@ -308,8 +308,10 @@ pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         let mut out = describe_configs_response::DescribeConfigsResult::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
+        // Null or empty: every config, as Kafka does.
         let keys: Option<Vec<String>> = res
             .configuration_keys
+            .filter(|k| !k.is_empty())
             .map(|k| k.iter().map(|s| s.to_string()).collect());
         match res.resource_type {
             RESOURCE_TOPIC => match st.topic(&res.resource_name) {

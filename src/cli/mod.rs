@@ -1,6 +1,7 @@
 //! Command-line interface: `weir serve` and the topic/produce/consume tools.
 
 mod serve;
+mod tools;
 
 use clap::{Parser, Subcommand};
 
@@ -19,11 +20,20 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(serve::ServeArgs),
+    /// Create, list, describe or delete topics.
+    Topic(tools::TopicArgs),
+    /// Write stdin lines to a topic, one record per line.
+    Produce(tools::ProduceArgs),
+    /// Print a partition's records to stdout.
+    Consume(tools::ConsumeArgs),
 }
 
 pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Topic(args) => tools::topic(args),
+        Command::Produce(args) => tools::produce(args),
+        Command::Consume(args) => tools::consume(args),
     }
 }

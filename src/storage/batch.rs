@@ -161,26 +161,56 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
-/// Test helper and bench helper: builds a valid uncompressed batch of `count` records of `value_bytes` each.
-pub fn build(count: i32, value_bytes: usize, timestamp_ms: i64) -> Vec<u8> {
-    let mut records = Vec::with_capacity(count as usize * (value_bytes + 16));
-    for i in 0..count {
-        let mut body = Vec::with_capacity(value_bytes + 16);
-        body.push(0); // attributes
-        put_varint(&mut body, 0); // timestamp delta
-        put_varint(&mut body, i64::from(i)); // offset delta
-        put_varint(&mut body, -1); // key: null
-        put_varint(&mut body, value_bytes as i64);
-        body.extend(std::iter::repeat_n(b'x', value_bytes));
-        put_varint(&mut body, 0); // headers
-        put_varint(&mut records, body.len() as i64);
-        records.extend_from_slice(&body);
-    }
-    let mut b = Vec::with_capacity(HEADER_BYTES + records.len());
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(
-        &((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes(),
+/// Compression codec from a batch's attributes (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+pub fn compression(bytes: &[u8]) -> Result<u8, BatchError> {
+    Ok((header(bytes)?.attributes.get() & 0x7) as u8)
+}
+
+/// One record to put in a batch.
+pub struct NewRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// Encodes an uncompressed v2 batch (base offset 0, no producer id) holding `records`, all with
+/// timestamp `timestamp_ms`.
+pub fn encode(records: &[NewRecord<'_>], timestamp_ms: i64) -> Vec<u8> {
+    let mut body = Vec::with_capacity(
+        records
+            .iter()
+            .map(|r| r.value.map_or(0, |v| v.len()) + 32)
+            .sum(),
     );
+    let mut rec = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0); // attributes
+        put_varint(&mut rec, 0); // timestamp delta
+        put_varint(&mut rec, i as i64); // offset delta
+        for field in [r.key, r.value] {
+            match field {
+                None => put_varint(&mut rec, -1),
+                Some(b) => {
+                    put_varint(&mut rec, b.len() as i64);
+                    rec.extend_from_slice(b);
+                }
+            }
+        }
+        put_varint(&mut rec, r.headers.len() as i64);
+        for (k, v) in r.headers {
+            put_varint(&mut rec, k.len() as i64);
+            rec.extend_from_slice(k.as_bytes());
+            put_varint(&mut rec, v.len() as i64);
+            rec.extend_from_slice(v);
+        }
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let count = records.len() as i32;
+    let mut b = Vec::with_capacity(HEADER_BYTES + body.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.push(2);
     b.extend_from_slice(&0u32.to_be_bytes());
@@ -192,10 +222,37 @@ pub fn build(count: i32, value_bytes: usize, timestamp_ms: i64) -> Vec<u8> {
     b.extend_from_slice(&(-1i16).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.extend_from_slice(&count.to_be_bytes());
-    b.extend_from_slice(&records);
-    let crc = crc32c::crc32c(&b[CRC_START..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.extend_from_slice(&body);
+    set_crc(&mut b);
     b
+}
+
+/// Recomputes the CRC of a batch whose bytes after the CRC field were changed in place.
+pub fn set_crc(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Builds a valid uncompressed batch of `count` records of `value_bytes` each (tests, benchmarks).
+pub fn build(count: i32, value_bytes: usize, timestamp_ms: i64) -> Vec<u8> {
+    let value = vec![b'x'; value_bytes];
+    let records: Vec<NewRecord<'_>> = (0..count)
+        .map(|_| NewRecord {
+            key: None,
+            value: Some(&value),
+            headers: &[],
+        })
+        .collect();
+    encode(&records, timestamp_ms)
+}
+
+/// A record read back from an uncompressed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord<'a> {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
 }
 
 /// Zig-zag varint, as Kafka records use.
@@ -206,6 +263,59 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
         z >>= 7;
     }
     out.push(z as u8);
+}
+
+fn get_varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        z |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+fn get_bytes<'a>(bytes: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
+    let len = get_varint(bytes, at)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let end = at.checked_add(len as usize)?;
+    let out = bytes.get(*at..end)?;
+    *at = end;
+    Some(Some(out))
+}
+
+/// The records of one validated, uncompressed batch (`None` if compressed or malformed).
+pub fn records(batch: &[u8]) -> Option<Vec<ReadRecord<'_>>> {
+    let h = header(batch).ok()?;
+    if h.attributes.get() & 0x7 != 0 {
+        return None;
+    }
+    let (base, ts) = (h.base_offset.get(), h.base_timestamp.get());
+    let end = framed_len(batch).ok()?.min(batch.len());
+    let mut at = HEADER_BYTES;
+    let mut out = Vec::with_capacity(h.records_count.get().max(0) as usize);
+    while at < end {
+        let len = get_varint(batch, &mut at)? as usize;
+        let rec_end = at.checked_add(len)?;
+        at += 1; // attributes
+        let ts_delta = get_varint(batch, &mut at)?;
+        let offset_delta = get_varint(batch, &mut at)?;
+        let key = get_bytes(batch, &mut at)?;
+        let value = get_bytes(batch, &mut at)?;
+        out.push(ReadRecord {
+            offset: base + offset_delta,
+            timestamp_ms: ts + ts_delta,
+            key,
+            value,
+        });
+        at = rec_end;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -264,10 +374,48 @@ mod tests {
         assert_eq!(parts[1].1.offset_count, 4);
     }
 
+    #[test]
+    fn records_round_trip() {
+        let recs = [
+            NewRecord {
+                key: Some(b"k"),
+                value: Some(b"v1"),
+                headers: &[("h", b"x")],
+            },
+            NewRecord {
+                key: None,
+                value: None,
+                headers: &[],
+            },
+        ];
+        let mut b = encode(&recs, 77);
+        set_base_offset(&mut b, 10);
+        validate(&b).unwrap();
+        let back = records(&b).unwrap();
+        assert_eq!(
+            back,
+            vec![
+                ReadRecord {
+                    offset: 10,
+                    timestamp_ms: 77,
+                    key: Some(b"k"),
+                    value: Some(b"v1")
+                },
+                ReadRecord {
+                    offset: 11,
+                    timestamp_ms: 77,
+                    key: None,
+                    value: None
+                }
+            ]
+        );
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = validate(&bytes);
+            let _ = records(&bytes);
             let _ = split(&bytes);
         }
     }
