@@ -51,12 +51,19 @@ impl Connection {
             versions: HashMap::new(),
         };
         let r: ApiVersionsResponse = c.call(ApiVersionsRequest::default(), 0)?;
-        c.versions = r
-            .api_keys
-            .iter()
-            .map(|k| (k.api_key, k.max_version))
-            .collect();
+        c.versions = r.api_keys.iter().map(|k| (k.api_key, k.max_version)).collect();
         Ok(c)
+    }
+
+    /// A second handle on the same socket, so one thread can send while another receives.
+    pub fn split(&self) -> Result<Connection> {
+        Ok(Connection {
+            stream: self.stream.try_clone()?,
+            next_correlation: 1,
+            client_id: self.client_id.clone(),
+            out: BytesMut::new(),
+            versions: self.versions.clone(),
+        })
     }
 
     pub fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
@@ -65,9 +72,7 @@ impl Connection {
 
     /// The version to use for `R`: the highest both sides speak, capped at `ours`.
     pub fn version<R: Request>(&self, ours: i16) -> i16 {
-        self.versions
-            .get(&R::KEY)
-            .map_or(0, |&theirs| theirs.min(ours))
+        self.versions.get(&R::KEY).map_or(0, |&theirs| theirs.min(ours))
     }
 
     /// Writes a request; returns its correlation id.
@@ -81,9 +86,7 @@ impl Connection {
             .with_client_id(Some(self.client_id.clone()));
         self.out.clear();
         self.out.extend_from_slice(&[0; 4]);
-        header
-            .encode(&mut self.out, R::header_version(version))
-            .map_err(proto)?;
+        header.encode(&mut self.out, R::header_version(version)).map_err(proto)?;
         req.encode(&mut self.out, version).map_err(proto)?;
         let size = (self.out.len() - 4) as i32;
         self.out[..4].copy_from_slice(&size.to_be_bytes());
@@ -139,20 +142,13 @@ fn check(code: i16, what: impl Into<String>) -> Result<()> {
     if code == 0 {
         Ok(())
     } else {
-        Err(ClientError::Broker {
-            code,
-            what: what.into(),
-        })
+        Err(ClientError::Broker { code, what: what.into() })
     }
 }
 
 impl Cluster {
     pub fn connect(bootstrap: &str) -> Result<Cluster> {
-        let mut c = Cluster {
-            bootstrap: bootstrap.to_string(),
-            brokers: BTreeMap::new(),
-            conns: HashMap::new(),
-        };
+        let mut c = Cluster { bootstrap: bootstrap.to_string(), brokers: BTreeMap::new(), conns: HashMap::new() };
         c.metadata(&[], false)?;
         Ok(c)
     }
@@ -163,10 +159,7 @@ impl Cluster {
             let addr = if node < 0 {
                 self.bootstrap.clone()
             } else {
-                self.brokers
-                    .get(&node)
-                    .cloned()
-                    .ok_or_else(|| proto(format!("unknown broker {node}")))?
+                self.brokers.get(&node).cloned().ok_or_else(|| proto(format!("unknown broker {node}")))?
             };
             self.conns.insert(node, Connection::connect(&addr)?);
         }
@@ -181,43 +174,24 @@ impl Cluster {
         req.topics = (!topics.is_empty()).then(|| {
             topics
                 .iter()
-                .map(|t| {
-                    metadata_request::MetadataRequestTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_string(t.to_string()))))
-                })
+                .map(|t| metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.to_string())))))
                 .collect()
         });
         req.allow_auto_topic_creation = auto_create;
         let r = conn.call(req, v)?;
-        self.brokers = r
-            .brokers
-            .iter()
-            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
-            .collect();
+        self.brokers = r.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
         let mut out = Vec::new();
         for t in r.topics {
             let name = t.name.map(|n| n.0.to_string()).unwrap_or_default();
             check(t.error_code, format!("topic {name}"))?;
-            let mut parts: Vec<(i32, i32)> = t
-                .partitions
-                .iter()
-                .map(|p| (p.partition_index, p.leader_id.0))
-                .collect();
+            let mut parts: Vec<(i32, i32)> = t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
             parts.sort_unstable();
-            out.push(TopicLayout {
-                name,
-                leaders: parts.into_iter().map(|(_, l)| l).collect(),
-            });
+            out.push(TopicLayout { name, leaders: parts.into_iter().map(|(_, l)| l).collect() });
         }
         Ok(out)
     }
 
-    pub fn create_topic(
-        &mut self,
-        name: &str,
-        partitions: i32,
-        configs: &[(String, String)],
-    ) -> Result<()> {
+    pub fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(String, String)]) -> Result<()> {
         let conn = self.conn(-1)?;
         let v = conn.version::<CreateTopicsRequest>(5);
         let mut t = create_topics_request::CreatableTopic::default();
@@ -237,13 +211,7 @@ impl Cluster {
         req.timeout_ms = 30_000;
         let r = conn.call(req, v)?;
         for t in r.topics {
-            check(
-                t.error_code,
-                format!(
-                    "create {name}: {}",
-                    t.error_message.map(|m| m.to_string()).unwrap_or_default()
-                ),
-            )?;
+            check(t.error_code, format!("create {name}: {}", t.error_message.map(|m| m.to_string()).unwrap_or_default()))?;
         }
         Ok(())
     }
@@ -274,12 +242,7 @@ impl Cluster {
         let mut out = Vec::new();
         for res in r.results {
             check(res.error_code, format!("configs of {topic}"))?;
-            out.extend(res.configs.into_iter().map(|c| {
-                (
-                    c.name.to_string(),
-                    c.value.map(|v| v.to_string()).unwrap_or_default(),
-                )
-            }));
+            out.extend(res.configs.into_iter().map(|c| (c.name.to_string(), c.value.map(|v| v.to_string()).unwrap_or_default())));
         }
         Ok(out)
     }
@@ -308,13 +271,7 @@ impl Cluster {
 }
 
 /// Builds a Produce request for one partition holding `records` (one or more v2 batches).
-pub fn produce_request(
-    topic: &str,
-    partition: i32,
-    records: Bytes,
-    acks: i16,
-    timeout_ms: i32,
-) -> ProduceRequest {
+pub fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16, timeout_ms: i32) -> ProduceRequest {
     let mut p = produce_request::PartitionProduceData::default();
     p.index = partition;
     p.records = Some(records);
@@ -329,20 +286,21 @@ pub fn produce_request(
 }
 
 /// Builds a Fetch request for one partition.
-pub fn fetch_request(
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    max_wait_ms: i32,
-    max_bytes: i32,
-) -> FetchRequest {
-    let mut p = fetch_request::FetchPartition::default();
-    p.partition = partition;
-    p.fetch_offset = offset;
-    p.partition_max_bytes = max_bytes;
+pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32, max_bytes: i32) -> FetchRequest {
+    fetch_request_many(topic, &[(partition, offset)], max_wait_ms, max_bytes)
+}
+
+/// Builds a Fetch request for several partitions of one topic, each from its offset.
+pub fn fetch_request_many(topic: &str, partitions: &[(i32, i64)], max_wait_ms: i32, max_bytes: i32) -> FetchRequest {
     let mut t = fetch_request::FetchTopic::default();
     t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partitions = vec![p];
+    for &(partition, offset) in partitions {
+        let mut p = fetch_request::FetchPartition::default();
+        p.partition = partition;
+        p.fetch_offset = offset;
+        p.partition_max_bytes = max_bytes;
+        t.partitions.push(p);
+    }
     let mut req = FetchRequest::default();
     req.replica_id = BrokerId(-1);
     req.max_wait_ms = max_wait_ms;
@@ -354,14 +312,7 @@ pub fn fetch_request(
 
 /// The error, high watermark and record bytes of the single partition in a fetch response.
 pub fn fetch_result(r: &FetchResponse) -> Result<(i64, Bytes)> {
-    let p = r
-        .responses
-        .first()
-        .and_then(|t| t.partitions.first())
-        .ok_or_else(|| proto("empty fetch response"))?;
-    check(
-        p.error_code,
-        format!("fetch partition {}", p.partition_index),
-    )?;
+    let p = r.responses.first().and_then(|t| t.partitions.first()).ok_or_else(|| proto("empty fetch response"))?;
+    check(p.error_code, format!("fetch partition {}", p.partition_index))?;
     Ok((p.high_watermark, p.records.clone().unwrap_or_default()))
 }

@@ -39,11 +39,7 @@ pub fn current_shard() -> Option<usize> {
 
 /// Panics unless the caller runs on `shard`: guards state that only its owner may touch.
 pub fn assert_on_shard(shard: usize) {
-    assert_eq!(
-        current_shard(),
-        Some(shard),
-        "state touched off its owning shard"
-    );
+    assert_eq!(current_shard(), Some(shard), "state touched off its owning shard");
 }
 
 /// Per-shard context handed to the shard's main future.
@@ -75,18 +71,12 @@ where
     Fut: std::future::Future<Output = ()> + 'static,
 {
     assert!(count > 0, "at least one shard");
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mailboxes = Arc::new(Mailboxes::new(count));
     let mut handles = Vec::with_capacity(count);
     for id in 0..count {
         let main = main.clone();
-        let shard = Shard {
-            id,
-            count,
-            mailboxes: mailboxes.clone(),
-        };
+        let shard = Shard { id, count, mailboxes: mailboxes.clone() };
         let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(id % cores))
             .name(&format!("weir-shard-{id}"))
             .spawn(move || async move {
@@ -119,10 +109,7 @@ impl Shards {
 
 /// Runs `fut` to completion on a fresh executor on the calling thread (tests, tools, benchmarks).
 pub fn run_local<T>(fut: impl std::future::Future<Output = T>) -> T {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .expect("local executor")
-        .run(fut)
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().expect("local executor").run(fut)
 }
 
 /// Makes glommio's one-time "does this disk support polled I/O" probe see a real block of data.
@@ -141,16 +128,10 @@ pub async fn prime_direct_io(dir: &std::path::Path) -> std::io::Result<()> {
     if PRIMED.with(|p| p.borrow().contains(&dev)) {
         return Ok(());
     }
-    let path = dir.join(format!(
-        ".weir-direct-io-probe-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
+    let path = dir.join(format!(".weir-direct-io-probe-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::write(&path, vec![0u8; 4096])?;
     std::fs::File::open(&path)?.sync_all()?;
-    let file = glommio::io::DmaFile::open(&path)
-        .await
-        .map_err(std::io::Error::from)?;
+    let file = glommio::io::DmaFile::open(&path).await.map_err(std::io::Error::from)?;
     file.close().await.map_err(std::io::Error::from)?;
     std::fs::remove_file(&path)?;
     PRIMED.with(|p| p.borrow_mut().push(dev));

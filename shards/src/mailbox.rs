@@ -43,18 +43,9 @@ impl Mailboxes {
         let inboxes = (0..count)
             .map(|_| {
                 let (tx, rx) = crossbeam_channel::unbounded();
-                let (wake_tx, wake_rx) =
-                    StdUnixStream::pair().expect("socketpair for shard wake-up");
-                wake_tx
-                    .set_nonblocking(true)
-                    .expect("non-blocking wake-up socket");
-                Inbox {
-                    tx,
-                    rx,
-                    parked: AtomicBool::new(false),
-                    wake_tx,
-                    wake_rx: Mutex::new(Some(wake_rx)),
-                }
+                let (wake_tx, wake_rx) = StdUnixStream::pair().expect("socketpair for shard wake-up");
+                wake_tx.set_nonblocking(true).expect("non-blocking wake-up socket");
+                Inbox { tx, rx, parked: AtomicBool::new(false), wake_tx, wake_rx: Mutex::new(Some(wake_rx)) }
             })
             .collect();
         Self { inboxes }
@@ -76,12 +67,7 @@ impl Mailboxes {
     /// Runs the jobs of shard `id` forever. Called once per shard by the runtime.
     pub(crate) async fn serve(&self, id: usize) {
         let inbox = &self.inboxes[id];
-        let wake_rx = inbox
-            .wake_rx
-            .lock()
-            .expect("wake-up socket lock")
-            .take()
-            .expect("serve called once per shard");
+        let wake_rx = inbox.wake_rx.lock().expect("wake-up socket lock").take().expect("serve called once per shard");
         // SAFETY: the fd comes from a socket we own and hand over whole (into_raw_fd gives up ownership).
         let mut wake_rx = unsafe { glommio::net::UnixStream::from_raw_fd(wake_rx.into_raw_fd()) };
         let mut scratch = [0u8; 64];
@@ -117,10 +103,7 @@ impl Mailboxes {
         if from == target {
             return f().await;
         }
-        let slot = Arc::new(Mutex::new(Slot {
-            value: None,
-            waker: None,
-        }));
+        let slot = Arc::new(Mutex::new(Slot { value: None, waker: None }));
         let remote_slot = slot.clone();
         let mailboxes = self.clone();
         self.send(

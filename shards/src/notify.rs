@@ -26,10 +26,7 @@ impl Notify {
 
     /// Completes at the next `notify_all`.
     pub fn notified(&self) -> Notified<'_> {
-        Notified {
-            notify: self,
-            generation: self.generation.get(),
-        }
+        Notified { notify: self, generation: self.generation.get() }
     }
 }
 

@@ -28,8 +28,7 @@ mod tests {
     #[test]
     fn stable_and_spread() {
         assert_eq!(placement("t", 0, 4), placement("t", 0, 4));
-        let owners: std::collections::HashSet<_> =
-            (0..4).map(|p| placement("orders", p, 4)).collect();
+        let owners: std::collections::HashSet<_> = (0..4).map(|p| placement("orders", p, 4)).collect();
         assert_eq!(owners.len(), 4, "4 partitions on 4 shards use every shard");
         assert!((0..100).all(|p| placement("x", p, 1) == 0));
     }

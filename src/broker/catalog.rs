@@ -37,9 +37,7 @@ pub fn valid_topic_name(name: &str) -> bool {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// Checks a config name and value; the error is the message for the client.
@@ -48,18 +46,9 @@ pub fn check_config(name: &str, value: &str) -> Result<(), String> {
         return Err(format!("unknown topic config {name}"));
     }
     if name == "cleanup.policy" {
-        return if value == "delete" {
-            Ok(())
-        } else {
-            Err(format!(
-                "cleanup.policy={value} is not supported (only delete)"
-            ))
-        };
+        return if value == "delete" { Ok(()) } else { Err(format!("cleanup.policy={value} is not supported (only delete)")) };
     }
-    value
-        .parse::<i64>()
-        .map(|_| ())
-        .map_err(|_| format!("{name}={value} is not a number"))
+    value.parse::<i64>().map(|_| ()).map_err(|_| format!("{name}={value} is not a number"))
 }
 
 impl TopicMeta {
@@ -109,16 +98,7 @@ impl TopicMeta {
             ("max.message.bytes", cfg.max_message_bytes.to_string()),
             ("cleanup.policy", "delete".to_string()),
         ];
-        values
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    self.configs.get(k).cloned().unwrap_or(v),
-                    !self.configs.contains_key(k),
-                )
-            })
-            .collect()
+        values.into_iter().map(|(k, v)| (k.to_string(), self.configs.get(k).cloned().unwrap_or(v), !self.configs.contains_key(k))).collect()
     }
 }
 
@@ -128,21 +108,12 @@ pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(e) => return Err(e),
     };
-    let bad = |line: &str| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("bad line in {FILE}: {line:?}"),
-        )
-    };
+    let bad = |line: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad line in {FILE}: {line:?}"));
     let mut topics = BTreeMap::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let mut fields = line.split('\t');
-        let (Some(name), Some(partitions), Some(id), configs) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next().unwrap_or(""),
-        ) else {
+        let (Some(name), Some(partitions), Some(id), configs) = (fields.next(), fields.next(), fields.next(), fields.next().unwrap_or(""))
+        else {
             return Err(bad(line));
         };
         let partitions = partitions.parse().map_err(|_| bad(line))?;
@@ -153,15 +124,7 @@ pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        topics.insert(
-            name.to_string(),
-            TopicMeta {
-                name: name.to_string(),
-                partitions,
-                id,
-                configs,
-            },
-        );
+        topics.insert(name.to_string(), TopicMeta { name: name.to_string(), partitions, id, configs });
     }
     Ok(topics)
 }
@@ -170,13 +133,7 @@ pub fn save(dir: &Path, topics: &BTreeMap<String, TopicMeta>) -> std::io::Result
     let mut text = String::new();
     for t in topics.values() {
         let configs: Vec<String> = t.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        text.push_str(&format!(
-            "{}\t{}\t{:032x}\t{}\n",
-            t.name,
-            t.partitions,
-            t.id,
-            configs.join(";")
-        ));
+        text.push_str(&format!("{}\t{}\t{:032x}\t{}\n", t.name, t.partitions, t.id, configs.join(";")));
     }
     let tmp = dir.join(format!("{FILE}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
@@ -190,13 +147,8 @@ pub fn save(dir: &Path, topics: &BTreeMap<String, TopicMeta>) -> std::io::Result
 pub fn new_topic_id(name: &str) -> u128 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(1);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     (u128::from(now) << 64) | u128::from(hash ^ COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -209,38 +161,14 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/catalog");
         std::fs::create_dir_all(&dir).unwrap();
         let mut topics = BTreeMap::new();
-        let configs = [("retention.ms".to_string(), "1000".to_string())]
-            .into_iter()
-            .collect();
-        topics.insert(
-            "a.b-c_d".into(),
-            TopicMeta {
-                name: "a.b-c_d".into(),
-                partitions: 3,
-                id: new_topic_id("a"),
-                configs,
-            },
-        );
-        topics.insert(
-            "e".into(),
-            TopicMeta {
-                name: "e".into(),
-                partitions: 1,
-                id: 7,
-                configs: BTreeMap::new(),
-            },
-        );
+        let configs = [("retention.ms".to_string(), "1000".to_string())].into_iter().collect();
+        topics.insert("a.b-c_d".into(), TopicMeta { name: "a.b-c_d".into(), partitions: 3, id: new_topic_id("a"), configs });
+        topics.insert("e".into(), TopicMeta { name: "e".into(), partitions: 1, id: 7, configs: BTreeMap::new() });
         save(&dir, &topics).unwrap();
         assert_eq!(load(&dir).unwrap(), topics);
+        assert!(valid_topic_name("ok-name.1") && !valid_topic_name("bad name") && !valid_topic_name(".."));
         assert!(
-            valid_topic_name("ok-name.1")
-                && !valid_topic_name("bad name")
-                && !valid_topic_name("..")
-        );
-        assert!(
-            check_config("retention.ms", "5").is_ok()
-                && check_config("retention.ms", "x").is_err()
-                && check_config("nope", "1").is_err()
+            check_config("retention.ms", "5").is_ok() && check_config("retention.ms", "x").is_err() && check_config("nope", "1").is_err()
         );
     }
 }

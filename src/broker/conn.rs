@@ -18,11 +18,7 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 
 pub async fn serve(stop: Arc<AtomicBool>) {
     let st = state();
-    let port = if st.cfg.single_port {
-        st.cfg.port
-    } else {
-        st.cfg.port + st.shard.id as u16
-    };
+    let port = if st.cfg.single_port { st.cfg.port } else { st.cfg.port + st.shard.id as u16 };
     let addr = format!("{}:{}", st.cfg.listen_host, port);
     let listener = match shards::TcpListener::bind(&addr) {
         Ok(l) => l,
@@ -56,10 +52,7 @@ pub async fn serve(stop: Arc<AtomicBool>) {
 
 async fn connection(mut stream: shards::TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut frames = FrameReader::new(state().cfg.max_request_bytes);
     loop {
         let frame = match frames.next(&mut stream).await {

@@ -28,12 +28,7 @@ impl Read {
 }
 
 fn failed(error: i16) -> Read {
-    Read {
-        error,
-        high_watermark: -1,
-        log_start: -1,
-        records: Vec::new(),
-    }
+    Read { error, high_watermark: -1, log_start: -1, records: Vec::new() }
 }
 
 async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize) -> Read {
@@ -52,12 +47,7 @@ async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize
     match part.log.read(offset as u64, max_bytes).await {
         Ok(records) => {
             let offsets = part.log.offsets();
-            Read {
-                error: errors::NONE,
-                high_watermark: offsets.high_watermark as i64,
-                log_start: offsets.log_start as i64,
-                records,
-            }
+            Read { error: errors::NONE, high_watermark: offsets.high_watermark as i64, log_start: offsets.log_start as i64, records }
         }
         Err(e) => Read {
             error: log_error_code(&e),
@@ -94,23 +84,16 @@ async fn read_one(w: &Want, max_bytes: usize) -> Read {
     if w.owner == st.shard.id {
         read_local(t, p, o, max_bytes).await
     } else {
-        st.shard
-            .submit_to(w.owner, move || read_local(t, p, o, max_bytes))
-            .await
+        st.shard.submit_to(w.owner, move || read_local(t, p, o, max_bytes)).await
     }
 }
 
 pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let fetch: FetchRequest = protocol::decode_body(req)?;
     let st = state();
-    let deadline =
-        Instant::now() + Duration::from_millis(fetch.max_wait_ms.clamp(0, 300_000) as u64);
+    let deadline = Instant::now() + Duration::from_millis(fetch.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = fetch.min_bytes.max(0) as usize;
-    let max_bytes = if fetch.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        fetch.max_bytes as usize
-    };
+    let max_bytes = if fetch.max_bytes <= 0 { usize::MAX } else { fetch.max_bytes as usize };
     let mut layout: Vec<(TopicName, Vec<usize>)> = Vec::new();
     let mut wants = Vec::new();
     for topic in fetch.topics {
@@ -156,11 +139,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         if total >= min_bytes.max(1) || now >= deadline || errored || wants.is_empty() {
             break reads;
         }
-        let marks: Vec<i64> = reads
-            .iter()
-            .zip(&wants)
-            .map(|(r, w)| r.high_watermark.max(w.offset))
-            .collect();
+        let marks: Vec<i64> = reads.iter().zip(&wants).map(|(r, w)| r.high_watermark.max(w.offset)).collect();
         wait_any(&wants, &marks, deadline - now).await;
     };
     let mut response = FetchResponse::default();
@@ -183,13 +162,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         }
         response.responses.push(t);
     }
-    protocol::encode_response(
-        req.api,
-        req.header.request_api_version,
-        req.header.correlation_id,
-        &response,
-    )
-    .map(Some)
+    protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, &response).map(Some)
 }
 
 impl Read {
@@ -217,22 +190,14 @@ fn concat(chunks: &[Bytes]) -> Bytes {
 async fn wait_any(wants: &[Want], marks: &[i64], wait: Duration) {
     let st = state();
     let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::with_capacity(wants.len() + 1);
-    for (w, &mark) in wants
-        .iter()
-        .zip(marks)
-        .filter(|(w, _)| w.owner != usize::MAX)
-    {
+    for (w, &mark) in wants.iter().zip(marks).filter(|(w, _)| w.owner != usize::MAX) {
         let (t, p, o) = (w.topic.clone(), w.partition, mark);
         if w.owner == st.shard.id {
             waits.push(Box::pin(wait_local(t, p, o, wait)));
         } else {
             let shard = st.shard.clone();
             let owner = w.owner;
-            waits.push(Box::pin(async move {
-                shard
-                    .submit_to(owner, move || wait_local(t, p, o, wait))
-                    .await
-            }));
+            waits.push(Box::pin(async move { shard.submit_to(owner, move || wait_local(t, p, o, wait)).await }));
         }
     }
     waits.push(Box::pin(shards::sleep(wait).then_unit()));

@@ -7,9 +7,7 @@
 //! A member that neither heartbeats nor joins within its session timeout is removed and the group
 //! rebalances. The broker never reads assignments: assignors are the clients' business.
 
-use super::offsets_store::{
-    self, Committed, GroupOffsets, OffsetsFile, Record, OFFSETS_PARTITIONS,
-};
+use super::offsets_store::{self, Committed, GroupOffsets, OffsetsFile, Record, OFFSETS_PARTITIONS};
 use super::{errors, state, BrokerConfig};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::FlushPolicy;
@@ -89,12 +87,7 @@ impl Group {
         if self.phase == Phase::PreparingRebalance {
             return;
         }
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
+        let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
         self.phase = Phase::PreparingRebalance;
         self.rebalance_deadline = Instant::now() + timeout;
         for m in self.members.values_mut() {
@@ -122,11 +115,7 @@ impl Group {
         } else {
             self.phase = Phase::CompletingRebalance;
             self.protocol = self.choose_protocol();
-            if !self
-                .leader
-                .as_ref()
-                .is_some_and(|l| self.members.contains_key(l))
-            {
+            if !self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)) {
                 self.leader = self.members.keys().next().cloned();
             }
             // Members waited in JoinGroup instead of heartbeating: their sessions restart now.
@@ -146,23 +135,11 @@ impl Group {
             .protocols
             .iter()
             .map(|(n, _)| n)
-            .filter(|n| {
-                self.members
-                    .values()
-                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
-            })
+            .filter(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == *n)))
             .collect();
         let mut votes: Vec<(usize, &String)> = common
             .iter()
-            .map(|n| {
-                (
-                    self.members
-                        .values()
-                        .filter(|m| m.protocols.iter().position(|(p, _)| p == *n) == Some(0))
-                        .count(),
-                    *n,
-                )
-            })
+            .map(|n| (self.members.values().filter(|m| m.protocols.iter().position(|(p, _)| p == *n) == Some(0)).count(), *n))
             .collect();
         votes.sort_by(|a, b| b.0.cmp(&a.0));
         votes.first().map(|(_, n)| (*n).clone())
@@ -195,20 +172,13 @@ pub struct Coordinator {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
 }
 
 /// The shard coordinating `group`.
 pub fn coordinator_shard(group: &str) -> usize {
     let st = state();
-    shards::placement(
-        "__consumer_offsets",
-        offsets_store::partition_for(group),
-        st.shard.count,
-    )
+    shards::placement("__consumer_offsets", offsets_store::partition_for(group), st.shard.count)
 }
 
 impl Coordinator {
@@ -248,11 +218,7 @@ impl Coordinator {
     }
 
     fn group(&self, id: &str) -> Rc<RefCell<Group>> {
-        self.groups
-            .borrow_mut()
-            .entry(id.to_string())
-            .or_insert_with(|| Rc::new(RefCell::new(Group::new())))
-            .clone()
+        self.groups.borrow_mut().entry(id.to_string()).or_insert_with(|| Rc::new(RefCell::new(Group::new()))).clone()
     }
 
     fn existing(&self, id: &str) -> Option<Rc<RefCell<Group>>> {
@@ -262,16 +228,10 @@ impl Coordinator {
     fn persist(&self, group: &str, records: &[Record]) -> std::io::Result<()> {
         let n = offsets_store::partition_for(group);
         let mut files = self.files.borrow_mut();
-        let file = files
-            .get_mut(&n)
-            .expect("this shard owns the group's offsets partition");
+        let file = files.get_mut(&n).expect("this shard owns the group's offsets partition");
         file.append(records)?;
         let offsets = self.offsets.borrow();
-        file.compact_if_due(
-            offsets
-                .iter()
-                .filter(|(g, _)| offsets_store::partition_for(g) == n),
-        )
+        file.compact_if_due(offsets.iter().filter(|(g, _)| offsets_store::partition_for(g) == n))
     }
 
     /// Removes members past their session timeout and offsets past retention.
@@ -282,18 +242,14 @@ impl Coordinator {
             let expired: Vec<String> = g
                 .members
                 .iter()
-                .filter(|(_, m)| {
-                    now.duration_since(m.last_seen) > m.session_timeout
-                        && !(g.phase == Phase::PreparingRebalance && m.joined)
-                })
+                .filter(|(_, m)| now.duration_since(m.last_seen) > m.session_timeout && !(g.phase == Phase::PreparingRebalance && m.joined))
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in expired {
                 tracing::info!(member = %id, "member session expired");
                 g.remove_member(&id);
             }
-            g.pending
-                .retain(|_, at| now.duration_since(*at) < Duration::from_secs(300));
+            g.pending.retain(|_, at| now.duration_since(*at) < Duration::from_secs(300));
             g.try_complete_join(now);
         }
         let cutoff = now_ms() - self.offsets_retention.as_millis() as i64;
@@ -303,22 +259,14 @@ impl Coordinator {
             offsets
                 .iter()
                 .filter(|(id, o)| {
-                    groups
-                        .get(*id)
-                        .is_none_or(|g| g.borrow().phase == Phase::Empty)
-                        && o.values().all(|c| c.commit_time_ms < cutoff)
+                    groups.get(*id).is_none_or(|g| g.borrow().phase == Phase::Empty) && o.values().all(|c| c.commit_time_ms < cutoff)
                 })
                 .map(|(id, _)| id.clone())
                 .collect()
         };
         for group in stale {
             self.offsets.borrow_mut().remove(&group);
-            if let Err(e) = self.persist(
-                &group,
-                &[Record::DeleteGroup {
-                    group: group.clone(),
-                }],
-            ) {
+            if let Err(e) = self.persist(&group, &[Record::DeleteGroup { group: group.clone() }]) {
                 tracing::warn!(%group, error = %e, "could not persist offsets expiry");
             }
         }
@@ -336,17 +284,8 @@ fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-fn respond<T: kafka_protocol::protocol::Encodable>(
-    req: &Request,
-    body: &T,
-) -> Result<Option<Bytes>, ProtocolError> {
-    protocol::encode_response(
-        req.api,
-        req.header.request_api_version,
-        req.header.correlation_id,
-        body,
-    )
-    .map(Some)
+fn respond<T: kafka_protocol::protocol::Encodable>(req: &Request, body: &T) -> Result<Option<Bytes>, ProtocolError> {
+    protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, body).map(Some)
 }
 
 /// Runs `f` on `group`'s coordinator shard.
@@ -364,25 +303,12 @@ where
 pub fn find_coordinator(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: FindCoordinatorRequest = protocol::decode_body(req)?;
     let st = state();
-    let keys: Vec<StrBytes> = if req.header.request_api_version >= 4 {
-        q.coordinator_keys
-    } else {
-        vec![q.key]
-    };
+    let keys: Vec<StrBytes> = if req.header.request_api_version >= 4 { q.coordinator_keys } else { vec![q.key] };
     let mut r = FindCoordinatorResponse::default();
     for key in keys {
         let node = st.cfg.node_for(coordinator_shard(&key));
-        let port = st
-            .cfg
-            .nodes()
-            .into_iter()
-            .find(|(id, _)| *id == node)
-            .map_or(i32::from(st.cfg.port), |(_, p)| p);
-        let error = if q.key_type == 0 {
-            errors::NONE
-        } else {
-            errors::COORDINATOR_NOT_AVAILABLE
-        };
+        let port = st.cfg.nodes().into_iter().find(|(id, _)| *id == node).map_or(i32::from(st.cfg.port), |(_, p)| p);
+        let error = if q.key_type == 0 { errors::NONE } else { errors::COORDINATOR_NOT_AVAILABLE };
         if req.header.request_api_version >= 4 {
             let mut c = find_coordinator_response::Coordinator::default();
             c.key = key;
@@ -405,20 +331,11 @@ fn new_member_id(client_id: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let base = if client_id.is_empty() {
-        "member"
-    } else {
-        client_id
-    };
+    let base = if client_id.is_empty() { "member" } else { client_id };
     format!("{base}-{:x}-{n}", now_ms())
 }
 
-async fn join_local(
-    q: JoinGroupRequest,
-    version: i16,
-    client_id: String,
-    client_host: String,
-) -> JoinGroupResponse {
+async fn join_local(q: JoinGroupRequest, version: i16, client_id: String, client_host: String) -> JoinGroupResponse {
     let coord = &state().groups;
     let mut r = JoinGroupResponse::default();
     r.generation_id = -1;
@@ -435,21 +352,11 @@ async fn join_local(
     let member_id = {
         let mut g = gref.borrow_mut();
         let protocol_type = q.protocol_type.to_string();
-        let protocols: Vec<(String, Bytes)> = q
-            .protocols
-            .iter()
-            .map(|p| (p.name.to_string(), p.metadata.clone()))
-            .collect();
-        let compatible = g
-            .protocol_type
-            .as_ref()
-            .is_none_or(|t| *t == protocol_type || g.members.is_empty())
+        let protocols: Vec<(String, Bytes)> = q.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect();
+        let compatible = g.protocol_type.as_ref().is_none_or(|t| *t == protocol_type || g.members.is_empty())
             && !protocols.is_empty()
             && (g.members.is_empty()
-                || g.members
-                    .values()
-                    .flat_map(|m| m.protocols.iter())
-                    .any(|(n, _)| protocols.iter().any(|(p, _)| p == n)));
+                || g.members.values().flat_map(|m| m.protocols.iter()).any(|(n, _)| protocols.iter().any(|(p, _)| p == n)));
         if !compatible {
             r.error_code = errors::INCONSISTENT_GROUP_PROTOCOL;
             return r;
@@ -458,12 +365,7 @@ async fn join_local(
         let mut member_id = q.member_id.to_string();
         if let Some(inst) = &instance_id {
             // Static membership: the instance keeps (or takes over) its member id.
-            if let Some(existing) = g
-                .members
-                .iter()
-                .find(|(_, m)| m.instance_id.as_deref() == Some(inst))
-                .map(|(id, _)| id.clone())
-            {
+            if let Some(existing) = g.members.iter().find(|(_, m)| m.instance_id.as_deref() == Some(inst)).map(|(id, _)| id.clone()) {
                 if member_id.is_empty() || member_id != existing {
                     let m = g.members.remove(&existing).expect("found");
                     member_id = new_member_id(&client_id);
@@ -490,10 +392,7 @@ async fn join_local(
         }
         g.pending.remove(&member_id);
         g.protocol_type = Some(protocol_type);
-        let changed_protocols = g
-            .members
-            .get(&member_id)
-            .is_none_or(|m| m.protocols != protocols);
+        let changed_protocols = g.members.get(&member_id).is_none_or(|m| m.protocols != protocols);
         let member = Member {
             instance_id,
             client_id: client_id.clone(),
@@ -527,11 +426,7 @@ async fn join_local(
             (g.changed.clone(), g.rebalance_deadline)
         };
         let wait = deadline.saturating_duration_since(Instant::now());
-        futures_lite::future::or(
-            changed.notified(),
-            shards::sleep(wait.max(Duration::from_millis(1))),
-        )
-        .await;
+        futures_lite::future::or(changed.notified(), shards::sleep(wait.max(Duration::from_millis(1)))).await;
         gref.borrow_mut().try_complete_join(Instant::now());
     }
     let g = gref.borrow();
@@ -556,12 +451,7 @@ async fn join_local(
             if version >= 5 {
                 jm.group_instance_id = m.instance_id.clone().map(text);
             }
-            jm.metadata = m
-                .protocols
-                .iter()
-                .find(|(n, _)| *n == protocol)
-                .map(|(_, md)| md.clone())
-                .unwrap_or_default();
+            jm.metadata = m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, md)| md.clone()).unwrap_or_default();
             r.members.push(jm);
         }
     }
@@ -599,8 +489,7 @@ async fn sync_local(q: SyncGroupRequest, version: i16) -> SyncGroupResponse {
         if let Some(m) = g.members.get_mut(&member_id) {
             m.last_seen = Instant::now();
         }
-        if g.phase == Phase::CompletingRebalance && g.leader.as_deref() == Some(member_id.as_str())
-        {
+        if g.phase == Phase::CompletingRebalance && g.leader.as_deref() == Some(member_id.as_str()) {
             for a in &q.assignments {
                 if let Some(m) = g.members.get_mut(a.member_id.as_str()) {
                     m.assignment = a.assignment.clone();
@@ -663,12 +552,8 @@ async fn leave_local(group: String, leaving: Vec<(String, Option<String>)>) -> V
         .into_iter()
         .map(|(member_id, instance)| {
             let id = if member_id.is_empty() {
-                instance.and_then(|i| {
-                    g.members
-                        .iter()
-                        .find(|(_, m)| m.instance_id.as_deref() == Some(i.as_str()))
-                        .map(|(id, _)| id.clone())
-                })
+                instance
+                    .and_then(|i| g.members.iter().find(|(_, m)| m.instance_id.as_deref() == Some(i.as_str())).map(|(id, _)| id.clone()))
             } else {
                 Some(member_id)
             };
@@ -685,12 +570,7 @@ async fn leave_local(group: String, leaving: Vec<(String, Option<String>)>) -> V
 
 type CommitPart = (String, i32, i64, i32, Option<String>);
 
-async fn commit_local(
-    group: String,
-    member_id: String,
-    generation: i32,
-    parts: Vec<CommitPart>,
-) -> Vec<i16> {
+async fn commit_local(group: String, member_id: String, generation: i32, parts: Vec<CommitPart>) -> Vec<i16> {
     let coord = &state().groups;
     if let Some(gref) = coord.existing(&group) {
         let g = gref.borrow();
@@ -708,19 +588,12 @@ async fn commit_local(
     let ts = now_ms();
     let records: Vec<Record> = parts
         .iter()
-        .map(
-            |(topic, partition, offset, epoch, metadata)| Record::Commit {
-                group: group.clone(),
-                topic: topic.clone(),
-                partition: *partition,
-                committed: Committed {
-                    offset: *offset,
-                    leader_epoch: *epoch,
-                    metadata: metadata.clone(),
-                    commit_time_ms: ts,
-                },
-            },
-        )
+        .map(|(topic, partition, offset, epoch, metadata)| Record::Commit {
+            group: group.clone(),
+            topic: topic.clone(),
+            partition: *partition,
+            committed: Committed { offset: *offset, leader_epoch: *epoch, metadata: metadata.clone(), commit_time_ms: ts },
+        })
         .collect();
     {
         let mut offsets = coord.offsets.borrow_mut();
@@ -738,25 +611,13 @@ async fn commit_local(
 }
 
 /// Committed offsets of `group`: for the listed (topic, partitions), or all when `None`.
-async fn fetch_offsets_local(
-    group: String,
-    wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
-    let offsets = state()
-        .groups
-        .offsets
-        .borrow()
-        .get(&group)
-        .cloned()
-        .unwrap_or_default();
+async fn fetch_offsets_local(group: String, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    let offsets = state().groups.offsets.borrow().get(&group).cloned().unwrap_or_default();
     match wanted {
         Some(topics) => topics
             .into_iter()
             .map(|(t, parts)| {
-                let found = parts
-                    .into_iter()
-                    .map(|p| (p, offsets.get(&(t.clone(), p)).cloned()))
-                    .collect();
+                let found = parts.into_iter().map(|p| (p, offsets.get(&(t.clone(), p)).cloned())).collect();
                 (t, found)
             })
             .collect(),
@@ -772,12 +633,7 @@ async fn fetch_offsets_local(
 
 pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let version = req.header.request_api_version;
-    let client_id = req
-        .header
-        .client_id
-        .as_ref()
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let client_id = req.header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default();
     match req.api {
         ApiKey::JoinGroup => {
             let q: JoinGroupRequest = protocol::decode_body(req)?;
@@ -803,15 +659,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
             let q: LeaveGroupRequest = protocol::decode_body(req)?;
             let group = q.group_id.to_string();
             let leaving: Vec<(String, Option<String>)> = if version >= 3 {
-                q.members
-                    .iter()
-                    .map(|m| {
-                        (
-                            m.member_id.to_string(),
-                            m.group_instance_id.as_ref().map(|s| s.to_string()),
-                        )
-                    })
-                    .collect()
+                q.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
             } else {
                 vec![(q.member_id.to_string(), None)]
             };
@@ -852,8 +700,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                 .collect();
             let (member, generation) = (q.member_id.to_string(), q.generation_id_or_member_epoch);
             let g = group.clone();
-            let codes =
-                on_coordinator(&group, move || commit_local(g, member, generation, parts)).await;
+            let codes = on_coordinator(&group, move || commit_local(g, member, generation, parts)).await;
             let mut codes = codes.into_iter();
             let mut r = OffsetCommitResponse::default();
             for t in q.topics {
@@ -884,11 +731,7 @@ async fn offset_fetch(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     if req.header.request_api_version >= 8 {
         for g in q.groups {
             let group = g.group_id.to_string();
-            let wanted = g.topics.map(|ts| {
-                ts.into_iter()
-                    .map(|t| (t.name.to_string(), t.partition_indexes))
-                    .collect()
-            });
+            let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
             let gid = group.clone();
             let found = on_coordinator(&group, move || fetch_offsets_local(gid, wanted)).await;
             let mut rg = offset_fetch_response::OffsetFetchResponseGroup::default();
@@ -910,11 +753,7 @@ async fn offset_fetch(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         }
     } else {
         let group = q.group_id.to_string();
-        let wanted = q.topics.map(|ts| {
-            ts.into_iter()
-                .map(|t| (t.name.to_string(), t.partition_indexes))
-                .collect()
-        });
+        let wanted = q.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
         let gid = group.clone();
         let found = on_coordinator(&group, move || fetch_offsets_local(gid, wanted)).await;
         for (topic, parts) in found {
@@ -956,20 +795,8 @@ async fn describe_local(group: String) -> Option<GroupView> {
             .members
             .iter()
             .map(|(id, m)| {
-                let md = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, md)| md.clone())
-                    .unwrap_or_default();
-                (
-                    id.clone(),
-                    m.instance_id.clone(),
-                    m.client_id.clone(),
-                    m.client_host.clone(),
-                    md,
-                    m.assignment.clone(),
-                )
+                let md = m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, md)| md.clone()).unwrap_or_default();
+                (id.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), md, m.assignment.clone())
             })
             .collect(),
     })
@@ -1017,11 +844,7 @@ async fn list_local() -> Vec<(String, String, &'static str)> {
         .iter()
         .map(|(id, g)| {
             let g = g.borrow();
-            (
-                id.clone(),
-                g.protocol_type.clone().unwrap_or_default(),
-                g.phase.name(),
-            )
+            (id.clone(), g.protocol_type.clone().unwrap_or_default(), g.phase.name())
         })
         .collect();
     for id in coord.offsets.borrow().keys() {
@@ -1068,12 +891,7 @@ async fn delete_local(group: String) -> i16 {
     if !had_group && !had_offsets {
         return errors::GROUP_ID_NOT_FOUND;
     }
-    match coord.persist(
-        &group,
-        &[Record::DeleteGroup {
-            group: group.clone(),
-        }],
-    ) {
+    match coord.persist(&group, &[Record::DeleteGroup { group: group.clone() }]) {
         Ok(()) => errors::NONE,
         Err(_) => errors::KAFKA_STORAGE_ERROR,
     }
@@ -1098,14 +916,8 @@ async fn offset_delete_local(group: String, parts: Vec<(String, i32)>) -> i16 {
     if !coord.offsets.borrow().contains_key(&group) {
         return errors::GROUP_ID_NOT_FOUND;
     }
-    let records: Vec<Record> = parts
-        .into_iter()
-        .map(|(topic, partition)| Record::DeleteOffset {
-            group: group.clone(),
-            topic,
-            partition,
-        })
-        .collect();
+    let records: Vec<Record> =
+        parts.into_iter().map(|(topic, partition)| Record::DeleteOffset { group: group.clone(), topic, partition }).collect();
     for rec in &records {
         offsets_store::apply(&mut coord.offsets.borrow_mut(), rec.clone());
     }
@@ -1118,15 +930,8 @@ async fn offset_delete_local(group: String, parts: Vec<(String, i32)>) -> i16 {
 async fn offset_delete(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: OffsetDeleteRequest = protocol::decode_body(req)?;
     let group = q.group_id.to_string();
-    let parts: Vec<(String, i32)> = q
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(move |p| (t.name.to_string(), p.partition_index))
-        })
-        .collect();
+    let parts: Vec<(String, i32)> =
+        q.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), p.partition_index))).collect();
     let g2 = group.clone();
     let code = on_coordinator(&group, move || offset_delete_local(g2, parts)).await;
     let mut r = OffsetDeleteResponse::default();

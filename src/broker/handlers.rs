@@ -11,17 +11,8 @@ use std::collections::BTreeMap;
 
 pub const CLUSTER_ID: &str = "weir-cluster";
 
-fn respond<T: kafka_protocol::protocol::Encodable>(
-    req: &Request,
-    body: &T,
-) -> Result<Option<Bytes>, ProtocolError> {
-    protocol::encode_response(
-        req.api,
-        req.header.request_api_version,
-        req.header.correlation_id,
-        body,
-    )
-    .map(Some)
+fn respond<T: kafka_protocol::protocol::Encodable>(req: &Request, body: &T) -> Result<Option<Bytes>, ProtocolError> {
+    protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, body).map(Some)
 }
 
 fn text(s: impl Into<String>) -> StrBytes {
@@ -48,10 +39,7 @@ pub fn api_versions(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
 
 fn brokers() -> Vec<(i32, String, i32)> {
     let cfg = &state().cfg;
-    cfg.nodes()
-        .into_iter()
-        .map(|(id, port)| (id, cfg.advertised_host.clone(), port))
-        .collect()
+    cfg.nodes().into_iter().map(|(id, port)| (id, cfg.advertised_host.clone(), port)).collect()
 }
 
 fn metadata_topic(meta: &TopicMeta, version: i16) -> metadata_response::MetadataResponseTopic {
@@ -99,8 +87,7 @@ pub async fn metadata(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         }
         Some(wanted) => {
             // Version 4+ says per request whether to auto-create; older versions always may.
-            let may_create = st.cfg.auto_create_topics
-                && (req.header.request_api_version < 4 || m.allow_auto_topic_creation);
+            let may_create = st.cfg.auto_create_topics && (req.header.request_api_version < 4 || m.allow_auto_topic_creation);
             for w in wanted {
                 let Some(name) = w.name else { continue };
                 let found = match st.topic(&name.0) {
@@ -167,17 +154,14 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
         t.name = topic.name.clone();
         for p in topic.partitions {
             let index = p.partition_index;
-            let (error, timestamp, offset) =
-                match meta.as_ref().filter(|m| index >= 0 && index < m.partitions) {
-                    None => (errors::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
-                    Some(_) => {
-                        let owner = st.owner(&name, index);
-                        let (n, ts) = (name.clone(), p.timestamp);
-                        st.shard
-                            .submit_to(owner, move || list_offset_local(n, index, ts))
-                            .await
-                    }
-                };
+            let (error, timestamp, offset) = match meta.as_ref().filter(|m| index >= 0 && index < m.partitions) {
+                None => (errors::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
+                Some(_) => {
+                    let owner = st.owner(&name, index);
+                    let (n, ts) = (name.clone(), p.timestamp);
+                    st.shard.submit_to(owner, move || list_offset_local(n, index, ts)).await
+                }
+            };
             let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
             pr.partition_index = index;
             pr.error_code = error;
@@ -193,13 +177,8 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
     respond(req, &r)
 }
 
-fn configs_map(
-    configs: impl IntoIterator<Item = (StrBytes, Option<StrBytes>)>,
-) -> BTreeMap<String, String> {
-    configs
-        .into_iter()
-        .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
-        .collect()
+fn configs_map(configs: impl IntoIterator<Item = (StrBytes, Option<StrBytes>)>) -> BTreeMap<String, String> {
+    configs.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?.to_string()))).collect()
 }
 
 pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
@@ -208,19 +187,12 @@ pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
     let mut r = CreateTopicsResponse::default();
     for t in q.topics {
         let name = t.name.0.to_string();
-        let partitions = if t.num_partitions == -1 {
-            defaults
-        } else {
-            t.num_partitions
-        };
+        let partitions = if t.num_partitions == -1 { defaults } else { t.num_partitions };
         let configs = configs_map(t.configs.into_iter().map(|c| (c.name, c.value)));
         let mut res = create_topics_response::CreatableTopicResult::default();
         res.name = t.name;
         let outcome = if t.replication_factor != -1 && t.replication_factor != 1 {
-            Err((
-                errors::INVALID_REPLICATION_FACTOR,
-                "Weir is a single broker: replication factor must be 1".to_string(),
-            ))
+            Err((errors::INVALID_REPLICATION_FACTOR, "Weir is a single broker: replication factor must be 1".to_string()))
         } else if q.validate_only {
             topics::validate(&name, partitions, &configs).map(|()| None)
         } else {
@@ -248,11 +220,7 @@ pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
 
 pub async fn delete_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: DeleteTopicsRequest = protocol::decode_body(req)?;
-    let names: Vec<TopicName> = q
-        .topic_names
-        .into_iter()
-        .chain(q.topics.into_iter().filter_map(|t| t.name))
-        .collect();
+    let names: Vec<TopicName> = q.topic_names.into_iter().chain(q.topics.into_iter().filter_map(|t| t.name)).collect();
     let mut r = DeleteTopicsResponse::default();
     for name in names {
         let mut res = delete_topics_response::DeletableTopicResult::default();
@@ -275,10 +243,7 @@ pub async fn create_partitions(req: &Request) -> Result<Option<Bytes>, ProtocolE
         let validate_only = q.validate_only;
         let outcome = topics::update(t.name.0.to_string(), move |meta| {
             if count <= meta.partitions {
-                return Err((
-                    errors::INVALID_PARTITIONS,
-                    format!("topic has {} partitions; it can only grow", meta.partitions),
-                ));
+                return Err((errors::INVALID_PARTITIONS, format!("topic has {} partitions; it can only grow", meta.partitions)));
             }
             if validate_only {
                 return Err((errors::NONE, String::new()));
@@ -309,10 +274,7 @@ pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
         // Null or empty: every config, as Kafka does.
-        let keys: Option<Vec<String>> = res
-            .configuration_keys
-            .filter(|k| !k.is_empty())
-            .map(|k| k.iter().map(|s| s.to_string()).collect());
+        let keys: Option<Vec<String>> = res.configuration_keys.filter(|k| !k.is_empty()).map(|k| k.iter().map(|s| s.to_string()).collect());
         match res.resource_type {
             RESOURCE_TOPIC => match st.topic(&res.resource_name) {
                 Some(meta) => {
@@ -320,8 +282,7 @@ pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                         if keys.as_ref().is_some_and(|k| !k.contains(&name)) {
                             continue;
                         }
-                        let mut c =
-                            describe_configs_response::DescribeConfigsResourceResult::default();
+                        let mut c = describe_configs_response::DescribeConfigsResourceResult::default();
                         c.name = text(name);
                         c.value = Some(text(value));
                         // 1 = dynamic topic config, 5 = default.
@@ -358,17 +319,8 @@ pub async fn incremental_alter_configs(req: &Request) -> Result<Option<Bytes>, P
             r.responses.push(out);
             continue;
         }
-        let ops: Vec<(String, i8, Option<String>)> = res
-            .configs
-            .iter()
-            .map(|c| {
-                (
-                    c.name.to_string(),
-                    c.config_operation,
-                    c.value.as_ref().map(|v| v.to_string()),
-                )
-            })
-            .collect();
+        let ops: Vec<(String, i8, Option<String>)> =
+            res.configs.iter().map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))).collect();
         let validate_only = q.validate_only;
         let outcome = topics::update(res.resource_name.to_string(), move |meta| {
             for (name, op, value) in ops {
@@ -379,12 +331,7 @@ pub async fn incremental_alter_configs(req: &Request) -> Result<Option<Bytes>, P
                     (1, _) => {
                         meta.configs.remove(&name);
                     }
-                    _ => {
-                        return Err((
-                            errors::INVALID_CONFIG,
-                            format!("operation {op} on {name} is not supported"),
-                        ))
-                    }
+                    _ => return Err((errors::INVALID_CONFIG, format!("operation {op} on {name} is not supported"))),
                 }
             }
             if validate_only {
@@ -422,9 +369,6 @@ pub fn init_producer_id(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
 fn new_producer_id() -> i64 {
     use std::sync::atomic::{AtomicI64, Ordering};
     static COUNTER: AtomicI64 = AtomicI64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
     (now << 12) + (COUNTER.fetch_add(1, Ordering::Relaxed) & 0xfff)
 }

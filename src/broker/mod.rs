@@ -84,9 +84,7 @@ impl BrokerConfig {
         if self.single_port {
             vec![(0, i32::from(self.port))]
         } else {
-            (0..self.shards)
-                .map(|s| (s as i32, i32::from(self.port) + s as i32))
-                .collect()
+            (0..self.shards).map(|s| (s as i32, i32::from(self.port) + s as i32)).collect()
         }
     }
 }
@@ -113,9 +111,7 @@ thread_local! {
 
 /// This shard's state. Panics outside a running shard: a bug, not an input.
 pub fn state() -> Rc<ShardState> {
-    STATE
-        .with(|s| s.borrow().clone())
-        .expect("broker state used outside a shard")
+    STATE.with(|s| s.borrow().clone()).expect("broker state used outside a shard")
 }
 
 impl ShardState {
@@ -124,10 +120,7 @@ impl ShardState {
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
-        self.partitions
-            .borrow()
-            .get(&(topic.to_string(), partition))
-            .cloned()
+        self.partitions.borrow().get(&(topic.to_string(), partition)).cloned()
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicMeta> {
@@ -140,11 +133,7 @@ impl ShardState {
 }
 
 /// Runs one shard: restores its partitions, then serves clients until shutdown.
-pub async fn run_shard(
-    shard: Shard,
-    cfg: Arc<BrokerConfig>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
+pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync::atomic::AtomicBool>) {
     let topics = match catalog::load(&cfg.data_dir) {
         Ok(t) => t,
         Err(e) => {

@@ -34,26 +34,13 @@ pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    Commit {
-        group: String,
-        topic: String,
-        partition: i32,
-        committed: Committed,
-    },
-    DeleteOffset {
-        group: String,
-        topic: String,
-        partition: i32,
-    },
-    DeleteGroup {
-        group: String,
-    },
+    Commit { group: String, topic: String, partition: i32, committed: Committed },
+    DeleteOffset { group: String, topic: String, partition: i32 },
+    DeleteGroup { group: String },
 }
 
 pub fn partition_for(group: &str) -> u32 {
-    let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     (hash % u64::from(OFFSETS_PARTITIONS)) as u32
 }
 
@@ -66,17 +53,8 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 fn encode(record: &Record, out: &mut Vec<u8>) {
     let mut p = Vec::with_capacity(64);
     let (kind, group, topic, partition, c) = match record {
-        Record::Commit {
-            group,
-            topic,
-            partition,
-            committed,
-        } => (0u8, group, topic.as_str(), *partition, Some(committed)),
-        Record::DeleteOffset {
-            group,
-            topic,
-            partition,
-        } => (1, group, topic.as_str(), *partition, None),
+        Record::Commit { group, topic, partition, committed } => (0u8, group, topic.as_str(), *partition, Some(committed)),
+        Record::DeleteOffset { group, topic, partition } => (1, group, topic.as_str(), *partition, None),
         Record::DeleteGroup { group } => (2, group, "", -1, None),
     };
     p.push(kind);
@@ -133,29 +111,11 @@ fn decode(payload: &[u8]) -> Option<Record> {
     let offset = c.i64()?;
     let leader_epoch = c.i32()?;
     let meta_len = c.i32()?;
-    let metadata = if meta_len < 0 {
-        None
-    } else {
-        Some(String::from_utf8(c.take(meta_len as usize)?.to_vec()).ok()?)
-    };
+    let metadata = if meta_len < 0 { None } else { Some(String::from_utf8(c.take(meta_len as usize)?.to_vec()).ok()?) };
     let commit_time_ms = c.i64()?;
     match kind {
-        0 => Some(Record::Commit {
-            group,
-            topic,
-            partition,
-            committed: Committed {
-                offset,
-                leader_epoch,
-                metadata,
-                commit_time_ms,
-            },
-        }),
-        1 => Some(Record::DeleteOffset {
-            group,
-            topic,
-            partition,
-        }),
+        0 => Some(Record::Commit { group, topic, partition, committed: Committed { offset, leader_epoch, metadata, commit_time_ms } }),
+        1 => Some(Record::DeleteOffset { group, topic, partition }),
         2 => Some(Record::DeleteGroup { group }),
         _ => None,
     }
@@ -163,22 +123,10 @@ fn decode(payload: &[u8]) -> Option<Record> {
 
 pub fn apply(offsets: &mut HashMap<String, GroupOffsets>, record: Record) {
     match record {
-        Record::Commit {
-            group,
-            topic,
-            partition,
-            committed,
-        } => {
-            offsets
-                .entry(group)
-                .or_default()
-                .insert((topic, partition), committed);
+        Record::Commit { group, topic, partition, committed } => {
+            offsets.entry(group).or_default().insert((topic, partition), committed);
         }
-        Record::DeleteOffset {
-            group,
-            topic,
-            partition,
-        } => {
+        Record::DeleteOffset { group, topic, partition } => {
             if let Some(g) = offsets.get_mut(&group) {
                 g.remove(&(topic, partition));
                 if g.is_empty() {
@@ -202,12 +150,7 @@ pub struct OffsetsFile {
 
 impl OffsetsFile {
     /// Opens (replaying into `offsets`) or creates partition `n`'s file.
-    pub fn open(
-        dir: &Path,
-        n: u32,
-        fsync: bool,
-        offsets: &mut HashMap<String, GroupOffsets>,
-    ) -> std::io::Result<OffsetsFile> {
+    pub fn open(dir: &Path, n: u32, fsync: bool, offsets: &mut HashMap<String, GroupOffsets>) -> std::io::Result<OffsetsFile> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{n}.log"));
         let data = match std::fs::read(&path) {
@@ -229,20 +172,12 @@ impl OffsetsFile {
             apply(offsets, record);
             at += 8 + len;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         if at < data.len() {
             tracing::warn!(path = %path.display(), bytes_cut = data.len() - at, "cut a torn tail of committed offsets");
             file.set_len(at as u64)?;
         }
-        Ok(OffsetsFile {
-            path,
-            file,
-            bytes: at as u64,
-            fsync,
-        })
+        Ok(OffsetsFile { path, file, bytes: at as u64, fsync })
     }
 
     pub fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
@@ -259,20 +194,12 @@ impl OffsetsFile {
     }
 
     /// Rewrites the file with just `live` (this partition's groups) when it has grown far past them.
-    pub fn compact_if_due<'a>(
-        &mut self,
-        live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>,
-    ) -> std::io::Result<()> {
+    pub fn compact_if_due<'a>(&mut self, live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>) -> std::io::Result<()> {
         let mut buf = Vec::new();
         for (group, offsets) in live {
             for ((topic, partition), committed) in offsets {
                 encode(
-                    &Record::Commit {
-                        group: group.clone(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                        committed: committed.clone(),
-                    },
+                    &Record::Commit { group: group.clone(), topic: topic.clone(), partition: *partition, committed: committed.clone() },
                     &mut buf,
                 );
             }
@@ -303,38 +230,14 @@ mod tests {
     fn replay_and_torn_tail() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/offsets-store");
         let _ = std::fs::remove_dir_all(&dir);
-        let c = |o| Committed {
-            offset: o,
-            leader_epoch: 0,
-            metadata: Some("m".into()),
-            commit_time_ms: 5,
-        };
+        let c = |o| Committed { offset: o, leader_epoch: 0, metadata: Some("m".into()), commit_time_ms: 5 };
         let mut offsets = HashMap::new();
         let mut f = OffsetsFile::open(&dir, 3, false, &mut offsets).unwrap();
         f.append(&[
-            Record::Commit {
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 0,
-                committed: c(10),
-            },
-            Record::Commit {
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 1,
-                committed: c(20),
-            },
-            Record::DeleteOffset {
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 1,
-            },
-            Record::Commit {
-                group: "h".into(),
-                topic: "t".into(),
-                partition: 0,
-                committed: c(30),
-            },
+            Record::Commit { group: "g".into(), topic: "t".into(), partition: 0, committed: c(10) },
+            Record::Commit { group: "g".into(), topic: "t".into(), partition: 1, committed: c(20) },
+            Record::DeleteOffset { group: "g".into(), topic: "t".into(), partition: 1 },
+            Record::Commit { group: "h".into(), topic: "t".into(), partition: 0, committed: c(30) },
         ])
         .unwrap();
         drop(f);
@@ -347,10 +250,6 @@ mod tests {
         assert_eq!(replayed["g"].len(), 1);
         assert_eq!(replayed["g"][&("t".to_string(), 0)].offset, 10);
         assert_eq!(replayed["h"][&("t".to_string(), 0)], c(30));
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().len() as usize,
-            bytes.len() - 6,
-            "torn tail cut"
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, bytes.len() - 6, "torn tail cut");
     }
 }

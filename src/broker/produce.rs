@@ -42,23 +42,12 @@ impl Producers {
         };
         if info.producer_epoch != p.epoch {
             // A new epoch starts its sequences afresh; an old epoch is a zombie.
-            return if info.producer_epoch > p.epoch && info.base_sequence == 0 {
-                SeqCheck::Fresh
-            } else {
-                SeqCheck::OutOfOrder
-            };
+            return if info.producer_epoch > p.epoch && info.base_sequence == 0 { SeqCheck::Fresh } else { SeqCheck::OutOfOrder };
         }
-        if let Some(&(_, _, offset)) = p
-            .recent
-            .iter()
-            .find(|(first, _, _)| *first == info.base_sequence)
-        {
+        if let Some(&(_, _, offset)) = p.recent.iter().find(|(first, _, _)| *first == info.base_sequence) {
             return SeqCheck::Duplicate(offset);
         }
-        let next = p
-            .recent
-            .back()
-            .map_or(0, |&(_, last, _)| last.wrapping_add(1) & i32::MAX);
+        let next = p.recent.back().map_or(0, |&(_, last, _)| last.wrapping_add(1) & i32::MAX);
         if info.base_sequence == next {
             SeqCheck::Fresh
         } else {
@@ -67,10 +56,7 @@ impl Producers {
     }
 
     fn record(&mut self, info: &batch::BatchInfo, base_offset: u64) {
-        let p = self.by_id.entry(info.producer_id).or_insert(ProducerState {
-            epoch: info.producer_epoch,
-            recent: VecDeque::new(),
-        });
+        let p = self.by_id.entry(info.producer_id).or_insert(ProducerState { epoch: info.producer_epoch, recent: VecDeque::new() });
         if p.epoch != info.producer_epoch {
             p.epoch = info.producer_epoch;
             p.recent.clear();
@@ -92,11 +78,7 @@ struct Outcome {
 }
 
 fn refused(error: i16) -> Outcome {
-    Outcome {
-        error,
-        base_offset: -1,
-        log_start: -1,
-    }
+    Outcome { error, base_offset: -1, log_start: -1 }
 }
 
 pub fn log_error_code(e: &LogError) -> i16 {
@@ -111,13 +93,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
 }
 
 /// Appends on the owning shard (the caller's job to be there).
-async fn append_local(
-    topic: String,
-    partition: i32,
-    records: Bytes,
-    acks: i16,
-    timeout: Duration,
-) -> Outcome {
+async fn append_local(topic: String, partition: i32, records: Bytes, acks: i16, timeout: Duration) -> Outcome {
     let Some(part) = state().partition(&topic, partition) else {
         return refused(errors::UNKNOWN_TOPIC_OR_PARTITION);
     };
@@ -131,13 +107,10 @@ async fn append_local(
     };
     let log_start = part.log.offsets().log_start as i64;
     if acks == -1 {
-        let waited = futures_lite::future::or(
-            async { Some(part.log.wait_durable(appended.1).await) },
-            async {
-                shards::sleep(timeout).await;
-                None
-            },
-        )
+        let waited = futures_lite::future::or(async { Some(part.log.wait_durable(appended.1).await) }, async {
+            shards::sleep(timeout).await;
+            None
+        })
         .await;
         match waited {
             None => return refused(errors::REQUEST_TIMED_OUT),
@@ -145,11 +118,7 @@ async fn append_local(
             Some(Ok(())) => {}
         }
     }
-    Outcome {
-        error: errors::NONE,
-        base_offset: appended.0 as i64,
-        log_start,
-    }
+    Outcome { error: errors::NONE, base_offset: appended.0 as i64, log_start }
 }
 
 /// Sequence-checks and appends. `Ok(None)`: out of order. For a pure retry of the latest batches,
@@ -157,10 +126,7 @@ async fn append_local(
 fn append_checked(part: &Partition, records: &[u8]) -> Result<Option<(u64, u64)>, LogError> {
     let batches = batch::split(records)?;
     let Some(&(_, first)) = batches.first() else {
-        return Err(LogError::Batch(batch::BatchError::Truncated {
-            have: 0,
-            need: batch::HEADER_BYTES,
-        }));
+        return Err(LogError::Batch(batch::BatchError::Truncated { have: 0, need: batch::HEADER_BYTES }));
     };
     if first.producer_id < 0 {
         let a = part.log.append(records)?;
@@ -197,10 +163,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         let mut parts = Vec::new();
         for p in topic.partition_data {
             let index = p.index;
-            let Some(meta) = known
-                .as_ref()
-                .filter(|m| index >= 0 && index < m.partitions)
-            else {
+            let Some(meta) = known.as_ref().filter(|m| index >= 0 && index < m.partitions) else {
                 parts.push((index, Err(refused(errors::UNKNOWN_TOPIC_OR_PARTITION))));
                 continue;
             };
@@ -212,13 +175,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                 shards::spawn_local(append_local(n, index, records, acks, timeout))
             } else {
                 let shard = st.shard.clone();
-                shards::spawn_local(async move {
-                    shard
-                        .submit_to(owner, move || {
-                            append_local(n, index, records, acks, timeout)
-                        })
-                        .await
-                })
+                shards::spawn_local(async move { shard.submit_to(owner, move || append_local(n, index, records, acks, timeout)).await })
             };
             parts.push((index, Ok(task)));
         }
@@ -248,13 +205,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     if acks == 0 {
         return Ok(None);
     }
-    protocol::encode_response(
-        req.api,
-        req.header.request_api_version,
-        req.header.correlation_id,
-        &response,
-    )
-    .map(Some)
+    protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, &response).map(Some)
 }
 
 #[cfg(test)]
@@ -280,18 +231,9 @@ mod tests {
         assert!(matches!(p.check(&info(1, 0, 0, 3)), SeqCheck::Fresh));
         p.record(&info(1, 0, 0, 3), 10);
         assert!(matches!(p.check(&info(1, 0, 3, 2)), SeqCheck::Fresh));
-        assert!(matches!(
-            p.check(&info(1, 0, 0, 3)),
-            SeqCheck::Duplicate(10)
-        ));
+        assert!(matches!(p.check(&info(1, 0, 0, 3)), SeqCheck::Duplicate(10)));
         assert!(matches!(p.check(&info(1, 0, 7, 1)), SeqCheck::OutOfOrder));
-        assert!(
-            matches!(p.check(&info(1, 1, 0, 1)), SeqCheck::Fresh),
-            "a bumped epoch restarts at 0"
-        );
-        assert!(
-            matches!(p.check(&info(2, 0, 42, 1)), SeqCheck::Fresh),
-            "unknown producers are accepted"
-        );
+        assert!(matches!(p.check(&info(1, 1, 0, 1)), SeqCheck::Fresh), "a bumped epoch restarts at 0");
+        assert!(matches!(p.check(&info(2, 0, 42, 1)), SeqCheck::Fresh), "unknown producers are accepted");
     }
 }

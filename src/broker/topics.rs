@@ -27,22 +27,14 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(active: bool) -> Self {
-        Self {
-            active,
-            catalog: RefCell::new(None),
-            creating: RefCell::new(HashMap::new()),
-        }
+        Self { active, catalog: RefCell::new(None), creating: RefCell::new(HashMap::new()) }
     }
 
-    fn with_catalog<R>(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<String, TopicMeta>) -> R,
-    ) -> Result<R, Refusal> {
+    fn with_catalog<R>(&self, f: impl FnOnce(&mut BTreeMap<String, TopicMeta>) -> R) -> Result<R, Refusal> {
         assert!(self.active, "topic changes run on the controller shard");
         let mut cat = self.catalog.borrow_mut();
         if cat.is_none() {
-            let loaded = catalog::load(&state().cfg.data_dir)
-                .map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
+            let loaded = catalog::load(&state().cfg.data_dir).map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
             *cat = Some(loaded);
         }
         Ok(f(cat.as_mut().expect("loaded")))
@@ -50,8 +42,7 @@ impl Controller {
 
     fn save(&self) -> Result<(), Refusal> {
         let cat = self.catalog.borrow();
-        catalog::save(&state().cfg.data_dir, cat.as_ref().expect("loaded"))
-            .map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))
+        catalog::save(&state().cfg.data_dir, cat.as_ref().expect("loaded")).map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))
     }
 }
 
@@ -71,30 +62,17 @@ async fn broadcast_apply(meta: TopicMeta) -> Result<(), Refusal> {
     let shard = state().shard.clone();
     for s in 0..shard.count {
         let m = meta.clone();
-        shard
-            .submit_to(s, move || apply_topic(m))
-            .await
-            .map_err(|e| (errors::KAFKA_STORAGE_ERROR, e))?;
+        shard.submit_to(s, move || apply_topic(m)).await.map_err(|e| (errors::KAFKA_STORAGE_ERROR, e))?;
     }
     Ok(())
 }
 
-pub fn validate(
-    name: &str,
-    partitions: i32,
-    configs: &BTreeMap<String, String>,
-) -> Result<(), Refusal> {
+pub fn validate(name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> Result<(), Refusal> {
     if !catalog::valid_topic_name(name) {
-        return Err((
-            errors::INVALID_TOPIC_EXCEPTION,
-            format!("invalid topic name {name:?}"),
-        ));
+        return Err((errors::INVALID_TOPIC_EXCEPTION, format!("invalid topic name {name:?}")));
     }
     if !(1..=PARTITIONS_MAX).contains(&partitions) {
-        return Err((
-            errors::INVALID_PARTITIONS,
-            format!("partitions must be 1..={PARTITIONS_MAX}"),
-        ));
+        return Err((errors::INVALID_PARTITIONS, format!("partitions must be 1..={PARTITIONS_MAX}")));
     }
     for (k, v) in configs {
         catalog::check_config(k, v).map_err(|m| (errors::INVALID_CONFIG, m))?;
@@ -103,20 +81,11 @@ pub fn validate(
 }
 
 /// Creates a topic. Fails with TOPIC_ALREADY_EXISTS if it exists.
-pub async fn create(
-    name: String,
-    partitions: i32,
-    configs: BTreeMap<String, String>,
-) -> Result<TopicMeta, Refusal> {
+pub async fn create(name: String, partitions: i32, configs: BTreeMap<String, String>) -> Result<TopicMeta, Refusal> {
     validate(&name, partitions, &configs)?;
     on_controller(move || async move {
         let ctl = &state().controller;
-        let meta = TopicMeta {
-            id: catalog::new_topic_id(&name),
-            name: name.clone(),
-            partitions,
-            configs,
-        };
+        let meta = TopicMeta { id: catalog::new_topic_id(&name), name: name.clone(), partitions, configs };
         let inserted = ctl.with_catalog(|c| {
             if c.contains_key(&name) {
                 false
@@ -126,10 +95,7 @@ pub async fn create(
             }
         })?;
         if !inserted {
-            return Err((
-                errors::TOPIC_ALREADY_EXISTS,
-                format!("topic {name} already exists"),
-            ));
+            return Err((errors::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists")));
         }
         let done = Rc::new(Notify::default());
         ctl.creating.borrow_mut().insert(name.clone(), done.clone());
@@ -164,10 +130,7 @@ pub async fn ensure(name: String) -> Result<TopicMeta, Refusal> {
                 }
             })
             .await;
-            state().topic(&name).ok_or((
-                errors::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("topic {name} vanished"),
-            ))
+            state().topic(&name).ok_or((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {name} vanished")))
         }
         other => other,
     }
@@ -178,10 +141,7 @@ pub async fn delete(name: String) -> Result<(), Refusal> {
     on_controller(move || async move {
         let ctl = &state().controller;
         if ctl.with_catalog(|c| c.remove(&name))?.is_none() {
-            return Err((
-                errors::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("no topic {name}"),
-            ));
+            return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")));
         }
         ctl.save()?;
         let shard = state().shard.clone();
@@ -202,10 +162,7 @@ pub async fn update(
     on_controller(move || async move {
         let ctl = &state().controller;
         let meta = ctl.with_catalog(|c| -> Result<TopicMeta, Refusal> {
-            let current = c.get(&name).ok_or((
-                errors::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("no topic {name}"),
-            ))?;
+            let current = c.get(&name).ok_or((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")))?;
             let mut next = current.clone();
             change(&mut next)?;
             validate(&next.name, next.partitions, &next.configs)?;
@@ -222,24 +179,15 @@ pub async fn update(
 /// Makes this shard know `meta` and open the partitions it owns.
 pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
     let st = state();
-    st.topics
-        .borrow_mut()
-        .insert(meta.name.clone(), meta.clone());
+    st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
     for p in 0..meta.partitions {
         if st.owner(&meta.name, p) != st.shard.id || st.partition(&meta.name, p).is_some() {
             continue;
         }
         let dir = st.partition_dir(&meta.name, p);
-        let log = Log::open(&dir, meta.log_config(&st.cfg.log))
-            .await
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let part = Rc::new(Partition {
-            log,
-            producers: RefCell::default(),
-        });
-        st.partitions
-            .borrow_mut()
-            .insert((meta.name.clone(), p), part);
+        let log = Log::open(&dir, meta.log_config(&st.cfg.log)).await.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let part = Rc::new(Partition { log, producers: RefCell::default() });
+        st.partitions.borrow_mut().insert((meta.name.clone(), p), part);
     }
     rebalance_cache_and_configs();
     Ok(())
@@ -281,16 +229,9 @@ pub async fn retention_loop() {
     let every = std::time::Duration::from_millis(state().cfg.retention_check_ms);
     loop {
         shards::sleep(every).await;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64;
-        let parts: Vec<(String, i32, Rc<Partition>)> = state()
-            .partitions
-            .borrow()
-            .iter()
-            .map(|((t, p), v)| (t.clone(), *p, v.clone()))
-            .collect();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let parts: Vec<(String, i32, Rc<Partition>)> =
+            state().partitions.borrow().iter().map(|((t, p), v)| (t.clone(), *p, v.clone())).collect();
         for (topic, p, part) in parts {
             match part.log.enforce_retention(now_ms) {
                 Ok(0) => {}

@@ -6,11 +6,7 @@ mod tools;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "weir",
-    version,
-    about = "A Kafka-compatible message broker, thread-per-core on io_uring"
-)]
+#[command(name = "weir", version, about = "A Kafka-compatible message broker, thread-per-core on io_uring")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -65,13 +65,8 @@ fn read_config(path: &PathBuf) -> Result<Vec<(String, String)>, String> {
         if line.is_empty() || line.starts_with('[') {
             continue;
         }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("{}:{}: expected key = value", path.display(), n + 1))?;
-        out.push((
-            k.trim().replace('_', "-"),
-            v.trim().trim_matches('"').to_string(),
-        ));
+        let (k, v) = line.split_once('=').ok_or_else(|| format!("{}:{}: expected key = value", path.display(), n + 1))?;
+        out.push((k.trim().replace('_', "-"), v.trim().trim_matches('"').to_string()));
     }
     Ok(out)
 }
@@ -94,9 +89,7 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 "segment-bytes" => a.segment_bytes = a.segment_bytes.or(Some(num(&v)? as u64)),
                 "retention-ms" => a.retention_ms = a.retention_ms.or(Some(num(&v)?)),
                 "retention-bytes" => a.retention_bytes = a.retention_bytes.or(Some(num(&v)?)),
-                "max-request-bytes" => {
-                    a.max_request_bytes = a.max_request_bytes.or(Some(num(&v)? as usize))
-                }
+                "max-request-bytes" => a.max_request_bytes = a.max_request_bytes.or(Some(num(&v)? as usize)),
                 "cache-mb" => a.cache_mb = a.cache_mb.or(Some(num(&v)? as usize)),
                 _ => return Err(format!("{}: unknown setting {k}", path.display())),
             }
@@ -104,29 +97,12 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     let mut cfg = BrokerConfig::default();
     let listen = a.listen.unwrap_or_else(|| "127.0.0.1:9092".into());
-    let (host, port) = listen
-        .rsplit_once(':')
-        .ok_or_else(|| format!("--listen {listen}: expected HOST:PORT"))?;
+    let (host, port) = listen.rsplit_once(':').ok_or_else(|| format!("--listen {listen}: expected HOST:PORT"))?;
     cfg.listen_host = host.to_string();
-    cfg.port = port
-        .parse()
-        .map_err(|_| format!("--listen {listen}: bad port"))?;
-    cfg.advertised_host = a.advertised_host.unwrap_or_else(|| {
-        if host == "0.0.0.0" {
-            "127.0.0.1".into()
-        } else {
-            host.to_string()
-        }
-    });
+    cfg.port = port.parse().map_err(|_| format!("--listen {listen}: bad port"))?;
+    cfg.advertised_host = a.advertised_host.unwrap_or_else(|| if host == "0.0.0.0" { "127.0.0.1".into() } else { host.to_string() });
     cfg.data_dir = a.data_dir.unwrap_or_else(|| PathBuf::from("weir-data"));
-    cfg.shards = a
-        .shards
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
+    cfg.shards = a.shards.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     if !cfg.single_port && usize::from(cfg.port) + cfg.shards > 65_536 {
         return Err("shard ports would pass 65535".into());
     }
@@ -199,9 +175,7 @@ pub fn run(args: ServeArgs) -> i32 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     });
     let cfg = Arc::new(cfg);
-    let shards = match shards::start(cfg.shards, move |shard| {
-        broker::run_shard(shard, cfg.clone(), stop.clone())
-    }) {
+    let shards = match shards::start(cfg.shards, move |shard| broker::run_shard(shard, cfg.clone(), stop.clone())) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("weir serve: cannot start shards: {e}");

@@ -9,13 +9,7 @@ use weir::storage::batch::{self, NewRecord};
 #[derive(Args)]
 pub struct Common {
     /// Any broker of the cluster.
-    #[arg(
-        long,
-        short = 'b',
-        default_value = "127.0.0.1:9092",
-        env = "WEIR_BOOTSTRAP",
-        global = true
-    )]
+    #[arg(long, short = 'b', default_value = "127.0.0.1:9092", env = "WEIR_BOOTSTRAP", global = true)]
     bootstrap: String,
 }
 
@@ -106,23 +100,13 @@ pub fn topic(args: TopicArgs) -> i32 {
         Err(e) => return fail(e),
     };
     let result = match args.cmd {
-        TopicCmd::Create {
-            name,
-            partitions,
-            configs,
-        } => {
+        TopicCmd::Create { name, partitions, configs } => {
             let parsed: Result<Vec<(String, String)>, String> = configs
                 .iter()
-                .map(|c| {
-                    c.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .ok_or(format!("--config {c}: expected key=value"))
-                })
+                .map(|c| c.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or(format!("--config {c}: expected key=value")))
                 .collect();
             match parsed {
-                Ok(cfg) => cluster
-                    .create_topic(&name, partitions, &cfg)
-                    .map(|()| println!("created {name} with {partitions} partitions")),
+                Ok(cfg) => cluster.create_topic(&name, partitions, &cfg).map(|()| println!("created {name} with {partitions} partitions")),
                 Err(e) => return fail(e),
             }
         }
@@ -132,9 +116,7 @@ pub fn topic(args: TopicArgs) -> i32 {
             }
         }),
         TopicCmd::Describe { name } => describe(&mut cluster, &name),
-        TopicCmd::Delete { name } => cluster
-            .delete_topic(&name)
-            .map(|()| println!("deleted {name}")),
+        TopicCmd::Delete { name } => cluster.delete_topic(&name).map(|()| println!("deleted {name}")),
     };
     result.map_or_else(fail, |()| 0)
 }
@@ -153,87 +135,59 @@ fn describe(cluster: &mut Cluster, name: &str) -> client::Result<()> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
 }
 
 pub fn produce(args: ProduceArgs) -> i32 {
     let run = || -> client::Result<u64> {
         let mut cluster = Cluster::connect(&args.common.bootstrap)?;
-        let layout = cluster
-            .metadata(&[&args.topic], true)?
-            .pop()
-            .unwrap_or_default();
+        let layout = cluster.metadata(&[&args.topic], true)?.pop().unwrap_or_default();
         let partitions = layout.leaders.len().max(1);
         let stdin = std::io::stdin();
         let mut lines = stdin.lock().lines();
         let mut sent = 0u64;
         let mut next = 0usize;
         loop {
-            let chunk: Vec<String> = lines
-                .by_ref()
-                .take(args.batch.max(1))
-                .collect::<Result<_, _>>()?;
+            let chunk: Vec<String> = lines.by_ref().take(args.batch.max(1)).collect::<Result<_, _>>()?;
             if chunk.is_empty() {
                 return Ok(sent);
             }
             let split: Vec<(Option<&str>, &str)> = chunk
                 .iter()
                 .map(|l| match &args.key_separator {
-                    Some(sep) => l
-                        .split_once(sep.as_str())
-                        .map_or((None, l.as_str()), |(k, v)| (Some(k), v)),
+                    Some(sep) => l.split_once(sep.as_str()).map_or((None, l.as_str()), |(k, v)| (Some(k), v)),
                     None => (None, l.as_str()),
                 })
                 .collect();
-            let mut by_partition: Vec<Vec<NewRecord<'_>>> =
-                (0..partitions).map(|_| Vec::new()).collect();
+            let mut by_partition: Vec<Vec<NewRecord<'_>>> = (0..partitions).map(|_| Vec::new()).collect();
             for (key, value) in &split {
                 let p = match (args.partition, key) {
                     (Some(p), _) => p as usize,
-                    (None, Some(k)) => {
-                        (k.bytes()
-                            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-                            as usize)
-                            % partitions
-                    }
+                    (None, Some(k)) => (k.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) as usize) % partitions,
                     (None, None) => {
                         next += 1;
                         next % partitions
                     }
                 };
-                by_partition
-                    .get_mut(p)
-                    .ok_or_else(|| client::ClientError::Protocol(format!("no partition {p}")))?
-                    .push(NewRecord {
-                        key: key.map(str::as_bytes),
-                        value: Some(value.as_bytes()),
-                        headers: &[],
-                    });
+                by_partition.get_mut(p).ok_or_else(|| client::ClientError::Protocol(format!("no partition {p}")))?.push(NewRecord {
+                    key: key.map(str::as_bytes),
+                    value: Some(value.as_bytes()),
+                    headers: &[],
+                });
             }
-            for (p, records) in by_partition
-                .into_iter()
-                .enumerate()
-                .filter(|(_, r)| !r.is_empty())
-            {
+            for (p, records) in by_partition.into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
                 let bytes = batch::encode(&records, now_ms());
                 let leader = layout.leaders.get(p).copied().unwrap_or(-1);
                 let conn = cluster.conn(leader)?;
                 let v = conn.version::<kafka_protocol::messages::ProduceRequest>(7);
-                let req =
-                    client::produce_request(&args.topic, p as i32, bytes.into(), args.acks, 30_000);
+                let req = client::produce_request(&args.topic, p as i32, bytes.into(), args.acks, 30_000);
                 if args.acks == 0 {
                     conn.send(&req, v)?;
                 } else {
                     let r = conn.call(req, v)?;
                     let code = r.responses[0].partition_responses[0].error_code;
                     if code != 0 {
-                        return Err(client::ClientError::Broker {
-                            code,
-                            what: format!("produce to {}/{p}", args.topic),
-                        });
+                        return Err(client::ClientError::Broker { code, what: format!("produce to {}/{p}", args.topic) });
                     }
                 }
                 sent += records.len() as u64;
@@ -252,13 +206,11 @@ pub fn produce(args: ProduceArgs) -> i32 {
 pub fn consume(args: ConsumeArgs) -> i32 {
     let run = || -> client::Result<()> {
         let mut cluster = Cluster::connect(&args.common.bootstrap)?;
-        let layout = cluster
-            .metadata(&[&args.topic], false)?
-            .pop()
-            .unwrap_or_default();
-        let leader = *layout.leaders.get(args.partition as usize).ok_or_else(|| {
-            client::ClientError::Protocol(format!("no partition {}", args.partition))
-        })?;
+        let layout = cluster.metadata(&[&args.topic], false)?.pop().unwrap_or_default();
+        let leader = *layout
+            .leaders
+            .get(args.partition as usize)
+            .ok_or_else(|| client::ClientError::Protocol(format!("no partition {}", args.partition)))?;
         let (start, end) = cluster.offsets(&args.topic, args.partition, leader)?;
         let mut offset = args.offset.unwrap_or(match args.from {
             From::Beginning => start,
@@ -271,10 +223,7 @@ pub fn consume(args: ConsumeArgs) -> i32 {
         let v = conn.version::<kafka_protocol::messages::FetchRequest>(11);
         loop {
             let wait = if args.exit_at_end { 0 } else { 500 };
-            let r = conn.call(
-                client::fetch_request(&args.topic, args.partition, offset, wait, 4 << 20),
-                v,
-            )?;
+            let r = conn.call(client::fetch_request(&args.topic, args.partition, offset, wait, 4 << 20), v)?;
             let (hw, mut bytes) = client::fetch_result(&r)?;
             if bytes.is_empty() && args.exit_at_end && offset >= hw {
                 out.flush()?;
@@ -283,7 +232,11 @@ pub fn consume(args: ConsumeArgs) -> i32 {
             while let Ok(info) = batch::validate(&bytes) {
                 let this = bytes.split_to(info.bytes);
                 let Some(records) = batch::records(&this) else {
-                    return Err(client::ClientError::Protocol(format!("batch at offset {} is compressed (codec {}); weir consume reads uncompressed batches only", info.base_offset, batch::compression(&this).unwrap_or(0))));
+                    return Err(client::ClientError::Protocol(format!(
+                        "batch at offset {} is compressed (codec {}); weir consume reads uncompressed batches only",
+                        info.base_offset,
+                        batch::compression(&this).unwrap_or(0)
+                    )));
                 };
                 let from = offset;
                 for rec in records.into_iter().filter(|r| r.offset >= from) {

@@ -14,17 +14,11 @@ pub struct FrameReader {
 
 impl FrameReader {
     pub fn new(max_frame_bytes: usize) -> Self {
-        Self {
-            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
-            max_frame_bytes,
-        }
+        Self { buf: BytesMut::with_capacity(READ_CHUNK_BYTES), max_frame_bytes }
     }
 
     /// The next frame's bytes (without the size prefix); `None` at a clean end of stream.
-    pub async fn next<S: AsyncRead + Unpin>(
-        &mut self,
-        stream: &mut S,
-    ) -> Result<Option<Bytes>, ProtocolError> {
+    pub async fn next<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<Option<Bytes>, ProtocolError> {
         loop {
             if self.buf.len() >= 4 {
                 let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
@@ -52,13 +46,7 @@ impl FrameReader {
             };
             self.buf.truncate(had + n);
             if n == 0 {
-                return if had == 0 {
-                    Ok(None)
-                } else {
-                    Err(ProtocolError::Malformed(
-                        "connection closed mid-frame".into(),
-                    ))
-                };
+                return if had == 0 { Ok(None) } else { Err(ProtocolError::Malformed("connection closed mid-frame".into())) };
             }
         }
     }

@@ -37,10 +37,7 @@ pub struct Request {
 /// is an error, except for ApiVersions (KIP-511: answered with an error and the supported list).
 pub fn decode_header(mut frame: Bytes) -> Result<Request, ProtocolError> {
     if frame.len() < 8 {
-        return Err(ProtocolError::Malformed(format!(
-            "{} byte header",
-            frame.len()
-        )));
+        return Err(ProtocolError::Malformed(format!("{} byte header", frame.len())));
     }
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -54,37 +51,23 @@ pub fn decode_header(mut frame: Bytes) -> Result<Request, ProtocolError> {
     } else {
         return Err(ProtocolError::UnsupportedVersion { api, version });
     };
-    let header = RequestHeader::decode(&mut frame, header_version)
-        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-    Ok(Request {
-        api,
-        header,
-        body: frame,
-    })
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    Ok(Request { api, header, body: frame })
 }
 
 /// Decodes a request body of the version in its header.
 pub fn decode_body<T: Decodable>(req: &Request) -> Result<T, ProtocolError> {
     let mut body = req.body.clone();
-    T::decode(&mut body, req.header.request_api_version)
-        .map_err(|e| ProtocolError::Malformed(e.to_string()))
+    T::decode(&mut body, req.header.request_api_version).map_err(|e| ProtocolError::Malformed(e.to_string()))
 }
 
 /// Encodes a whole response frame: size, header, body.
-pub fn encode_response<T: Encodable>(
-    api: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: &T,
-) -> Result<Bytes, ProtocolError> {
+pub fn encode_response<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Result<Bytes, ProtocolError> {
     let mut out = BytesMut::with_capacity(256);
     out.extend_from_slice(&[0, 0, 0, 0]);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    header
-        .encode(&mut out, api.response_header_version(version))
-        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-    body.encode(&mut out, version)
-        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    header.encode(&mut out, api.response_header_version(version)).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    body.encode(&mut out, version).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
     let size = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&size.to_be_bytes());
     Ok(out.freeze())

@@ -31,8 +31,5 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
 ];
 
 pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
-    SUPPORTED
-        .iter()
-        .find(|(k, _)| *k == api)
-        .map(|(_, r)| r.clone())
+    SUPPORTED.iter().find(|(k, _)| *k == api).map(|(_, r)| r.clone())
 }

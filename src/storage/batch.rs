@@ -60,10 +60,7 @@ pub enum BatchError {
 impl BatchError {
     /// True for damage to the bytes themselves, as opposed to well-formed but unacceptable content.
     pub fn is_corruption(&self) -> bool {
-        matches!(
-            self,
-            Self::Truncated { .. } | Self::Length(_) | Self::Crc { .. }
-        )
+        matches!(self, Self::Truncated { .. } | Self::Length(_) | Self::Crc { .. })
     }
 }
 
@@ -84,12 +81,7 @@ pub struct BatchInfo {
 
 /// Reads the header at the start of `bytes` without copying.
 pub fn header(bytes: &[u8]) -> Result<&BatchHeader, BatchError> {
-    BatchHeader::ref_from_prefix(bytes)
-        .map(|(h, _)| h)
-        .map_err(|_| BatchError::Truncated {
-            have: bytes.len(),
-            need: HEADER_BYTES,
-        })
+    BatchHeader::ref_from_prefix(bytes).map(|(h, _)| h).map_err(|_| BatchError::Truncated { have: bytes.len(), need: HEADER_BYTES })
 }
 
 /// Total size of the batch starting at `bytes`, from its header alone (no CRC check).
@@ -107,10 +99,7 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
 pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     let len = framed_len(bytes)?;
     if bytes.len() < len {
-        return Err(BatchError::Truncated {
-            have: bytes.len(),
-            need: len,
-        });
+        return Err(BatchError::Truncated { have: bytes.len(), need: len });
     }
     let h = header(bytes)?;
     if h.magic != 2 {
@@ -125,10 +114,7 @@ pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     let last_offset_delta = h.last_offset_delta.get();
     // Producers write dense batches; a gap or an empty batch would break offset contiguity.
     if count <= 0 || last_offset_delta != count - 1 {
-        return Err(BatchError::Counts {
-            count,
-            last_offset_delta,
-        });
+        return Err(BatchError::Counts { count, last_offset_delta });
     }
     Ok(BatchInfo {
         bytes: len,
@@ -176,12 +162,7 @@ pub struct NewRecord<'a> {
 /// Encodes an uncompressed v2 batch (base offset 0, no producer id) holding `records`, all with
 /// timestamp `timestamp_ms`.
 pub fn encode(records: &[NewRecord<'_>], timestamp_ms: i64) -> Vec<u8> {
-    let mut body = Vec::with_capacity(
-        records
-            .iter()
-            .map(|r| r.value.map_or(0, |v| v.len()) + 32)
-            .sum(),
-    );
+    let mut body = Vec::with_capacity(records.iter().map(|r| r.value.map_or(0, |v| v.len()) + 32).sum());
     let mut rec = Vec::new();
     for (i, r) in records.iter().enumerate() {
         rec.clear();
@@ -236,13 +217,7 @@ pub fn set_crc(batch: &mut [u8]) {
 /// Builds a valid uncompressed batch of `count` records of `value_bytes` each (tests, benchmarks).
 pub fn build(count: i32, value_bytes: usize, timestamp_ms: i64) -> Vec<u8> {
     let value = vec![b'x'; value_bytes];
-    let records: Vec<NewRecord<'_>> = (0..count)
-        .map(|_| NewRecord {
-            key: None,
-            value: Some(&value),
-            headers: &[],
-        })
-        .collect();
+    let records: Vec<NewRecord<'_>> = (0..count).map(|_| NewRecord { key: None, value: Some(&value), headers: &[] }).collect();
     encode(&records, timestamp_ms)
 }
 
@@ -307,12 +282,7 @@ pub fn records(batch: &[u8]) -> Option<Vec<ReadRecord<'_>>> {
         let offset_delta = get_varint(batch, &mut at)?;
         let key = get_bytes(batch, &mut at)?;
         let value = get_bytes(batch, &mut at)?;
-        out.push(ReadRecord {
-            offset: base + offset_delta,
-            timestamp_ms: ts + ts_delta,
-            key,
-            value,
-        });
+        out.push(ReadRecord { offset: base + offset_delta, timestamp_ms: ts + ts_delta, key, value });
         at = rec_end;
     }
     Some(out)
@@ -342,14 +312,8 @@ mod tests {
     #[test]
     fn bad_inputs_are_typed_errors() {
         let b = build(2, 5, 1);
-        assert!(matches!(
-            validate(&b[..30]),
-            Err(BatchError::Truncated { .. })
-        ));
-        assert!(matches!(
-            validate(&b[..b.len() - 1]),
-            Err(BatchError::Truncated { .. })
-        ));
+        assert!(matches!(validate(&b[..30]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(validate(&b[..b.len() - 1]), Err(BatchError::Truncated { .. })));
         let mut bad = b.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert!(matches!(validate(&bad), Err(BatchError::Crc { .. })));
@@ -377,16 +341,8 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let recs = [
-            NewRecord {
-                key: Some(b"k"),
-                value: Some(b"v1"),
-                headers: &[("h", b"x")],
-            },
-            NewRecord {
-                key: None,
-                value: None,
-                headers: &[],
-            },
+            NewRecord { key: Some(b"k"), value: Some(b"v1"), headers: &[("h", b"x")] },
+            NewRecord { key: None, value: None, headers: &[] },
         ];
         let mut b = encode(&recs, 77);
         set_base_offset(&mut b, 10);
@@ -395,18 +351,8 @@ mod tests {
         assert_eq!(
             back,
             vec![
-                ReadRecord {
-                    offset: 10,
-                    timestamp_ms: 77,
-                    key: Some(b"k"),
-                    value: Some(b"v1")
-                },
-                ReadRecord {
-                    offset: 11,
-                    timestamp_ms: 77,
-                    key: None,
-                    value: None
-                }
+                ReadRecord { offset: 10, timestamp_ms: 77, key: Some(b"k"), value: Some(b"v1") },
+                ReadRecord { offset: 11, timestamp_ms: 77, key: None, value: None }
             ]
         );
     }

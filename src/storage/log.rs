@@ -113,10 +113,7 @@ pub struct Offsets {
 impl Log {
     /// Opens (recovering) or creates the log in `dir` and starts its writer task on this shard.
     pub async fn open(dir: &Path, cfg: LogConfig) -> Result<Rc<Log>, LogError> {
-        assert!(
-            cfg.segment_bytes <= u64::from(u32::MAX),
-            "positions are u32 in the index"
-        );
+        assert!(cfg.segment_bytes <= u64::from(u32::MAX), "positions are u32 in the index");
         std::fs::create_dir_all(dir)?;
         shards::prime_direct_io(dir).await?;
         let mut bases: Vec<u64> = std::fs::read_dir(dir)?
@@ -127,13 +124,7 @@ impl Log {
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut total = Recovered::default();
         for (i, &base) in bases.iter().enumerate() {
-            let (seg, report) = Segment::recover(
-                dir,
-                base,
-                bases.get(i + 1).copied(),
-                cfg.index_interval_bytes,
-            )
-            .await?;
+            let (seg, report) = Segment::recover(dir, base, bases.get(i + 1).copied(), cfg.index_interval_bytes).await?;
             if report.bytes_cut > 0 {
                 tracing::warn!(dir = %dir.display(), segment = base, bytes_cut = report.bytes_cut, "recovery cut an invalid tail");
             }
@@ -185,11 +176,7 @@ impl Log {
 
     pub fn offsets(&self) -> Offsets {
         let s = self.state();
-        Offsets {
-            log_start: s.log_start,
-            high_watermark: s.written,
-            log_end: s.next_offset,
-        }
+        Offsets { log_start: s.log_start, high_watermark: s.written, log_end: s.next_offset }
     }
 
     pub fn config(&self) -> LogConfig {
@@ -211,10 +198,7 @@ impl Log {
         if s.closing {
             return Err(LogError::Deleted);
         }
-        if let Some((_, big)) = batches
-            .iter()
-            .find(|(_, info)| info.bytes > s.cfg.max_message_bytes)
-        {
+        if let Some((_, big)) = batches.iter().find(|(_, info)| info.bytes > s.cfg.max_message_bytes) {
             return Err(LogError::TooLarge(big.bytes));
         }
         let base_offset = s.next_offset;
@@ -223,27 +207,17 @@ impl Log {
             let base = s.next_offset;
             batch::set_base_offset(&mut bytes, base);
             let bytes = bytes.freeze();
-            let info = BatchInfo {
-                base_offset: base as i64,
-                ..info
-            };
+            let info = BatchInfo { base_offset: base as i64, ..info };
             s.next_offset = base + u64::from(info.offset_count);
             s.cache_bytes += bytes.len();
             let next = s.next_offset;
-            s.cache.push_back(Cached {
-                base,
-                next,
-                bytes: bytes.clone(),
-            });
+            s.cache.push_back(Cached { base, next, bytes: bytes.clone() });
             s.pending.push_back(Pending { bytes, info });
         }
         let last_offset = s.next_offset - 1;
         drop(s);
         self.writer_wake.notify_all();
-        Ok(Appended {
-            base_offset,
-            last_offset,
-        })
+        Ok(Appended { base_offset, last_offset })
     }
 
     /// Waits until every offset ≤ `offset` is written to disk (visible, survives a process crash).
@@ -254,14 +228,7 @@ impl Log {
     /// Waits until every offset ≤ `offset` is as durable as the flush policy makes it: fsynced under
     /// `flush.messages=1`, written otherwise.
     pub async fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
-        self.wait_until(|s| {
-            if s.cfg.flush == FlushPolicy::EveryBatch {
-                s.durable > offset
-            } else {
-                s.written > offset
-            }
-        })
-        .await
+        self.wait_until(|s| if s.cfg.flush == FlushPolicy::EveryBatch { s.durable > offset } else { s.written > offset }).await
     }
 
     async fn wait_until(&self, done: impl Fn(&State) -> bool) -> Result<(), LogError> {
@@ -288,11 +255,7 @@ impl Log {
         let (file, pos, seg_size, hw) = {
             let s = self.state();
             if offset < s.log_start || offset > s.next_offset {
-                return Err(LogError::OutOfRange {
-                    offset,
-                    start: s.log_start,
-                    end: s.next_offset,
-                });
+                return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
             }
             let hw = s.written;
             if offset >= hw {
@@ -319,9 +282,7 @@ impl Log {
         };
         let mut at = pos;
         while at < size {
-            let chunk = file
-                .read_at(at, (size - at).min(FILE_READ_BYTES_MIN as u64) as usize)
-                .await?;
+            let chunk = file.read_at(at, (size - at).min(FILE_READ_BYTES_MIN as u64) as usize).await?;
             let mut consumed = 0;
             while let Ok(info) = batch::validate(&chunk[consumed..]) {
                 if info.max_timestamp >= ts {
@@ -346,11 +307,8 @@ impl Log {
         let mut total: u64 = s.segments.iter().map(|seg| seg.size).sum();
         while s.segments.len() > 1 {
             let oldest = &s.segments[0];
-            let by_size =
-                s.cfg.retention_bytes >= 0 && total - oldest.size >= s.cfg.retention_bytes as u64;
-            let by_time = s.cfg.retention_ms >= 0
-                && oldest.max_timestamp >= 0
-                && oldest.max_timestamp < now_ms - s.cfg.retention_ms;
+            let by_size = s.cfg.retention_bytes >= 0 && total - oldest.size >= s.cfg.retention_bytes as u64;
+            let by_time = s.cfg.retention_ms >= 0 && oldest.max_timestamp >= 0 && oldest.max_timestamp < now_ms - s.cfg.retention_ms;
             if !(by_size || by_time) || oldest.next_offset > s.written {
                 break;
             }
@@ -372,22 +330,8 @@ impl Log {
     pub async fn close(&self) -> Result<(), LogError> {
         self.state().closing = true;
         self.writer_wake.notify_all();
-        self.wait_until(|s| s.pending.is_empty())
-            .await
-            .or_else(|e| {
-                if matches!(e, LogError::Deleted) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
-        let file = self
-            .state()
-            .segments
-            .last()
-            .expect("active segment")
-            .file
-            .clone();
+        self.wait_until(|s| s.pending.is_empty()).await.or_else(|e| if matches!(e, LogError::Deleted) { Ok(()) } else { Err(e) })?;
+        let file = self.state().segments.last().expect("active segment").file.clone();
         file.fdatasync().await?;
         let s = self.state();
         for seg in &s.segments {
@@ -407,11 +351,7 @@ impl Log {
     /// Totals for tests and metrics: (segments, index entries in all segments, cached bytes).
     pub fn stats(&self) -> (usize, usize, usize) {
         let s = self.state();
-        (
-            s.segments.len(),
-            s.segments.iter().map(|seg| seg.index_entries()).sum(),
-            s.cache_bytes,
-        )
+        (s.segments.len(), s.segments.iter().map(|seg| seg.index_entries()).sum(), s.cache_bytes)
     }
 
     async fn write_loop(self: Rc<Self>) {
@@ -465,18 +405,14 @@ impl Log {
             let mut taken = 0;
             let mut data_len = 0usize;
             for p in &s.pending {
-                let fits =
-                    (data_len + p.bytes.len()) as u64 <= room || (taken == 0 && active.size == 0);
+                let fits = (data_len + p.bytes.len()) as u64 <= room || (taken == 0 && active.size == 0);
                 if !fits || (taken > 0 && data_len + p.bytes.len() > WRITE_BYTES_MAX) {
                     break;
                 }
                 data_len += p.bytes.len();
                 taken += 1;
             }
-            assert!(
-                taken > 0,
-                "a pending batch always fits an empty or rolled segment"
-            );
+            assert!(taken > 0, "a pending batch always fits an empty or rolled segment");
             let active = s.segments.last().expect("active segment");
             let write_pos = active.size - s.tail_block.len() as u64;
             debug_assert_eq!(write_pos % BLOCK_BYTES, 0);
@@ -498,9 +434,7 @@ impl Log {
         let expect = buf.len();
         let wrote = file.write_at(buf, write_pos).await?;
         if wrote != expect {
-            return Err(LogError::Storage(format!(
-                "short write: {wrote} of {expect} bytes"
-            )));
+            return Err(LogError::Storage(format!("short write: {wrote} of {expect} bytes")));
         }
         {
             let mut guard = self.state();
@@ -511,10 +445,7 @@ impl Log {
             let mut messages = 0;
             for _ in 0..taken {
                 let p = s.pending.pop_front().expect("taken from pending");
-                assert_eq!(
-                    p.info.base_offset as u64, s.written,
-                    "offsets are written contiguously"
-                );
+                assert_eq!(p.info.base_offset as u64, s.written, "offsets are written contiguously");
                 seg.track_batch(pos, &p.info, interval);
                 pos += p.bytes.len() as u64;
                 s.written = p.info.base_offset as u64 + u64::from(p.info.offset_count);
@@ -540,18 +471,13 @@ impl Log {
                 && match s.cfg.flush {
                     FlushPolicy::EveryBatch => true,
                     FlushPolicy::Messages(n) => s.unflushed_messages >= n,
-                    FlushPolicy::Interval(ms) => {
-                        s.last_flush.elapsed() >= Duration::from_millis(ms)
-                    }
+                    FlushPolicy::Interval(ms) => s.last_flush.elapsed() >= Duration::from_millis(ms),
                     FlushPolicy::Never => false,
                 };
             if !due {
                 return Ok(());
             }
-            (
-                s.segments.last().expect("active segment").file.clone(),
-                s.written,
-            )
+            (s.segments.last().expect("active segment").file.clone(), s.written)
         };
         file.fdatasync().await?;
         let mut s = self.state();
@@ -580,11 +506,7 @@ impl Log {
         // Seal: cut the block padding, make the segment and its indexes durable.
         old_file.truncate(size).await?;
         old_file.fdatasync().await?;
-        self.state()
-            .segments
-            .last()
-            .expect("active segment")
-            .sync_indexes()?;
+        self.state().segments.last().expect("active segment").sync_indexes()?;
         let seg = Segment::create(&dir, base).await?;
         let mut s = self.state();
         s.segments.push(seg);
@@ -613,9 +535,7 @@ impl State {
     /// Drops the oldest written batches beyond the cache budget. Unwritten ones always stay: the
     /// writer and readers of the tail rely on them.
     fn evict_cache(&mut self) {
-        while self.cache_bytes > self.cfg.cache_bytes
-            && self.cache.front().is_some_and(|c| c.next <= self.written)
-        {
+        while self.cache_bytes > self.cfg.cache_bytes && self.cache.front().is_some_and(|c| c.next <= self.written) {
             let c = self.cache.pop_front().expect("checked");
             self.cache_bytes -= c.bytes.len();
         }
@@ -627,10 +547,7 @@ async fn read_tail_block(seg: &Segment) -> Result<Vec<u8>, LogError> {
     if tail_len == 0 {
         return Ok(Vec::new());
     }
-    let got = seg
-        .file
-        .read_at(seg.size - tail_len, tail_len as usize)
-        .await?;
+    let got = seg.file.read_at(seg.size - tail_len, tail_len as usize).await?;
     if got.len() as u64 != tail_len {
         return Err(LogError::Storage("short read of the tail block".into()));
     }

@@ -63,37 +63,19 @@ pub struct Recovered {
 impl Segment {
     fn paths(dir: &Path, base: u64) -> (PathBuf, PathBuf, PathBuf) {
         let stem = file_stem(base);
-        (
-            dir.join(format!("{stem}.log")),
-            dir.join(format!("{stem}.index")),
-            dir.join(format!("{stem}.timeindex")),
-        )
+        (dir.join(format!("{stem}.log")), dir.join(format!("{stem}.index")), dir.join(format!("{stem}.timeindex")))
     }
 
-    async fn open_files(
-        dir: &Path,
-        base: u64,
-        truncate_indexes: bool,
-    ) -> std::io::Result<(PathBuf, Rc<shards::DmaFile>, File, File)> {
+    async fn open_files(dir: &Path, base: u64, truncate_indexes: bool) -> std::io::Result<(PathBuf, Rc<shards::DmaFile>, File, File)> {
         let (log, idx, tidx) = Self::paths(dir, base);
-        let file = shards::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .dma_open(&log)
-            .await?;
+        let file = shards::OpenOptions::new().read(true).write(true).create(true).dma_open(&log).await?;
         let open_index = |p: &Path| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(p)
-                .and_then(|f| {
-                    if truncate_indexes {
-                        f.set_len(0)?;
-                    }
-                    Ok(f)
-                })
+            std::fs::OpenOptions::new().read(true).append(true).create(true).open(p).and_then(|f| {
+                if truncate_indexes {
+                    f.set_len(0)?;
+                }
+                Ok(f)
+            })
         };
         Ok((log, Rc::new(file), open_index(&idx)?, open_index(&tidx)?))
     }
@@ -105,13 +87,7 @@ impl Segment {
         Ok(Self::empty(base, path, file, index_file, time_index_file))
     }
 
-    fn empty(
-        base: u64,
-        path: PathBuf,
-        file: Rc<shards::DmaFile>,
-        index_file: File,
-        time_index_file: File,
-    ) -> Segment {
+    fn empty(base: u64, path: PathBuf, file: Rc<shards::DmaFile>, index_file: File, time_index_file: File) -> Segment {
         Segment {
             base,
             path,
@@ -133,12 +109,7 @@ impl Segment {
     /// Opens an existing segment. A closed segment keeps its indexes if they pass the sanity check;
     /// the active one (`active`) is scanned from its last index entry and cut at the first invalid byte.
     /// `next_base` is the following segment's base offset, for a closed segment.
-    pub async fn recover(
-        dir: &Path,
-        base: u64,
-        next_base: Option<u64>,
-        interval: u32,
-    ) -> std::io::Result<(Segment, Recovered)> {
+    pub async fn recover(dir: &Path, base: u64, next_base: Option<u64>, interval: u32) -> std::io::Result<(Segment, Recovered)> {
         let (log, idx_path, tidx_path) = Self::paths(dir, base);
         let std_file = File::open(&log)?;
         let file_len = std_file.metadata()?.len();
@@ -148,9 +119,7 @@ impl Segment {
         let (path, file, index_file, time_index_file) = Self::open_files(dir, base, false).await?;
         let mut seg = Self::empty(base, path, file, index_file, time_index_file);
 
-        if let (Some(next_base), Some(index), Some(time_index)) =
-            (next_base, index.clone(), time_index.clone())
-        {
+        if let (Some(next_base), Some(index), Some(time_index)) = (next_base, index.clone(), time_index.clone()) {
             // Closed segment with sane indexes: trust them, the file was cut to size when it was sealed.
             if index.first().is_none_or(|&(rel, pos)| rel == 0 && pos == 0) {
                 seg.size = file_len;
@@ -175,8 +144,7 @@ impl Segment {
             seg.index = index.expect("kept entries come from a loaded index");
             seg.index.truncate(kept - 1); // the scan re-adds the entry it starts at
             seg.time_index = time_index.unwrap_or_default();
-            seg.time_index
-                .retain(|&(_, rel)| base + u64::from(rel) < start_offset);
+            seg.time_index.retain(|&(_, rel)| base + u64::from(rel) < start_offset);
             seg.max_timestamp = seg.time_index.last().map_or(-1, |e| e.0);
             seg.last_indexed_pos = seg.index.last().map(|e| u64::from(e.1));
         } else {
@@ -197,11 +165,7 @@ impl Segment {
         }
         debug_assert!(valid_end <= end);
         seg.size = valid_end;
-        seg.next_offset = if report.batches_scanned == 0 {
-            start_offset
-        } else {
-            expected
-        };
+        seg.next_offset = if report.batches_scanned == 0 { start_offset } else { expected };
         if let Some(next_base) = next_base {
             seg.next_offset = seg.next_offset.max(next_base);
         }
@@ -214,9 +178,7 @@ impl Segment {
             report.bytes_cut = file_len - valid_end;
         }
         if file_len > valid_end {
-            std_file
-                .set_len(valid_end)
-                .or_else(|_| File::options().write(true).open(&log)?.set_len(valid_end))?;
+            std_file.set_len(valid_end).or_else(|_| File::options().write(true).open(&log)?.set_len(valid_end))?;
         }
         // Rewrite the index files to exactly what we now believe.
         seg.index_file.set_len(0)?;
@@ -231,29 +193,20 @@ impl Segment {
     pub fn track_batch(&mut self, pos: u64, info: &BatchInfo, interval: u32) {
         let rel = info.base_offset as u64 - self.base;
         assert!(rel <= u64::from(u32::MAX), "relative offset fits the index");
-        assert!(
-            pos <= u64::from(u32::MAX),
-            "segment position fits the index"
-        );
-        let due = self
-            .last_indexed_pos
-            .is_none_or(|last| pos >= last + u64::from(interval));
+        assert!(pos <= u64::from(u32::MAX), "segment position fits the index");
+        let due = self.last_indexed_pos.is_none_or(|last| pos >= last + u64::from(interval));
         if due {
             self.index.push((rel as u32, pos as u32));
-            self.index_pending
-                .extend_from_slice(&(rel as u32).to_be_bytes());
-            self.index_pending
-                .extend_from_slice(&(pos as u32).to_be_bytes());
+            self.index_pending.extend_from_slice(&(rel as u32).to_be_bytes());
+            self.index_pending.extend_from_slice(&(pos as u32).to_be_bytes());
             self.last_indexed_pos = Some(pos);
         }
         if info.max_timestamp > self.max_timestamp {
             self.max_timestamp = info.max_timestamp;
             if due || self.time_index.is_empty() {
                 self.time_index.push((info.max_timestamp, rel as u32));
-                self.time_index_pending
-                    .extend_from_slice(&info.max_timestamp.to_be_bytes());
-                self.time_index_pending
-                    .extend_from_slice(&(rel as u32).to_be_bytes());
+                self.time_index_pending.extend_from_slice(&info.max_timestamp.to_be_bytes());
+                self.time_index_pending.extend_from_slice(&(rel as u32).to_be_bytes());
             }
         }
         self.next_offset = info.base_offset as u64 + u64::from(info.offset_count);
@@ -322,19 +275,10 @@ fn read_index(path: &Path, log_len: u64) -> Option<Vec<(u32, u32)>> {
     }
     let entries: Vec<(u32, u32)> = bytes
         .chunks_exact(INDEX_ENTRY_BYTES)
-        .map(|c| {
-            (
-                u32::from_be_bytes(c[0..4].try_into().unwrap()),
-                u32::from_be_bytes(c[4..8].try_into().unwrap()),
-            )
-        })
+        .map(|c| (u32::from_be_bytes(c[0..4].try_into().unwrap()), u32::from_be_bytes(c[4..8].try_into().unwrap())))
         .collect();
-    let increasing = entries
-        .windows(2)
-        .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
-    let inside = entries
-        .last()
-        .is_none_or(|&(_, pos)| u64::from(pos) < log_len);
+    let increasing = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+    let inside = entries.last().is_none_or(|&(_, pos)| u64::from(pos) < log_len);
     (increasing && inside).then_some(entries)
 }
 
@@ -345,31 +289,17 @@ fn read_time_index(path: &Path) -> Option<Vec<(i64, u32)>> {
     }
     let entries: Vec<(i64, u32)> = bytes
         .chunks_exact(TIME_INDEX_ENTRY_BYTES)
-        .map(|c| {
-            (
-                i64::from_be_bytes(c[0..8].try_into().unwrap()),
-                u32::from_be_bytes(c[8..12].try_into().unwrap()),
-            )
-        })
+        .map(|c| (i64::from_be_bytes(c[0..8].try_into().unwrap()), u32::from_be_bytes(c[8..12].try_into().unwrap())))
         .collect();
-    entries
-        .windows(2)
-        .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
-        .then_some(entries)
+    entries.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1).then_some(entries)
 }
 
 fn encode_index(entries: &[(u32, u32)]) -> Vec<u8> {
-    entries
-        .iter()
-        .flat_map(|&(r, p)| r.to_be_bytes().into_iter().chain(p.to_be_bytes()))
-        .collect()
+    entries.iter().flat_map(|&(r, p)| r.to_be_bytes().into_iter().chain(p.to_be_bytes())).collect()
 }
 
 fn encode_time_index(entries: &[(i64, u32)]) -> Vec<u8> {
-    entries
-        .iter()
-        .flat_map(|&(t, r)| t.to_be_bytes().into_iter().chain(r.to_be_bytes()))
-        .collect()
+    entries.iter().flat_map(|&(t, r)| t.to_be_bytes().into_iter().chain(r.to_be_bytes())).collect()
 }
 
 /// Walks valid batches from `pos` until the first invalid byte, zero length or end of file.

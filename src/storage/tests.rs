@@ -6,13 +6,11 @@ use proptest::prelude::*;
 use std::path::Path;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/test-data")
-        .join(format!(
-            "weir-test-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data").join(format!(
+        "weir-test-{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -33,10 +31,7 @@ async fn read_all(log: &Log, mut from: u64) -> Vec<(u64, u32)> {
     let hw = log.offsets().high_watermark;
     while from < hw {
         let chunks = log.read(from, 3000).await.expect("read");
-        assert!(
-            !chunks.is_empty(),
-            "read below the high watermark returns data"
-        );
+        assert!(!chunks.is_empty(), "read below the high watermark returns data");
         for chunk in chunks {
             let parts = batch::split(&chunk).expect("stored batches are valid");
             for (_, info) in parts {
@@ -55,9 +50,7 @@ fn append_all(log: &Log, sizes: &[(i32, usize)]) -> Vec<(u64, u32)> {
     sizes
         .iter()
         .map(|&(count, bytes)| {
-            let a = log
-                .append(&batch::build(count, bytes, 1_000))
-                .expect("append");
+            let a = log.append(&batch::build(count, bytes, 1_000)).expect("append");
             assert_eq!(a.last_offset - a.base_offset + 1, count as u64);
             (a.base_offset, count as u32)
         })
@@ -95,11 +88,8 @@ proptest! {
 }
 
 fn active_log_file(dir: &Path) -> std::path::PathBuf {
-    let mut logs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
+    let mut logs: Vec<_> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
     logs.sort();
     logs.pop().unwrap()
 }
@@ -107,19 +97,9 @@ fn active_log_file(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn torn_tail_is_cut_to_the_longest_valid_prefix() {
     let dir = temp_dir("torn");
-    let sizes: Vec<(i32, usize)> = (0..40)
-        .map(|i| (1 + i % 5, 50 + (i as usize * 37) % 300))
-        .collect();
+    let sizes: Vec<(i32, usize)> = (0..40).map(|i| (1 + i % 5, 50 + (i as usize * 37) % 300)).collect();
     let model = shards::run_local(async {
-        let log = Log::open(
-            &dir,
-            LogConfig {
-                segment_bytes: 1 << 20,
-                ..small_cfg()
-            },
-        )
-        .await
-        .unwrap();
+        let log = Log::open(&dir, LogConfig { segment_bytes: 1 << 20, ..small_cfg() }).await.unwrap();
         let model = append_all(&log, &sizes);
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
         log.close().await.unwrap();
@@ -147,22 +127,11 @@ fn torn_tail_is_cut_to_the_longest_valid_prefix() {
         std::fs::write(&path, &bytes).unwrap();
         let valid = ends.iter().filter(|&&e| e <= cut).count() - 1;
         let got = shards::run_local(async {
-            let log = Log::open(
-                &dir,
-                LogConfig {
-                    segment_bytes: 1 << 20,
-                    ..small_cfg()
-                },
-            )
-            .await
-            .unwrap();
+            let log = Log::open(&dir, LogConfig { segment_bytes: 1 << 20, ..small_cfg() }).await.unwrap();
             let got = read_all(&log, 0).await;
             // The log accepts appends after recovery, at the next contiguous offset.
             let a = log.append(&batch::build(1, 10, 5)).unwrap();
-            assert_eq!(
-                a.base_offset,
-                got.last().map_or(0, |&(b, c)| b + u64::from(c))
-            );
+            assert_eq!(a.base_offset, got.last().map_or(0, |&(b, c)| b + u64::from(c)));
             log.close().await.unwrap();
             got
         });
@@ -189,10 +158,7 @@ fn ends_len(bytes: &[u8]) -> usize {
 fn retention_deletes_oldest_segments_and_advances_start() {
     let dir = temp_dir("retention");
     shards::run_local(async {
-        let cfg = LogConfig {
-            retention_bytes: 20 << 10,
-            ..small_cfg()
-        };
+        let cfg = LogConfig { retention_bytes: 20 << 10, ..small_cfg() };
         let log = Log::open(&dir, cfg).await.unwrap();
         append_all(&log, &vec![(4, 250); 200]);
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
@@ -203,10 +169,7 @@ fn retention_deletes_oldest_segments_and_advances_start() {
         assert_eq!(segments_before - removed, segments_after);
         let start = log.offsets().log_start;
         assert!(start > 0);
-        assert!(matches!(
-            log.read(0, 100).await,
-            Err(super::LogError::OutOfRange { .. })
-        ));
+        assert!(matches!(log.read(0, 100).await, Err(super::LogError::OutOfRange { .. })));
         assert_eq!(read_all(&log, start).await.first().unwrap().0, start);
         log.close().await.unwrap();
     });
@@ -220,27 +183,15 @@ fn lookups_at_every_segment_boundary() {
         let log = Log::open(&dir, small_cfg()).await.unwrap();
         let model = append_all(&log, &vec![(3, 200); 150]);
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
-        let bases: Vec<u64> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| {
-                e.unwrap()
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
+        let bases: Vec<u64> =
+            std::fs::read_dir(&dir).unwrap().filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok()).collect();
         assert!(bases.len() > 3, "the test rolls segments");
         for base in bases.into_iter().filter(|&b| b > 0) {
             for offset in [base - 1, base, base + 1] {
                 let got = log.read(offset, 1).await.unwrap();
                 let info = batch::validate(&got[0]).unwrap();
                 let b = info.base_offset as u64;
-                assert!(
-                    b <= offset && offset < b + u64::from(info.offset_count),
-                    "offset {offset} at boundary {base}"
-                );
+                assert!(b <= offset && offset < b + u64::from(info.offset_count), "offset {offset} at boundary {base}");
                 assert!(model.contains(&(b, info.offset_count)));
             }
         }
@@ -256,16 +207,10 @@ fn bad_batches_are_refused_and_leave_the_log_intact() {
         let log = Log::open(&dir, small_cfg()).await.unwrap();
         let mut b = batch::build(2, 10, 1);
         b[30] ^= 1;
-        assert!(matches!(
-            log.append(&b),
-            Err(super::LogError::Batch(batch::BatchError::Crc { .. }))
-        ));
+        assert!(matches!(log.append(&b), Err(super::LogError::Batch(batch::BatchError::Crc { .. }))));
         assert!(log.append(&[1, 2, 3]).is_err());
         let big = batch::build(1, 2 << 20, 1);
-        assert!(matches!(
-            log.append(&big),
-            Err(super::LogError::TooLarge(_))
-        ));
+        assert!(matches!(log.append(&big), Err(super::LogError::TooLarge(_))));
         assert_eq!(log.offsets().log_end, 0);
         log.append(&batch::build(1, 1, 1)).unwrap();
         assert_eq!(log.offsets().log_end, 1);
@@ -284,14 +229,8 @@ fn lookup_by_timestamp_finds_first_batch_at_or_after() {
         }
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
         assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some(0));
-        assert_eq!(
-            log.offset_for_timestamp(1000 + 50 * 10).await.unwrap(),
-            Some(100)
-        );
-        assert_eq!(
-            log.offset_for_timestamp(1000 + 50 * 10 - 5).await.unwrap(),
-            Some(100)
-        );
+        assert_eq!(log.offset_for_timestamp(1000 + 50 * 10).await.unwrap(), Some(100));
+        assert_eq!(log.offset_for_timestamp(1000 + 50 * 10 - 5).await.unwrap(), Some(100));
         assert_eq!(log.offset_for_timestamp(99_999).await.unwrap(), None);
         log.close().await.unwrap();
     });

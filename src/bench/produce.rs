@@ -1,0 +1,185 @@
+//! Producer threads: one writer and one reader per connection, a bounded window between them.
+
+use super::{histogram, nanos_since, pin, Args, Stop, Totals};
+use crate::client::{self, Connection};
+use crate::storage::batch;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::ProduceRequest;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the reader needs to know of a request in flight.
+struct InFlight {
+    correlation: i32,
+    version: i16,
+    /// Closed loop: when it was sent. Open loop: the intended send time of its first message.
+    first_ns: u64,
+    /// Open loop: nanoseconds between the intended times of consecutive messages (0: closed loop).
+    step_ns: u64,
+    count: u64,
+    bytes: u64,
+    measured: bool,
+}
+
+/// A batch ready to send again and again, with the positions of its values (for e2e timestamps).
+pub struct Template {
+    bytes: Vec<u8>,
+    value_at: Vec<usize>,
+}
+
+impl Template {
+    pub fn new(count: usize, msg_size: usize) -> Template {
+        let bytes = batch::build(count as i32, msg_size.max(8), 0);
+        let base = bytes.as_ptr() as usize;
+        let value_at =
+            batch::records(&bytes).expect("uncompressed batch").iter().map(|r| r.value.expect("value").as_ptr() as usize - base).collect();
+        Template { bytes, value_at }
+    }
+
+    /// The batch with each value starting with its send time (ns on the bench clock).
+    fn stamped(&mut self, first_ns: u64, step_ns: u64) -> Bytes {
+        for (i, &at) in self.value_at.iter().enumerate() {
+            self.bytes[at..at + 8].copy_from_slice(&(first_ns + step_ns * i as u64).to_le_bytes());
+        }
+        batch::set_crc(&mut self.bytes);
+        Bytes::copy_from_slice(&self.bytes)
+    }
+}
+
+/// Runs producer `index` over `partitions` (each with its leader's address) until `stop`.
+pub fn run(
+    index: usize,
+    args: Args,
+    partitions: Vec<(i32, String)>,
+    stop: Stop,
+    totals: Arc<Totals>,
+    base: Instant,
+    stamp: bool,
+) -> client::Result<Histogram<u64>> {
+    pin(index);
+    let batch_n = args.batch_msgs.min(args.batch_bytes / args.msg_size.max(1)).max(1);
+    let mut addrs: Vec<String> = partitions.iter().map(|(_, a)| a.clone()).collect();
+    addrs.sort();
+    addrs.dedup();
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for addr in &addrs {
+        let conn = Connection::connect(addr)?;
+        let reader_conn = conn.split()?;
+        let (tx, rx) = crossbeam_channel::bounded::<InFlight>(args.inflight.max(1));
+        let (stop_r, totals_r) = (stop.clone(), totals.clone());
+        readers.push(std::thread::spawn(move || read_acks(index, reader_conn, rx, stop_r, totals_r, base)));
+        writers.push((conn, tx));
+    }
+    let owner: Vec<usize> = partitions.iter().map(|(_, a)| addrs.iter().position(|x| x == a).expect("listed")).collect();
+    let rate_per_producer = args.rate.map(|r| r / args.producers.max(1) as f64);
+    let step_ns = rate_per_producer.map_or(0, |r| (1e9 / r) as u64);
+    let linger_ns = (args.linger_ms * 1e6) as u64;
+    let mut template = Template::new(batch_n, args.msg_size);
+    let plain = Bytes::copy_from_slice(&template.bytes);
+    let mut sent: u64 = 0;
+    let mut next_partition = 0usize;
+    let result = loop {
+        let now = Instant::now();
+        if stop.finished(now, totals.messages.load(Ordering::Relaxed)) {
+            break Ok(());
+        }
+        // Open loop: wait until a full batch is due or the first due message lingered enough.
+        let (count, first_ns, step) = match step_ns {
+            0 => (batch_n as u64, nanos_since(base), 0),
+            step => {
+                let start_ns = stop.start.duration_since(base).as_nanos() as u64;
+                let now_ns = nanos_since(base);
+                let due = (now_ns.saturating_sub(start_ns) / step + 1).saturating_sub(sent);
+                let first_ns = start_ns + sent * step;
+                if due < batch_n as u64 && (due == 0 || now_ns < first_ns + linger_ns) {
+                    let wake = if due == 0 { first_ns } else { (first_ns + linger_ns).min(first_ns + step * batch_n as u64) };
+                    std::thread::sleep(Duration::from_nanos(wake.saturating_sub(now_ns).min(200_000)));
+                    continue;
+                }
+                (due.min(batch_n as u64), first_ns, step)
+            }
+        };
+        let records = if count as usize == batch_n {
+            if stamp {
+                template.stamped(first_ns, step)
+            } else {
+                plain.clone()
+            }
+        } else {
+            let mut partial = Template::new(count as usize, args.msg_size);
+            if stamp {
+                partial.stamped(first_ns, step)
+            } else {
+                Bytes::from(partial.bytes)
+            }
+        };
+        let (partition, _) = &partitions[next_partition];
+        let (conn, tx) = &mut writers[owner[next_partition]];
+        next_partition = (next_partition + 1) % partitions.len();
+        let bytes = records.len() as u64;
+        let version = conn.version::<ProduceRequest>(9);
+        let req = client::produce_request(&args.topic, *partition, records, args.acks, 30_000);
+        let measured = stop.measuring(now);
+        let sent_ns = if step == 0 { nanos_since(base) } else { first_ns };
+        let correlation = match conn.send(&req, version) {
+            Ok(c) => c,
+            Err(e) => break Err(e),
+        };
+        sent += count;
+        if args.acks == 0 {
+            if measured {
+                totals.add(count, bytes);
+            }
+            continue;
+        }
+        if tx.send(InFlight { correlation, version, first_ns: sent_ns, step_ns: step, count, bytes, measured }).is_err() {
+            break Err(client::ClientError::Protocol("ack reader stopped".into()));
+        }
+    };
+    drop(writers);
+    let mut hist = histogram();
+    for r in readers {
+        match r.join() {
+            Ok(Ok(h)) => hist.add(&h).expect("same bounds"),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(client::ClientError::Protocol("ack reader panicked".into())),
+        }
+    }
+    result.map(|()| hist)
+}
+
+fn read_acks(
+    index: usize,
+    mut conn: Connection,
+    rx: crossbeam_channel::Receiver<InFlight>,
+    stop: Stop,
+    totals: Arc<Totals>,
+    base: Instant,
+) -> client::Result<Histogram<u64>> {
+    pin(index);
+    let mut hist = histogram();
+    for f in rx.iter() {
+        let r = conn.receive::<ProduceRequest>(f.correlation, f.version)?;
+        let now_ns = nanos_since(base);
+        let code = r.responses.first().and_then(|t| t.partition_responses.first()).map_or(-1, |p| p.error_code);
+        if code != 0 {
+            stop.done.store(1, Ordering::Relaxed);
+            return Err(client::ClientError::Broker { code, what: "produce".into() });
+        }
+        if !f.measured {
+            continue;
+        }
+        totals.add(f.count, f.bytes);
+        if f.step_ns == 0 {
+            hist.saturating_record_n(now_ns.saturating_sub(f.first_ns) / 1000, f.count);
+        } else {
+            for i in 0..f.count {
+                hist.saturating_record(now_ns.saturating_sub(f.first_ns + f.step_ns * i) / 1000);
+            }
+        }
+    }
+    Ok(hist)
+}
