@@ -48,7 +48,17 @@ pub fn check_config(name: &str, value: &str) -> Result<(), String> {
     if name == "cleanup.policy" {
         return if value == "delete" { Ok(()) } else { Err(format!("cleanup.policy={value} is not supported (only delete)")) };
     }
-    value.parse::<i64>().map(|_| ()).map_err(|_| format!("{name}={value} is not a number"))
+    let n = value.parse::<i64>().map_err(|_| format!("{name}={value} is not a number"))?;
+    let min = match name {
+        "flush.messages" | "segment.ms" => 1,
+        "segment.bytes" => 4096,
+        "flush.ms" | "max.message.bytes" => 0,
+        _ => -1, // retention.*: -1 is unlimited
+    };
+    if n < min {
+        return Err(format!("{name}={value} is below its minimum {min}"));
+    }
+    Ok(())
 }
 
 impl TopicMeta {
@@ -63,7 +73,7 @@ impl TopicMeta {
             cfg.retention_bytes = v;
         }
         if let Some(v) = num("segment.bytes") {
-            cfg.segment_bytes = v.clamp(14, i64::from(u32::MAX)) as u64;
+            cfg.segment_bytes = v.clamp(4096, i64::from(u32::MAX)) as u64;
         }
         if let Some(v) = num("segment.ms") {
             cfg.segment_ms = v.max(1) as u64;

@@ -63,7 +63,7 @@ async fn connection(mut stream: shards::TcpStream) {
                 return;
             }
         };
-        let response = match dispatch(frame).await {
+        let response = match dispatch(frame, &peer).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "closing connection");
@@ -78,8 +78,9 @@ async fn connection(mut stream: shards::TcpStream) {
     }
 }
 
-async fn dispatch(frame: Bytes) -> Result<Option<Bytes>, ProtocolError> {
-    let req = protocol::decode_header(frame)?;
+async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Bytes>, ProtocolError> {
+    let mut req = protocol::decode_header(frame)?;
+    req.peer = peer.to_string();
     match req.api {
         ApiKey::ApiVersions => handlers::api_versions(&req),
         ApiKey::Metadata => handlers::metadata(&req).await,

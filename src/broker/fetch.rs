@@ -136,7 +136,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         }
         let now = Instant::now();
         let errored = reads.iter().any(|r| r.error != errors::NONE);
-        if total >= min_bytes.max(1) || now >= deadline || errored || wants.is_empty() {
+        if total >= min_bytes.max(1) || min_bytes == 0 || now >= deadline || errored || wants.is_empty() {
             break reads;
         }
         let marks: Vec<i64> = reads.iter().zip(&wants).map(|(r, w)| r.high_watermark.max(w.offset)).collect();

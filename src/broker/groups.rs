@@ -252,6 +252,14 @@ impl Coordinator {
             g.pending.retain(|_, at| now.duration_since(*at) < Duration::from_secs(300));
             g.try_complete_join(now);
         }
+        // A group with no members and no offsets is gone (it was only ever a name in a request).
+        {
+            let offsets = self.offsets.borrow();
+            self.groups.borrow_mut().retain(|id, g| {
+                let g = g.borrow();
+                !(g.phase == Phase::Empty && g.members.is_empty() && g.pending.is_empty() && !offsets.contains_key(id))
+            });
+        }
         let cutoff = now_ms() - self.offsets_retention.as_millis() as i64;
         let stale: Vec<String> = {
             let groups = self.groups.borrow();
@@ -353,10 +361,14 @@ async fn join_local(q: JoinGroupRequest, version: i16, client_id: String, client
         let mut g = gref.borrow_mut();
         let protocol_type = q.protocol_type.to_string();
         let protocols: Vec<(String, Bytes)> = q.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect();
-        let compatible = g.protocol_type.as_ref().is_none_or(|t| *t == protocol_type || g.members.is_empty())
-            && !protocols.is_empty()
-            && (g.members.is_empty()
-                || g.members.values().flat_map(|m| m.protocols.iter()).any(|(n, _)| protocols.iter().any(|(p, _)| p == n)));
+        // The joiner must share a protocol with every other member, or no assignor could serve all.
+        let others = g.members.iter().filter(|(id, _)| id.as_str() != q.member_id.as_str());
+        let mut shared = others.clone().count() == 0;
+        if !shared {
+            shared = protocols.iter().any(|(p, _)| others.clone().all(|(_, m)| m.protocols.iter().any(|(n, _)| n == p)));
+        }
+        let compatible =
+            g.protocol_type.as_ref().is_none_or(|t| *t == protocol_type || g.members.is_empty()) && !protocols.is_empty() && shared;
         if !compatible {
             r.error_code = errors::INCONSISTENT_GROUP_PROTOCOL;
             return r;
@@ -638,7 +650,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         ApiKey::JoinGroup => {
             let q: JoinGroupRequest = protocol::decode_body(req)?;
             let group = q.group_id.to_string();
-            let host = String::from("/127.0.0.1");
+            let host = format!("/{}", req.peer.rsplit_once(':').map_or(req.peer.as_str(), |(h, _)| h));
             let r = on_coordinator(&group, move || join_local(q, version, client_id, host)).await;
             respond(req, &r)
         }
@@ -869,9 +881,6 @@ async fn list_groups(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
             g.protocol_type = text(ptype);
             if req.header.request_api_version >= 4 {
                 g.group_state = text(phase);
-            }
-            if req.header.request_api_version >= 5 {
-                g.group_type = text("classic");
             }
             r.groups.push(g);
         }

@@ -135,7 +135,7 @@ async fn list_offset_local(topic: String, partition: i32, timestamp: i64) -> (i1
         -2 => (errors::NONE, -1, o.log_start as i64),
         -1 => (errors::NONE, -1, o.high_watermark as i64),
         ts if ts >= 0 => match part.log.offset_for_timestamp(ts).await {
-            Ok(Some(offset)) => (errors::NONE, ts, offset as i64),
+            Ok(Some((offset, found_ts))) => (errors::NONE, found_ts, offset as i64),
             Ok(None) => (errors::NONE, -1, -1),
             Err(e) => (super::produce::log_error_code(&e), -1, -1),
         },

@@ -42,7 +42,6 @@ pub struct BrokerConfig {
     pub retention_check_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
-    pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
 }
 
@@ -63,7 +62,6 @@ impl Default for BrokerConfig {
             retention_check_ms: 30_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
-            group_initial_rebalance_delay_ms: 0,
             offsets_retention_minutes: 7 * 24 * 60,
         }
     }

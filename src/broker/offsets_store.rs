@@ -145,6 +145,8 @@ pub struct OffsetsFile {
     path: PathBuf,
     file: File,
     bytes: u64,
+    /// File size after the last rewrite (or the last check that found no need for one).
+    bytes_after_compaction: u64,
     fsync: bool,
 }
 
@@ -177,7 +179,7 @@ impl OffsetsFile {
             tracing::warn!(path = %path.display(), bytes_cut = data.len() - at, "cut a torn tail of committed offsets");
             file.set_len(at as u64)?;
         }
-        Ok(OffsetsFile { path, file, bytes: at as u64, fsync })
+        Ok(OffsetsFile { path, file, bytes: at as u64, bytes_after_compaction: 0, fsync })
     }
 
     pub fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
@@ -195,6 +197,10 @@ impl OffsetsFile {
 
     /// Rewrites the file with just `live` (this partition's groups) when it has grown far past them.
     pub fn compact_if_due<'a>(&mut self, live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>) -> std::io::Result<()> {
+        // Cheap test first: only a file that doubled since its last rewrite is worth re-encoding.
+        if self.bytes < COMPACT_SLACK_BYTES + 2 * self.bytes_after_compaction {
+            return Ok(());
+        }
         let mut buf = Vec::new();
         for (group, offsets) in live {
             for ((topic, partition), committed) in offsets {
@@ -205,6 +211,7 @@ impl OffsetsFile {
             }
         }
         if self.bytes < COMPACT_SLACK_BYTES + 4 * buf.len() as u64 {
+            self.bytes_after_compaction = self.bytes;
             return Ok(());
         }
         let tmp = self.path.with_extension("log.tmp");
@@ -212,8 +219,12 @@ impl OffsetsFile {
         f.write_all(&buf)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            crate::storage::segment::sync_dir(dir)?;
+        }
         self.file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
         self.bytes = buf.len() as u64;
+        self.bytes_after_compaction = self.bytes;
         Ok(())
     }
 

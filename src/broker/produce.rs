@@ -29,6 +29,13 @@ struct ProducerState {
     recent: VecDeque<(i32, i32, u64)>,
 }
 
+/// The idempotence fields of a batch header.
+struct Producer {
+    id: i64,
+    epoch: i16,
+    base_sequence: i32,
+}
+
 enum SeqCheck {
     Fresh,
     Duplicate(u64),
@@ -36,13 +43,13 @@ enum SeqCheck {
 }
 
 impl Producers {
-    fn check(&self, info: &batch::BatchInfo) -> SeqCheck {
-        let Some(p) = self.by_id.get(&info.producer_id) else {
+    fn check(&self, info: &Producer) -> SeqCheck {
+        let Some(p) = self.by_id.get(&info.id) else {
             return SeqCheck::Fresh;
         };
-        if info.producer_epoch != p.epoch {
+        if info.epoch != p.epoch {
             // A new epoch starts its sequences afresh; an old epoch is a zombie.
-            return if info.producer_epoch > p.epoch && info.base_sequence == 0 { SeqCheck::Fresh } else { SeqCheck::OutOfOrder };
+            return if info.epoch > p.epoch && info.base_sequence == 0 { SeqCheck::Fresh } else { SeqCheck::OutOfOrder };
         }
         if let Some(&(_, _, offset)) = p.recent.iter().find(|(first, _, _)| *first == info.base_sequence) {
             return SeqCheck::Duplicate(offset);
@@ -55,13 +62,13 @@ impl Producers {
         }
     }
 
-    fn record(&mut self, info: &batch::BatchInfo, base_offset: u64) {
-        let p = self.by_id.entry(info.producer_id).or_insert(ProducerState { epoch: info.producer_epoch, recent: VecDeque::new() });
-        if p.epoch != info.producer_epoch {
-            p.epoch = info.producer_epoch;
+    fn record(&mut self, info: &Producer, records_count: i32, base_offset: u64) {
+        let p = self.by_id.entry(info.id).or_insert(ProducerState { epoch: info.epoch, recent: VecDeque::new() });
+        if p.epoch != info.epoch {
+            p.epoch = info.epoch;
             p.recent.clear();
         }
-        let last = info.base_sequence.wrapping_add(info.records_count - 1) & i32::MAX;
+        let last = info.base_sequence.wrapping_add(records_count - 1) & i32::MAX;
         p.recent.push_back((info.base_sequence, last, base_offset));
         if p.recent.len() > RECENT_BATCHES {
             p.recent.pop_front();
@@ -97,6 +104,9 @@ async fn append_local(topic: String, partition: i32, records: Bytes, acks: i16, 
     let Some(part) = state().partition(&topic, partition) else {
         return refused(errors::UNKNOWN_TOPIC_OR_PARTITION);
     };
+    if let Err(e) = part.log.wait_for_room().await {
+        return refused(log_error_code(&e));
+    }
     let appended = match append_checked(&part, &records) {
         Ok(Some(a)) => a,
         Ok(None) => return refused(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
@@ -106,8 +116,17 @@ async fn append_local(topic: String, partition: i32, records: Bytes, acks: i16, 
         }
     };
     let log_start = part.log.offsets().log_start as i64;
-    if acks == -1 {
-        let waited = futures_lite::future::or(async { Some(part.log.wait_durable(appended.1).await) }, async {
+    if acks != 0 {
+        // acks=1: written to disk (survives a crash of the process, as Kafka's page-cache write does);
+        // acks=all: also fsynced when the topic's flush policy asks it.
+        let done = async {
+            if acks == -1 {
+                part.log.wait_durable(appended.1).await
+            } else {
+                part.log.wait_written(appended.1).await
+            }
+        };
+        let waited = futures_lite::future::or(async { Some(done.await) }, async {
             shards::sleep(timeout).await;
             None
         })
@@ -124,25 +143,26 @@ async fn append_local(topic: String, partition: i32, records: Bytes, acks: i16, 
 /// Sequence-checks and appends. `Ok(None)`: out of order. For a pure retry of the latest batches,
 /// returns their original offsets without appending again.
 fn append_checked(part: &Partition, records: &[u8]) -> Result<Option<(u64, u64)>, LogError> {
-    let batches = batch::split(records)?;
-    let Some(&(_, first)) = batches.first() else {
-        return Err(LogError::Batch(batch::BatchError::Truncated { have: 0, need: batch::HEADER_BYTES }));
-    };
-    if first.producer_id < 0 {
+    // Header fields only: the log validates every batch (CRC included) once, in `append`.
+    let first = batch::header(records)?;
+    let producer = Producer { id: first.producer_id.get(), epoch: first.producer_epoch.get(), base_sequence: first.base_sequence.get() };
+    if producer.id < 0 {
         let a = part.log.append(records)?;
         return Ok(Some((a.base_offset, a.last_offset)));
     }
     let mut producers = part.producers.borrow_mut();
-    match producers.check(&first) {
+    match producers.check(&producer) {
         SeqCheck::Duplicate(offset) => return Ok(Some((offset, offset))),
         SeqCheck::OutOfOrder => return Ok(None),
         SeqCheck::Fresh => {}
     }
     let a = part.log.append(records)?;
-    let mut offset = a.base_offset;
-    for (_, info) in &batches {
-        producers.record(info, offset);
-        offset += u64::from(info.offset_count);
+    let (mut rest, mut offset) = (records, a.base_offset);
+    while let (Ok(h), Ok(len)) = (batch::header(rest), batch::framed_len(rest)) {
+        let p = Producer { id: h.producer_id.get(), epoch: h.producer_epoch.get(), base_sequence: h.base_sequence.get() };
+        producers.record(&p, h.records_count.get(), offset);
+        offset += h.last_offset_delta.get() as u64 + 1;
+        rest = &rest[len.min(rest.len())..];
     }
     Ok(Some((a.base_offset, a.last_offset)))
 }
@@ -156,16 +176,24 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     for topic in produce.topic_data {
         let name = topic.name.0.to_string();
         let known = match st.topic(&name) {
-            Some(meta) => Some(meta),
-            None if st.cfg.auto_create_topics => topics::ensure(name.clone()).await.ok(),
-            None => None,
+            _ if ![0, 1, -1].contains(&acks) => Err(errors::INVALID_REQUIRED_ACKS),
+            Some(meta) => Ok(meta),
+            None if st.cfg.auto_create_topics => topics::ensure(name.clone()).await.map_err(|(code, _)| code),
+            None => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
         };
         let mut parts = Vec::new();
         for p in topic.partition_data {
             let index = p.index;
-            let Some(meta) = known.as_ref().filter(|m| index >= 0 && index < m.partitions) else {
-                parts.push((index, Err(refused(errors::UNKNOWN_TOPIC_OR_PARTITION))));
-                continue;
+            let meta = match &known {
+                Ok(meta) if index >= 0 && index < meta.partitions => meta,
+                Ok(_) => {
+                    parts.push((index, Err(refused(errors::UNKNOWN_TOPIC_OR_PARTITION))));
+                    continue;
+                }
+                Err(code) => {
+                    parts.push((index, Err(refused(*code))));
+                    continue;
+                }
             };
             let records = p.records.unwrap_or_default();
             let owner = st.owner(&meta.name, index);
@@ -212,28 +240,19 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
 mod tests {
     use super::*;
 
-    fn info(pid: i64, epoch: i16, seq: i32, count: i32) -> batch::BatchInfo {
-        batch::BatchInfo {
-            bytes: 100,
-            base_offset: 0,
-            offset_count: count as u32,
-            max_timestamp: 0,
-            records_count: count,
-            producer_id: pid,
-            producer_epoch: epoch,
-            base_sequence: seq,
-        }
+    fn info(pid: i64, epoch: i16, seq: i32) -> Producer {
+        Producer { id: pid, epoch, base_sequence: seq }
     }
 
     #[test]
     fn sequences_fresh_duplicate_and_gap() {
         let mut p = Producers::default();
-        assert!(matches!(p.check(&info(1, 0, 0, 3)), SeqCheck::Fresh));
-        p.record(&info(1, 0, 0, 3), 10);
-        assert!(matches!(p.check(&info(1, 0, 3, 2)), SeqCheck::Fresh));
-        assert!(matches!(p.check(&info(1, 0, 0, 3)), SeqCheck::Duplicate(10)));
-        assert!(matches!(p.check(&info(1, 0, 7, 1)), SeqCheck::OutOfOrder));
-        assert!(matches!(p.check(&info(1, 1, 0, 1)), SeqCheck::Fresh), "a bumped epoch restarts at 0");
-        assert!(matches!(p.check(&info(2, 0, 42, 1)), SeqCheck::Fresh), "unknown producers are accepted");
+        assert!(matches!(p.check(&info(1, 0, 0)), SeqCheck::Fresh));
+        p.record(&info(1, 0, 0), 3, 10);
+        assert!(matches!(p.check(&info(1, 0, 3)), SeqCheck::Fresh));
+        assert!(matches!(p.check(&info(1, 0, 0)), SeqCheck::Duplicate(10)));
+        assert!(matches!(p.check(&info(1, 0, 7)), SeqCheck::OutOfOrder));
+        assert!(matches!(p.check(&info(1, 1, 0)), SeqCheck::Fresh), "a bumped epoch restarts at 0");
+        assert!(matches!(p.check(&info(2, 0, 42)), SeqCheck::Fresh), "unknown producers are accepted");
     }
 }

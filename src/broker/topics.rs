@@ -140,16 +140,18 @@ pub async fn ensure(name: String) -> Result<TopicMeta, Refusal> {
 pub async fn delete(name: String) -> Result<(), Refusal> {
     on_controller(move || async move {
         let ctl = &state().controller;
-        if ctl.with_catalog(|c| c.remove(&name))?.is_none() {
+        if !ctl.with_catalog(|c| c.contains_key(&name))? {
             return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")));
         }
-        ctl.save()?;
+        // Data first, catalog second: a crash in between leaves an empty topic, never a topic that
+        // a later creation under the same name would find full of old data.
         let shard = state().shard.clone();
         for s in 0..shard.count {
             let n = name.clone();
             shard.submit_to(s, move || remove_topic(n)).await;
         }
-        Ok(())
+        ctl.with_catalog(|c| c.remove(&name))?;
+        ctl.save()
     })
     .await
 }

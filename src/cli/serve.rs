@@ -40,10 +40,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_SEGMENT_BYTES")]
     segment_bytes: Option<u64>,
     /// Default retention.ms (-1: forever).
-    #[arg(long, env = "WEIR_RETENTION_MS")]
+    #[arg(long, env = "WEIR_RETENTION_MS", allow_negative_numbers = true)]
     retention_ms: Option<i64>,
     /// Default retention.bytes (-1: unlimited).
-    #[arg(long, env = "WEIR_RETENTION_BYTES")]
+    #[arg(long, env = "WEIR_RETENTION_BYTES", allow_negative_numbers = true)]
     retention_bytes: Option<i64>,
     /// Largest request frame accepted (socket.request.max.bytes).
     #[arg(long, env = "WEIR_MAX_REQUEST_BYTES")]
@@ -103,15 +103,18 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     cfg.advertised_host = a.advertised_host.unwrap_or_else(|| if host == "0.0.0.0" { "127.0.0.1".into() } else { host.to_string() });
     cfg.data_dir = a.data_dir.unwrap_or_else(|| PathBuf::from("weir-data"));
     cfg.shards = a.shards.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    cfg.single_port = a.single_port;
     if !cfg.single_port && usize::from(cfg.port) + cfg.shards > 65_536 {
         return Err("shard ports would pass 65535".into());
     }
-    cfg.single_port = a.single_port;
     cfg.auto_create_topics = !a.no_auto_create;
     if let Some(n) = a.num_partitions {
         cfg.num_partitions = n.max(1);
     }
     let mut log = LogConfig::default();
+    if a.flush_messages == Some(0) {
+        return Err("--flush-messages must be at least 1 (1 = fsync every batch)".into());
+    }
     if a.flush_messages.is_some() || a.flush_ms.is_some() {
         log.flush = LogConfig::flush_from(a.flush_messages, a.flush_ms);
     }
@@ -134,6 +137,26 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     Ok(cfg)
 }
 
+/// glommio binds with SO_REUSEPORT, so a second broker on the same ports would silently share
+/// them: refuse to start when something already accepts connections there. Also resolves the host,
+/// which glommio would otherwise panic on.
+fn check_ports_free(cfg: &BrokerConfig) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let ports = if cfg.single_port { 1 } else { cfg.shards };
+    for i in 0..ports {
+        let addr = format!("{}:{}", cfg.listen_host, usize::from(cfg.port) + i);
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+            .next()
+            .ok_or(format!("{addr} resolves to nothing"))?;
+        if std::net::TcpStream::connect_timeout(&resolved, std::time::Duration::from_millis(200)).is_ok() {
+            return Err(format!("{addr} is already in use by a running server"));
+        }
+    }
+    Ok(())
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -144,8 +167,7 @@ pub fn run(args: ServeArgs) -> i32 {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     let cfg = match build_config(args) {
@@ -174,6 +196,17 @@ pub fn run(args: ServeArgs) -> i32 {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     });
+    if let Err(e) = check_ports_free(&cfg) {
+        eprintln!("weir serve: {e}");
+        return 1;
+    }
+    // A panic is a bug: say so and end the process, rather than limp on with a shard missing.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!("a shard panicked; stopping the broker");
+        std::process::exit(101);
+    }));
     let cfg = Arc::new(cfg);
     let shards = match shards::start(cfg.shards, move |shard| broker::run_shard(shard, cfg.clone(), stop.clone())) {
         Ok(s) => s,

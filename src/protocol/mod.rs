@@ -31,6 +31,8 @@ pub struct Request {
     pub api: ApiKey,
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The client's address as the broker saw it (for DescribeGroups), empty if unknown.
+    pub peer: String,
 }
 
 /// Decodes the request header; the body is left for the handler. An API version Weir does not speak
@@ -52,7 +54,7 @@ pub fn decode_header(mut frame: Bytes) -> Result<Request, ProtocolError> {
         return Err(ProtocolError::UnsupportedVersion { api, version });
     };
     let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-    Ok(Request { api, header, body: frame })
+    Ok(Request { api, header, body: frame, peer: String::new() })
 }
 
 /// Decodes a request body of the version in its header.

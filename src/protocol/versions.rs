@@ -19,10 +19,10 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::DescribeGroups, 0..=5),
     (ApiKey::ListGroups, 0..=4),
     (ApiKey::ApiVersions, 0..=3),
-    (ApiKey::CreateTopics, 0..=7),
-    (ApiKey::DeleteTopics, 0..=6),
+    (ApiKey::CreateTopics, 2..=7),
+    (ApiKey::DeleteTopics, 1..=6),
     (ApiKey::InitProducerId, 0..=4),
-    (ApiKey::DescribeConfigs, 0..=4),
+    (ApiKey::DescribeConfigs, 1..=4),
     (ApiKey::CreatePartitions, 0..=3),
     (ApiKey::DeleteGroups, 0..=2),
     (ApiKey::IncrementalAlterConfigs, 0..=1),
@@ -32,4 +32,23 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
 
 pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
     SUPPORTED.iter().find(|(k, _)| *k == api).map(|(_, r)| r.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything advertised must be decodable by the wire-format crate.
+    #[test]
+    fn advertised_versions_are_within_the_codec_range() {
+        let outside: Vec<String> = SUPPORTED
+            .iter()
+            .filter(|(api, range)| {
+                let codec = api.valid_versions();
+                codec.min > *range.start() || *range.end() > codec.max
+            })
+            .map(|(api, range)| format!("{api:?}: advertised {range:?}, codec {}", api.valid_versions()))
+            .collect();
+        assert!(outside.is_empty(), "{outside:#?}");
+    }
 }

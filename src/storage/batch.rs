@@ -273,7 +273,8 @@ pub fn records(batch: &[u8]) -> Option<Vec<ReadRecord<'_>>> {
     let (base, ts) = (h.base_offset.get(), h.base_timestamp.get());
     let end = framed_len(batch).ok()?.min(batch.len());
     let mut at = HEADER_BYTES;
-    let mut out = Vec::with_capacity(h.records_count.get().max(0) as usize);
+    // The count is untrusted: a record takes at least 7 bytes, so the bytes bound it.
+    let mut out = Vec::with_capacity((h.records_count.get().max(0) as usize).min(end / 7));
     while at < end {
         let len = get_varint(batch, &mut at)? as usize;
         let rec_end = at.checked_add(len)?;

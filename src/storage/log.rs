@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 const BLOCK_BYTES: u64 = 4096;
 /// Largest single write the writer issues; more waits for the next turn.
 const WRITE_BYTES_MAX: usize = 8 << 20;
+/// Bytes appended but not yet written, per partition, beyond which producers wait for the writer.
+const PENDING_BYTES_MAX: usize = 64 << 20;
+/// Most bytes one read returns (more than one batch only up to this); bounds memory per fetch.
+const READ_BYTES_MAX: usize = 16 << 20;
 /// Read size for fetches served from a segment file.
 const FILE_READ_BYTES_MIN: usize = 64 << 10;
 
@@ -74,6 +78,7 @@ struct State {
     written: u64,
     durable: u64,
     pending: VecDeque<Pending>,
+    pending_bytes: usize,
     cache: VecDeque<Cached>,
     cache_bytes: usize,
     /// Last partial block of the active segment, already on disk, rewritten with the next write.
@@ -114,7 +119,12 @@ impl Log {
     /// Opens (recovering) or creates the log in `dir` and starts its writer task on this shard.
     pub async fn open(dir: &Path, cfg: LogConfig) -> Result<Rc<Log>, LogError> {
         assert!(cfg.segment_bytes <= u64::from(u32::MAX), "positions are u32 in the index");
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                super::segment::sync_dir(parent)?;
+            }
+        }
         shards::prime_direct_io(dir).await?;
         let mut bases: Vec<u64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
@@ -150,6 +160,7 @@ impl Log {
                 written: next_offset,
                 durable: next_offset,
                 pending: VecDeque::new(),
+                pending_bytes: 0,
                 cache: VecDeque::new(),
                 cache_bytes: 0,
                 tail_block,
@@ -212,12 +223,19 @@ impl Log {
             s.cache_bytes += bytes.len();
             let next = s.next_offset;
             s.cache.push_back(Cached { base, next, bytes: bytes.clone() });
+            s.pending_bytes += bytes.len();
             s.pending.push_back(Pending { bytes, info });
         }
         let last_offset = s.next_offset - 1;
         drop(s);
         self.writer_wake.notify_all();
         Ok(Appended { base_offset, last_offset })
+    }
+
+    /// Waits while more than `PENDING_BYTES_MAX` bytes wait for the writer: producers faster than
+    /// the disk are slowed down here instead of growing memory without bound.
+    pub async fn wait_for_room(&self) -> Result<(), LogError> {
+        self.wait_until(|s| s.pending_bytes <= PENDING_BYTES_MAX).await
     }
 
     /// Waits until every offset ≤ `offset` is written to disk (visible, survives a process crash).
@@ -252,6 +270,7 @@ impl Log {
     /// Whole batches from the one containing `offset`, up to `max_bytes` (at least one batch), never
     /// past the high watermark. Empty when `offset` is the high watermark.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
+        let max_bytes = max_bytes.min(READ_BYTES_MAX);
         let (file, pos, seg_size, hw) = {
             let s = self.state();
             if offset < s.log_start || offset > s.next_offset {
@@ -271,8 +290,9 @@ impl Log {
         read_file(&file, pos, seg_size, offset, max_bytes, hw).await
     }
 
-    /// The base offset of the first batch whose max timestamp is ≥ `ts`, or `None` past the end.
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, LogError> {
+    /// The base offset and max timestamp of the first batch whose max timestamp is ≥ `ts`, or `None`
+    /// past the end. Batch granularity: the offset may precede the first matching record.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>, LogError> {
         let (file, pos, size) = {
             let s = self.state();
             let Some(seg) = s.segments.iter().find(|seg| seg.max_timestamp >= ts) else {
@@ -283,16 +303,20 @@ impl Log {
         let mut at = pos;
         while at < size {
             let chunk = file.read_at(at, (size - at).min(FILE_READ_BYTES_MIN as u64) as usize).await?;
+            // Headers suffice: these bytes were validated when appended. A batch larger than the
+            // chunk is judged by its header and stepped over whole.
             let mut consumed = 0;
-            while let Ok(info) = batch::validate(&chunk[consumed..]) {
-                if info.max_timestamp >= ts {
-                    return Ok(Some(info.base_offset as u64));
+            while let (Ok(h), Ok(len)) = (batch::header(&chunk[consumed..]), batch::framed_len(&chunk[consumed..])) {
+                if h.max_timestamp.get() >= ts {
+                    return Ok(Some((h.base_offset.get() as u64, h.max_timestamp.get())));
                 }
-                consumed += info.bytes;
+                consumed += len;
+                if consumed >= chunk.len() {
+                    break;
+                }
             }
             if consumed == 0 {
-                // A batch larger than the chunk: step over it by its header.
-                consumed = batch::framed_len(&chunk).map_err(LogError::Batch)?;
+                return Err(LogError::Storage(format!("unreadable batch header at position {at}")));
             }
             at += consumed as u64;
         }
@@ -445,6 +469,7 @@ impl Log {
             let mut messages = 0;
             for _ in 0..taken {
                 let p = s.pending.pop_front().expect("taken from pending");
+                s.pending_bytes -= p.bytes.len();
                 assert_eq!(p.info.base_offset as u64, s.written, "offsets are written contiguously");
                 seg.track_batch(pos, &p.info, interval);
                 pos += p.bytes.len() as u64;
@@ -506,7 +531,12 @@ impl Log {
         // Seal: cut the block padding, make the segment and its indexes durable.
         old_file.truncate(size).await?;
         old_file.fdatasync().await?;
-        self.state().segments.last().expect("active segment").sync_indexes()?;
+        {
+            let mut s = self.state();
+            let active = s.segments.last_mut().expect("active segment");
+            active.seal_time_index()?;
+            active.sync_indexes()?;
+        }
         let seg = Segment::create(&dir, base).await?;
         let mut s = self.state();
         s.segments.push(seg);

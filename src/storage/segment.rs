@@ -48,6 +48,8 @@ pub struct Segment {
     index_file: File,
     time_index_file: File,
     last_indexed_pos: Option<u64>,
+    /// Relative base offset of the last batch.
+    last_batch_rel: u32,
     index_pending: Vec<u8>,
     time_index_pending: Vec<u8>,
 }
@@ -84,6 +86,7 @@ impl Segment {
     pub async fn create(dir: &Path, base: u64) -> std::io::Result<Segment> {
         let (path, file, index_file, time_index_file) = Self::open_files(dir, base, true).await?;
         file.truncate(0).await?;
+        sync_dir(dir)?;
         Ok(Self::empty(base, path, file, index_file, time_index_file))
     }
 
@@ -101,6 +104,7 @@ impl Segment {
             index_file,
             time_index_file,
             last_indexed_pos: None,
+            last_batch_rel: 0,
             index_pending: Vec::new(),
             time_index_pending: Vec::new(),
         }
@@ -133,7 +137,7 @@ impl Segment {
         }
 
         // Scan from the last trustworthy index entry (the active segment), or from the start.
-        let (start_pos, start_offset, kept) = match (&index, next_base) {
+        let (mut start_pos, mut start_offset, kept) = match (&index, next_base) {
             (Some(index), None) if !index.is_empty() => {
                 let &(rel, pos) = index.last().expect("non-empty");
                 (u64::from(pos), base + u64::from(rel), index.len())
@@ -150,7 +154,17 @@ impl Segment {
         } else {
             report.index_rebuilt = true;
         }
-        let (batches, end) = scan(&std_file, start_pos, file_len);
+        let (mut batches, mut end) = scan(&std_file, start_pos, file_len);
+        if kept > 0 && batches.first().map(|(_, info)| info.base_offset as u64) != Some(start_offset) {
+            // The last index entry does not point at the batch it names: trust nothing, rescan.
+            (start_pos, start_offset) = (0, base);
+            seg.index.clear();
+            seg.time_index.clear();
+            seg.max_timestamp = -1;
+            seg.last_indexed_pos = None;
+            report.index_rebuilt = true;
+            (batches, end) = scan(&std_file, 0, file_len);
+        }
         let mut expected = start_offset;
         let mut valid_end = start_pos;
         for (pos, info) in batches {
@@ -209,6 +223,7 @@ impl Segment {
                 self.time_index_pending.extend_from_slice(&(rel as u32).to_be_bytes());
             }
         }
+        self.last_batch_rel = rel as u32;
         self.next_offset = info.base_offset as u64 + u64::from(info.offset_count);
         self.size = self.size.max(pos + info.bytes as u64);
     }
@@ -224,6 +239,18 @@ impl Segment {
             self.time_index_pending.clear();
         }
         Ok(())
+    }
+
+    /// Closes the time index with the segment's true max timestamp, so a reopened closed segment
+    /// (which trusts its last entry) neither expires early nor hides from timestamp lookups.
+    pub fn seal_time_index(&mut self) -> std::io::Result<()> {
+        if self.time_index.last().is_none_or(|&(ts, _)| ts < self.max_timestamp) && self.max_timestamp >= 0 {
+            let rel = self.last_batch_rel.max(self.time_index.last().map_or(0, |e| e.1));
+            self.time_index.push((self.max_timestamp, rel));
+            self.time_index_pending.extend_from_slice(&self.max_timestamp.to_be_bytes());
+            self.time_index_pending.extend_from_slice(&rel.to_be_bytes());
+        }
+        self.persist_indexes()
     }
 
     /// Fsyncs the index files (on seal and shutdown; they can always be rebuilt from the log).
@@ -265,6 +292,11 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// Makes a directory's entries (new or removed files) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()
 }
 
 /// Reads and sanity-checks an `.index` file: entries strictly increasing, positions inside the log.

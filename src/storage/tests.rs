@@ -228,9 +228,9 @@ fn lookup_by_timestamp_finds_first_batch_at_or_after() {
             log.append(&batch::build(2, 100, 1000 + ts * 10)).unwrap();
         }
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
-        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some(0));
-        assert_eq!(log.offset_for_timestamp(1000 + 50 * 10).await.unwrap(), Some(100));
-        assert_eq!(log.offset_for_timestamp(1000 + 50 * 10 - 5).await.unwrap(), Some(100));
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 1000)));
+        assert_eq!(log.offset_for_timestamp(1000 + 50 * 10).await.unwrap(), Some((100, 1500)));
+        assert_eq!(log.offset_for_timestamp(1000 + 50 * 10 - 5).await.unwrap(), Some((100, 1500)));
         assert_eq!(log.offset_for_timestamp(99_999).await.unwrap(), None);
         log.close().await.unwrap();
     });

@@ -11,7 +11,7 @@ from conftest import unique
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kafkajs")
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not os.path.isdir(os.path.join(HERE, "node_modules", "kafkajs")),
-    reason="node and kafkajs are installed by .ci/run (npm ci in tests/clients/kafkajs)",
+    reason="node and kafkajs are installed by scripts/install-test-deps.sh",
 )
 
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import unique
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
-pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat is installed by .ci/run (Debian package kcat)")
+pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat is installed by scripts/install-test-deps.sh (Debian package kcat)")
 
 
 def kcat(*args, stdin=None):
