@@ -77,6 +77,9 @@ pub struct Args {
     /// Run this long before measuring.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub warmup: Duration,
+    /// Leave threads unpinned (on a machine with few cores the broker's pinned shards share them).
+    #[arg(long)]
+    pub no_pin: bool,
     /// Fetch max bytes per request.
     #[arg(long, default_value_t = 8 << 20)]
     pub fetch_bytes: i32,

@@ -28,7 +28,9 @@ pub fn run(
     base: Instant,
     stamped: bool,
 ) -> client::Result<Histogram<u64>> {
-    pin(index + args.producers);
+    if !args.no_pin {
+        pin(index + args.producers);
+    }
     let mut hist = histogram();
     let mut addrs: Vec<String> = parts.iter().map(|p| p.addr.clone()).collect();
     addrs.sort();

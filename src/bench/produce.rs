@@ -58,7 +58,9 @@ pub fn run(
     base: Instant,
     stamp: bool,
 ) -> client::Result<Histogram<u64>> {
-    pin(index);
+    if !args.no_pin {
+        pin(index);
+    }
     let batch_n = args.batch_msgs.min(args.batch_bytes / args.msg_size.max(1)).max(1);
     let mut addrs: Vec<String> = partitions.iter().map(|(_, a)| a.clone()).collect();
     addrs.sort();
@@ -70,7 +72,8 @@ pub fn run(
         let reader_conn = conn.split()?;
         let (tx, rx) = crossbeam_channel::bounded::<InFlight>(args.inflight.max(1));
         let (stop_r, totals_r) = (stop.clone(), totals.clone());
-        readers.push(std::thread::spawn(move || read_acks(index, reader_conn, rx, stop_r, totals_r, base)));
+        let pinned = !args.no_pin;
+        readers.push(std::thread::spawn(move || read_acks(pinned.then_some(index), reader_conn, rx, stop_r, totals_r, base)));
         writers.push((conn, tx));
     }
     let owner: Vec<usize> = partitions.iter().map(|(_, a)| addrs.iter().position(|x| x == a).expect("listed")).collect();
@@ -152,14 +155,16 @@ pub fn run(
 }
 
 fn read_acks(
-    index: usize,
+    pin_to: Option<usize>,
     mut conn: Connection,
     rx: crossbeam_channel::Receiver<InFlight>,
     stop: Stop,
     totals: Arc<Totals>,
     base: Instant,
 ) -> client::Result<Histogram<u64>> {
-    pin(index);
+    if let Some(core) = pin_to {
+        pin(core);
+    }
     let mut hist = histogram();
     for f in rx.iter() {
         let r = conn.receive::<ProduceRequest>(f.correlation, f.version)?;

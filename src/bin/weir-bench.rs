@@ -70,7 +70,7 @@ fn run(mut args: Args) -> Result<(), String> {
                 continue;
             }
             let (a, s, t) = (args.clone(), stop.clone(), totals.clone());
-            // In e2e mode the consumers count messages; producers only stamp them.
+            // In e2e mode the consumers count messages and measure latency; producers only stamp.
             let counted = if stamp { Arc::new(Totals::default()) } else { t };
             producers.push(std::thread::spawn(move || bench::produce::run(i, a, mine, s, counted, base, stamp)));
         }
@@ -121,9 +121,13 @@ fn run(mut args: Args) -> Result<(), String> {
     }
     let mut latency = bench::histogram();
     let mut failure = None;
-    for h in producers.into_iter().chain(consumers) {
+    let producers_count = producers.len();
+    for (i, h) in producers.into_iter().chain(consumers).enumerate() {
+        // e2e latency is the consumers' (send stamp to receipt); the producers' ack times are not it.
+        let counts = !(stamp && i < producers_count);
         match h.join() {
-            Ok(Ok(hist)) => latency.add(&hist).expect("same bounds"),
+            Ok(Ok(hist)) if counts => latency.add(&hist).expect("same bounds"),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => failure = Some(e.to_string()),
             Err(_) => failure = Some("a worker thread panicked".into()),
         }

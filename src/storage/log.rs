@@ -24,7 +24,7 @@ const BLOCK_BYTES: u64 = 4096;
 /// Largest single write the writer issues; more waits for the next turn.
 const WRITE_BYTES_MAX: usize = 8 << 20;
 /// Bytes appended but not yet written, per partition, beyond which producers wait for the writer.
-const PENDING_BYTES_MAX: usize = 64 << 20;
+const PENDING_BYTES_MAX: usize = 16 << 20;
 /// Most bytes one read returns (more than one batch only up to this); bounds memory per fetch.
 const READ_BYTES_MAX: usize = 16 << 20;
 /// Read size for fetches served from a segment file.
@@ -194,8 +194,11 @@ impl Log {
         self.state().cfg.clone()
     }
 
+    /// Applies new settings; a smaller cache budget takes effect at once.
     pub fn set_config(&self, cfg: LogConfig) {
-        self.state().cfg = cfg;
+        let mut s = self.state();
+        s.cfg = cfg;
+        s.evict_cache();
     }
 
     /// Validates `records` (one or more v2 batches), assigns their offsets and queues them for the
