@@ -31,7 +31,9 @@ pub struct Template {
 
 impl Template {
     pub fn new(count: usize, msg_size: usize) -> Template {
-        let bytes = batch::build(count as i32, msg_size.max(8), 0);
+        // Real timestamps: the broker's time-based retention judges segments by them.
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let bytes = batch::build(count as i32, msg_size.max(8), now_ms);
         let base = bytes.as_ptr() as usize;
         let value_at =
             batch::records(&bytes).expect("uncompressed batch").iter().map(|r| r.value.expect("value").as_ptr() as usize - base).collect();
