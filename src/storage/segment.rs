@@ -22,8 +22,9 @@ use std::time::Instant;
 
 const INDEX_ENTRY_BYTES: usize = 8;
 const TIME_INDEX_ENTRY_BYTES: usize = 12;
-/// O_DIRECT writes pad the active segment's last block with fewer zeros than this.
-const BLOCK_PADDING_MAX: u64 = 4096;
+/// The active segment may end in at most this many zeros: block padding plus what the writer
+/// preallocated ahead of the tail (`log.rs`, 4 MiB ahead in 256 KiB steps, after a full block).
+const ZERO_TAIL_MAX: u64 = 5 << 20;
 /// Chunk size for recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
@@ -183,12 +184,11 @@ impl Segment {
         if let Some(next_base) = next_base {
             seg.next_offset = seg.next_offset.max(next_base);
         }
-        // A clean stop leaves the last block's zero padding: that is not damage.
-        let mut tail = vec![0u8; (file_len - valid_end).min(BLOCK_PADDING_MAX) as usize];
-        let padding_only = file_len - valid_end < BLOCK_PADDING_MAX
-            && std_file.read_exact_at(&mut tail, valid_end).is_ok()
-            && tail.iter().all(|&b| b == 0);
-        if !padding_only {
+        // Zeros after the last batch are block padding and preallocation, not damage.
+        let mut tail = vec![0u8; (file_len - valid_end).min(ZERO_TAIL_MAX) as usize];
+        let zeros_only =
+            file_len - valid_end <= ZERO_TAIL_MAX && std_file.read_exact_at(&mut tail, valid_end).is_ok() && tail.iter().all(|&b| b == 0);
+        if !zeros_only {
             report.bytes_cut = file_len - valid_end;
         }
         if file_len > valid_end {
