@@ -1,0 +1,219 @@
+//! Partition-log benchmarks (issue 2): append MB/s by batch size and flush policy, group commit
+//! with 8 concurrent appenders, hot and cold reads, lookups in a small and a large log, recovery.
+//!
+//! `cargo bench --bench storage` (data under target/bench-data; the large-log cases write 5 GiB).
+//! `WEIR_BENCH_LARGE_GIB=1` shrinks the large log for a quick pass.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use weir::storage::{batch, FlushPolicy, Log, LogConfig};
+
+fn dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn cfg(flush: FlushPolicy) -> LogConfig {
+    LogConfig { flush, retention_ms: -1, max_message_bytes: 2 << 20, ..LogConfig::default() }
+}
+
+/// Appends `batches` copies of `b`, from `appenders` concurrent tasks, each waiting for its batch
+/// to be durable (per the flush policy) before the next; returns the elapsed time.
+async fn append_run(log: Rc<Log>, b: Rc<Vec<u8>>, batches: u64, appenders: u64) -> Duration {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..appenders {
+        let (log, b) = (log.clone(), b.clone());
+        tasks.push(shards::spawn_local(async move {
+            let mut last = 0;
+            for i in 0..batches / appenders {
+                log.wait_for_room().await.unwrap();
+                let a = log.append(&b).unwrap();
+                last = a.last_offset;
+                if appenders > 1 || i % 64 == 63 {
+                    log.wait_durable(last).await.unwrap();
+                }
+            }
+            log.wait_durable(last).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    start.elapsed()
+}
+
+fn appends(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    let cases: &[(&str, usize, FlushPolicy, u64)] = &[
+        ("1KiB/flush-never", 1 << 10, FlushPolicy::Never, 1),
+        ("16KiB/flush-never", 16 << 10, FlushPolicy::Never, 1),
+        ("1MiB/flush-never", 1 << 20, FlushPolicy::Never, 1),
+        ("16KiB/flush-every-batch/1-appender", 16 << 10, FlushPolicy::EveryBatch, 1),
+        ("16KiB/flush-every-batch/8-appenders", 16 << 10, FlushPolicy::EveryBatch, 8),
+        ("1KiB/flush-every-batch/8-appenders", 1 << 10, FlushPolicy::EveryBatch, 8),
+    ];
+    for &(name, bytes, flush, appenders) in cases {
+        let value = bytes - 80;
+        let b = Rc::new(batch::build(1, value, 1));
+        let total_bytes = 256u64 << 20;
+        let batches = (total_bytes / b.len() as u64).max(appenders);
+        g.throughput(Throughput::Bytes(batches * b.len() as u64));
+        g.bench_function(BenchmarkId::from_parameter(name), |bench| {
+            bench.iter_custom(|iters| {
+                shards::run_local(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let d = dir("append");
+                        let log = Log::open(&d, cfg(flush)).await.unwrap();
+                        total += append_run(log.clone(), b.clone(), batches, appenders).await;
+                        log.close().await.unwrap();
+                    }
+                    total
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Fills a log with `bytes` of 16 KiB batches; returns the next offset.
+async fn fill(log: &Rc<Log>, bytes: u64) -> u64 {
+    let b = Rc::new(batch::build(16, 1000, 1));
+    append_run(log.clone(), b.clone(), bytes / b.len() as u64, 1).await;
+    log.offsets().high_watermark
+}
+
+fn reads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("read");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let d = dir("read");
+    // 512 MiB: the first 448 MiB are only on disk, the last 64 MiB also in the cache.
+    let (log, end) = shards::run_local(async {
+        let cache = LogConfig { cache_bytes: 64 << 20, ..cfg(FlushPolicy::Never) };
+        let log = Log::open(&d, cache).await.unwrap();
+        let end = fill(&log, 512 << 20).await;
+        log.close().await.unwrap();
+        (d.clone(), end)
+    });
+    let _ = log;
+    for (name, hot) in [("cold-from-file", false), ("hot-from-cache", true)] {
+        g.throughput(Throughput::Bytes(48 << 20));
+        g.bench_function(name, |bench| {
+            bench.iter_custom(|iters| {
+                shards::run_local(async {
+                    let log = Log::open(&d, LogConfig { cache_bytes: 64 << 20, ..cfg(FlushPolicy::Never) }).await.unwrap();
+                    // Reopened logs start with an empty cache: warm it by appending the hot tail again.
+                    let start_offset = if hot {
+                        let before = log.offsets().high_watermark;
+                        fill(&log, 48 << 20).await;
+                        before
+                    } else {
+                        0
+                    };
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        let (mut offset, mut bytes) = (start_offset, 0u64);
+                        while bytes < 48 << 20 {
+                            let chunks = log.read(offset, 1 << 20).await.unwrap();
+                            for c in &chunks {
+                                let mut at = 0;
+                                while at < c.len() {
+                                    let h = batch::header(&c[at..]).unwrap();
+                                    offset = h.base_offset.get() as u64 + h.last_offset_delta.get() as u64 + 1;
+                                    at += batch::framed_len(&c[at..]).unwrap();
+                                }
+                                bytes += c.len() as u64;
+                            }
+                        }
+                        total += t.elapsed();
+                    }
+                    log.close().await.unwrap();
+                    total
+                })
+            })
+        });
+    }
+    let _ = end;
+    g.finish();
+}
+
+fn large_gib() -> u64 {
+    std::env::var("WEIR_BENCH_LARGE_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
+}
+
+fn lookups_and_recovery(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lookup");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    let sizes = [("50MiB", 50u64 << 20), ("large", large_gib() << 30)];
+    let mut dirs = Vec::new();
+    for (name, bytes) in sizes {
+        let d = dir(&format!("lookup-{name}"));
+        let end = shards::run_local(async {
+            let log = Log::open(&d, cfg(FlushPolicy::Never)).await.unwrap();
+            let end = fill(&log, bytes).await;
+            log.close().await.unwrap();
+            end
+        });
+        dirs.push((name, d, end));
+    }
+    for (name, d, end) in &dirs {
+        g.bench_function(BenchmarkId::new("random-offset", name), |bench| {
+            bench.iter_custom(|iters| {
+                shards::run_local(async {
+                    let log = Log::open(d, cfg(FlushPolicy::Never)).await.unwrap();
+                    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let got = log.read(x % end, 1).await.unwrap();
+                        assert!(!got.is_empty());
+                    }
+                    let elapsed = t.elapsed();
+                    log.close().await.unwrap();
+                    elapsed
+                })
+            })
+        });
+    }
+    g.finish();
+
+    // Recovery after a crash: the large log reopened without a clean close (the writer dies with
+    // the executor, like kill -9), timed from open to ready.
+    let mut g = c.benchmark_group("recovery");
+    g.sample_size(10);
+    let (_, d, _) = &dirs[1];
+    g.bench_function(BenchmarkId::new("open-after-crash", "large"), |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                // Crash: append a little more, then drop everything without close().
+                shards::run_local(async {
+                    let log = Log::open(d, cfg(FlushPolicy::Never)).await.unwrap();
+                    let a = log.append(&batch::build(16, 1000, 1)).unwrap();
+                    log.wait_written(a.last_offset).await.unwrap();
+                });
+                total += shards::run_local(async {
+                    let t = Instant::now();
+                    let log = Log::open(d, cfg(FlushPolicy::Never)).await.unwrap();
+                    let elapsed = t.elapsed();
+                    assert!(log.offsets().high_watermark > 0);
+                    log.close().await.unwrap();
+                    elapsed
+                });
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, appends, reads, lookups_and_recovery);
+criterion_main!(benches);
