@@ -40,12 +40,6 @@ sleep 1
 
 W="./target/release/weir"
 B="./target/release/weir-bench --bootstrap $BOOT --no-pin"
-run() { # name, then weir-bench arguments; one JSON per run
-    local name=$1; shift
-    for i in $(seq 1 "$RUNS"); do
-        $B "$@" --json "$OUT/$name-$i.json" > "$OUT/$name-$i.txt"
-    done
-}
 fresh() { # topic [configs...]
     local t=$1; shift
     $W topic delete "$t" --bootstrap "$BOOT" >/dev/null 2>&1 || true

@@ -76,21 +76,23 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
         for (k, v) in read_config(&path)? {
             let bad = |e: &dyn std::fmt::Display| format!("{k} = {v}: {e}");
             let num = |v: &str| v.parse::<i64>().map_err(|e| bad(&e));
+            // Counts and sizes: a negative value is an error, not a huge number.
+            let count = |v: &str| v.parse::<u64>().map_err(|e| bad(&e));
             match k.as_str() {
                 "listen" => a.listen = a.listen.or(Some(v.clone())),
                 "advertised-host" => a.advertised_host = a.advertised_host.or(Some(v.clone())),
                 "data-dir" => a.data_dir = a.data_dir.or(Some(PathBuf::from(&v))),
-                "shards" => a.shards = a.shards.or(Some(num(&v)? as usize)),
+                "shards" => a.shards = a.shards.or(Some(count(&v)? as usize)),
                 "single-port" => a.single_port |= v == "true",
                 "num-partitions" => a.num_partitions = a.num_partitions.or(Some(num(&v)? as i32)),
                 "no-auto-create" => a.no_auto_create |= v == "true",
-                "flush-messages" => a.flush_messages = a.flush_messages.or(Some(num(&v)? as u64)),
-                "flush-ms" => a.flush_ms = a.flush_ms.or(Some(num(&v)? as u64)),
-                "segment-bytes" => a.segment_bytes = a.segment_bytes.or(Some(num(&v)? as u64)),
+                "flush-messages" => a.flush_messages = a.flush_messages.or(Some(count(&v)?)),
+                "flush-ms" => a.flush_ms = a.flush_ms.or(Some(count(&v)?)),
+                "segment-bytes" => a.segment_bytes = a.segment_bytes.or(Some(count(&v)?)),
                 "retention-ms" => a.retention_ms = a.retention_ms.or(Some(num(&v)?)),
                 "retention-bytes" => a.retention_bytes = a.retention_bytes.or(Some(num(&v)?)),
-                "max-request-bytes" => a.max_request_bytes = a.max_request_bytes.or(Some(num(&v)? as usize)),
-                "cache-mb" => a.cache_mb = a.cache_mb.or(Some(num(&v)? as usize)),
+                "max-request-bytes" => a.max_request_bytes = a.max_request_bytes.or(Some(count(&v)? as usize)),
+                "cache-mb" => a.cache_mb = a.cache_mb.or(Some(count(&v)? as usize)),
                 _ => return Err(format!("{}: unknown setting {k}", path.display())),
             }
         }

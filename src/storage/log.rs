@@ -101,7 +101,8 @@ pub struct Log {
     state: RefCell<State>,
     /// Fired when `written` moves: new data for readers.
     pub appended: Notify,
-    /// Fired when `durable` moves or the log fails.
+    /// Fired when `written` or `durable` moves, a queue drains, or the log fails (the waits of
+    /// acks=1, acks=all and `wait_for_room`).
     progressed: Notify,
     writer_wake: Notify,
 }
@@ -391,9 +392,15 @@ impl Log {
 
     async fn write_loop(self: Rc<Self>) {
         loop {
-            if let Err(e) = self.preallocate_if_idle().await {
+            // Producers woken by the last write append right away: let them run before deciding
+            // the writer is idle, so zeroing never delays the next group of data.
+            futures_lite::future::yield_now().await;
+            match self.preallocate_if_idle().await {
+                // More may be due: look again (pending data first) before sleeping.
+                Ok(true) => continue,
+                Ok(false) => {}
                 // Only an optimisation: data writes extend the file themselves.
-                tracing::warn!(error = %e, "preallocating the active segment failed");
+                Err(e) => tracing::warn!(error = %e, "preallocating the active segment failed"),
             }
             let wait = {
                 let s = self.state();
@@ -436,7 +443,7 @@ impl Log {
     /// on ext4 an O_DIRECT write that extends the file cannot complete inline and is handed to an
     /// io-wq worker thread, and making it durable costs ~4 ms instead of ~0.2 ms (MEASURED.md).
     /// Recovery reads the zeros as the end of the log.
-    async fn preallocate_if_idle(&self) -> Result<(), LogError> {
+    async fn preallocate_if_idle(&self) -> Result<bool, LogError> {
         let (file, at) = {
             let s = self.state();
             let active = s.segments.last().expect("active segment");
@@ -446,21 +453,20 @@ impl Log {
                 || s.prealloc_end >= active.size + PREALLOC_AHEAD_BYTES
                 || room < PREALLOC_CHUNK_BYTES as u64
             {
-                return Ok(());
+                return Ok(false);
             }
             (active.file.clone(), s.prealloc_end)
         };
         let mut zeros = file.alloc_dma_buffer(PREALLOC_CHUNK_BYTES);
         zeros.as_bytes_mut().fill(0);
+        // The writer task is the only one writing or rolling, so the file is still the active one.
         let wrote = file.write_at(zeros, at).await?;
-        let mut s = self.state();
-        // A roll while we wrote replaced the file: the new segment starts its own preallocation.
-        if Rc::ptr_eq(&s.segments.last().expect("active segment").file, &file) && wrote == PREALLOC_CHUNK_BYTES {
-            s.prealloc_end = s.prealloc_end.max(at + wrote as u64);
+        if wrote != PREALLOC_CHUNK_BYTES {
+            return Ok(false);
         }
-        drop(s);
-        self.writer_wake.notify_all();
-        Ok(())
+        let mut s = self.state();
+        s.prealloc_end = s.prealloc_end.max(at + wrote as u64);
+        Ok(true)
     }
 
     /// One turn of the writer: roll if due, write queued batches, fsync per policy.
@@ -531,10 +537,10 @@ impl Log {
             s.unflushed_messages += messages;
             s.evict_cache();
         }
+        // Readers and acks=1 need only the write; acks=all may also need the fsync below.
         self.appended.notify_all();
-        self.flush_if_due().await?;
         self.progressed.notify_all();
-        Ok(())
+        self.flush_if_due().await
     }
 
     async fn flush_if_due(&self) -> Result<(), LogError> {

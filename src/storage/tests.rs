@@ -236,3 +236,23 @@ fn lookup_by_timestamp_finds_first_batch_at_or_after() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn reads_after_reopen_come_from_cache_then_file() {
+    let dir = temp_dir("reopen-read");
+    shards::run_local(async {
+        let cfg = LogConfig { cache_bytes: 64 << 20, flush: FlushPolicy::Never, ..LogConfig::default() };
+        let log = Log::open(&dir, cfg.clone()).await.unwrap();
+        append_all(&log, &vec![(16, 1000); 600]);
+        log.wait_written(log.offsets().log_end - 1).await.unwrap();
+        log.close().await.unwrap();
+        let log = Log::open(&dir, cfg).await.unwrap();
+        let before = log.offsets().high_watermark;
+        append_all(&log, &vec![(16, 1000); 300]);
+        log.wait_written(log.offsets().log_end - 1).await.unwrap();
+        assert_eq!(read_all(&log, before).await.len(), 300, "hot tail from the cache");
+        assert_eq!(read_all(&log, 0).await.len(), 900, "cold start from the file, then the cache");
+        log.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
