@@ -29,6 +29,8 @@ iperf3 -s -1 -p 5299 >/dev/null 2>&1 &
 sleep 0.5
 iperf3 -c 127.0.0.1 -p 5299 -t 5 -J > "$OUT/iperf3.json"
 fio --name=w --ioengine=io_uring --direct=1 --bs=1M --rw=write --size=2G --filename="$OUT/fio.test" --output-format=json > "$OUT/fio.json"
+# Cold consumes read the disk (O_DIRECT writes leave the page cache empty): measure its read ceiling.
+fio --name=r --ioengine=io_uring --direct=1 --bs=8M --rw=read --size=2G --filename="$OUT/fio.test" --output-format=json > "$OUT/fio-read.json"
 rm -f "$OUT/fio.test"
 
 echo "== broker"

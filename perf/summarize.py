@@ -26,17 +26,19 @@ iperf = json.load(open(os.path.join(out, "iperf3.json")))
 net_bytes = iperf["end"]["sum_received"]["bits_per_second"] / 8
 fio = json.load(open(os.path.join(out, "fio.json")))
 disk_bytes = fio["jobs"][0]["write"]["bw_bytes"]
+read_path = os.path.join(out, "fio-read.json")
+disk_read_bytes = json.load(open(read_path))["jobs"][0]["read"]["bw_bytes"] if os.path.exists(read_path) else float("nan")
 rss = [int(x) for x in open(os.path.join(out, "rss.txt")).read().split()] if os.path.exists(os.path.join(out, "rss.txt")) else [0]
 rdk = [float(open(p).read().split()[2]) for p in sorted(glob.glob(os.path.join(out, "rdkafka-100-*.txt")))]
 
-print(f"Ceilings: loopback TCP {net_bytes / 1e6:.0f} MB/s (iperf3), sequential O_DIRECT write {disk_bytes / 1e6:.0f} MB/s (fio, 1 MiB, QD1)\n")
+print(f"Ceilings: loopback TCP {net_bytes / 1e6:.0f} MB/s (iperf3), sequential O_DIRECT write {disk_bytes / 1e6:.0f} MB/s (fio, 1 MiB, QD1), sequential O_DIRECT read {disk_read_bytes / 1e6:.0f} MB/s (fio, 8 MiB, QD1)\n")
 print("| workload | runs (msgs/s) | median msgs/s | MB/s | target | vs target | MB/s vs ceiling |")
 print("|---|---|---|---|---|---|---|")
 rows = [
     ("produce 100 B, no fsync", "produce-100-*.json", 4.5e6, disk_bytes, "disk"),
     ("produce 1 KiB, no fsync", "produce-1024-*.json", 950e3, disk_bytes, "disk"),
-    ("consume 100 B (cold, from disk)", "consume-100-*.json", 7e6, net_bytes, "net"),
-    ("consume 1 KiB (cold, from disk)", "consume-1024-*.json", 2e6, net_bytes, "net"),
+    ("consume 100 B (cold, from disk)", "consume-100-*.json", 7e6, disk_read_bytes, "disk read"),
+    ("consume 1 KiB (cold, from disk)", "consume-1024-*.json", 2e6, disk_read_bytes, "disk read"),
     ("produce 1 KiB, fsync every batch", "produce-fsync-1024-*.json", 500e3, disk_bytes, "disk"),
     ("produce 100 B, fsync every batch", "produce-fsync-100-*.json", 1.5e6, disk_bytes, "disk"),
     ("produce + consume 1 KiB (consumer side)", "both-1024-*.json", 700e3, net_bytes, "net"),
