@@ -3,6 +3,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use std::io::{BufRead, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weir::client::group::GroupMember;
 use weir::client::{self, Cluster};
 use weir::storage::batch::{self, NewRecord};
 
@@ -87,6 +88,10 @@ pub struct ConsumeArgs {
     /// Print key, offset and timestamp too.
     #[arg(long)]
     verbose: bool,
+    /// Consume as a member of this consumer group: the group assigns partitions (range) and
+    /// offsets are committed as records are printed; `--partition` is ignored.
+    #[arg(long, short = 'g')]
+    group: Option<String>,
 }
 
 fn fail(e: impl std::fmt::Display) -> i32 {
@@ -203,10 +208,59 @@ pub fn produce(args: ProduceArgs) -> i32 {
     }
 }
 
+/// Prints records to stdout and counts them against `--count`.
+struct Printer<'a> {
+    out: std::io::BufWriter<std::io::StdoutLock<'a>>,
+    verbose: bool,
+    printed: u64,
+    limit: Option<u64>,
+}
+
+impl Printer<'_> {
+    /// Prints the records at or after `*offset` in `bytes` (whole batches) and advances `*offset`.
+    /// Returns true once `--count` records have been printed.
+    fn batches(&mut self, mut bytes: bytes::Bytes, offset: &mut i64) -> client::Result<bool> {
+        while let Ok(info) = batch::validate(&bytes) {
+            let this = bytes.split_to(info.bytes);
+            let Some(records) = batch::records(&this) else {
+                return Err(client::ClientError::Protocol(format!(
+                    "batch at offset {} is compressed (codec {}); weir consume reads uncompressed batches only",
+                    info.base_offset,
+                    batch::compression(&this).unwrap_or(0)
+                )));
+            };
+            let from = *offset;
+            for rec in records.into_iter().filter(|r| r.offset >= from) {
+                let value = String::from_utf8_lossy(rec.value.unwrap_or_default());
+                if self.verbose {
+                    let key = String::from_utf8_lossy(rec.key.unwrap_or_default());
+                    writeln!(self.out, "{}\t{}\t{key}\t{value}", rec.offset, rec.timestamp_ms)?;
+                } else {
+                    writeln!(self.out, "{value}")?;
+                }
+                *offset = rec.offset + 1;
+                self.printed += 1;
+                if self.limit.is_some_and(|n| self.printed >= n) {
+                    self.out.flush()?;
+                    return Ok(true);
+                }
+            }
+            *offset = (*offset).max(info.base_offset + i64::from(info.offset_count));
+        }
+        self.out.flush()?;
+        Ok(false)
+    }
+}
+
 pub fn consume(args: ConsumeArgs) -> i32 {
     let run = || -> client::Result<()> {
         let mut cluster = Cluster::connect(&args.common.bootstrap)?;
         let layout = cluster.metadata(&[&args.topic], false)?.pop().unwrap_or_default();
+        let stdout = std::io::stdout();
+        let mut printer = Printer { out: std::io::BufWriter::new(stdout.lock()), verbose: args.verbose, printed: 0, limit: args.count };
+        if let Some(group) = &args.group {
+            return consume_group(&args, group, &mut cluster, &layout, &mut printer);
+        }
         let leader = *layout
             .leaders
             .get(args.partition as usize)
@@ -216,51 +270,74 @@ pub fn consume(args: ConsumeArgs) -> i32 {
             From::Beginning => start,
             From::End => end,
         });
-        let mut printed = 0u64;
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::new(stdout.lock());
         let conn = cluster.conn(leader)?;
         let v = conn.version::<kafka_protocol::messages::FetchRequest>(11);
         loop {
             let wait = if args.exit_at_end { 0 } else { 500 };
             let r = conn.call(client::fetch_request(&args.topic, args.partition, offset, wait, 4 << 20), v)?;
-            let (hw, mut bytes) = client::fetch_result(&r)?;
+            let (hw, bytes) = client::fetch_result(&r)?;
             if bytes.is_empty() && args.exit_at_end && offset >= hw {
-                out.flush()?;
                 return Ok(());
             }
-            while let Ok(info) = batch::validate(&bytes) {
-                let this = bytes.split_to(info.bytes);
-                let Some(records) = batch::records(&this) else {
-                    return Err(client::ClientError::Protocol(format!(
-                        "batch at offset {} is compressed (codec {}); weir consume reads uncompressed batches only",
-                        info.base_offset,
-                        batch::compression(&this).unwrap_or(0)
-                    )));
-                };
-                let from = offset;
-                for rec in records.into_iter().filter(|r| r.offset >= from) {
-                    let value = String::from_utf8_lossy(rec.value.unwrap_or_default());
-                    if args.verbose {
-                        let key = String::from_utf8_lossy(rec.key.unwrap_or_default());
-                        writeln!(out, "{}\t{}\t{key}\t{value}", rec.offset, rec.timestamp_ms)?;
-                    } else {
-                        writeln!(out, "{value}")?;
-                    }
-                    offset = rec.offset + 1;
-                    printed += 1;
-                    if args.count.is_some_and(|n| printed >= n) {
-                        out.flush()?;
-                        return Ok(());
-                    }
-                }
-                offset = offset.max(info.base_offset + i64::from(info.offset_count));
-            }
-            out.flush()?;
-            if bytes.is_empty() && !args.exit_at_end {
-                std::thread::sleep(Duration::from_millis(1));
+            if printer.batches(bytes, &mut offset)? {
+                return Ok(());
             }
         }
     };
     run().map_or_else(fail, |()| 0)
+}
+
+/// `--group`: joins the group, reads the partitions it is given from their committed offsets (or
+/// `--from` where none), commits after every fetch that returned records, and leaves at the end.
+fn consume_group(
+    args: &ConsumeArgs,
+    group: &str,
+    cluster: &mut Cluster,
+    layout: &client::TopicLayout,
+    printer: &mut Printer<'_>,
+) -> client::Result<()> {
+    let partitions = layout.leaders.len() as i32;
+    let (mut member, mut assigned) = GroupMember::join(cluster, group, &args.topic, partitions)?;
+    'generation: loop {
+        let committed = member.committed(&assigned)?;
+        let mut offsets = Vec::with_capacity(assigned.len());
+        for (&p, &c) in assigned.iter().zip(&committed) {
+            let leader = layout.leaders[p as usize];
+            let (start, end) = cluster.offsets(&args.topic, p, leader)?;
+            let from = match args.from {
+                From::Beginning => start,
+                From::End => end,
+            };
+            offsets.push(if c >= 0 { c } else { from });
+        }
+        let mut at_end = vec![false; assigned.len()];
+        loop {
+            if !member.heartbeat_due()? {
+                assigned = member.rejoin(partitions)?;
+                continue 'generation;
+            }
+            for (i, &p) in assigned.iter().enumerate() {
+                let conn = cluster.conn(layout.leaders[p as usize])?;
+                let v = conn.version::<kafka_protocol::messages::FetchRequest>(11);
+                let wait = if args.exit_at_end { 0 } else { (500 / assigned.len().max(1)) as i32 };
+                let r = conn.call(client::fetch_request(&args.topic, p, offsets[i], wait, 4 << 20), v)?;
+                let (hw, bytes) = client::fetch_result(&r)?;
+                at_end[i] = bytes.is_empty() && offsets[i] >= hw;
+                let had = !bytes.is_empty();
+                let done = printer.batches(bytes, &mut offsets[i])?;
+                if had {
+                    member.commit(&[(p, offsets[i])])?;
+                }
+                if done {
+                    return member.leave();
+                }
+            }
+            if assigned.is_empty() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if args.exit_at_end && at_end.iter().all(|&e| e) {
+                return member.leave();
+            }
+        }
+    }
 }

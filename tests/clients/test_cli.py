@@ -24,3 +24,16 @@ def test_topic_produce_consume(shared_broker):
     weir("produce", topic, "-K", ":", *b, stdin="a:1\nb:2\na:3\n")
     assert "deleted" in weir("topic", "delete", topic, *b)
     assert topic not in weir("topic", "list", *b)
+
+
+def test_consume_group_commits_and_resumes(shared_broker):
+    b = ["--bootstrap", shared_broker.bootstrap]
+    topic, group = unique("cligrp"), unique("g")
+    weir("topic", "create", topic, "-p", "2", *b)
+    weir("produce", topic, *b, stdin="".join(f"m{i}\n" for i in range(40)))
+    first = weir("consume", topic, "--group", group, "-n", "15", *b).split()
+    assert len(first) == 15
+    rest = weir("consume", topic, "--group", group, "-e", *b).split()
+    assert sorted(first + rest, key=lambda m: int(m[1:])) == [f"m{i}" for i in range(40)], "committed offsets resume, nothing twice"
+    again = weir("consume", topic, "--group", group, "-e", *b).split()
+    assert again == []

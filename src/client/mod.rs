@@ -4,6 +4,8 @@
 //! request and returns its correlation id, `receive` reads the next response in order.
 //! `Cluster` keeps a connection per broker and knows which broker leads which partition.
 
+pub mod group;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
