@@ -59,7 +59,7 @@ pub struct Args {
     /// 0, 1 or -1 (all).
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub acks: i16,
-    /// Only `none`: weir-bench sends uncompressed batches.
+    /// Batch codec: none, gzip, snappy, lz4 or zstd (batches are compressed once, up front).
     #[arg(long, default_value = "none")]
     pub compression: String,
     /// Produce requests in flight per connection.

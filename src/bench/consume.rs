@@ -1,6 +1,7 @@
 //! Consumer threads: fetch loops over their partitions, counting records from batch headers, and in
 //! e2e mode reading each value's send timestamp.
 
+use super::codec::Codec;
 use super::{histogram, nanos_since, pin, Args, Stop, Totals};
 use crate::client::{self, Connection};
 use crate::storage::batch;
@@ -83,7 +84,9 @@ pub fn run(
                         bytes += len as u64;
                         offsets[i] = next;
                         if stamped && measured {
-                            for rec in batch::records(&b).unwrap_or_default() {
+                            let codec = Codec::from_attributes(h.attributes.get()).unwrap_or(Codec::None);
+                            let body = codec.decompress(&b[batch::HEADER_BYTES..])?;
+                            for rec in batch::records_in(&body, base_offset, 0, h.records_count.get()).unwrap_or_default() {
                                 if let Some(v) = rec.value.filter(|v| v.len() >= 8) {
                                     let sent = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
                                     hist.saturating_record(now_ns.saturating_sub(sent) / 1000);

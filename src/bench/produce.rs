@@ -1,5 +1,6 @@
 //! Producer threads: one writer and one reader per connection, a bounded window between them.
 
+use super::codec::Codec;
 use super::{histogram, nanos_since, pin, Args, Stop, Totals};
 use crate::client::{self, Connection};
 use crate::storage::batch;
@@ -23,30 +24,66 @@ struct InFlight {
     measured: bool,
 }
 
-/// A batch ready to send again and again, with the positions of its values (for e2e timestamps).
+/// A batch ready to send again and again, with the positions of its values in the records section
+/// (for e2e send stamps, after which the section is compressed again).
 pub struct Template {
-    bytes: Vec<u8>,
+    body: Vec<u8>,
     value_at: Vec<usize>,
+    count: i32,
+    timestamp_ms: i64,
+    codec: Codec,
+    framed: Bytes,
 }
 
 impl Template {
-    pub fn new(count: usize, msg_size: usize) -> Template {
+    pub fn new(count: usize, msg_size: usize, codec: Codec) -> Template {
+        // Values of hex digits from a fixed pseudo-random sequence: compressible about as well as
+        // typical text payloads, unlike a run of one byte.
+        // Every record different, so a codec cannot just repeat one value.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let values: Vec<Vec<u8>> = (0..count)
+            .map(|_| {
+                (0..msg_size.max(8))
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        b"0123456789abcdef"[(x & 15) as usize]
+                    })
+                    .collect()
+            })
+            .collect();
+        let records: Vec<batch::NewRecord<'_>> =
+            values.iter().map(|v| batch::NewRecord { key: None, value: Some(v), headers: &[] }).collect();
+        let body = batch::encode_records(&records);
+        let base = body.as_ptr() as usize;
+        let value_at = batch::records_in(&body, 0, 0, count as i32)
+            .expect("just encoded")
+            .iter()
+            .map(|r| r.value.expect("value").as_ptr() as usize - base)
+            .collect();
         // Real timestamps: the broker's time-based retention judges segments by them.
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let bytes = batch::build(count as i32, msg_size.max(8), now_ms);
-        let base = bytes.as_ptr() as usize;
-        let value_at =
-            batch::records(&bytes).expect("uncompressed batch").iter().map(|r| r.value.expect("value").as_ptr() as usize - base).collect();
-        Template { bytes, value_at }
+        let timestamp_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let mut t = Template { body, value_at, count: count as i32, timestamp_ms, codec, framed: Bytes::new() };
+        t.framed = t.frame();
+        t
+    }
+
+    fn frame(&self) -> Bytes {
+        Bytes::from(batch::frame(&self.codec.compress(&self.body), self.count, self.timestamp_ms, self.codec as i16))
+    }
+
+    /// The prepared batch (a reference-counted handle: no copy).
+    fn plain(&self) -> Bytes {
+        self.framed.clone()
     }
 
     /// The batch with each value starting with its send time (ns on the bench clock).
     fn stamped(&mut self, first_ns: u64, step_ns: u64) -> Bytes {
         for (i, &at) in self.value_at.iter().enumerate() {
-            self.bytes[at..at + 8].copy_from_slice(&(first_ns + step_ns * i as u64).to_le_bytes());
+            self.body[at..at + 8].copy_from_slice(&(first_ns + step_ns * i as u64).to_le_bytes());
         }
-        batch::set_crc(&mut self.bytes);
-        Bytes::copy_from_slice(&self.bytes)
+        self.frame()
     }
 }
 
@@ -82,8 +119,8 @@ pub fn run(
     let rate_per_producer = args.rate.map(|r| r / args.producers.max(1) as f64);
     let step_ns = rate_per_producer.map_or(0, |r| (1e9 / r) as u64);
     let linger_ns = (args.linger_ms * 1e6) as u64;
-    let mut template = Template::new(batch_n, args.msg_size);
-    let plain = Bytes::copy_from_slice(&template.bytes);
+    let codec: Codec = args.compression.parse().map_err(client::ClientError::Protocol)?;
+    let mut template = Template::new(batch_n, args.msg_size, codec);
     let mut sent: u64 = 0;
     let mut next_partition = 0usize;
     let result = loop {
@@ -107,19 +144,11 @@ pub fn run(
                 (due.min(batch_n as u64), first_ns, step)
             }
         };
-        let records = if count as usize == batch_n {
-            if stamp {
-                template.stamped(first_ns, step)
-            } else {
-                plain.clone()
-            }
-        } else {
-            let mut partial = Template::new(count as usize, args.msg_size);
-            if stamp {
-                partial.stamped(first_ns, step)
-            } else {
-                Bytes::from(partial.bytes)
-            }
+        let records = match (count as usize == batch_n, stamp) {
+            (true, true) => template.stamped(first_ns, step),
+            (true, false) => template.plain(),
+            (false, true) => Template::new(count as usize, args.msg_size, codec).stamped(first_ns, step),
+            (false, false) => Template::new(count as usize, args.msg_size, codec).plain(),
         };
         let (partition, _) = &partitions[next_partition];
         let (conn, tx) = &mut writers[owner[next_partition]];

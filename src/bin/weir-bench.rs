@@ -24,9 +24,7 @@ fn main() {
 }
 
 fn run(mut args: Args) -> Result<(), String> {
-    if args.compression != "none" {
-        return Err(format!("--compression {}: weir-bench sends uncompressed batches only", args.compression));
-    }
+    args.compression.parse::<bench::codec::Codec>()?;
     if args.messages.is_none() && args.duration.is_none() {
         args.duration = Some(Duration::from_secs(10));
     }
@@ -145,6 +143,7 @@ fn run(mut args: Args) -> Result<(), String> {
         ("msg_size_bytes".into(), args.msg_size.to_string()),
         ("batch_msgs".into(), args.batch_msgs.to_string()),
         ("acks".into(), args.acks.to_string()),
+        ("compression".into(), args.compression.clone()),
         ("rate_msgs_per_sec".into(), args.rate.map_or("unlimited".into(), |r| r.to_string())),
         ("inflight".into(), args.inflight.to_string()),
     ];

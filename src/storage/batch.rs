@@ -162,6 +162,11 @@ pub struct NewRecord<'a> {
 /// Encodes an uncompressed v2 batch (base offset 0, no producer id) holding `records`, all with
 /// timestamp `timestamp_ms`.
 pub fn encode(records: &[NewRecord<'_>], timestamp_ms: i64) -> Vec<u8> {
+    frame(&encode_records(records), records.len() as i32, timestamp_ms, 0)
+}
+
+/// The records section of a batch (what a codec compresses).
+pub fn encode_records(records: &[NewRecord<'_>]) -> Vec<u8> {
     let mut body = Vec::with_capacity(records.iter().map(|r| r.value.map_or(0, |v| v.len()) + 32).sum());
     let mut rec = Vec::new();
     for (i, r) in records.iter().enumerate() {
@@ -188,14 +193,18 @@ pub fn encode(records: &[NewRecord<'_>], timestamp_ms: i64) -> Vec<u8> {
         put_varint(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
     }
-    let count = records.len() as i32;
+    body
+}
+
+/// Wraps a records section (compressed per `attributes`' codec bits, or not) into a v2 batch.
+pub fn frame(body: &[u8], count: i32, timestamp_ms: i64, attributes: i16) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEADER_BYTES + body.len());
     b.extend_from_slice(&0i64.to_be_bytes());
     b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.push(2);
     b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&attributes.to_be_bytes());
     b.extend_from_slice(&(count - 1).to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
@@ -203,7 +212,7 @@ pub fn encode(records: &[NewRecord<'_>], timestamp_ms: i64) -> Vec<u8> {
     b.extend_from_slice(&(-1i16).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.extend_from_slice(&count.to_be_bytes());
-    b.extend_from_slice(&body);
+    b.extend_from_slice(body);
     set_crc(&mut b);
     b
 }
@@ -270,11 +279,16 @@ pub fn records(batch: &[u8]) -> Option<Vec<ReadRecord<'_>>> {
     if h.attributes.get() & 0x7 != 0 {
         return None;
     }
-    let (base, ts) = (h.base_offset.get(), h.base_timestamp.get());
     let end = framed_len(batch).ok()?.min(batch.len());
-    let mut at = HEADER_BYTES;
+    records_in(&batch[HEADER_BYTES..end], h.base_offset.get(), h.base_timestamp.get(), h.records_count.get())
+}
+
+/// The records of a (decompressed) records section, given its batch's base offset and timestamp.
+pub fn records_in(body: &[u8], base: i64, ts: i64, count: i32) -> Option<Vec<ReadRecord<'_>>> {
+    let (batch, end) = (body, body.len());
+    let mut at = 0;
     // The count is untrusted: a record takes at least 7 bytes, so the bytes bound it.
-    let mut out = Vec::with_capacity((h.records_count.get().max(0) as usize).min(end / 7));
+    let mut out = Vec::with_capacity((count.max(0) as usize).min(end / 7));
     while at < end {
         let len = get_varint(batch, &mut at)? as usize;
         let rec_end = at.checked_add(len)?;
