@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/install-test-deps.sh
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets -q -- -D warnings
 cargo build --release
 cargo test --release --workspace
 python3 -m pytest -q -p no:cacheprovider tests/clients

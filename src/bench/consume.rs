@@ -48,7 +48,7 @@ pub fn run(
         }
         for (ci, conn) in conns.iter_mut().enumerate() {
             let mine: Vec<usize> =
-                (0..parts.len()).filter(|&i| parts[i].addr == addrs[ci] && !parts[i].until.is_some_and(|u| offsets[i] >= u)).collect();
+                (0..parts.len()).filter(|&i| parts[i].addr == addrs[ci] && parts[i].until.is_none_or(|u| offsets[i] < u)).collect();
             if mine.is_empty() {
                 continue;
             }

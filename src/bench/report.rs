@@ -39,7 +39,7 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(s, "mode {}: {} messages, {:.1} MB in {:.2} s", self.mode, self.messages, self.bytes as f64 / 1e6, self.seconds);
         let _ = writeln!(s, "  throughput   {:>12.0} msgs/s   {:>9.1} MB/s", self.msgs_per_sec(), self.mb_per_sec());
-        if self.latency_us.len() > 0 {
+        if !self.latency_us.is_empty() {
             let _ = write!(s, "  latency µs  ");
             for (name, p) in PERCENTILES {
                 let _ = write!(s, " {name} {}", self.percentile_us(p));
@@ -77,7 +77,7 @@ impl Report {
     pub fn hgrm(&self) -> String {
         let h = &self.latency_us;
         let mut s = format!("{:>12} {:>14} {:>10} {:>14}\n\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
-        if h.len() == 0 {
+        if h.is_empty() {
             return s;
         }
         for v in h.iter_quantiles(5) {
@@ -94,7 +94,7 @@ impl Report {
 
     pub fn html(&self) -> String {
         let mut curve = Vec::new();
-        if self.latency_us.len() > 0 {
+        if !self.latency_us.is_empty() {
             for v in self.latency_us.iter_quantiles(5) {
                 let q = v.quantile_iterated_to().min(0.999_999);
                 curve.push(((1.0 / (1.0 - q)).log10(), v.value_iterated_to() as f64));

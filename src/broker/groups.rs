@@ -141,7 +141,7 @@ impl Group {
             .iter()
             .map(|n| (self.members.values().filter(|m| m.protocols.iter().position(|(p, _)| p == *n) == Some(0)).count(), *n))
             .collect();
-        votes.sort_by(|a, b| b.0.cmp(&a.0));
+        votes.sort_by_key(|v| std::cmp::Reverse(v.0));
         votes.first().map(|(_, n)| (*n).clone())
     }
 

@@ -37,6 +37,17 @@ def consumer(bootstrap, group, strategy, **extra):
     return Consumer(conf)
 
 
+def poll_count(c, n, timeout=30):
+    """Polls until `n` messages arrived or `timeout` passed; returns how many arrived."""
+    got = 0
+    deadline = time.time() + timeout
+    while got < n and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            got += 1
+    return got
+
+
 def wait_assigned(consumers, partitions, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -139,14 +150,8 @@ def test_commit_restart_resume(broker):
     group = unique("g")
     c = consumer(broker.bootstrap, group, "range")
     c.subscribe([topic])
-    got = 0
-    deadline = time.time() + 30
-    while got < 60 and time.time() < deadline:
-        m = c.poll(0.2)
-        if m is not None and not m.error():
-            got += 1
-            if got == 60:
-                c.commit(asynchronous=False)
+    assert poll_count(c, 60) == 60
+    c.commit(asynchronous=False)
     committed = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
     c.close()
     total = sum(tp.offset for tp in committed)
@@ -156,12 +161,7 @@ def test_commit_restart_resume(broker):
     again = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
     assert [tp.offset for tp in again] == [tp.offset for tp in committed]
     c.subscribe([topic])
-    rest = 0
-    deadline = time.time() + 30
-    while rest < 40 and time.time() < deadline:
-        m = c.poll(0.2)
-        if m is not None and not m.error():
-            rest += 1
+    rest = poll_count(c, 40)
     c.close()
     assert rest == 40
 
@@ -172,12 +172,7 @@ def test_two_groups_progress_independently(shared_broker):
     for group, n in [(g1, 50), (g2, 20)]:
         c = consumer(shared_broker.bootstrap, group, "range")
         c.subscribe([topic])
-        got = 0
-        deadline = time.time() + 30
-        while got < n and time.time() < deadline:
-            m = c.poll(0.2)
-            if m is not None and not m.error():
-                got += 1
+        assert poll_count(c, n) == n
         c.commit(asynchronous=False)
         c.close()
     c = Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": g1})
