@@ -64,6 +64,10 @@ async fn connection(mut stream: shards::TcpStream) {
             }
         };
         let response = match dispatch(frame, &peer).await {
+            Ok(r) if tracing::enabled!(tracing::Level::TRACE) => {
+                tracing::trace!(%peer, bytes = r.as_ref().map_or(0, |b| b.len()), "responded");
+                r
+            }
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "closing connection");
@@ -81,6 +85,7 @@ async fn connection(mut stream: shards::TcpStream) {
 async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Bytes>, ProtocolError> {
     let mut req = protocol::decode_header(frame)?;
     req.peer = peer.to_string();
+    tracing::trace!(%peer, api = ?req.api, version = req.header.request_api_version, correlation = req.header.correlation_id, "request");
     match req.api {
         ApiKey::ApiVersions => handlers::api_versions(&req),
         ApiKey::Metadata => handlers::metadata(&req).await,
@@ -92,6 +97,7 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Bytes>, ProtocolErr
         ApiKey::CreatePartitions => handlers::create_partitions(&req).await,
         ApiKey::DescribeConfigs => handlers::describe_configs(&req),
         ApiKey::IncrementalAlterConfigs => handlers::incremental_alter_configs(&req).await,
+        ApiKey::AlterConfigs => handlers::alter_configs(&req).await,
         ApiKey::DescribeCluster => handlers::describe_cluster(&req),
         ApiKey::InitProducerId => handlers::init_producer_id(&req),
         ApiKey::FindCoordinator => groups::find_coordinator(&req),

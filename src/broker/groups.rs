@@ -651,20 +651,26 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
             let q: JoinGroupRequest = protocol::decode_body(req)?;
             let group = q.group_id.to_string();
             let host = format!("/{}", req.peer.rsplit_once(':').map_or(req.peer.as_str(), |(h, _)| h));
+            let asked = q.member_id.to_string();
             let r = on_coordinator(&group, move || join_local(q, version, client_id, host)).await;
+            tracing::debug!(%group, member = %asked, error = r.error_code, generation = r.generation_id, assigned_id = %r.member_id, "join");
             respond(req, &r)
         }
         ApiKey::SyncGroup => {
             let q: SyncGroupRequest = protocol::decode_body(req)?;
             let group = q.group_id.to_string();
+            let member = q.member_id.to_string();
             let r = on_coordinator(&group, move || sync_local(q, version)).await;
+            tracing::debug!(%group, %member, error = r.error_code, "sync");
             respond(req, &r)
         }
         ApiKey::Heartbeat => {
             let q: HeartbeatRequest = protocol::decode_body(req)?;
             let group = q.group_id.to_string();
             let mut r = HeartbeatResponse::default();
+            let (member, generation) = (q.member_id.to_string(), q.generation_id);
             r.error_code = on_coordinator(&group, move || heartbeat_local(q)).await;
+            tracing::debug!(%group, %member, generation, error = r.error_code, "heartbeat");
             respond(req, &r)
         }
         ApiKey::LeaveGroup => {

@@ -306,45 +306,83 @@ pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     respond(req, &r)
 }
 
+/// A topic config change: `Some(value)` sets, `None` deletes (back to the default).
+type ConfigOps = Vec<(String, Option<String>)>;
+
+/// Applies `ops` to a topic resource's configs (after clearing them all when `replace`), or only
+/// validates them. Returns the (error code, message) for the resource's response.
+async fn alter_topic_configs(
+    resource_type: i8,
+    name: String,
+    ops: Result<ConfigOps, String>,
+    replace: bool,
+    validate_only: bool,
+) -> (i16, Option<StrBytes>) {
+    if resource_type != RESOURCE_TOPIC {
+        return (errors::INVALID_REQUEST, Some(text("only topic configs can be altered")));
+    }
+    let ops = match ops {
+        Ok(ops) => ops,
+        Err(msg) => return (errors::INVALID_CONFIG, Some(text(msg))),
+    };
+    let outcome = topics::update(name, move |meta| {
+        if replace {
+            meta.configs.clear();
+        }
+        for (name, value) in ops {
+            match value {
+                Some(v) => meta.configs.insert(name, v),
+                None => meta.configs.remove(&name),
+            };
+        }
+        if validate_only {
+            topics::validate(&meta.name, meta.partitions, &meta.configs)?;
+            return Err((errors::NONE, String::new()));
+        }
+        Ok(())
+    })
+    .await;
+    match outcome {
+        Ok(_) => (errors::NONE, None),
+        Err((code, msg)) => (code, (code != errors::NONE).then(|| text(msg))),
+    }
+}
+
 pub async fn incremental_alter_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: IncrementalAlterConfigsRequest = protocol::decode_body(req)?;
     let mut r = IncrementalAlterConfigsResponse::default();
     for res in q.resources {
+        // SET (0) and DELETE (1); APPEND and SUBTRACT apply to list configs, which topics here lack.
+        let ops: Result<ConfigOps, String> = res
+            .configs
+            .iter()
+            .map(|c| match (c.config_operation, &c.value) {
+                (0, Some(v)) => Ok((c.name.to_string(), Some(v.to_string()))),
+                (1, _) => Ok((c.name.to_string(), None)),
+                (op, _) => Err(format!("operation {op} on {} is not supported", c.name)),
+            })
+            .collect();
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+        (out.error_code, out.error_message) =
+            alter_topic_configs(res.resource_type, res.resource_name.to_string(), ops, false, q.validate_only).await;
         out.resource_type = res.resource_type;
-        out.resource_name = res.resource_name.clone();
-        if res.resource_type != RESOURCE_TOPIC {
-            out.error_code = errors::INVALID_REQUEST;
-            out.error_message = Some(text("only topic configs can be altered"));
-            r.responses.push(out);
-            continue;
-        }
-        let ops: Vec<(String, i8, Option<String>)> =
-            res.configs.iter().map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))).collect();
-        let validate_only = q.validate_only;
-        let outcome = topics::update(res.resource_name.to_string(), move |meta| {
-            for (name, op, value) in ops {
-                match (op, value) {
-                    (0, Some(v)) => {
-                        meta.configs.insert(name, v);
-                    }
-                    (1, _) => {
-                        meta.configs.remove(&name);
-                    }
-                    _ => return Err((errors::INVALID_CONFIG, format!("operation {op} on {name} is not supported"))),
-                }
-            }
-            if validate_only {
-                super::topics::validate(&meta.name, meta.partitions, &meta.configs)?;
-                return Err((errors::NONE, String::new()));
-            }
-            Ok(())
-        })
-        .await;
-        if let Err((code, msg)) = outcome {
-            out.error_code = code;
-            out.error_message = (code != errors::NONE).then(|| text(msg));
-        }
+        out.resource_name = res.resource_name;
+        r.responses.push(out);
+    }
+    respond(req, &r)
+}
+
+/// The legacy AlterConfigs: the given configs replace the topic's whole set.
+pub async fn alter_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: AlterConfigsRequest = protocol::decode_body(req)?;
+    let mut r = AlterConfigsResponse::default();
+    for res in q.resources {
+        let ops = Ok(res.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))).collect());
+        let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
+        (out.error_code, out.error_message) =
+            alter_topic_configs(res.resource_type, res.resource_name.to_string(), ops, true, q.validate_only).await;
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name;
         r.responses.push(out);
     }
     respond(req, &r)

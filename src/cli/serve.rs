@@ -159,6 +159,21 @@ fn check_ports_free(cfg: &BrokerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Every segment keeps three files open: raise the soft limit on open files to the hard one, so
+/// thousands of partitions do not hit a default of 1024.
+fn raise_open_files_limit() {
+    // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-files limit");
+            }
+        }
+    }
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -198,6 +213,7 @@ pub fn run(args: ServeArgs) -> i32 {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     });
+    raise_open_files_limit();
     if let Err(e) = check_ports_free(&cfg) {
         eprintln!("weir serve: {e}");
         return 1;

@@ -25,7 +25,7 @@ const BLOCK_BYTES: u64 = 4096;
 const WRITE_BYTES_MAX: usize = 8 << 20;
 /// How far ahead of the tail an idle writer writes zeros, and in what steps (a step delays a data
 /// write that arrives meanwhile by its duration, so it is small).
-const PREALLOC_AHEAD_BYTES: u64 = 4 << 20;
+const PREALLOC_AHEAD_BYTES: u64 = 2 << 20;
 const PREALLOC_CHUNK_BYTES: usize = 256 << 10;
 /// Bytes appended but not yet written, per partition, beyond which producers wait for the writer.
 const PENDING_BYTES_MAX: usize = 16 << 20;
@@ -448,7 +448,10 @@ impl Log {
             let s = self.state();
             let active = s.segments.last().expect("active segment");
             let room = s.cfg.segment_bytes.saturating_sub(s.prealloc_end);
+            // A partition nobody writes to preallocates nothing (a thousand idle partitions would
+            // otherwise write gigabytes of zeros).
             if !s.pending.is_empty()
+                || active.size == 0
                 || s.closing
                 || s.prealloc_end >= active.size + PREALLOC_AHEAD_BYTES
                 || room < PREALLOC_CHUNK_BYTES as u64

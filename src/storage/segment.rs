@@ -23,8 +23,8 @@ use std::time::Instant;
 const INDEX_ENTRY_BYTES: usize = 8;
 const TIME_INDEX_ENTRY_BYTES: usize = 12;
 /// The active segment may end in at most this many zeros: block padding plus what the writer
-/// preallocated ahead of the tail (`log.rs`, 4 MiB ahead in 256 KiB steps, after a full block).
-const ZERO_TAIL_MAX: u64 = 5 << 20;
+/// preallocated ahead of the tail (`log.rs`, 2 MiB ahead in 256 KiB steps, after a full block).
+const ZERO_TAIL_MAX: u64 = 3 << 20;
 /// Chunk size for recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 

@@ -122,3 +122,17 @@ def test_restart_keeps_data(broker):
     broker.restart()
     got = consume_all(broker.bootstrap, topic, 300)
     assert [int(m.value()) for m in got] == list(range(300))
+
+
+def test_legacy_alter_configs_replaces_the_set(shared_broker):
+    from confluent_kafka.admin import ConfigResource
+
+    topic = unique("cfg")
+    admin = AdminClient({"bootstrap.servers": shared_broker.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1, config={"segment.bytes": "1048576"})])[topic].result(10)
+    resource = ConfigResource("topic", topic, set_config={"retention.ms": "60000"})
+    for f in admin.alter_configs([resource]).values():
+        f.result(10)
+    configs = list(admin.describe_configs([ConfigResource("topic", topic)]).values())[0].result(10)
+    assert configs["retention.ms"].value == "60000"
+    assert configs["segment.bytes"].value == str(1 << 30), "AlterConfigs replaces the whole set: back to the default"
