@@ -51,6 +51,15 @@ pub struct ServeArgs {
     /// Memory for recent batches per shard, in MiB.
     #[arg(long, env = "WEIR_CACHE_MB")]
     cache_mb: Option<usize>,
+    /// Committed offsets of a group with no members are dropped after this long without a commit
+    /// (offsets.retention.minutes).
+    #[arg(long, env = "WEIR_OFFSETS_RETENTION_MINUTES")]
+    offsets_retention_minutes: Option<u64>,
+    /// Shortest and longest session timeout a group member may ask for, in ms.
+    #[arg(long, env = "WEIR_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    group_min_session_timeout_ms: Option<i32>,
+    #[arg(long, env = "WEIR_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    group_max_session_timeout_ms: Option<i32>,
     /// Config file: `key = value` lines with the flag names (e.g. `data-dir = "/var/lib/weir"`).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
@@ -93,6 +102,13 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 "retention-bytes" => a.retention_bytes = a.retention_bytes.or(Some(num(&v)?)),
                 "max-request-bytes" => a.max_request_bytes = a.max_request_bytes.or(Some(count(&v)? as usize)),
                 "cache-mb" => a.cache_mb = a.cache_mb.or(Some(count(&v)? as usize)),
+                "offsets-retention-minutes" => a.offsets_retention_minutes = a.offsets_retention_minutes.or(Some(count(&v)?)),
+                "group-min-session-timeout-ms" => {
+                    a.group_min_session_timeout_ms = a.group_min_session_timeout_ms.or(Some(count(&v)? as i32))
+                }
+                "group-max-session-timeout-ms" => {
+                    a.group_max_session_timeout_ms = a.group_max_session_timeout_ms.or(Some(count(&v)? as i32))
+                }
                 _ => return Err(format!("{}: unknown setting {k}", path.display())),
             }
         }
@@ -135,6 +151,18 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.cache_mb {
         cfg.cache_bytes_per_shard = v << 20;
+    }
+    if let Some(v) = a.offsets_retention_minutes {
+        cfg.offsets_retention_minutes = v;
+    }
+    if let Some(v) = a.group_min_session_timeout_ms {
+        cfg.group_min_session_timeout_ms = v;
+    }
+    if let Some(v) = a.group_max_session_timeout_ms {
+        cfg.group_max_session_timeout_ms = v;
+    }
+    if cfg.group_min_session_timeout_ms > cfg.group_max_session_timeout_ms {
+        return Err("--group-min-session-timeout-ms is above --group-max-session-timeout-ms".into());
     }
     Ok(cfg)
 }

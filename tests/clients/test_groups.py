@@ -181,3 +181,77 @@ def test_two_groups_progress_independently(shared_broker):
     c = Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": g2})
     assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 20
     c.close()
+
+
+def test_static_member_keeps_its_partitions_across_a_restart(shared_broker):
+    topic = make_topic(shared_broker.bootstrap, 4, 8)
+    group = unique("g")
+    a = consumer(shared_broker.bootstrap, group, "range", **{"group.instance.id": "a"})
+    b = consumer(shared_broker.bootstrap, group, "range", **{"group.instance.id": "b"})
+    a.subscribe([topic])
+    b.subscribe([topic])
+    before = wait_assigned([a, b], 4)
+    # A static member that goes away without LeaveGroup (close() of a static member does not leave)
+    # and comes back with the same instance id takes its old place.
+    b.close()
+    b = consumer(shared_broker.bootstrap, group, "range", **{"group.instance.id": "b"})
+    b.subscribe([topic])
+    after = wait_assigned([a, b], 4)
+    assert after == before
+    a.close()
+    b.close()
+
+
+def join_group_v0(port, group, protocol):
+    """A bare JoinGroup v0 (no KIP-394 round trip); returns its error code."""
+    import socket
+    import struct
+
+    def string(x):
+        return struct.pack(">h", len(x)) + x
+
+    body = string(group.encode()) + struct.pack(">i", 10000) + string(b"") + string(b"consumer")
+    body += struct.pack(">i", 1) + string(protocol.encode()) + struct.pack(">i", 0)
+    header = struct.pack(">hhi", 11, 0, 1) + string(b"raw")
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+        s.settimeout(15)
+        size = struct.unpack(">i", s.recv(4))[0]
+        data = b""
+        while len(data) < size:
+            data += s.recv(size - len(data))
+    return struct.unpack(">h", data[4:6])[0]
+
+
+def test_inconsistent_protocols_are_refused(shared_broker):
+    topic = make_topic(shared_broker.bootstrap, 2, 2)
+    group = unique("g")
+    a = consumer(shared_broker.bootstrap, group, "range")
+    a.subscribe([topic])
+    wait_assigned([a], 2)
+    assert join_group_v0(shared_broker.port, group, "my-own-assignor") == 23  # INCONSISTENT_GROUP_PROTOCOL
+    a.poll(0.5)
+    assert len(a.assignment()) == 2, "the consistent member keeps the group"
+    a.close()
+
+
+def test_list_delete_groups_and_offsets(shared_broker):
+    from confluent_kafka.admin import AdminClient
+
+    topic = make_topic(shared_broker.bootstrap, 1, 10)
+    group = unique("g")
+    c = consumer(shared_broker.bootstrap, group, "range")
+    c.subscribe([topic])
+    assert poll_count(c, 10) == 10
+    c.commit(asynchronous=False)
+    c.close()
+    admin = AdminClient({"bootstrap.servers": shared_broker.bootstrap})
+    listed = admin.list_consumer_groups().result(10)
+    assert group in [g.group_id for g in listed.valid]
+    futures = admin.delete_consumer_groups([group])
+    futures[group].result(10)
+    listed = admin.list_consumer_groups().result(10)
+    assert group not in [g.group_id for g in listed.valid]
+    check = Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": group})
+    assert check.committed([TopicPartition(topic, 0)], timeout=10)[0].offset < 0, "offsets went with the group"
+    check.close()
