@@ -87,16 +87,21 @@ impl Template {
     }
 }
 
+/// What a producer thread shares with the rest of the run.
+pub struct Shared {
+    pub stop: Stop,
+    pub totals: Arc<Totals>,
+    /// The bench clock's zero.
+    pub base: Instant,
+    /// e2e mode: stamp send times into the values.
+    pub stamp: bool,
+    /// Open loop: how late batches left, merged from every producer.
+    pub send_lag: Arc<std::sync::Mutex<Histogram<u64>>>,
+}
+
 /// Runs producer `index` over `partitions` (each with its leader's address) until `stop`.
-pub fn run(
-    index: usize,
-    args: Args,
-    partitions: Vec<(i32, String)>,
-    stop: Stop,
-    totals: Arc<Totals>,
-    base: Instant,
-    stamp: bool,
-) -> client::Result<Histogram<u64>> {
+pub fn run(index: usize, args: Args, partitions: Vec<(i32, String)>, shared: Shared) -> client::Result<Histogram<u64>> {
+    let Shared { stop, totals, base, stamp, send_lag } = shared;
     if !args.no_pin {
         pin(index);
     }
@@ -123,6 +128,7 @@ pub fn run(
     let mut template = Template::new(batch_n, args.msg_size, codec);
     let mut sent: u64 = 0;
     let mut next_partition = 0usize;
+    let mut lag = histogram();
     let result = loop {
         let now = Instant::now();
         if stop.finished(now, totals.messages.load(Ordering::Relaxed)) {
@@ -158,6 +164,11 @@ pub fn run(
         let req = client::produce_request(&args.topic, *partition, records, args.acks, 30_000);
         let measured = stop.measuring(now);
         let sent_ns = if step == 0 { nanos_since(base) } else { first_ns };
+        if step != 0 && measured {
+            // How late this batch leaves beyond what --linger-ms asks: the load generator's own
+            // scheduling delay, which open-loop latency rightly includes.
+            lag.saturating_record(nanos_since(base).saturating_sub(first_ns + linger_ns.min(step * batch_n as u64)) / 1000);
+        }
         let correlation = match conn.send(&req, version) {
             Ok(c) => c,
             Err(e) => break Err(e),
@@ -174,6 +185,7 @@ pub fn run(
         }
     };
     drop(writers);
+    send_lag.lock().expect("send-lag histogram").add(&lag).expect("same bounds");
     let mut hist = histogram();
     for r in readers {
         match r.join() {

@@ -14,6 +14,8 @@ pub struct Report {
     /// (messages, bytes) in each measured second.
     pub per_second: Vec<(u64, u64)>,
     pub latency_us: Histogram<u64>,
+    /// Open loop only: how late batches left beyond their linger (the generator's own delays).
+    pub send_lag_us: Option<Histogram<u64>>,
 }
 
 const PERCENTILES: [(&str, f64); 6] = [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9), ("p99.99", 99.99), ("max", 100.0)];
@@ -46,6 +48,16 @@ impl Report {
             }
             let _ = writeln!(s, "  ({} samples)", self.latency_us.len());
         }
+        if let Some(lag) = self.send_lag_us.as_ref().filter(|h| !h.is_empty()) {
+            let _ = writeln!(
+                s,
+                "  send lag µs   p50 {} p99 {} p99.9 {} max {}  (how late batches left the generator; included above)",
+                lag.value_at_percentile(50.0),
+                lag.value_at_percentile(99.0),
+                lag.value_at_percentile(99.9),
+                lag.max()
+            );
+        }
         s
     }
 
@@ -61,7 +73,19 @@ impl Report {
             let key = if name == "max" { "max_us".to_string() } else { format!("{}_us", name.replace('.', "_")) };
             let _ = write!(s, ", \"{key}\": {}", self.percentile_us(p));
         }
-        s.push_str("},\n  \"per_second\": [");
+        s.push('}');
+        if let Some(lag) = &self.send_lag_us {
+            let _ = write!(
+                s,
+                ",\n  \"send_lag\": {{\"samples\": {}, \"p50_us\": {}, \"p99_us\": {}, \"p99_9_us\": {}, \"max_us\": {}}}",
+                lag.len(),
+                lag.value_at_percentile(50.0),
+                lag.value_at_percentile(99.0),
+                lag.value_at_percentile(99.9),
+                lag.max()
+            );
+        }
+        s.push_str(",\n  \"per_second\": [");
         let rows: Vec<String> = self
             .per_second
             .iter()
@@ -176,6 +200,7 @@ mod tests {
             seconds: 2.0,
             per_second: vec![(1000, 100_000), (1000, 100_000)],
             latency_us: h,
+            send_lag_us: None,
         };
         assert_eq!(r.msgs_per_sec(), 1000.0);
         let json = r.json();

@@ -60,6 +60,7 @@ fn run(mut args: Args) -> Result<(), String> {
     };
     let totals = Arc::new(Totals::default());
     let stamp = args.mode == Mode::E2e;
+    let send_lag = Arc::new(std::sync::Mutex::new(bench::histogram()));
     let mut producers = Vec::new();
     if args.mode != Mode::Consume {
         for i in 0..args.producers {
@@ -70,7 +71,8 @@ fn run(mut args: Args) -> Result<(), String> {
             let (a, s, t) = (args.clone(), stop.clone(), totals.clone());
             // In e2e mode the consumers count messages and measure latency; producers only stamp.
             let counted = if stamp { Arc::new(Totals::default()) } else { t };
-            producers.push(std::thread::spawn(move || bench::produce::run(i, a, mine, s, counted, base, stamp)));
+            let shared = bench::produce::Shared { stop: s, totals: counted, base, stamp, send_lag: send_lag.clone() };
+            producers.push(std::thread::spawn(move || bench::produce::run(i, a, mine, shared)));
         }
     }
     let mut consumers = Vec::new();
@@ -155,6 +157,7 @@ fn run(mut args: Args) -> Result<(), String> {
         seconds,
         per_second,
         latency_us: latency,
+        send_lag_us: args.rate.map(|_| send_lag.lock().expect("send-lag histogram").clone()),
     };
     print!("{}", report.table());
     report.write_all(args.json.as_deref(), args.hgrm.as_deref(), args.html.as_deref()).map_err(|e| e.to_string())
