@@ -168,11 +168,18 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
 }
 
 /// glommio binds with SO_REUSEPORT, so a second broker on the same ports would silently share
-/// them: refuse to start when something already accepts connections there. Also resolves the host,
+/// them: refuse to start when something keeps accepting connections there. Also resolves the host,
 /// which glommio would otherwise panic on.
+///
+/// A broker killed with SIGKILL leaves its listening sockets alive for a moment: io_uring tears a dead
+/// process's ring down asynchronously, and the accept requests in flight hold the sockets until then.
+/// Binding beside such a socket would hand some new connections to a listener nobody serves, so wait
+/// for it to go (up to `PORT_WAIT`) before deciding the port is taken.
 fn check_ports_free(cfg: &BrokerConfig) -> Result<(), String> {
     use std::net::ToSocketAddrs;
+    const PORT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
     let ports = if cfg.single_port { 1 } else { cfg.shards };
+    let deadline = std::time::Instant::now() + PORT_WAIT;
     for i in 0..ports {
         let addr = format!("{}:{}", cfg.listen_host, usize::from(cfg.port) + i);
         let resolved = addr
@@ -180,8 +187,15 @@ fn check_ports_free(cfg: &BrokerConfig) -> Result<(), String> {
             .map_err(|e| format!("cannot resolve {addr}: {e}"))?
             .next()
             .ok_or(format!("{addr} resolves to nothing"))?;
-        if std::net::TcpStream::connect_timeout(&resolved, std::time::Duration::from_millis(200)).is_ok() {
-            return Err(format!("{addr} is already in use by a running server"));
+        let mut warned = false;
+        while std::net::TcpStream::connect_timeout(&resolved, std::time::Duration::from_millis(200)).is_ok() {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("{addr} is already in use by a running server"));
+            }
+            if !std::mem::replace(&mut warned, true) {
+                tracing::warn!(%addr, "port still accepts connections (a broker running, or one just killed); waiting");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
     Ok(())
