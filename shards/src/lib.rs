@@ -15,7 +15,7 @@ mod placement;
 
 pub use mailbox::{Job, Mailboxes};
 pub use notify::{Notified, Notify};
-pub use placement::placement;
+pub use placement::{placement, stable_hash};
 
 use std::cell::Cell;
 use std::sync::Arc;

@@ -4,8 +4,9 @@
 //! the partitions of one topic spread round-robin from a per-topic starting shard, so a topic with
 //! as many partitions as shards uses every core.
 
-/// FNV-1a: stable across runs and platforms, unlike `std`'s randomly seeded hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a: stable across runs and platforms, unlike `std`'s randomly seeded hasher. Anything that
+/// maps names to places durably (shards, offsets partitions) hashes with this.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         hash ^= u64::from(b);
@@ -17,7 +18,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// The shard that owns `partition` of `topic` when there are `shards` shards.
 pub fn placement(topic: &str, partition: u32, shards: usize) -> usize {
     assert!(shards > 0);
-    let first = fnv1a(topic.as_bytes()) % shards as u64;
+    let first = stable_hash(topic.as_bytes()) % shards as u64;
     ((first + u64::from(partition)) % shards as u64) as usize
 }
 

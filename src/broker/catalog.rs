@@ -158,7 +158,7 @@ pub fn new_topic_id(name: &str) -> u128 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(1);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = shards::stable_hash(name.as_bytes());
     (u128::from(now) << 64) | u128::from(hash ^ COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 

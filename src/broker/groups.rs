@@ -7,8 +7,9 @@
 //! A member that neither heartbeats nor joins within its session timeout is removed and the group
 //! rebalances. The broker never reads assignments: assignors are the clients' business.
 
+use super::handlers::{respond, text};
 use super::offsets_store::{self, Committed, GroupOffsets, OffsetsFile, Record, OFFSETS_PARTITIONS};
-use super::{errors, state, BrokerConfig};
+use super::{errors, state, unix_ms, BrokerConfig};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::FlushPolicy;
 use bytes::Bytes;
@@ -171,10 +172,6 @@ pub struct Coordinator {
     offsets_retention: Duration,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
-}
-
 /// The shard coordinating `group`.
 pub fn coordinator_shard(group: &str) -> usize {
     let st = state();
@@ -260,7 +257,7 @@ impl Coordinator {
                 !(g.phase == Phase::Empty && g.members.is_empty() && g.pending.is_empty() && !offsets.contains_key(id))
             });
         }
-        let cutoff = now_ms() - self.offsets_retention.as_millis() as i64;
+        let cutoff = unix_ms() - self.offsets_retention.as_millis() as i64;
         let stale: Vec<String> = {
             let groups = self.groups.borrow();
             let offsets = self.offsets.borrow();
@@ -286,14 +283,6 @@ pub async fn expiry_loop() {
         shards::sleep(EXPIRY_CHECK).await;
         state().groups.expire(Instant::now());
     }
-}
-
-fn text(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
-
-fn respond<T: kafka_protocol::protocol::Encodable>(req: &Request, body: &T) -> Result<Option<Bytes>, ProtocolError> {
-    protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, body).map(Some)
 }
 
 /// Runs `f` on `group`'s coordinator shard.
@@ -340,7 +329,7 @@ fn new_member_id(client_id: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let base = if client_id.is_empty() { "member" } else { client_id };
-    format!("{base}-{:x}-{n}", now_ms())
+    format!("{base}-{:x}-{n}", unix_ms())
 }
 
 async fn join_local(q: JoinGroupRequest, version: i16, client_id: String, client_host: String) -> JoinGroupResponse {
@@ -597,7 +586,7 @@ async fn commit_local(group: String, member_id: String, generation: i32, parts: 
             }
         }
     }
-    let ts = now_ms();
+    let ts = unix_ms();
     let records: Vec<Record> = parts
         .iter()
         .map(|(topic, partition, offset, epoch, metadata)| Record::Commit {

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 
 pub const CLUSTER_ID: &str = "weir-cluster";
 
-fn respond<T: kafka_protocol::protocol::Encodable>(req: &Request, body: &T) -> Result<Option<Bytes>, ProtocolError> {
+pub(super) fn respond<T: kafka_protocol::protocol::Encodable>(req: &Request, body: &T) -> Result<Option<Bytes>, ProtocolError> {
     protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, body).map(Some)
 }
 
-fn text(s: impl Into<String>) -> StrBytes {
+pub(super) fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
@@ -407,6 +407,5 @@ pub fn init_producer_id(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
 fn new_producer_id() -> i64 {
     use std::sync::atomic::{AtomicI64, Ordering};
     static COUNTER: AtomicI64 = AtomicI64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-    (now << 12) + (COUNTER.fetch_add(1, Ordering::Relaxed) & 0xfff)
+    (super::unix_ms() << 12) + (COUNTER.fetch_add(1, Ordering::Relaxed) & 0xfff)
 }

@@ -24,6 +24,11 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
+/// Wall-clock milliseconds since the Unix epoch (Kafka's timestamps).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
 /// Broker settings, shared read-only by all shards.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {

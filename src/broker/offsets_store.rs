@@ -40,7 +40,7 @@ pub enum Record {
 }
 
 pub fn partition_for(group: &str) -> u32 {
-    let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = shards::stable_hash(group.as_bytes());
     (hash % u64::from(OFFSETS_PARTITIONS)) as u32
 }
 

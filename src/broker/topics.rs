@@ -231,7 +231,7 @@ pub async fn retention_loop() {
     let every = std::time::Duration::from_millis(state().cfg.retention_check_ms);
     loop {
         shards::sleep(every).await;
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let now_ms = super::unix_ms();
         let parts: Vec<(String, i32, Rc<Partition>)> =
             state().partitions.borrow().iter().map(|((t, p), v)| (t.clone(), *p, v.clone())).collect();
         for (topic, p, part) in parts {

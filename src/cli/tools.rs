@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use std::io::{BufRead, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use weir::client::group::GroupMember;
 use weir::client::{self, Cluster};
 use weir::storage::batch::{self, NewRecord};
@@ -139,10 +139,6 @@ fn describe(cluster: &mut Cluster, name: &str) -> client::Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
-}
-
 pub fn produce(args: ProduceArgs) -> i32 {
     let run = || -> client::Result<u64> {
         let mut cluster = Cluster::connect(&args.common.bootstrap)?;
@@ -181,7 +177,7 @@ pub fn produce(args: ProduceArgs) -> i32 {
                 });
             }
             for (p, records) in by_partition.into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
-                let bytes = batch::encode(&records, now_ms());
+                let bytes = batch::encode(&records, weir::broker::unix_ms());
                 let leader = layout.leaders.get(p).copied().unwrap_or(-1);
                 let conn = cluster.conn(leader)?;
                 let v = conn.version::<kafka_protocol::messages::ProduceRequest>(7);
