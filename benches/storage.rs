@@ -5,7 +5,7 @@
 //! `WEIR_BENCH_LARGE_GIB=1` shrinks the large log for a quick pass.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use weir::storage::{batch, FlushPolicy, Log, LogConfig};
@@ -117,12 +117,16 @@ fn reads(c: &mut Criterion) {
                     };
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
+                        if !hot {
+                            drop_page_cache(&d);
+                        }
                         let t = Instant::now();
                         let (mut offset, mut bytes) = (start_offset, 0u64);
                         // 48 MiB, or the whole hot tail (a whole number of batches, a little less).
                         while bytes < 48 << 20 && offset < log.offsets().high_watermark {
                             let chunks = log.read(offset, 1 << 20).await.unwrap();
                             for c in &chunks {
+                                let c = c.to_bytes().unwrap();
                                 let mut at = 0;
                                 while at < c.len() {
                                     let h = batch::header(&c[at..]).unwrap();
@@ -218,3 +222,16 @@ fn lookups_and_recovery(c: &mut Criterion) {
 
 criterion_group!(benches, appends, reads, lookups_and_recovery);
 criterion_main!(benches);
+
+/// Evicts the segment files under `dir` from the page cache, so that file reads come from the disk.
+fn drop_page_cache(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY: advice on an open fd; no memory is passed.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
+}

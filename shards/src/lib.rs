@@ -12,10 +12,12 @@
 mod mailbox;
 mod notify;
 mod placement;
+mod sendfile;
 
 pub use mailbox::{Job, Mailboxes};
 pub use notify::{Notified, Notify};
 pub use placement::{placement, stable_hash};
+pub use sendfile::{send_file, FileRange};
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -77,8 +79,10 @@ where
     for id in 0..count {
         let main = main.clone();
         let shard = Shard { id, count, mailboxes: mailboxes.clone() };
-        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(id % cores))
+        let core = id % cores;
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(core))
             .name(&format!("weir-shard-{id}"))
+            .blocking_thread_pool_placement(blocking_pool(core))
             .spawn(move || async move {
                 SHARD_ID.with(|s| s.set(Some(id)));
                 let serve = shard.mailboxes.clone();
@@ -89,6 +93,16 @@ where
         handles.push(handle);
     }
     Ok(Shards { handles })
+}
+
+/// Threads that run a shard's blocking calls (zero-copy sends), on the shard's own core. More than
+/// one, so that a send waiting on a slow consumer does not hold up the others.
+fn blocking_pool(core: usize) -> glommio::PoolPlacement {
+    const THREADS: usize = 4;
+    match glommio::CpuSet::online() {
+        Ok(online) => glommio::PoolPlacement::Custom(vec![online.filter(|l| l.cpu == core); THREADS]),
+        Err(_) => glommio::PoolPlacement::Unbound(THREADS),
+    }
 }
 
 /// The running shards.

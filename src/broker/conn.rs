@@ -5,8 +5,10 @@
 //! with one log line; nothing a client sends can take the shard down.
 
 use super::{fetch, groups, handlers, produce, state};
+use crate::protocol::fetch_response::Part;
 use crate::protocol::{self, frame::FrameReader, ProtocolError};
-use bytes::Bytes;
+use crate::storage::Chunk;
+use bytes::{Bytes, BytesMut};
 use futures_lite::AsyncWriteExt;
 use kafka_protocol::messages::ApiKey;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,34 +65,64 @@ async fn connection(mut stream: shards::TcpStream) {
                 return;
             }
         };
-        let response = match dispatch(frame, &peer).await {
-            Ok(r) if tracing::enabled!(tracing::Level::TRACE) => {
-                tracing::trace!(%peer, bytes = r.as_ref().map_or(0, |b| b.len()), "responded");
-                r
-            }
+        let reply = match dispatch(frame, &peer).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "closing connection");
                 return;
             }
         };
-        if let Some(bytes) = response {
-            if stream.write_all(&bytes).await.is_err() {
-                return;
-            }
+        let sent = match reply {
+            None => Ok(()),
+            Some(Reply::Frame(bytes)) => stream.write_all(&bytes).await,
+            Some(Reply::Parts(parts)) => write_parts(&mut stream, parts).await,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(%peer, error = %e, "response not sent; closing connection");
+            return;
         }
     }
 }
 
-async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Bytes>, ProtocolError> {
+/// A response: one encoded frame, or a Fetch frame whose record chunks are sent as they are.
+enum Reply {
+    Frame(Bytes),
+    Parts(Vec<Part<Chunk>>),
+}
+
+/// Sends a frame made of parts: encoded bytes and cached records go out together through one
+/// buffer; file ranges go from the page cache to the socket with sendfile, never through ours.
+async fn write_parts(stream: &mut shards::TcpStream, parts: Vec<Part<Chunk>>) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    for part in parts {
+        match part {
+            Part::Encoded(b) | Part::Records(Chunk::Memory(b)) => buf.extend_from_slice(&b),
+            Part::Records(Chunk::File(range)) => {
+                if !buf.is_empty() {
+                    stream.write_all(&buf).await?;
+                    buf.clear();
+                }
+                shards::send_file(stream, &range).await?;
+            }
+        }
+    }
+    if !buf.is_empty() {
+        stream.write_all(&buf).await?;
+    }
+    Ok(())
+}
+
+async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolError> {
     let mut req = protocol::decode_header(frame)?;
     req.peer = peer.to_string();
     tracing::trace!(%peer, api = ?req.api, version = req.header.request_api_version, correlation = req.header.correlation_id, "request");
-    match req.api {
+    if req.api == ApiKey::Fetch {
+        return fetch::handle(&req).await.map(|parts| Some(Reply::Parts(parts)));
+    }
+    let frame = match req.api {
         ApiKey::ApiVersions => handlers::api_versions(&req),
         ApiKey::Metadata => handlers::metadata(&req).await,
         ApiKey::Produce => produce::handle(&req).await,
-        ApiKey::Fetch => fetch::handle(&req).await,
         ApiKey::ListOffsets => handlers::list_offsets(&req).await,
         ApiKey::CreateTopics => handlers::create_topics(&req).await,
         ApiKey::DeleteTopics => handlers::delete_topics(&req).await,
@@ -112,5 +144,9 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Bytes>, ProtocolErr
         | ApiKey::DeleteGroups
         | ApiKey::OffsetDelete => groups::handle(&req).await,
         other => Err(ProtocolError::UnknownApi(other as i16)),
+    };
+    if tracing::enabled!(tracing::Level::TRACE) {
+        tracing::trace!(%peer, bytes = frame.as_ref().map_or(0, |r| r.as_ref().map_or(0, |b| b.len())), "responded");
     }
+    Ok(frame?.map(Reply::Frame))
 }

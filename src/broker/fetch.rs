@@ -4,10 +4,10 @@
 //! (the log's `appended` notification, on the owning shard) or for `max_wait_ms` — never a polling timer.
 
 use super::{errors, produce::log_error_code, state};
+use crate::protocol::fetch_response::{self, Part, Partition, Topic};
 use crate::protocol::{self, ProtocolError, Request};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use crate::storage::Chunk;
+use kafka_protocol::messages::FetchRequest;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,7 +18,7 @@ struct Read {
     error: i16,
     high_watermark: i64,
     log_start: i64,
-    records: Vec<Bytes>,
+    records: Vec<Chunk>,
 }
 
 impl Read {
@@ -88,13 +88,15 @@ async fn read_one(w: &Want, max_bytes: usize) -> Read {
     }
 }
 
-pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+/// Answers a Fetch with the frame's parts: record chunks stay as read (cached bytes or file ranges)
+/// for the connection to send without copying file data through user space.
+pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     let fetch: FetchRequest = protocol::decode_body(req)?;
     let st = state();
     let deadline = Instant::now() + Duration::from_millis(fetch.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = fetch.min_bytes.max(0) as usize;
     let max_bytes = if fetch.max_bytes <= 0 { usize::MAX } else { fetch.max_bytes as usize };
-    let mut layout: Vec<(TopicName, Vec<usize>)> = Vec::new();
+    let mut layout: Vec<(String, Vec<usize>)> = Vec::new();
     let mut wants = Vec::new();
     for topic in fetch.topics {
         let name = topic.topic.0.to_string();
@@ -114,7 +116,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                 owner,
             });
         }
-        layout.push((topic.topic, idx));
+        layout.push((name, idx));
     }
     let reads = loop {
         let mut reads = Vec::with_capacity(wants.len());
@@ -142,47 +144,33 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         let marks: Vec<i64> = reads.iter().zip(&wants).map(|(r, w)| r.high_watermark.max(w.offset)).collect();
         wait_any(&wants, &marks, deadline - now).await;
     };
-    let mut response = FetchResponse::default();
-    for (topic, idx) in layout {
-        let mut t = FetchableTopicResponse::default();
-        t.topic = topic;
-        for i in idx {
-            let r = &reads[i];
-            let mut p = PartitionData::default();
-            p.partition_index = wants[i].partition;
-            p.error_code = r.error;
-            p.high_watermark = r.high_watermark;
-            p.last_stable_offset = r.high_watermark;
-            if req.header.request_api_version >= 5 {
-                p.log_start_offset = r.log_start;
-            }
-            p.aborted_transactions = (fetch.isolation_level == 1).then(Vec::new);
-            p.records = Some(concat(&r.records));
-            t.partitions.push(p);
-        }
-        response.responses.push(t);
-    }
-    protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, &response).map(Some)
+    let mut reads: Vec<Option<Read>> = reads.into_iter().map(Some).collect();
+    let topics = layout
+        .into_iter()
+        .map(|(name, idx)| Topic {
+            name,
+            partitions: idx
+                .into_iter()
+                .map(|i| {
+                    let r = reads[i].take().expect("each read is answered once");
+                    Partition {
+                        index: wants[i].partition,
+                        error_code: r.error,
+                        high_watermark: r.high_watermark,
+                        log_start_offset: r.log_start,
+                        records: r.records,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(fetch_response::encode(req.header.request_api_version, req.header.correlation_id, fetch.isolation_level == 1, topics, Chunk::len))
 }
 
 impl Read {
     fn without_records(mut self) -> Read {
         self.records.clear();
         self
-    }
-}
-
-fn concat(chunks: &[Bytes]) -> Bytes {
-    match chunks {
-        [] => Bytes::new(),
-        [one] => one.clone(),
-        many => {
-            let mut out = BytesMut::with_capacity(many.iter().map(|c| c.len()).sum());
-            for c in many {
-                out.extend_from_slice(c);
-            }
-            out.freeze()
-        }
     }
 }
 

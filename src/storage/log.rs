@@ -8,7 +8,7 @@
 //! commit), then fsyncs per the flush policy. Offsets below `written` are on disk and visible to
 //! readers (the high watermark); offsets below `durable` are also fsynced when the policy asks it.
 
-use super::batch::{self, BatchError, BatchInfo};
+use super::batch::{self, BatchError, BatchHeader, BatchInfo};
 use super::config::{FlushPolicy, LogConfig};
 use super::segment::{Recovered, Segment};
 use bytes::{Bytes, BytesMut};
@@ -31,8 +31,8 @@ const PREALLOC_CHUNK_BYTES: usize = 256 << 10;
 const PENDING_BYTES_MAX: usize = 16 << 20;
 /// Most bytes one read returns (more than one batch only up to this); bounds memory per fetch.
 const READ_BYTES_MAX: usize = 16 << 20;
-/// Read size for fetches served from a segment file.
-const FILE_READ_BYTES_MIN: usize = 64 << 10;
+/// Read size when looking for a batch by its header (the index points within 4 KiB of it).
+const HEADER_SCAN_BYTES: u64 = 16 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -105,6 +105,37 @@ pub struct Log {
     /// acks=1, acks=all and `wait_for_room`).
     progressed: Notify,
     writer_wake: Notify,
+}
+
+/// What a read returns, in log order.
+#[derive(Clone, Debug)]
+pub enum Chunk {
+    /// Recent batches from the cache: reference-counted slices, no copy.
+    Memory(Bytes),
+    /// Older batches as a range of the segment file, for a zero-copy send.
+    File(shards::FileRange),
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Memory(b) => b.len(),
+            Chunk::File(r) => r.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes themselves, read from the file if need be (tools and tests: fetches send file
+    /// ranges without reading them).
+    pub fn to_bytes(&self) -> Result<Bytes, LogError> {
+        match self {
+            Chunk::Memory(b) => Ok(b.clone()),
+            Chunk::File(r) => Ok(Bytes::from(r.read_to_vec()?)),
+        }
+    }
 }
 
 /// Result of an append: the offsets assigned.
@@ -281,9 +312,9 @@ impl Log {
 
     /// Whole batches from the one containing `offset`, up to `max_bytes` (at least one batch), never
     /// past the high watermark. Empty when `offset` is the high watermark.
-    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Chunk>, LogError> {
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
-        let (file, pos, seg_size, hw) = {
+        let (file, reader, seg_base, entry, size) = {
             let s = self.state();
             if offset < s.log_start || offset > s.next_offset {
                 return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
@@ -293,13 +324,41 @@ impl Log {
                 return Ok(Vec::new());
             }
             if s.cache.front().is_some_and(|c| c.base <= offset) {
-                return Ok(s.read_cache(offset, max_bytes, hw));
+                return Ok(s.read_cache(offset, max_bytes, hw).into_iter().map(Chunk::Memory).collect());
             }
             let seg_at = s.segments.partition_point(|seg| seg.base <= offset).max(1) - 1;
             let seg = &s.segments[seg_at];
-            (seg.file.clone(), seg.lookup(offset), seg.size, hw)
+            (seg.file.clone(), seg.reader.clone(), seg.base, seg.lookup_entry(offset), seg.size)
         };
-        read_file(&file, pos, seg_size, offset, max_bytes, hw).await
+        // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
+        // consumer reading on, since reads end on indexed batches); another is found by its header.
+        let (start, first_end) = if entry.0 == offset {
+            (entry.1, None)
+        } else {
+            let holds = |h: &BatchHeader| h.base_offset.get() as u64 + h.last_offset_delta.get() as u64 >= offset;
+            match find_batch(&file, entry.1, size, holds).await? {
+                Some(found) => (found.pos, Some(found.pos + found.len as u64)),
+                None => return Ok(Vec::new()),
+            }
+        };
+        // End on a known boundary within `max_bytes`, or after the first batch if none is that close.
+        let end = match (self.boundary_within(seg_base, start, start + max_bytes as u64)?, first_end) {
+            (Some(end), _) | (None, Some(end)) => end,
+            (None, None) => match find_batch(&file, start, size, |_| true).await? {
+                Some(found) => found.pos + found.len as u64,
+                None => return Ok(Vec::new()),
+            },
+        };
+        Ok(vec![Chunk::File(shards::FileRange { file: reader, pos: start, len: (end - start) as usize })])
+    }
+
+    fn boundary_within(&self, seg_base: u64, after: u64, limit: u64) -> Result<Option<u64>, LogError> {
+        let s = self.state();
+        match s.segments.iter().find(|seg| seg.base == seg_base) {
+            Some(seg) => Ok(seg.boundary_within(after, limit)),
+            // Deleted by retention while we read its headers.
+            None => Err(LogError::OutOfRange { offset: seg_base, start: s.log_start, end: s.next_offset }),
+        }
     }
 
     /// The base offset and max timestamp of the first batch whose max timestamp is ≥ `ts`, or `None`
@@ -312,27 +371,8 @@ impl Log {
             };
             (seg.file.clone(), seg.lookup_time(ts), seg.size)
         };
-        let mut at = pos;
-        while at < size {
-            let chunk = file.read_at(at, (size - at).min(FILE_READ_BYTES_MIN as u64) as usize).await?;
-            // Headers suffice: these bytes were validated when appended. A batch larger than the
-            // chunk is judged by its header and stepped over whole.
-            let mut consumed = 0;
-            while let (Ok(h), Ok(len)) = (batch::header(&chunk[consumed..]), batch::framed_len(&chunk[consumed..])) {
-                if h.max_timestamp.get() >= ts {
-                    return Ok(Some((h.base_offset.get() as u64, h.max_timestamp.get())));
-                }
-                consumed += len;
-                if consumed >= chunk.len() {
-                    break;
-                }
-            }
-            if consumed == 0 {
-                return Err(LogError::Storage(format!("unreadable batch header at position {at}")));
-            }
-            at += consumed as u64;
-        }
-        Ok(None)
+        let found = find_batch(&file, pos, size, |h| h.max_timestamp.get() >= ts).await?;
+        Ok(found.map(|f| (f.base_offset, f.max_timestamp)))
     }
 
     /// Deletes whole oldest segments beyond `retention.bytes` or older than `retention.ms`; the
@@ -642,60 +682,44 @@ async fn read_tail_block(seg: &Segment) -> Result<Vec<u8>, LogError> {
     Ok(got.to_vec())
 }
 
-/// Reads whole batches from a segment file, starting at the indexed position `pos` and skipping to
-/// the batch that holds `offset`.
-async fn read_file(
+/// A batch found by `find_batch`.
+struct Found {
+    pos: u64,
+    len: usize,
+    base_offset: u64,
+    max_timestamp: i64,
+}
+
+/// The first batch at or after `pos` (a batch boundary, below `size`) whose header satisfies
+/// `wanted`. Reads headers only and steps over batch bodies: these bytes were validated when they
+/// were appended.
+async fn find_batch(
     file: &shards::DmaFile,
     mut pos: u64,
     size: u64,
-    offset: u64,
-    max_bytes: usize,
-    hw: u64,
-) -> Result<Vec<Bytes>, LogError> {
-    let mut want = max_bytes.max(FILE_READ_BYTES_MIN);
-    loop {
-        if pos >= size {
-            return Ok(Vec::new());
-        }
-        let len = (size - pos).min(want as u64) as usize;
-        let chunk = file.read_at(pos, len).await?;
-        let chunk = Bytes::copy_from_slice(&chunk);
+    wanted: impl Fn(&BatchHeader) -> bool,
+) -> Result<Option<Found>, LogError> {
+    while pos < size {
+        let chunk = file.read_at(pos, (size - pos).min(HEADER_SCAN_BYTES) as usize).await?;
         let mut at = 0;
-        let mut start = None;
-        let mut skipped = 0;
-        while at < chunk.len() {
-            let Ok(blen) = batch::framed_len(&chunk[at..]) else {
-                break;
-            };
-            if at + blen > chunk.len() {
-                break;
+        while let (Ok(h), Ok(len)) = (batch::header(&chunk[at..]), batch::framed_len(&chunk[at..])) {
+            if wanted(h) {
+                return Ok(Some(Found {
+                    pos: pos + at as u64,
+                    len,
+                    base_offset: h.base_offset.get() as u64,
+                    max_timestamp: h.max_timestamp.get(),
+                }));
             }
-            let h = batch::header(&chunk[at..])?;
-            let base = h.base_offset.get() as u64;
-            let next = base + h.last_offset_delta.get() as u64 + 1;
-            if base >= hw {
+            at += len;
+            if at >= chunk.len() {
                 break;
-            }
-            if next <= offset {
-                skipped = at + blen;
-            } else if start.is_none() {
-                start = Some(at);
-            } else if at + blen - start.expect("set") > max_bytes {
-                break;
-            }
-            at += blen;
-        }
-        match start {
-            Some(s) => return Ok(vec![chunk.slice(s..at)]),
-            None if skipped > 0 => pos += skipped as u64,
-            None => {
-                // The batch at `pos` is bigger than what we read: read it whole.
-                let need = batch::framed_len(&chunk).map_err(LogError::Batch)?;
-                if want >= need {
-                    return Ok(Vec::new());
-                }
-                want = need;
             }
         }
+        if at == 0 {
+            return Err(LogError::Storage(format!("unreadable batch header at position {pos}")));
+        }
+        pos += at as u64;
     }
+    Ok(None)
 }

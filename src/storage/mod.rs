@@ -8,7 +8,7 @@ pub mod log;
 pub mod segment;
 
 pub use self::config::{FlushPolicy, LogConfig};
-pub use self::log::{Appended, Log, LogError, Offsets};
+pub use self::log::{Appended, Chunk, Log, LogError, Offsets};
 
 #[cfg(test)]
 mod tests;

@@ -15,9 +15,11 @@
 use super::batch::{self, BatchInfo};
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 const INDEX_ENTRY_BYTES: usize = 8;
@@ -36,6 +38,9 @@ pub struct Segment {
     pub base: u64,
     pub path: PathBuf,
     pub file: Rc<shards::DmaFile>,
+    /// The same file opened for buffered reads: fetches of older data send ranges of it with
+    /// sendfile. Coherent with the O_DIRECT writes, which invalidate the page cache they cover.
+    pub reader: Arc<File>,
     /// Bytes of valid batches; the file may be longer (zero padding) while the segment is active.
     pub size: u64,
     /// The offset after this segment's last batch.
@@ -55,6 +60,14 @@ pub struct Segment {
     time_index_pending: Vec<u8>,
 }
 
+/// A segment's open files.
+struct Files {
+    file: Rc<shards::DmaFile>,
+    reader: Arc<File>,
+    index: File,
+    time_index: File,
+}
+
 /// What recovery found in one segment.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Recovered {
@@ -69,9 +82,13 @@ impl Segment {
         (dir.join(format!("{stem}.log")), dir.join(format!("{stem}.index")), dir.join(format!("{stem}.timeindex")))
     }
 
-    async fn open_files(dir: &Path, base: u64, truncate_indexes: bool) -> std::io::Result<(PathBuf, Rc<shards::DmaFile>, File, File)> {
+    async fn open_files(dir: &Path, base: u64, truncate_indexes: bool) -> std::io::Result<(PathBuf, Files)> {
         let (log, idx, tidx) = Self::paths(dir, base);
         let file = shards::OpenOptions::new().read(true).write(true).create(true).dma_open(&log).await?;
+        let reader = File::open(&log)?;
+        // Consumers of older data read it front to back: let the kernel read further ahead.
+        // SAFETY: plain advice on an open fd; no memory is passed.
+        unsafe { libc::posix_fadvise(reader.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
         let open_index = |p: &Path| {
             std::fs::OpenOptions::new().read(true).append(true).create(true).open(p).and_then(|f| {
                 if truncate_indexes {
@@ -80,22 +97,24 @@ impl Segment {
                 Ok(f)
             })
         };
-        Ok((log, Rc::new(file), open_index(&idx)?, open_index(&tidx)?))
+        Ok((log, Files { file: Rc::new(file), reader: Arc::new(reader), index: open_index(&idx)?, time_index: open_index(&tidx)? }))
     }
 
     /// Creates an empty segment starting at `base`.
     pub async fn create(dir: &Path, base: u64) -> std::io::Result<Segment> {
-        let (path, file, index_file, time_index_file) = Self::open_files(dir, base, true).await?;
-        file.truncate(0).await?;
+        let (path, files) = Self::open_files(dir, base, true).await?;
+        files.file.truncate(0).await?;
         sync_dir(dir)?;
-        Ok(Self::empty(base, path, file, index_file, time_index_file))
+        Ok(Self::empty(base, path, files))
     }
 
-    fn empty(base: u64, path: PathBuf, file: Rc<shards::DmaFile>, index_file: File, time_index_file: File) -> Segment {
+    fn empty(base: u64, path: PathBuf, files: Files) -> Segment {
+        let Files { file, reader, index: index_file, time_index: time_index_file } = files;
         Segment {
             base,
             path,
             file,
+            reader,
             size: 0,
             next_offset: base,
             max_timestamp: -1,
@@ -121,8 +140,8 @@ impl Segment {
         let index = read_index(&idx_path, file_len);
         let time_index = read_time_index(&tidx_path);
         let mut report = Recovered::default();
-        let (path, file, index_file, time_index_file) = Self::open_files(dir, base, false).await?;
-        let mut seg = Self::empty(base, path, file, index_file, time_index_file);
+        let (path, files) = Self::open_files(dir, base, false).await?;
+        let mut seg = Self::empty(base, path, files);
 
         if let (Some(next_base), Some(index), Some(time_index)) = (next_base, index.clone(), time_index.clone()) {
             // Closed segment with sane indexes: trust them, the file was cut to size when it was sealed.
@@ -261,10 +280,28 @@ impl Segment {
 
     /// Position of the last indexed batch at or before `offset` (O(log n)).
     pub fn lookup(&self, offset: u64) -> u64 {
+        self.lookup_entry(offset).1
+    }
+
+    /// The last indexed batch at or before `offset`: (its base offset, its position).
+    pub fn lookup_entry(&self, offset: u64) -> (u64, u64) {
         let rel = offset.saturating_sub(self.base).min(u64::from(u32::MAX)) as u32;
         match self.index.partition_point(|&(r, _)| r <= rel) {
-            0 => 0,
-            i => u64::from(self.index[i - 1].1),
+            0 => (self.base, 0),
+            i => (self.base + u64::from(self.index[i - 1].0), u64::from(self.index[i - 1].1)),
+        }
+    }
+
+    /// The furthest batch boundary in `(after, limit]` known without reading the file: the end of
+    /// the segment or an indexed batch's position (O(log n)).
+    pub fn boundary_within(&self, after: u64, limit: u64) -> Option<u64> {
+        if self.size <= limit {
+            return (self.size > after).then_some(self.size);
+        }
+        let limit = limit.min(u64::from(u32::MAX)) as u32;
+        match self.index.partition_point(|&(_, pos)| pos <= limit) {
+            0 => None,
+            i => Some(u64::from(self.index[i - 1].1)).filter(|&pos| pos > after),
         }
     }
 

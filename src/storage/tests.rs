@@ -33,6 +33,7 @@ async fn read_all(log: &Log, mut from: u64) -> Vec<(u64, u32)> {
         let chunks = log.read(from, 3000).await.expect("read");
         assert!(!chunks.is_empty(), "read below the high watermark returns data");
         for chunk in chunks {
+            let chunk = chunk.to_bytes().expect("chunk bytes");
             let parts = batch::split(&chunk).expect("stored batches are valid");
             for (_, info) in parts {
                 if (info.base_offset as u64) + u64::from(info.offset_count) <= from {
@@ -189,7 +190,7 @@ fn lookups_at_every_segment_boundary() {
         for base in bases.into_iter().filter(|&b| b > 0) {
             for offset in [base - 1, base, base + 1] {
                 let got = log.read(offset, 1).await.unwrap();
-                let info = batch::validate(&got[0]).unwrap();
+                let info = batch::validate(&got[0].to_bytes().unwrap()).unwrap();
                 let b = info.base_offset as u64;
                 assert!(b <= offset && offset < b + u64::from(info.offset_count), "offset {offset} at boundary {base}");
                 assert!(model.contains(&(b, info.offset_count)));
