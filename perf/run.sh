@@ -52,6 +52,8 @@ for size in 100 1024; do
         fresh "p$size"
         $B produce --topic "p$size" --msg-size $size --duration "${SECS}s" --json "$OUT/produce-$size-$i.json" > /dev/null
         $B consume --topic "p$size" --json "$OUT/consume-$size-$i.json" > /dev/null
+        # The first read of older data fills the page cache; a second consumer is served from it.
+        $B consume --topic "p$size" --json "$OUT/reread-$size-$i.json" > /dev/null
     done
     $W topic delete "p$size" --bootstrap "$BOOT" >/dev/null
     for i in $(seq 1 "$RUNS"); do

@@ -39,6 +39,8 @@ rows = [
     ("produce 1 KiB, no fsync", "produce-1024-*.json", 950e3, disk_bytes, "disk"),
     ("consume 100 B (cold, from disk)", "consume-100-*.json", 7e6, disk_read_bytes, "disk read"),
     ("consume 1 KiB (cold, from disk)", "consume-1024-*.json", 2e6, disk_read_bytes, "disk read"),
+    ("consume 100 B (re-read, page cache)", "reread-100-*.json", 7e6, net_bytes, "net"),
+    ("consume 1 KiB (re-read, page cache)", "reread-1024-*.json", 2e6, net_bytes, "net"),
     ("produce 1 KiB, fsync every batch", "produce-fsync-1024-*.json", 500e3, disk_bytes, "disk"),
     ("produce 100 B, fsync every batch", "produce-fsync-100-*.json", 1.5e6, disk_bytes, "disk"),
     ("produce + consume 1 KiB (consumer side)", "both-1024-*.json", 700e3, net_bytes, "net"),
