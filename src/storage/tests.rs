@@ -257,3 +257,36 @@ fn reads_after_reopen_come_from_cache_then_file() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn file_ranges_hold_whole_batches_within_max_bytes() {
+    let dir = temp_dir("file-ranges");
+    shards::run_local(async {
+        // Tiny cache: nearly everything is read as file ranges; mixed sizes, some above max_bytes.
+        let cfg = LogConfig { cache_bytes: 1, ..small_cfg() };
+        let log = Log::open(&dir, cfg).await.unwrap();
+        let sizes: Vec<(i32, usize)> = (0..200).map(|i| (1 + i % 7, [50, 700, 2500, 40][i as usize % 4])).collect();
+        let model = append_all(&log, &sizes);
+        let end = log.offsets().log_end;
+        log.wait_written(end - 1).await.unwrap();
+        for offset in (0..end).step_by(3) {
+            for max_bytes in [1, 900, 3000] {
+                let chunks = log.read(offset, max_bytes).await.unwrap();
+                let [super::Chunk::File(range)] = &chunks[..] else {
+                    panic!("offset {offset}: one file range expected, got {chunks:?}");
+                };
+                let bytes = chunks[0].to_bytes().unwrap();
+                assert_eq!(bytes.len(), range.len);
+                let batches = batch::split(&bytes).expect("whole, valid batches");
+                let first = batches[0].1;
+                assert!(first.base_offset as u64 <= offset && offset < first.base_offset as u64 + u64::from(first.offset_count));
+                assert!(batches.len() == 1 || bytes.len() <= max_bytes, "over max_bytes only by a single first batch");
+                for (_, info) in &batches {
+                    assert!(model.contains(&(info.base_offset as u64, info.offset_count)));
+                }
+            }
+        }
+        log.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
