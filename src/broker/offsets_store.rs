@@ -72,7 +72,7 @@ fn encode(record: &Record, out: &mut Vec<u8>) {
     }
     p.extend_from_slice(&c.map_or(-1, |c| c.commit_time_ms).to_be_bytes());
     out.extend_from_slice(&(p.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&p).to_be_bytes());
+    out.extend_from_slice(&crate::storage::batch::crc32c(&p).to_be_bytes());
     out.extend_from_slice(&p);
 }
 
@@ -167,7 +167,7 @@ impl OffsetsFile {
             let Some(payload) = data.get(at + 8..at + 8 + len) else {
                 break;
             };
-            if crc32c::crc32c(payload) != crc {
+            if crate::storage::batch::crc32c(payload) != crc {
                 break;
             }
             let Some(record) = decode(payload) else { break };
