@@ -314,7 +314,7 @@ impl Log {
     /// past the high watermark. Empty when `offset` is the high watermark.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Chunk>, LogError> {
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
-        let (file, reader, seg_base, entry, size) = {
+        let (file, reader, direct, seg_base, entry, size) = {
             let s = self.state();
             if offset < s.log_start || offset > s.next_offset {
                 return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
@@ -328,7 +328,7 @@ impl Log {
             }
             let seg_at = s.segments.partition_point(|seg| seg.base <= offset).max(1) - 1;
             let seg = &s.segments[seg_at];
-            (seg.file.clone(), seg.reader.clone(), seg.base, seg.lookup_entry(offset), seg.size)
+            (seg.file.clone(), seg.reader.clone(), seg.direct_reader.clone(), seg.base, seg.lookup_entry(offset), seg.size)
         };
         // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
         // consumer reading on, since reads end on indexed batches); another is found by its header.
@@ -349,7 +349,7 @@ impl Log {
                 None => return Ok(Vec::new()),
             },
         };
-        Ok(vec![Chunk::File(shards::FileRange { file: reader, pos: start, len: (end - start) as usize })])
+        Ok(vec![Chunk::File(shards::FileRange { file: reader, direct, pos: start, len: (end - start) as usize })])
     }
 
     fn boundary_within(&self, seg_base: u64, after: u64, limit: u64) -> Result<Option<u64>, LogError> {

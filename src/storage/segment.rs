@@ -15,8 +15,8 @@
 use super::batch::{self, BatchInfo};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -38,9 +38,11 @@ pub struct Segment {
     pub base: u64,
     pub path: PathBuf,
     pub file: Rc<shards::DmaFile>,
-    /// The same file opened for buffered reads: fetches of older data send ranges of it with
-    /// sendfile. Coherent with the O_DIRECT writes, which invalidate the page cache they cover.
+    /// The same file opened for buffered reads, which fetches send ranges of with sendfile when the
+    /// page cache holds them (O_DIRECT writes invalidate the cached pages they cover), and opened
+    /// with O_DIRECT, which they read ranges of otherwise.
     pub reader: Arc<File>,
+    pub direct_reader: Arc<File>,
     /// Bytes of valid batches; the file may be longer (zero padding) while the segment is active.
     pub size: u64,
     /// The offset after this segment's last batch.
@@ -64,6 +66,7 @@ pub struct Segment {
 struct Files {
     file: Rc<shards::DmaFile>,
     reader: Arc<File>,
+    direct_reader: Arc<File>,
     index: File,
     time_index: File,
 }
@@ -86,9 +89,7 @@ impl Segment {
         let (log, idx, tidx) = Self::paths(dir, base);
         let file = shards::OpenOptions::new().read(true).write(true).create(true).dma_open(&log).await?;
         let reader = File::open(&log)?;
-        // Consumers of older data read it front to back: let the kernel read further ahead.
-        // SAFETY: plain advice on an open fd; no memory is passed.
-        unsafe { libc::posix_fadvise(reader.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+        let direct_reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&log)?;
         let open_index = |p: &Path| {
             std::fs::OpenOptions::new().read(true).append(true).create(true).open(p).and_then(|f| {
                 if truncate_indexes {
@@ -97,7 +98,16 @@ impl Segment {
                 Ok(f)
             })
         };
-        Ok((log, Files { file: Rc::new(file), reader: Arc::new(reader), index: open_index(&idx)?, time_index: open_index(&tidx)? }))
+        Ok((
+            log,
+            Files {
+                file: Rc::new(file),
+                reader: Arc::new(reader),
+                direct_reader: Arc::new(direct_reader),
+                index: open_index(&idx)?,
+                time_index: open_index(&tidx)?,
+            },
+        ))
     }
 
     /// Creates an empty segment starting at `base`.
@@ -109,12 +119,13 @@ impl Segment {
     }
 
     fn empty(base: u64, path: PathBuf, files: Files) -> Segment {
-        let Files { file, reader, index: index_file, time_index: time_index_file } = files;
+        let Files { file, reader, direct_reader, index: index_file, time_index: time_index_file } = files;
         Segment {
             base,
             path,
             file,
             reader,
+            direct_reader,
             size: 0,
             next_offset: base,
             max_timestamp: -1,

@@ -1,14 +1,20 @@
-"""Fetches of older data, which the broker sends from the segment files with sendfile.
+"""Fetches of older data, served from the segment files: with sendfile when the page cache holds the
+range, else from one O_DIRECT read.
 
-The broker runs with a 1 MiB cache per shard and 1 MiB segments, and is restarted after producing,
-so that every fetch below is served from files, across many segment boundaries.
+The broker runs with a 1 MiB cache per shard and is restarted after producing, so that every fetch
+below is served from files. Its writes are O_DIRECT, so the data starts out of the page cache; the
+tests read the segment files to put it there and check, through /proc/<pid>/io, which path was taken.
 """
+
+import glob
+import os
 
 import socket
 import struct
 import subprocess
 import time
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -16,6 +22,22 @@ from conftest import Broker, unique
 from test_robustness import frame, produce_consume_ok, recv_exact
 
 SMALL_CACHE = ["--cache-mb", "1", "--segment-bytes", str(1 << 20)]
+
+
+def disk_read_bytes(broker):
+    """Bytes the broker process has read from storage (its O_DIRECT reads; never sendfile of cached pages)."""
+    with open(f"/proc/{broker.proc.pid}/io") as f:
+        return int(next(line for line in f if line.startswith("read_bytes:")).split()[1])
+
+
+def cache_segments(broker):
+    """Reads every segment file once, which leaves it in the page cache; returns its total size."""
+    total = 0
+    for path in glob.glob(os.path.join(broker.data_dir, "*", "*.log")):
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+    return total
 
 
 def fill(bootstrap, topic, partitions, per_partition, size=1000, **conf):
@@ -61,8 +83,16 @@ def test_older_data_comes_whole_and_in_order_from_segment_files():
         lz4 = unique("files-lz4")
         fill(b.bootstrap, lz4, 1, 5000, **{"compression.type": "lz4"})
         b.restart()
+        before = disk_read_bytes(b)
         consume_all(b.bootstrap, topic, 4, 5000)
         consume_all(b.bootstrap, lz4, 1, 5000)
+        # Not in the page cache: read from the disk (some batches repeat: several fetches may be in flight).
+        assert disk_read_bytes(b) - before >= 20_000_000
+        size = cache_segments(b)
+        before = disk_read_bytes(b)
+        consume_all(b.bootstrap, topic, 4, 5000)
+        consume_all(b.bootstrap, lz4, 1, 5000)
+        assert disk_read_bytes(b) - before < size // 10, "cached ranges go out with sendfile, not read again"
         # Start in the middle of a batch: the broker sends the batch holding it, the client skips ahead.
         out = subprocess.run(
             ["kcat", "-C", "-b", b.bootstrap, "-t", topic, "-p", "2", "-o", "3333", "-c", "5", "-f", "%o %s\n", "-e"],
@@ -96,13 +126,16 @@ def batches_in(records):
     return out
 
 
-def test_a_consumer_that_stops_reading_holds_up_no_one():
+@pytest.mark.parametrize("cached", [False, True], ids=["direct-read", "sendfile"])
+def test_a_consumer_that_stops_reading_holds_up_no_one(cached):
     # One big segment, so that each stalled response (8 MiB) is more than the socket buffers hold.
     b = Broker(shards=1, extra=["--cache-mb", "1"])
     try:
         topic = unique("stall")
         fill(b.bootstrap, topic, 1, 12000)
         b.restart()
+        if cached:
+            cache_segments(b)
         # Several stalled fetches, more than the broker has threads for sends from files.
         stalled = []
         for n in range(6):
