@@ -201,7 +201,7 @@ fn check_ports_free(cfg: &BrokerConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Every segment keeps three files open: raise the soft limit on open files to the hard one, so
+/// Every segment keeps five files open: raise the soft limit on open files to the hard one, so
 /// thousands of partitions do not hit a default of 1024.
 fn raise_open_files_limit() {
     // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
@@ -236,6 +236,9 @@ pub fn run(args: ServeArgs) -> i32 {
             return 2;
         }
     };
+    if let Err(e) = shards::disable_transparent_huge_pages() {
+        tracing::warn!(error = %e, "could not turn transparent huge pages off: expect latency spikes while memory grows");
+    }
     if let Err(e) = std::fs::create_dir_all(&cfg.data_dir) {
         eprintln!("weir serve: {}: {e}", cfg.data_dir.display());
         return 1;
