@@ -121,21 +121,6 @@ impl Shards {
     }
 }
 
-/// Turns transparent huge pages off for this process (and the threads and children it starts).
-///
-/// A shard that touches fresh memory (the recent-batch cache growing) takes, with THP, a 2 MiB
-/// page fault: the kernel clears 2 MiB, on a VM the host may back it first, and every task of the
-/// shard waits. Measured on this machine, e2e at 100,000 msgs/s while the cache grew: p99 4.2–4.7 ms
-/// with THP (60 huge-page faults in 6 s), 0.37–0.44 ms without. Call it before starting threads.
-pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
-    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
-    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Runs `fut` to completion on a fresh executor on the calling thread (tests, tools, benchmarks).
 pub fn run_local<T>(fut: impl std::future::Future<Output = T>) -> T {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().expect("local executor").run(fut)

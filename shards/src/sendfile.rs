@@ -47,21 +47,20 @@ impl FileRange {
 
 /// Sends `range` to `stream`: with sendfile if the page cache holds it, else from one direct read.
 pub async fn send_file(stream: &mut crate::TcpStream, range: &FileRange) -> io::Result<()> {
+    // cachestat only looks the pages up: cheap enough for the shard's own thread.
+    if !fully_cached(range) {
+        let whole = range.clone();
+        let spare = SPARE.with(|s| s.borrow_mut().take());
+        let block = glommio::executor().spawn_blocking(move || read_direct(&whole, spare)).await?;
+        stream.write_all(block.range()).await?;
+        if block.capacity() <= SPARE_MAX {
+            SPARE.with(|s| *s.borrow_mut() = Some(block));
+        }
+        return Ok(());
+    }
     let sock = stream.as_raw_fd();
     let whole = range.clone();
-    let done = glommio::executor()
-        .spawn_blocking(move || {
-            if fully_cached(&whole) {
-                sendfile_range(sock, &whole).map(Sent::Zero)
-            } else {
-                read_direct(&whole).map(Sent::Read)
-            }
-        })
-        .await?;
-    let sent = match done {
-        Sent::Zero(n) => n,
-        Sent::Read(block) => return stream.write_all(block.range()).await,
-    };
+    let sent = glommio::executor().spawn_blocking(move || sendfile_range(sock, &whole)).await?;
     if sent < range.len {
         let rest = FileRange { pos: range.pos + sent as u64, len: range.len - sent, ..range.clone() };
         let bytes = glommio::executor().spawn_blocking(move || rest.read_to_vec()).await?;
@@ -70,11 +69,12 @@ pub async fn send_file(stream: &mut crate::TcpStream, range: &FileRange) -> io::
     Ok(())
 }
 
-enum Sent {
-    /// Bytes sendfile sent before the socket's send timeout.
-    Zero(usize),
-    /// The range, read into memory for the executor to send.
-    Read(Aligned),
+/// Largest read buffer a shard keeps for its next direct read (a 16 MiB read plus block slack).
+const SPARE_MAX: usize = (16 << 20) + 2 * BLOCK as usize;
+
+thread_local! {
+    /// The shard's read buffer, kept: its huge pages are faulted in once, not for every read.
+    static SPARE: std::cell::RefCell<Option<Aligned>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Whether every page of the range is in the page cache (`cachestat(2)`, Linux 6.5+; an older
@@ -98,16 +98,21 @@ fn fully_cached(range: &FileRange) -> bool {
     rc == 0 && stat.0[0] * BLOCK >= pages.len
 }
 
-/// Reads the blocks covering `range` with O_DIRECT (blocking; on the pool).
-fn read_direct(range: &FileRange) -> io::Result<Aligned> {
+/// Reads the blocks covering `range` with O_DIRECT (blocking; on the pool), into `spare` if it is
+/// big enough.
+fn read_direct(range: &FileRange, spare: Option<Aligned>) -> io::Result<Aligned> {
     let first = range.pos / BLOCK * BLOCK;
     let end = range.pos + range.len as u64;
     let size = ((end.div_ceil(BLOCK) * BLOCK) - first) as usize;
-    let block = Aligned::new(size, (range.pos - first) as usize, range.len);
+    let mut block = match spare.filter(|b| b.capacity() >= size) {
+        Some(b) => b,
+        None => Aligned::new(size)?,
+    };
+    block.start = (range.pos - first) as usize;
+    block.len = range.len;
     let mut at = 0usize;
     while (first + at as u64) < end {
-        // SAFETY: writes stay within the allocation (`size - at` bytes from `at`), which nothing
-        // reads until this loop has filled it up to the range's end.
+        // SAFETY: writes stay within the mapping (`size - at` bytes from `at`, size ≤ capacity).
         let n = unsafe {
             libc::pread(range.direct.as_raw_fd(), block.ptr.as_ptr().add(at).cast(), size - at, (first + at as u64) as libc::off_t)
         };
@@ -123,37 +128,54 @@ fn read_direct(range: &FileRange) -> io::Result<Aligned> {
     Ok(block)
 }
 
-/// A block-aligned heap buffer (O_DIRECT needs one) holding a range at an offset.
+/// A read buffer of its own anonymous mapping, asking for transparent huge pages: the allocator
+/// is built without them (their page faults stall a shard while its cache grows), but this buffer
+/// is reused, and on this VM reading and sending 8 MiB through 4 KiB pages halved a cold consume
+/// (0.95–0.99M vs 1.5–1.9M msgs/s of 1 KiB).
 struct Aligned {
     ptr: std::ptr::NonNull<u8>,
-    layout: std::alloc::Layout,
+    size: usize,
     start: usize,
     len: usize,
 }
 
-// SAFETY: the buffer is owned memory with no shared state; it moves from a pool thread to the shard.
+// SAFETY: the mapping is owned memory with no shared state; it moves between a pool thread and the shard.
 unsafe impl Send for Aligned {}
 
 impl Aligned {
-    fn new(size: usize, start: usize, len: usize) -> Aligned {
-        let layout = std::alloc::Layout::from_size_align(size.max(BLOCK as usize), BLOCK as usize).expect("valid layout");
-        // SAFETY: the layout has a non-zero size.
-        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) }).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Aligned { ptr, layout, start, len }
+    fn new(size: usize) -> io::Result<Aligned> {
+        const HUGE: usize = 2 << 20;
+        let size = size.div_ceil(HUGE) * HUGE;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // Only advice: without huge pages the buffer works the same, slower.
+        // SAFETY: the range is the mapping just made.
+        unsafe { libc::madvise(p, size, libc::MADV_HUGEPAGE) };
+        let ptr = std::ptr::NonNull::new(p.cast()).expect("mmap does not return null on success");
+        Ok(Aligned { ptr, size, start: 0, len: 0 })
+    }
+
+    fn capacity(&self) -> usize {
+        self.size
     }
 
     /// The range's bytes.
     fn range(&self) -> &[u8] {
-        assert!(self.start + self.len <= self.layout.size());
-        // SAFETY: within the allocation, and read_direct filled at least up to start + len.
+        assert!(self.start + self.len <= self.size);
+        // SAFETY: within the mapping, and read_direct filled at least up to start + len.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(self.start), self.len) }
     }
 }
 
 impl Drop for Aligned {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: the mapping made in `new`, with its size.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.size) };
     }
 }
 

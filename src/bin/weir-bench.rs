@@ -13,8 +13,6 @@ use weir::client::Cluster;
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
-    // The bench's own huge-page faults would show up as latency it attributes to the broker.
-    let _ = shards::disable_transparent_huge_pages();
     let args = Args::parse();
     match run(args) {
         Ok(()) => {}

@@ -236,9 +236,6 @@ pub fn run(args: ServeArgs) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = shards::disable_transparent_huge_pages() {
-        tracing::warn!(error = %e, "could not turn transparent huge pages off: expect latency spikes while memory grows");
-    }
     if let Err(e) = std::fs::create_dir_all(&cfg.data_dir) {
         eprintln!("weir serve: {}: {e}", cfg.data_dir.display());
         return 1;
