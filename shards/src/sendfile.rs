@@ -222,3 +222,31 @@ fn set_send_timeout(sock: RawFd, timeout: Duration) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    /// Unaligned positions and lengths, a file whose size is not a block multiple, a range ending at
+    /// its end, and a kept buffer too small for the next read.
+    #[test]
+    fn direct_reads_return_exactly_the_range() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("sendfile-direct-{}", std::process::id()));
+        let data: Vec<u8> = (0..3 * BLOCK as usize + 1234).map(|i| (i * 7 + i / 4096) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        let direct = Arc::new(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).unwrap());
+        let mut spare = Some(Aligned::new(1).unwrap());
+        for (pos, len) in [(0, 10), (5, 4096), (4095, 2), (4096, 4096), (100, data.len() - 100), (0, data.len()), (data.len() - 1, 1)] {
+            let range = FileRange { file: file.clone(), direct: direct.clone(), pos: pos as u64, len };
+            let block = read_direct(&range, spare.take()).unwrap();
+            assert_eq!(block.range(), &data[pos..pos + len], "range at {pos}, {len} bytes");
+            assert_eq!(range.read_to_vec().unwrap(), &data[pos..pos + len]);
+            spare = Some(block);
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+}
