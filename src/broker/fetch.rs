@@ -96,18 +96,18 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     let deadline = Instant::now() + Duration::from_millis(fetch.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = fetch.min_bytes.max(0) as usize;
     let max_bytes = if fetch.max_bytes <= 0 { usize::MAX } else { fetch.max_bytes as usize };
-    let mut layout: Vec<(String, Vec<usize>)> = Vec::new();
+    // Each topic's name and how many of the wants (in order) are its partitions.
+    let mut layout: Vec<(String, usize)> = Vec::new();
     let mut wants = Vec::new();
     for topic in fetch.topics {
         let name = topic.topic.0.to_string();
         let meta = st.topic(&name);
-        let mut idx = Vec::new();
+        let count = topic.partitions.len();
         for p in topic.partitions {
             let owner = meta
                 .as_ref()
                 .filter(|m| p.partition >= 0 && p.partition < m.partitions)
                 .map_or(usize::MAX, |_| st.owner(&name, p.partition));
-            idx.push(wants.len());
             wants.push(Want {
                 topic: name.clone(),
                 partition: p.partition,
@@ -116,7 +116,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
                 owner,
             });
         }
-        layout.push((name, idx));
+        layout.push((name, count));
     }
     let reads = loop {
         let mut reads = Vec::with_capacity(wants.len());
@@ -144,22 +144,20 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         let marks: Vec<i64> = reads.iter().zip(&wants).map(|(r, w)| r.high_watermark.max(w.offset)).collect();
         wait_any(&wants, &marks, deadline - now).await;
     };
-    let mut reads: Vec<Option<Read>> = reads.into_iter().map(Some).collect();
+    let mut answers = reads.into_iter().zip(&wants);
     let topics = layout
         .into_iter()
-        .map(|(name, idx)| Topic {
+        .map(|(name, count)| Topic {
             name,
-            partitions: idx
-                .into_iter()
-                .map(|i| {
-                    let r = reads[i].take().expect("each read is answered once");
-                    Partition {
-                        index: wants[i].partition,
-                        error_code: r.error,
-                        high_watermark: r.high_watermark,
-                        log_start_offset: r.log_start,
-                        records: r.records,
-                    }
+            partitions: answers
+                .by_ref()
+                .take(count)
+                .map(|(r, w)| Partition {
+                    index: w.partition,
+                    error_code: r.error,
+                    high_watermark: r.high_watermark,
+                    log_start_offset: r.log_start,
+                    records: r.records,
                 })
                 .collect(),
         })

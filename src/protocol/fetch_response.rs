@@ -70,7 +70,7 @@ pub fn encode<R>(
             if version >= 11 {
                 out.put_i32(-1); // preferred_read_replica
             }
-            w.bytes_len(&mut out, p.records.iter().map(&len).sum());
+            w.len(&mut out, p.records.iter().map(&len).sum()); // records: bytes, length-prefixed like an array
             if !p.records.is_empty() {
                 let done = out.split();
                 match first {
@@ -120,10 +120,6 @@ impl Writer {
         } else {
             out.put_i32(-1);
         }
-    }
-
-    fn bytes_len(&self, out: &mut BytesMut, n: usize) {
-        self.len(out, n);
     }
 
     fn string(&self, out: &mut BytesMut, s: &str) {

@@ -354,10 +354,10 @@ impl Log {
 
     fn boundary_within(&self, seg_base: u64, after: u64, limit: u64) -> Result<Option<u64>, LogError> {
         let s = self.state();
-        match s.segments.iter().find(|seg| seg.base == seg_base) {
-            Some(seg) => Ok(seg.boundary_within(after, limit)),
+        match s.segments.binary_search_by_key(&seg_base, |seg| seg.base) {
+            Ok(at) => Ok(s.segments[at].boundary_within(after, limit)),
             // Deleted by retention while we read its headers.
-            None => Err(LogError::OutOfRange { offset: seg_base, start: s.log_start, end: s.next_offset }),
+            Err(_) => Err(LogError::OutOfRange { offset: seg_base, start: s.log_start, end: s.next_offset }),
         }
     }
 
