@@ -4,6 +4,7 @@
 //! `cargo bench --bench storage` (data under target/bench-data; the large-log cases write 5 GiB).
 //! `WEIR_BENCH_LARGE_GIB=1` shrinks the large log for a quick pass.
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -20,24 +21,26 @@ fn cfg(flush: FlushPolicy) -> LogConfig {
     LogConfig { flush, retention_ms: -1, max_message_bytes: 2 << 20, ..LogConfig::default() }
 }
 
-/// Appends `batches` copies of `b`, from `appenders` concurrent tasks, each waiting for its batch
-/// to be durable (per the flush policy) before the next; returns the elapsed time.
-async fn append_run(log: Rc<Log>, b: Rc<Vec<u8>>, batches: u64, appenders: u64) -> Duration {
+/// Appends `batches` copies of `b` from `appenders` concurrent tasks. Each keeps at most
+/// `in_flight` batches appended but not yet durable (per the flush policy), as a Kafka producer
+/// keeps requests in flight; returns the elapsed time.
+async fn append_run(log: Rc<Log>, b: Bytes, batches: u64, appenders: u64, in_flight: usize) -> Duration {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..appenders {
         let (log, b) = (log.clone(), b.clone());
         tasks.push(shards::spawn_local(async move {
-            let mut last = 0;
-            for i in 0..batches / appenders {
+            let mut waiting = std::collections::VecDeque::with_capacity(in_flight);
+            for _ in 0..batches / appenders {
                 log.wait_for_room().await.unwrap();
-                let a = log.append(&b).unwrap();
-                last = a.last_offset;
-                if appenders > 1 || i % 64 == 63 {
-                    log.wait_durable(last).await.unwrap();
+                waiting.push_back(log.append(b.clone()).unwrap().last_offset);
+                if waiting.len() >= in_flight {
+                    log.wait_durable(waiting.pop_front().expect("not empty")).await.unwrap();
                 }
             }
-            log.wait_durable(last).await.unwrap();
+            if let Some(&last) = waiting.back() {
+                log.wait_durable(last).await.unwrap();
+            }
         }));
     }
     for t in tasks {
@@ -49,17 +52,21 @@ async fn append_run(log: Rc<Log>, b: Rc<Vec<u8>>, batches: u64, appenders: u64) 
 fn appends(c: &mut Criterion) {
     let mut g = c.benchmark_group("append");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
-    let cases: &[(&str, usize, FlushPolicy, u64)] = &[
-        ("1KiB/flush-never", 1 << 10, FlushPolicy::Never, 1),
-        ("16KiB/flush-never", 16 << 10, FlushPolicy::Never, 1),
-        ("1MiB/flush-never", 1 << 20, FlushPolicy::Never, 1),
-        ("16KiB/flush-every-batch/1-appender", 16 << 10, FlushPolicy::EveryBatch, 1),
-        ("16KiB/flush-every-batch/8-appenders", 16 << 10, FlushPolicy::EveryBatch, 8),
-        ("1KiB/flush-every-batch/8-appenders", 1 << 10, FlushPolicy::EveryBatch, 8),
+    // (name, batch bytes, flush policy, appenders, batches each keeps in flight)
+    let cases: &[(&str, usize, FlushPolicy, u64, usize)] = &[
+        ("1KiB/flush-never", 1 << 10, FlushPolicy::Never, 1, 64),
+        ("16KiB/flush-never", 16 << 10, FlushPolicy::Never, 1, 64),
+        ("1MiB/flush-never", 1 << 20, FlushPolicy::Never, 1, 64),
+        ("16KiB/flush-every-batch/1-appender-64-in-flight", 16 << 10, FlushPolicy::EveryBatch, 1, 64),
+        ("16KiB/flush-every-batch/8-appenders", 16 << 10, FlushPolicy::EveryBatch, 8, 1),
+        // Kafka's producer default: max.in.flight.requests.per.connection=5.
+        ("16KiB/flush-every-batch/8-appenders-5-in-flight", 16 << 10, FlushPolicy::EveryBatch, 8, 5),
+        ("1KiB/flush-every-batch/8-appenders", 1 << 10, FlushPolicy::EveryBatch, 8, 1),
     ];
-    for &(name, bytes, flush, appenders) in cases {
+    for &(name, bytes, flush, appenders, in_flight) in cases {
         let value = bytes - 80;
-        let b = Rc::new(batch::build(1, value, 1));
+        // One request buffer appended again and again, as a broker appends what it received.
+        let b = Bytes::from(batch::build(1, value, 1));
         let total_bytes = 256u64 << 20;
         let batches = (total_bytes / b.len() as u64).max(appenders);
         g.throughput(Throughput::Bytes(batches * b.len() as u64));
@@ -70,7 +77,7 @@ fn appends(c: &mut Criterion) {
                     for _ in 0..iters {
                         let d = dir("append");
                         let log = Log::open(&d, cfg(flush)).await.unwrap();
-                        total += append_run(log.clone(), b.clone(), batches, appenders).await;
+                        total += append_run(log.clone(), b.clone(), batches, appenders, in_flight).await;
                         log.close().await.unwrap();
                     }
                     total
@@ -83,8 +90,8 @@ fn appends(c: &mut Criterion) {
 
 /// Fills a log with `bytes` of 16 KiB batches; returns the next offset.
 async fn fill(log: &Rc<Log>, bytes: u64) -> u64 {
-    let b = Rc::new(batch::build(16, 1000, 1));
-    append_run(log.clone(), b.clone(), bytes / b.len() as u64, 1).await;
+    let b = Bytes::from(batch::build(16, 1000, 1));
+    append_run(log.clone(), b.clone(), bytes / b.len() as u64, 1, 64).await;
     log.offsets().high_watermark
 }
 
@@ -202,7 +209,7 @@ fn lookups_and_recovery(c: &mut Criterion) {
                 // Crash: append a little more, then drop everything without close().
                 shards::run_local(async {
                     let log = Log::open(d, cfg(FlushPolicy::Never)).await.unwrap();
-                    let a = log.append(&batch::build(16, 1000, 1)).unwrap();
+                    let a = log.append(batch::build(16, 1000, 1).into()).unwrap();
                     log.wait_written(a.last_offset).await.unwrap();
                 });
                 total += shards::run_local(async {

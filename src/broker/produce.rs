@@ -8,6 +8,7 @@
 use super::{errors, state, topics, Partition};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
+use crate::storage::log::SHARED_BATCH_MIN_BYTES;
 use crate::storage::LogError;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -107,7 +108,7 @@ async fn append_local(topic: String, partition: i32, records: Bytes, acks: i16, 
     if let Err(e) = part.log.wait_for_room().await {
         return refused(log_error_code(&e));
     }
-    let appended = match append_checked(&part, &records) {
+    let appended = match append_checked(&part, records) {
         Ok(Some(a)) => a,
         Ok(None) => return refused(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
         Err(e) => {
@@ -142,9 +143,9 @@ async fn append_local(topic: String, partition: i32, records: Bytes, acks: i16, 
 
 /// Sequence-checks and appends. `Ok(None)`: out of order. For a pure retry of the latest batches,
 /// returns their original offsets without appending again.
-fn append_checked(part: &Partition, records: &[u8]) -> Result<Option<(u64, u64)>, LogError> {
+fn append_checked(part: &Partition, records: Bytes) -> Result<Option<(u64, u64)>, LogError> {
     // Header fields only: the log validates every batch (CRC included) once, in `append`.
-    let first = batch::header(records)?;
+    let first = batch::header(&records)?;
     let producer = Producer { id: first.producer_id.get(), epoch: first.producer_epoch.get(), base_sequence: first.base_sequence.get() };
     if producer.id < 0 {
         let a = part.log.append(records)?;
@@ -156,8 +157,8 @@ fn append_checked(part: &Partition, records: &[u8]) -> Result<Option<(u64, u64)>
         SeqCheck::OutOfOrder => return Ok(None),
         SeqCheck::Fresh => {}
     }
-    let a = part.log.append(records)?;
-    let (mut rest, mut offset) = (records, a.base_offset);
+    let a = part.log.append(records.clone())?;
+    let (mut rest, mut offset) = (&records[..], a.base_offset);
     while let (Ok(h), Ok(len)) = (batch::header(rest), batch::framed_len(rest)) {
         let p = Producer { id: h.producer_id.get(), epoch: h.producer_epoch.get(), base_sequence: h.base_sequence.get() };
         producers.record(&p, h.records_count.get(), offset);
@@ -165,6 +166,19 @@ fn append_checked(part: &Partition, records: &[u8]) -> Result<Option<(u64, u64)>
         rest = &rest[len.min(rest.len())..];
     }
     Ok(Some((a.base_offset, a.last_offset)))
+}
+
+/// The log keeps large batches by reference to the buffer they come in while it caches them. A
+/// request's buffer is better freed and reused for the next request: reading each large request
+/// into fresh memory cost more (produce 1 KiB, one shard: 1.17–1.28M msgs/s) than copying its
+/// batches out once (1.27–1.33M). Clients send one batch per partition; records of several batches
+/// are left as they are, since the log copies the small ones itself.
+fn detach(records: Bytes) -> Bytes {
+    if records.len() >= SHARED_BATCH_MIN_BYTES && batch::framed_len(&records).is_ok_and(|len| len == records.len()) {
+        Bytes::copy_from_slice(&records)
+    } else {
+        records
+    }
 }
 
 pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
@@ -195,7 +209,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                     continue;
                 }
             };
-            let records = p.records.unwrap_or_default();
+            let records = detach(p.records.unwrap_or_default());
             let owner = st.owner(&meta.name, index);
             let n = name.clone();
             // Every partition starts now, so partitions on other shards proceed in parallel.

@@ -33,6 +33,11 @@ const PENDING_BYTES_MAX: usize = 16 << 20;
 const READ_BYTES_MAX: usize = 16 << 20;
 /// Read size when looking for a batch by its header (the index points within 4 KiB of it).
 const HEADER_SCAN_BYTES: u64 = 16 << 10;
+/// Batches at least this big are kept by reference to the appender's buffer rather than copied:
+/// a copy of a large batch costs as much as writing it (measured: one copy fewer took 1 MiB
+/// appends from 66% to 87–99% of fio's write rate). Smaller ones are copied, so that a small batch
+/// never holds a large request buffer in memory.
+pub const SHARED_BATCH_MIN_BYTES: usize = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -60,8 +65,46 @@ impl From<std::io::Error> for LogError {
     }
 }
 
+/// A batch in memory, with its assigned base offset.
+#[derive(Clone)]
+enum Held {
+    /// A copy, the base offset patched in.
+    Copied(Bytes),
+    /// The appender's bytes by reference, which stay as they came: the assigned base offset
+    /// replaces their first 8 bytes wherever the batch goes.
+    Shared { base_offset: Bytes, rest: Bytes },
+}
+
+impl Held {
+    fn new(batch: Bytes, base_offset: u64) -> Held {
+        if batch.len() >= SHARED_BATCH_MIN_BYTES {
+            let base_offset = Bytes::copy_from_slice(&base_offset.to_be_bytes());
+            return Held::Shared { base_offset, rest: batch.slice(8..) };
+        }
+        let mut copy = BytesMut::from(&batch[..]);
+        batch::set_base_offset(&mut copy, base_offset);
+        Held::Copied(copy.freeze())
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Held::Copied(b) => b.len(),
+            Held::Shared { base_offset, rest } => base_offset.len() + rest.len(),
+        }
+    }
+
+    /// The batch's bytes in order, as reference-counted slices.
+    fn parts(&self) -> impl Iterator<Item = &Bytes> {
+        let (first, second) = match self {
+            Held::Copied(b) => (b, None),
+            Held::Shared { base_offset, rest } => (base_offset, Some(rest)),
+        };
+        std::iter::once(first).chain(second)
+    }
+}
+
 struct Pending {
-    bytes: Bytes,
+    held: Held,
     info: BatchInfo,
 }
 
@@ -69,7 +112,7 @@ struct Pending {
 struct Cached {
     base: u64,
     next: u64,
-    bytes: Bytes,
+    held: Held,
 }
 
 struct State {
@@ -107,7 +150,8 @@ pub struct Log {
     writer_wake: Notify,
 }
 
-/// What a read returns, in log order.
+/// What a read returns, in log order. Together the chunks hold whole batches; one chunk may hold
+/// part of a batch.
 #[derive(Clone, Debug)]
 pub enum Chunk {
     /// Recent batches from the cache: reference-counted slices, no copy.
@@ -243,8 +287,12 @@ impl Log {
 
     /// Validates `records` (one or more v2 batches), assigns their offsets and queues them for the
     /// writer. Returns at once; `wait_written` / `wait_durable` tell when they are on disk.
-    pub fn append(&self, records: &[u8]) -> Result<Appended, LogError> {
-        let batches = batch::split(records)?;
+    ///
+    /// Batches of `SHARED_BATCH_MIN_BYTES` or more are kept by reference until written and evicted
+    /// from the cache, and with them the whole buffer `records` slices: pass a buffer not much
+    /// larger than the records. `records` is never modified.
+    pub fn append(&self, records: Bytes) -> Result<Appended, LogError> {
+        let batches = batch::split(&records)?;
         let mut s = self.state();
         if let Some(e) = &s.failed {
             return Err(LogError::Storage(e.clone()));
@@ -257,17 +305,15 @@ impl Log {
         }
         let base_offset = s.next_offset;
         for (at, info) in batches {
-            let mut bytes = BytesMut::from(&records[at..at + info.bytes]);
             let base = s.next_offset;
-            batch::set_base_offset(&mut bytes, base);
-            let bytes = bytes.freeze();
+            let held = Held::new(records.slice(at..at + info.bytes), base);
             let info = BatchInfo { base_offset: base as i64, ..info };
             s.next_offset = base + u64::from(info.offset_count);
-            s.cache_bytes += bytes.len();
+            s.cache_bytes += info.bytes;
             let next = s.next_offset;
-            s.cache.push_back(Cached { base, next, bytes: bytes.clone() });
-            s.pending_bytes += bytes.len();
-            s.pending.push_back(Pending { bytes, info });
+            s.cache.push_back(Cached { base, next, held: held.clone() });
+            s.pending_bytes += info.bytes;
+            s.pending.push_back(Pending { held, info });
         }
         let last_offset = s.next_offset - 1;
         drop(s);
@@ -324,7 +370,7 @@ impl Log {
                 return Ok(Vec::new());
             }
             if s.cache.front().is_some_and(|c| c.base <= offset) {
-                return Ok(s.read_cache(offset, max_bytes, hw).into_iter().map(Chunk::Memory).collect());
+                return Ok(s.read_cache(offset, max_bytes, hw));
             }
             let seg_at = s.segments.partition_point(|seg| seg.base <= offset).max(1) - 1;
             let seg = &s.segments[seg_at];
@@ -397,7 +443,7 @@ impl Log {
         let log_start = s.log_start;
         while s.cache.front().is_some_and(|c| c.next <= log_start) {
             let c = s.cache.pop_front().expect("checked");
-            s.cache_bytes -= c.bytes.len();
+            s.cache_bytes -= c.held.len();
         }
         Ok(removed)
     }
@@ -525,11 +571,11 @@ impl Log {
             let mut taken = 0;
             let mut data_len = 0usize;
             for p in &s.pending {
-                let fits = (data_len + p.bytes.len()) as u64 <= room || (taken == 0 && active.size == 0);
-                if !fits || (taken > 0 && data_len + p.bytes.len() > WRITE_BYTES_MAX) {
+                let fits = (data_len + p.info.bytes) as u64 <= room || (taken == 0 && active.size == 0);
+                if !fits || (taken > 0 && data_len + p.info.bytes > WRITE_BYTES_MAX) {
                     break;
                 }
-                data_len += p.bytes.len();
+                data_len += p.info.bytes;
                 taken += 1;
             }
             assert!(taken > 0, "a pending batch always fits an empty or rolled segment");
@@ -542,9 +588,9 @@ impl Log {
             let out = buf.as_bytes_mut();
             out[..s.tail_block.len()].copy_from_slice(&s.tail_block);
             let mut at = s.tail_block.len();
-            for p in s.pending.iter().take(taken) {
-                out[at..at + p.bytes.len()].copy_from_slice(&p.bytes);
-                at += p.bytes.len();
+            for part in s.pending.iter().take(taken).flat_map(|p| p.held.parts()) {
+                out[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
             }
             out[at..].fill(0);
             // What will be the new partial last block, rewritten by the next write.
@@ -565,10 +611,10 @@ impl Log {
             let mut messages = 0;
             for _ in 0..taken {
                 let p = s.pending.pop_front().expect("taken from pending");
-                s.pending_bytes -= p.bytes.len();
+                s.pending_bytes -= p.info.bytes;
                 assert_eq!(p.info.base_offset as u64, s.written, "offsets are written contiguously");
                 seg.track_batch(pos, &p.info, interval);
-                pos += p.bytes.len() as u64;
+                pos += p.info.bytes as u64;
                 s.written = p.info.base_offset as u64 + u64::from(p.info.offset_count);
                 messages += u64::from(p.info.offset_count);
             }
@@ -618,7 +664,7 @@ impl Log {
                 return Ok(());
             };
             let active = s.segments.last().expect("active segment");
-            let full = active.size + first.bytes.len() as u64 > s.cfg.segment_bytes;
+            let full = active.size + first.info.bytes as u64 > s.cfg.segment_bytes;
             let old = active.created.elapsed() >= Duration::from_millis(s.cfg.segment_ms);
             if active.size == 0 || !(full || old) {
                 return Ok(());
@@ -646,16 +692,16 @@ impl Log {
 }
 
 impl State {
-    fn read_cache(&self, offset: u64, max_bytes: usize, hw: u64) -> Vec<Bytes> {
+    fn read_cache(&self, offset: u64, max_bytes: usize, hw: u64) -> Vec<Chunk> {
         let first = self.cache.partition_point(|c| c.next <= offset);
         let mut out = Vec::new();
         let mut total = 0;
         for c in self.cache.iter().skip(first) {
-            if c.base >= hw || (!out.is_empty() && total + c.bytes.len() > max_bytes) {
+            if c.base >= hw || (!out.is_empty() && total + c.held.len() > max_bytes) {
                 break;
             }
-            total += c.bytes.len();
-            out.push(c.bytes.clone());
+            total += c.held.len();
+            out.extend(c.held.parts().cloned().map(Chunk::Memory));
         }
         out
     }
@@ -665,7 +711,7 @@ impl State {
     fn evict_cache(&mut self) {
         while self.cache_bytes > self.cfg.cache_bytes && self.cache.front().is_some_and(|c| c.next <= self.written) {
             let c = self.cache.pop_front().expect("checked");
-            self.cache_bytes -= c.bytes.len();
+            self.cache_bytes -= c.held.len();
         }
     }
 }

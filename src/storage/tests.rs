@@ -2,6 +2,7 @@
 
 use super::batch;
 use super::{FlushPolicy, Log, LogConfig};
+use bytes::Bytes;
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -30,28 +31,30 @@ async fn read_all(log: &Log, mut from: u64) -> Vec<(u64, u32)> {
     let mut out = Vec::new();
     let hw = log.offsets().high_watermark;
     while from < hw {
-        let chunks = log.read(from, 3000).await.expect("read");
-        assert!(!chunks.is_empty(), "read below the high watermark returns data");
-        for chunk in chunks {
-            let chunk = chunk.to_bytes().expect("chunk bytes");
-            let parts = batch::split(&chunk).expect("stored batches are valid");
-            for (_, info) in parts {
-                if (info.base_offset as u64) + u64::from(info.offset_count) <= from {
-                    continue;
-                }
-                out.push((info.base_offset as u64, info.offset_count));
-                from = info.base_offset as u64 + u64::from(info.offset_count);
+        let bytes = read_bytes(log, from, 3000).await;
+        assert!(!bytes.is_empty(), "read below the high watermark returns data");
+        for (_, info) in batch::split(&bytes).expect("stored batches are valid") {
+            if (info.base_offset as u64) + u64::from(info.offset_count) <= from {
+                continue;
             }
+            out.push((info.base_offset as u64, info.offset_count));
+            from = info.base_offset as u64 + u64::from(info.offset_count);
         }
     }
     out
+}
+
+/// One read's chunks, joined: whole batches.
+async fn read_bytes(log: &Log, offset: u64, max_bytes: usize) -> Vec<u8> {
+    let chunks = log.read(offset, max_bytes).await.expect("read");
+    chunks.iter().flat_map(|c| c.to_bytes().expect("chunk bytes")).collect()
 }
 
 fn append_all(log: &Log, sizes: &[(i32, usize)]) -> Vec<(u64, u32)> {
     sizes
         .iter()
         .map(|&(count, bytes)| {
-            let a = log.append(&batch::build(count, bytes, 1_000)).expect("append");
+            let a = log.append(batch::build(count, bytes, 1_000).into()).expect("append");
             assert_eq!(a.last_offset - a.base_offset + 1, count as u64);
             (a.base_offset, count as u32)
         })
@@ -131,7 +134,7 @@ fn torn_tail_is_cut_to_the_longest_valid_prefix() {
             let log = Log::open(&dir, LogConfig { segment_bytes: 1 << 20, ..small_cfg() }).await.unwrap();
             let got = read_all(&log, 0).await;
             // The log accepts appends after recovery, at the next contiguous offset.
-            let a = log.append(&batch::build(1, 10, 5)).unwrap();
+            let a = log.append(batch::build(1, 10, 5).into()).unwrap();
             assert_eq!(a.base_offset, got.last().map_or(0, |&(b, c)| b + u64::from(c)));
             log.close().await.unwrap();
             got
@@ -189,8 +192,7 @@ fn lookups_at_every_segment_boundary() {
         assert!(bases.len() > 3, "the test rolls segments");
         for base in bases.into_iter().filter(|&b| b > 0) {
             for offset in [base - 1, base, base + 1] {
-                let got = log.read(offset, 1).await.unwrap();
-                let info = batch::validate(&got[0].to_bytes().unwrap()).unwrap();
+                let info = batch::validate(&read_bytes(&log, offset, 1).await).unwrap();
                 let b = info.base_offset as u64;
                 assert!(b <= offset && offset < b + u64::from(info.offset_count), "offset {offset} at boundary {base}");
                 assert!(model.contains(&(b, info.offset_count)));
@@ -208,12 +210,12 @@ fn bad_batches_are_refused_and_leave_the_log_intact() {
         let log = Log::open(&dir, small_cfg()).await.unwrap();
         let mut b = batch::build(2, 10, 1);
         b[30] ^= 1;
-        assert!(matches!(log.append(&b), Err(super::LogError::Batch(batch::BatchError::Crc { .. }))));
-        assert!(log.append(&[1, 2, 3]).is_err());
+        assert!(matches!(log.append(b.into()), Err(super::LogError::Batch(batch::BatchError::Crc { .. }))));
+        assert!(log.append(Bytes::from_static(&[1, 2, 3])).is_err());
         let big = batch::build(1, 2 << 20, 1);
-        assert!(matches!(log.append(&big), Err(super::LogError::TooLarge(_))));
+        assert!(matches!(log.append(big.into()), Err(super::LogError::TooLarge(_))));
         assert_eq!(log.offsets().log_end, 0);
-        log.append(&batch::build(1, 1, 1)).unwrap();
+        log.append(batch::build(1, 1, 1).into()).unwrap();
         assert_eq!(log.offsets().log_end, 1);
         log.close().await.unwrap();
     });
@@ -226,7 +228,7 @@ fn lookup_by_timestamp_finds_first_batch_at_or_after() {
     shards::run_local(async {
         let log = Log::open(&dir, small_cfg()).await.unwrap();
         for ts in 0..100i64 {
-            log.append(&batch::build(2, 100, 1000 + ts * 10)).unwrap();
+            log.append(batch::build(2, 100, 1000 + ts * 10).into()).unwrap();
         }
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
         assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 1000)));
@@ -285,6 +287,40 @@ fn file_ranges_hold_whole_batches_within_max_bytes() {
                     assert!(model.contains(&(info.base_offset as u64, info.offset_count)));
                 }
             }
+        }
+        log.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn large_batches_are_kept_by_reference_and_read_back_with_their_offsets() {
+    let dir = temp_dir("shared");
+    shards::run_local(async {
+        let cfg = LogConfig { segment_bytes: 1 << 20, cache_bytes: 64 << 20, flush: FlushPolicy::Never, ..LogConfig::default() };
+        let log = Log::open(&dir, cfg.clone()).await.unwrap();
+        // One request buffer appended again and again (the log must not write into it), with
+        // small batches between, across segment rolls.
+        let large = Bytes::from(batch::build(3, super::log::SHARED_BATCH_MIN_BYTES, 7));
+        let pristine = large.to_vec();
+        let mut model = Vec::new();
+        for i in 0..12 {
+            let records = if i % 3 == 2 { Bytes::from(batch::build(2, 500, 7)) } else { large.clone() };
+            let a = log.append(records).unwrap();
+            model.push((a.base_offset, (a.last_offset - a.base_offset + 1) as u32));
+        }
+        assert_eq!(&large[..], &pristine[..], "appending leaves the caller's bytes alone");
+        log.wait_written(log.offsets().log_end - 1).await.unwrap();
+        let mut from_cache = Vec::new();
+        for &(base, _) in &model {
+            from_cache.push(read_bytes(&log, base, 1).await);
+        }
+        assert_eq!(read_all(&log, 0).await, model, "from the cache");
+        log.close().await.unwrap();
+        let log = Log::open(&dir, cfg).await.unwrap();
+        assert_eq!(read_all(&log, 0).await, model, "from the files after reopening");
+        for (&(base, _), cached) in model.iter().zip(&from_cache) {
+            assert_eq!(&read_bytes(&log, base, 1).await, cached, "file and cache hold the same bytes at {base}");
         }
         log.close().await.unwrap();
     });
