@@ -108,7 +108,8 @@ async fn append_local(topic: String, partition: i32, records: Bytes, acks: i16, 
     if let Err(e) = part.log.wait_for_room().await {
         return refused(log_error_code(&e));
     }
-    let appended = match append_checked(&part, records) {
+    // On the owning shard, like the log's own copies: the connection's shard has the socket to serve.
+    let appended = match append_checked(&part, detach(records)) {
         Ok(Some(a)) => a,
         Ok(None) => return refused(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
         Err(e) => {
@@ -209,7 +210,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                     continue;
                 }
             };
-            let records = detach(p.records.unwrap_or_default());
+            let records = p.records.unwrap_or_default();
             let owner = st.owner(&meta.name, index);
             let n = name.clone();
             // Every partition starts now, so partitions on other shards proceed in parallel.
