@@ -133,6 +133,8 @@ fn reads(c: &mut Criterion) {
                         // 48 MiB, or the whole hot tail (a whole number of batches, a little less).
                         while bytes < 48 << 20 && offset < log.offsets().high_watermark {
                             let chunks = log.read(offset, 1 << 20).await.unwrap();
+                            // `fill` appends 16 KiB batches, each read back as one chunk (only a
+                            // batch of SHARED_BATCH_MIN_BYTES or more spans two).
                             for c in &chunks {
                                 let c = c.to_bytes().unwrap();
                                 let mut at = 0;

@@ -303,19 +303,40 @@ fn large_batches_are_kept_by_reference_and_read_back_with_their_offsets() {
         // small batches between, across segment rolls.
         let large = Bytes::from(batch::build(3, super::log::SHARED_BATCH_MIN_BYTES, 7));
         let pristine = large.to_vec();
+        let small = batch::build(2, 500, 7);
+        // Several batches in one buffer, the large one in the middle.
+        let mixed = Bytes::from([&small[..], &large[..], &small[..]].concat());
         let mut model = Vec::new();
         for i in 0..12 {
-            let records = if i % 3 == 2 { Bytes::from(batch::build(2, 500, 7)) } else { large.clone() };
-            let a = log.append(records).unwrap();
-            model.push((a.base_offset, (a.last_offset - a.base_offset + 1) as u32));
+            let records = match i % 3 {
+                0 => large.clone(),
+                1 => mixed.clone(),
+                _ => Bytes::from(small.clone()),
+            };
+            let a = log.append(records.clone()).unwrap();
+            let mut base = a.base_offset;
+            for (_, info) in batch::split(&records).unwrap() {
+                model.push((base, info.offset_count));
+                base += u64::from(info.offset_count);
+            }
         }
         assert_eq!(&large[..], &pristine[..], "appending leaves the caller's bytes alone");
         log.wait_written(log.offsets().log_end - 1).await.unwrap();
         let mut from_cache = Vec::new();
         for &(base, _) in &model {
+            let chunks = log.read(base, 1).await.unwrap();
+            assert!(chunks.iter().all(|c| matches!(c, super::Chunk::Memory(_))), "offset {base} from the cache");
             from_cache.push(read_bytes(&log, base, 1).await);
         }
         assert_eq!(read_all(&log, 0).await, model, "from the cache");
+        // max_bytes counts whole batches, a shared one included: a small batch and not the large
+        // one after it, then the large one alone although it is over max_bytes.
+        let (small_base, _) = model[1];
+        let got = read_bytes(&log, small_base, small.len() + 1).await;
+        assert_eq!(batch::split(&got).unwrap().len(), 1);
+        let (large_base, _) = model[2];
+        let got = read_bytes(&log, large_base, 1).await;
+        assert_eq!((got.len(), batch::split(&got).unwrap().len()), (large.len(), 1));
         log.close().await.unwrap();
         let log = Log::open(&dir, cfg).await.unwrap();
         assert_eq!(read_all(&log, 0).await, model, "from the files after reopening");
