@@ -2,28 +2,91 @@
 
 use super::ProtocolError;
 use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Receiver, Sender};
 use futures_lite::{AsyncRead, AsyncReadExt};
 
 /// Bytes read from the socket per call when more are needed.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Frames at least this big are read into a buffer of their own, so that what the log keeps of them
+/// (it keeps large batches by reference, see `storage::log::SHARED_BATCH_MIN_BYTES`) holds no other
+/// frame in memory.
+pub const OWN_BUFFER_FRAME_BYTES: usize = 256 << 10;
+/// Buffers of large frames come back to the shard that read them when the last reference goes (on
+/// whichever shard), to be read into again: a recycled buffer needs neither zeroing nor page faults.
+const POOLED_BUFFERS: usize = 4;
+const POOLED_BUFFER_BYTES_MAX: usize = 8 << 20;
+
+thread_local! {
+    static POOL: (Sender<Vec<u8>>, Receiver<Vec<u8>>) = crossbeam_channel::bounded(POOLED_BUFFERS);
+}
+
+/// A buffer for a frame of `need` bytes: a recycled one if one of about that size is at hand.
+fn take_buffer(need: usize) -> Vec<u8> {
+    match POOL.with(|(_, rx)| rx.try_recv()) {
+        Ok(buf) if buf.len() >= need && buf.len() <= need * 2 => buf,
+        _ => vec![0; need],
+    }
+}
+
+/// A large frame's own buffer; `Bytes` of the frame hold it, and the last one returns it home.
+struct PooledFrame {
+    buf: Vec<u8>,
+    len: usize,
+    home: Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for PooledFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledFrame {
+    fn drop(&mut self) {
+        if self.buf.len() <= POOLED_BUFFER_BYTES_MAX {
+            // A full pool, or a shard gone: the buffer is freed instead.
+            let _ = self.home.try_send(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// A large frame being read into its own buffer: `[0, filled)` of `need` bytes are in.
+struct Large {
+    buf: Vec<u8>,
+    filled: usize,
+    need: usize,
+}
 
 pub struct FrameReader {
-    /// Bytes `[0, filled)` came from the socket; the rest is zeroed room to read into. Keeping the
-    /// room across reads means each byte is zeroed once, not once per read (a 100 MiB frame read in
-    /// 64 KiB steps would otherwise zero gigabytes).
+    /// Bytes `[0, filled)` came from the socket; the rest is room to read into, initialized once
+    /// (a 100 MiB frame read in 64 KiB steps would otherwise zero gigabytes).
     buf: BytesMut,
     filled: usize,
+    large: Option<Large>,
     max_frame_bytes: usize,
 }
 
 impl FrameReader {
     pub fn new(max_frame_bytes: usize) -> Self {
-        Self { buf: BytesMut::new(), filled: 0, max_frame_bytes }
+        Self { buf: BytesMut::new(), filled: 0, large: None, max_frame_bytes }
     }
 
     /// The next frame's bytes (without the size prefix); `None` at a clean end of stream.
     pub async fn next<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<Option<Bytes>, ProtocolError> {
         loop {
+            if let Some(large) = &mut self.large {
+                if large.filled == large.need {
+                    let Large { buf, need, .. } = self.large.take().expect("checked above");
+                    let home = POOL.with(|(tx, _)| tx.clone());
+                    return Ok(Some(Bytes::from_owner(PooledFrame { buf, len: need, home }).slice(4..)));
+                }
+                let n = stream.read(&mut large.buf[large.filled..large.need]).await?;
+                if n == 0 {
+                    return Err(closed_mid_frame());
+                }
+                large.filled += n;
+                continue;
+            }
             let mut need = 4;
             if self.filled >= 4 {
                 let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
@@ -37,6 +100,14 @@ impl FrameReader {
                     let _ = frame.split_to(4);
                     return Ok(Some(frame.freeze()));
                 }
+                if need >= OWN_BUFFER_FRAME_BYTES {
+                    // Everything read so far belongs to this frame (frames follow one another).
+                    let mut buf = take_buffer(need);
+                    buf[..self.filled].copy_from_slice(&self.buf[..self.filled]);
+                    self.large = Some(Large { buf, filled: self.filled, need });
+                    self.filled = 0;
+                    continue;
+                }
             }
             // Room for the rest of this frame, and at least a chunk so small frames batch up.
             let room = need.max(self.filled + READ_CHUNK_BYTES);
@@ -45,11 +116,15 @@ impl FrameReader {
             }
             let n = stream.read(&mut self.buf[self.filled..]).await?;
             if n == 0 {
-                return if self.filled == 0 { Ok(None) } else { Err(ProtocolError::Malformed("connection closed mid-frame".into())) };
+                return if self.filled == 0 { Ok(None) } else { Err(closed_mid_frame()) };
             }
             self.filled += n;
         }
     }
+}
+
+fn closed_mid_frame() -> ProtocolError {
+    ProtocolError::Malformed("connection closed mid-frame".into())
 }
 
 #[cfg(test)]
@@ -79,6 +154,30 @@ mod tests {
         assert_eq!(got[1].len(), 300_000);
         assert!(got[2].is_empty());
         assert_eq!(&got[3][..], b"xyz");
+    }
+
+    #[test]
+    fn a_large_frame_buffer_is_read_into_again_once_released() {
+        let first: Vec<u8> = (0..OWN_BUFFER_FRAME_BYTES as u32 + 5).map(|i| i as u8).collect();
+        let second = vec![9u8; OWN_BUFFER_FRAME_BYTES + 1];
+        let data = frames(&[&first, b"small", &second]);
+        let mut reader = FrameReader::new(1 << 20);
+        let mut src = futures_lite::io::BufReader::with_capacity(10_000, futures_lite::io::Cursor::new(data));
+        // Buffers another test left in this thread's pool.
+        POOL.with(|(_, rx)| while rx.try_recv().is_ok() {});
+        futures_lite::future::block_on(async {
+            let a = reader.next(&mut src).await.unwrap().unwrap();
+            assert_eq!(&a[..], &first[..]);
+            let at = a.as_ptr();
+            let small = reader.next(&mut src).await.unwrap().unwrap();
+            assert_eq!(&small[..], b"small");
+            // While `a` lives its buffer is not reused; once dropped, the next large frame gets it.
+            drop(a);
+            let b = reader.next(&mut src).await.unwrap().unwrap();
+            assert_eq!(&b[..], &second[..]);
+            assert_eq!(b.as_ptr(), at, "the released buffer was recycled");
+            assert!(reader.next(&mut src).await.unwrap().is_none());
+        });
     }
 
     #[test]
