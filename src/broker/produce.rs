@@ -8,7 +8,6 @@
 use super::{errors, state, topics, Partition};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
-use crate::storage::log::SHARED_BATCH_MIN_BYTES;
 use crate::storage::LogError;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -148,7 +147,7 @@ fn append_checked(part: &Partition, Records { bytes: records, request_bytes }: R
     let first = batch::header(&records)?;
     let producer = Producer { id: first.producer_id.get(), epoch: first.producer_epoch.get(), base_sequence: first.base_sequence.get() };
     if producer.id < 0 {
-        let a = part.log.append(detach(records, request_bytes))?;
+        let a = part.log.append_from(records, request_bytes)?;
         return Ok(Some((a.base_offset, a.last_offset)));
     }
     let mut producers = part.producers.borrow_mut();
@@ -157,7 +156,7 @@ fn append_checked(part: &Partition, Records { bytes: records, request_bytes }: R
         SeqCheck::OutOfOrder => return Ok(None),
         SeqCheck::Fresh => {}
     }
-    let a = part.log.append(detach(records.clone(), request_bytes))?;
+    let a = part.log.append_from(records.clone(), request_bytes)?;
     let (mut rest, mut offset) = (&records[..], a.base_offset);
     while let (Ok(h), Ok(len)) = (batch::header(rest), batch::framed_len(rest)) {
         let p = Producer { id: h.producer_id.get(), epoch: h.producer_epoch.get(), base_sequence: h.base_sequence.get() };
@@ -168,33 +167,11 @@ fn append_checked(part: &Partition, Records { bytes: records, request_bytes }: R
     Ok(Some((a.base_offset, a.last_offset)))
 }
 
-/// One partition's records, a slice of a request of `request_bytes`.
+/// One partition's records, a slice of a request of `request_bytes` (the log may keep large batches
+/// by reference to it: a frame that large is read into a buffer of its own, `frame::OWN_BUFFER_FRAME_BYTES`).
 struct Records {
     bytes: Bytes,
     request_bytes: usize,
-}
-
-/// The log keeps a large batch by reference to the buffer it comes in, for as long as it caches it.
-/// A request that holds one has a buffer of its own (`frame::OWN_BUFFER_FRAME_BYTES`), recycled once
-/// the last reference goes. Records that are most of their request stay in it; others get a buffer
-/// of their own, copied on the partition's shard, so that a cached batch never holds more than twice
-/// its size of request in memory.
-fn detach(records: Bytes, request_bytes: usize) -> Bytes {
-    let holds_large_batch = || {
-        let mut rest = &records[..];
-        while let Ok(len) = batch::framed_len(rest) {
-            if len >= SHARED_BATCH_MIN_BYTES {
-                return true;
-            }
-            rest = &rest[len.min(rest.len())..];
-        }
-        false
-    };
-    if records.len() * 2 < request_bytes && records.len() >= SHARED_BATCH_MIN_BYTES && holds_large_batch() {
-        Bytes::copy_from_slice(&records)
-    } else {
-        records
-    }
 }
 
 pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {

@@ -99,12 +99,21 @@ impl Held {
     }
 }
 
-/// A recent batch kept in memory: `[base, next)` offsets.
+/// A recent batch kept in memory, with its assigned offsets in `info`.
 struct Cached {
-    base: u64,
-    next: u64,
     held: Held,
     info: BatchInfo,
+}
+
+impl Cached {
+    fn base(&self) -> u64 {
+        self.info.base_offset as u64
+    }
+
+    /// The offset after the batch.
+    fn next(&self) -> u64 {
+        self.base() + u64::from(self.info.offset_count)
+    }
 }
 
 struct State {
@@ -284,11 +293,18 @@ impl Log {
 
     /// Validates `records` (one or more v2 batches), assigns their offsets and queues them for the
     /// writer. Returns at once; `wait_written` / `wait_durable` tell when they are on disk.
-    ///
-    /// Batches of `SHARED_BATCH_MIN_BYTES` or more are kept by reference until written and evicted
-    /// from the cache, and with them the whole buffer `records` slices: pass a buffer not much
-    /// larger than the records. `records` is never modified.
+    /// `records` is a buffer of its own, never modified: see `append_from`.
     pub fn append(&self, records: Bytes) -> Result<Appended, LogError> {
+        let buffer_bytes = records.len();
+        self.append_from(records, buffer_bytes)
+    }
+
+    /// `append` of records that slice a buffer of `buffer_bytes` (a request). Batches of
+    /// `SHARED_BATCH_MIN_BYTES` or more are kept by reference until written and evicted from the
+    /// cache, and with them the whole buffer, if the records are at least half of it; otherwise they
+    /// are copied too, so that a cached batch never holds more than about twice its size.
+    pub fn append_from(&self, records: Bytes, buffer_bytes: usize) -> Result<Appended, LogError> {
+        let share = records.len() * 2 >= buffer_bytes;
         let batches = batch::split(&records)?;
         let mut s = self.state();
         if let Some(e) = &s.failed {
@@ -303,7 +319,7 @@ impl Log {
         let base_offset = s.next_offset;
         for (at, info) in batches {
             let base = s.next_offset;
-            let held = if info.bytes >= SHARED_BATCH_MIN_BYTES {
+            let held = if share && info.bytes >= SHARED_BATCH_MIN_BYTES {
                 let base_offset = Bytes::copy_from_slice(&base.to_be_bytes());
                 Held::Shared { base_offset, rest: records.slice(at + 8..at + info.bytes) }
             } else {
@@ -314,8 +330,7 @@ impl Log {
             s.cache_bytes += info.bytes;
             s.queued += 1;
             s.queued_bytes += info.bytes;
-            let next = s.next_offset;
-            s.cache.push_back(Cached { base, next, held, info });
+            s.cache.push_back(Cached { held, info });
         }
         let last_offset = s.next_offset - 1;
         drop(s);
@@ -371,7 +386,7 @@ impl Log {
             if offset >= hw {
                 return Ok(Vec::new());
             }
-            if s.cache.front().is_some_and(|c| c.base <= offset) {
+            if s.cache.front().is_some_and(|c| c.base() <= offset) {
                 return Ok(s.read_cache(offset, max_bytes, hw));
             }
             let seg_at = s.segments.partition_point(|seg| seg.base <= offset).max(1) - 1;
@@ -443,7 +458,7 @@ impl Log {
             removed += 1;
         }
         let log_start = s.log_start;
-        while s.cache.front().is_some_and(|c| c.next <= log_start) {
+        while s.cache.front().is_some_and(|c| c.next() <= log_start) {
             let c = s.cache.pop_front().expect("checked");
             s.cache_bytes -= c.held.len();
         }
@@ -616,7 +631,7 @@ impl Log {
                 assert_eq!(p.info.base_offset as u64, s.written, "offsets are written contiguously");
                 seg.track_batch(pos, &p.info, interval);
                 pos += p.info.bytes as u64;
-                s.written = p.next;
+                s.written = p.next();
                 s.queued_bytes -= p.info.bytes;
                 messages += u64::from(p.info.offset_count);
             }
@@ -718,11 +733,11 @@ impl State {
     }
 
     fn read_cache(&self, offset: u64, max_bytes: usize, hw: u64) -> Vec<Chunk> {
-        let first = self.cache.partition_point(|c| c.next <= offset);
+        let first = self.cache.partition_point(|c| c.next() <= offset);
         let mut out = Vec::new();
         let mut total = 0;
         for c in self.cache.iter().skip(first) {
-            if c.base >= hw || (!out.is_empty() && total + c.held.len() > max_bytes) {
+            if c.base() >= hw || (!out.is_empty() && total + c.held.len() > max_bytes) {
                 break;
             }
             total += c.held.len();
@@ -734,7 +749,7 @@ impl State {
     /// Drops the oldest written batches beyond the cache budget. Unwritten ones always stay: the
     /// writer and readers of the tail rely on them.
     fn evict_cache(&mut self) {
-        while self.cache_bytes > self.cfg.cache_bytes && self.cache.front().is_some_and(|c| c.next <= self.written) {
+        while self.cache_bytes > self.cfg.cache_bytes && self.cache.front().is_some_and(|c| c.next() <= self.written) {
             let c = self.cache.pop_front().expect("checked");
             self.cache_bytes -= c.held.len();
         }
