@@ -4,7 +4,7 @@
 //! order. A frame over `max_request_bytes` or an unreadable header closes that connection only,
 //! with one log line; nothing a client sends can take the shard down.
 
-use super::{fetch, groups, handlers, produce, state};
+use super::{fetch, group, handlers, produce, state};
 use crate::protocol::fetch_response::Part;
 use crate::protocol::{self, frame::FrameReader, ProtocolError};
 use crate::storage::Chunk;
@@ -132,7 +132,7 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         ApiKey::AlterConfigs => handlers::alter_configs(&req).await,
         ApiKey::DescribeCluster => handlers::describe_cluster(&req),
         ApiKey::InitProducerId => handlers::init_producer_id(&req),
-        ApiKey::FindCoordinator => groups::find_coordinator(&req),
+        ApiKey::FindCoordinator => group::find_coordinator(&req),
         ApiKey::JoinGroup
         | ApiKey::SyncGroup
         | ApiKey::Heartbeat
@@ -142,7 +142,7 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         | ApiKey::DescribeGroups
         | ApiKey::ListGroups
         | ApiKey::DeleteGroups
-        | ApiKey::OffsetDelete => groups::handle(&req).await,
+        | ApiKey::OffsetDelete => group::handle(&req).await,
         other => Err(ProtocolError::UnknownApi(other as i16)),
     };
     if tracing::enabled!(tracing::Level::TRACE) {

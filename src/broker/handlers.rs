@@ -11,6 +11,16 @@ use std::collections::BTreeMap;
 
 pub const CLUSTER_ID: &str = "weir-cluster";
 
+/// `authorized_operations` when the client did not ask for them (Kafka's `Int.MinValue`).
+pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// With no ACLs every operation is allowed: Kafka's bit field (1 << AclOperation code) of the
+/// operations each resource type supports. Group: READ, DELETE, DESCRIBE.
+pub const AUTHORIZED_OPERATIONS_GROUP: i32 = 1 << 3 | 1 << 6 | 1 << 8;
+/// Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+pub const AUTHORIZED_OPERATIONS_TOPIC: i32 = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 10 | 1 << 11;
+/// Cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+pub const AUTHORIZED_OPERATIONS_CLUSTER: i32 = 1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
+
 pub(super) fn respond<T: kafka_protocol::protocol::Encodable>(req: &Request, body: &T) -> Result<Option<Bytes>, ProtocolError> {
     protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, body).map(Some)
 }
@@ -42,9 +52,10 @@ fn brokers() -> Vec<(i32, String, i32)> {
     cfg.nodes().into_iter().map(|(id, port)| (id, cfg.advertised_host.clone(), port)).collect()
 }
 
-fn metadata_topic(meta: &TopicMeta, version: i16) -> metadata_response::MetadataResponseTopic {
+fn metadata_topic(meta: &TopicMeta, version: i16, with_operations: bool) -> metadata_response::MetadataResponseTopic {
     let st = state();
     let mut t = metadata_response::MetadataResponseTopic::default();
+    t.topic_authorized_operations = if with_operations { AUTHORIZED_OPERATIONS_TOPIC } else { AUTHORIZED_OPERATIONS_OMITTED };
     t.name = Some(TopicName(text(meta.name.clone())));
     if version >= 10 {
         t.topic_id = uuid::Uuid::from_u128(meta.id);
@@ -80,10 +91,13 @@ pub async fn metadata(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         r.cluster_id = Some(text(CLUSTER_ID));
     }
     r.controller_id = BrokerId(0);
+    r.cluster_authorized_operations =
+        if m.include_cluster_authorized_operations { AUTHORIZED_OPERATIONS_CLUSTER } else { AUTHORIZED_OPERATIONS_OMITTED };
+    let with_operations = m.include_topic_authorized_operations;
     match m.topics {
         None => {
             let all: Vec<TopicMeta> = st.topics.borrow().values().cloned().collect();
-            r.topics = all.iter().map(|t| metadata_topic(t, version)).collect();
+            r.topics = all.iter().map(|t| metadata_topic(t, version, with_operations)).collect();
         }
         Some(wanted) => {
             // Version 4+ says per request whether to auto-create; older versions always may.
@@ -96,7 +110,7 @@ pub async fn metadata(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                     None => Err((errors::UNKNOWN_TOPIC_OR_PARTITION, String::new())),
                 };
                 r.topics.push(match found {
-                    Ok(meta) => metadata_topic(&meta, version),
+                    Ok(meta) => metadata_topic(&meta, version, with_operations),
                     Err((code, _)) => {
                         let mut t = metadata_response::MetadataResponseTopic::default();
                         t.name = Some(name);
@@ -111,7 +125,10 @@ pub async fn metadata(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
 }
 
 pub fn describe_cluster(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: DescribeClusterRequest = protocol::decode_body(req)?;
     let mut r = DescribeClusterResponse::default();
+    r.cluster_authorized_operations =
+        if q.include_cluster_authorized_operations { AUTHORIZED_OPERATIONS_CLUSTER } else { AUTHORIZED_OPERATIONS_OMITTED };
     r.cluster_id = text(CLUSTER_ID);
     r.controller_id = BrokerId(0);
     r.endpoint_type = 1;

@@ -9,9 +9,8 @@ pub mod catalog;
 mod conn;
 pub mod errors;
 mod fetch;
-mod groups;
+mod group;
 mod handlers;
-mod offsets_store;
 mod produce;
 mod topics;
 
@@ -47,6 +46,9 @@ pub struct BrokerConfig {
     pub retention_check_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// How long the first rebalance of an empty group waits for more members
+    /// (`group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
 }
 
@@ -67,6 +69,7 @@ impl Default for BrokerConfig {
             retention_check_ms: 30_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 7 * 24 * 60,
         }
     }
@@ -105,7 +108,7 @@ pub struct ShardState {
     pub topics: RefCell<BTreeMap<String, TopicMeta>>,
     pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
     pub controller: topics::Controller,
-    pub groups: groups::Coordinator,
+    pub groups: group::Coordinator,
 }
 
 thread_local! {
@@ -146,7 +149,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
     };
     let state = Rc::new(ShardState {
         controller: topics::Controller::new(shard.id == 0),
-        groups: groups::Coordinator::new(&cfg, shard.id),
+        groups: group::Coordinator::new(&cfg, shard.id),
         shard,
         cfg,
         topics: RefCell::new(BTreeMap::new()),
@@ -168,7 +171,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         std::process::exit(1);
     }
     shards::spawn_local(topics::retention_loop()).detach();
-    shards::spawn_local(groups::expiry_loop()).detach();
+    shards::spawn_local(group::expiry_loop()).detach();
     conn::serve(stop).await;
     // Shutdown: write what is queued and fsync every owned log.
     let logs: Vec<Rc<Partition>> = state.partitions.borrow().values().cloned().collect();

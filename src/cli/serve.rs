@@ -60,6 +60,10 @@ pub struct ServeArgs {
     group_min_session_timeout_ms: Option<i32>,
     #[arg(long, env = "WEIR_GROUP_MAX_SESSION_TIMEOUT_MS")]
     group_max_session_timeout_ms: Option<i32>,
+    /// How long the first rebalance of an empty group waits for more members, in ms
+    /// (group.initial.rebalance.delay.ms; default 3000).
+    #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
     /// Config file: `key = value` lines with the flag names (e.g. `data-dir = "/var/lib/weir"`).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
@@ -108,6 +112,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 }
                 "group-max-session-timeout-ms" => {
                     a.group_max_session_timeout_ms = a.group_max_session_timeout_ms.or(Some(count(&v)? as i32))
+                }
+                "group-initial-rebalance-delay-ms" => {
+                    a.group_initial_rebalance_delay_ms = a.group_initial_rebalance_delay_ms.or(Some(count(&v)?))
                 }
                 _ => return Err(format!("{}: unknown setting {k}", path.display())),
             }
@@ -160,6 +167,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.group_max_session_timeout_ms {
         cfg.group_max_session_timeout_ms = v;
+    }
+    if let Some(v) = a.group_initial_rebalance_delay_ms {
+        cfg.group_initial_rebalance_delay_ms = v;
     }
     if cfg.group_min_session_timeout_ms > cfg.group_max_session_timeout_ms {
         return Err("--group-min-session-timeout-ms is above --group-max-session-timeout-ms".into());
