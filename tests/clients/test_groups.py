@@ -134,7 +134,9 @@ def test_exactly_once_consumption_across_rebalance_with_commits(shared_broker):
 
     first = threading.Thread(target=run, args=(700,))
     first.start()
-    time.sleep(1.0)
+    deadline = time.time() + 30
+    while time.time() < deadline and not seen:  # the second member joins once the first consumes
+        time.sleep(0.05)
     second = threading.Thread(target=run, args=(10**9,))
     second.start()
     first.join()

@@ -56,8 +56,7 @@ pub(super) async fn describe_groups(req: &Request) -> Result<Option<Bytes>, Prot
         d.group_state = text(v.phase);
         d.protocol_type = text(v.protocol_type);
         d.protocol_data = text(v.protocol);
-        d.authorized_operations =
-            if q.include_authorized_operations { AUTHORIZED_OPERATIONS_GROUP } else { AUTHORIZED_OPERATIONS_OMITTED };
+        d.authorized_operations = if q.include_authorized_operations { AUTHORIZED_OPERATIONS_GROUP } else { AUTHORIZED_OPERATIONS_OMITTED };
         for (id, inst, client, host, md, asg) in v.members {
             let mut m = describe_groups_response::DescribedGroupMember::default();
             m.member_id = text(id);

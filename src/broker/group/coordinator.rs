@@ -100,7 +100,7 @@ impl Coordinator {
         }
         {
             let offsets = self.offsets.borrow();
-            self.groups.borrow_mut().retain(|id, g| !(g.borrow().is_vacant() && !offsets.contains_key(id)));
+            self.groups.borrow_mut().retain(|id, g| !g.borrow().is_vacant() || offsets.contains_key(id));
         }
         let cutoff = unix_ms() - self.offsets_retention.as_millis() as i64;
         let stale: Vec<String> = {

@@ -105,6 +105,9 @@ pub(super) async fn offset_commit(req: &Request) -> Result<Option<Bytes>, Protoc
     respond(req, &r)
 }
 
+/// A partition of a topic, by name.
+type TopicPartition = (String, i32);
+
 type Found = Vec<(String, Vec<(i32, Option<Committed>)>)>;
 
 /// Committed offsets of `group`: for the listed (topic, partitions), or all when `None`.
@@ -181,13 +184,13 @@ pub(super) async fn offset_fetch(req: &Request) -> Result<Option<Bytes>, Protoco
 }
 
 /// Kafka's `handleDeleteOffsets`: the group-level error, and one error per partition.
-async fn offset_delete_local(group: String, parts: Vec<(String, i32)>) -> (i16, HashMap<(String, i32), i16>) {
+async fn offset_delete_local(group: String, parts: Vec<TopicPartition>) -> (i16, HashMap<TopicPartition, i16>) {
     let coord = &shard_state().groups;
     if !coord.has_offsets(&group) && coord.existing(&group).is_none() {
         return (errors::GROUP_ID_NOT_FOUND, HashMap::new());
     }
     let gref = coord.group(&group);
-    let (deletable, mut codes): (Vec<(String, i32)>, HashMap<(String, i32), i16>) = {
+    let (deletable, mut codes): (Vec<TopicPartition>, HashMap<TopicPartition, i16>) = {
         let g = gref.borrow();
         use super::state::Phase;
         match g.phase {
@@ -202,8 +205,10 @@ async fn offset_delete_local(group: String, parts: Vec<(String, i32)>) -> (i16, 
     if deletable.is_empty() {
         return (errors::NONE, codes);
     }
-    let records: Vec<Record> =
-        deletable.iter().map(|(topic, partition)| Record::DeleteOffset { group: group.clone(), topic: topic.clone(), partition: *partition }).collect();
+    let records: Vec<Record> = deletable
+        .iter()
+        .map(|(topic, partition)| Record::DeleteOffset { group: group.clone(), topic: topic.clone(), partition: *partition })
+        .collect();
     let code = match coord.persist(&group, &records) {
         Ok(()) => errors::NONE,
         Err(_) => errors::KAFKA_STORAGE_ERROR,
@@ -215,7 +220,7 @@ async fn offset_delete_local(group: String, parts: Vec<(String, i32)>) -> (i16, 
 pub(super) async fn offset_delete(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: OffsetDeleteRequest = protocol::decode_body(req)?;
     let group = q.group_id.to_string();
-    let (parts, unknown): (Vec<(String, i32)>, Vec<(String, i32)>) = q
+    let (parts, unknown): (Vec<TopicPartition>, Vec<TopicPartition>) = q
         .topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), p.partition_index)))
