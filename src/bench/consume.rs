@@ -1,9 +1,9 @@
 //! Consumer threads: fetch loops over their partitions, counting records from batch headers, and in
 //! e2e mode reading each value's send timestamp.
 
-use super::codec::Codec;
 use super::{histogram, nanos_since, pin, Args, Stop, Totals};
 use crate::client::{self, Connection};
+use crate::protocol::compression::Codec;
 use crate::storage::batch;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::FetchRequest;

@@ -7,7 +7,6 @@
 //! from then, so a stalled broker cannot hide its stall (coordinated omission is corrected).
 
 pub mod args;
-pub mod codec;
 pub mod consume;
 pub mod produce;
 pub mod report;

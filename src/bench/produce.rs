@@ -1,8 +1,8 @@
 //! Producer threads: one writer and one reader per connection, a bounded window between them.
 
-use super::codec::Codec;
 use super::{histogram, nanos_since, pin, Args, Stop, Totals};
 use crate::client::{self, Connection};
+use crate::protocol::compression::Codec;
 use crate::storage::batch;
 use bytes::Bytes;
 use hdrhistogram::Histogram;

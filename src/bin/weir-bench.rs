@@ -24,7 +24,7 @@ fn main() {
 }
 
 fn run(mut args: Args) -> Result<(), String> {
-    args.compression.parse::<bench::codec::Codec>()?;
+    args.compression.parse::<weir::protocol::compression::Codec>()?;
     if args.messages.is_none() && args.duration.is_none() {
         args.duration = Some(Duration::from_secs(10));
     }

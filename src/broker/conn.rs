@@ -4,7 +4,7 @@
 //! order. A frame over `max_request_bytes` or an unreadable header closes that connection only,
 //! with one log line; nothing a client sends can take the shard down.
 
-use super::{fetch, group, handlers, produce, state};
+use super::{delete_records, fetch, group, handlers, list_offsets, produce, state};
 use crate::protocol::fetch_response::Part;
 use crate::protocol::{self, frame::FrameReader, ProtocolError};
 use crate::storage::Chunk;
@@ -123,7 +123,8 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         ApiKey::ApiVersions => handlers::api_versions(&req),
         ApiKey::Metadata => handlers::metadata(&req).await,
         ApiKey::Produce => produce::handle(&req).await,
-        ApiKey::ListOffsets => handlers::list_offsets(&req).await,
+        ApiKey::ListOffsets => list_offsets::list_offsets(&req).await,
+        ApiKey::DeleteRecords => delete_records::delete_records(&req).await,
         ApiKey::CreateTopics => handlers::create_topics(&req).await,
         ApiKey::DeleteTopics => handlers::delete_topics(&req).await,
         ApiKey::CreatePartitions => handlers::create_partitions(&req).await,

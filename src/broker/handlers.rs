@@ -142,58 +142,6 @@ pub fn describe_cluster(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     respond(req, &r)
 }
 
-/// (error, timestamp, offset) for a ListOffsets query, on the owning shard.
-async fn list_offset_local(topic: String, partition: i32, timestamp: i64) -> (i16, i64, i64) {
-    let Some(part) = state().partition(&topic, partition) else {
-        return (errors::UNKNOWN_TOPIC_OR_PARTITION, -1, -1);
-    };
-    let o = part.log.offsets();
-    match timestamp {
-        -2 => (errors::NONE, -1, o.log_start as i64),
-        -1 => (errors::NONE, -1, o.high_watermark as i64),
-        ts if ts >= 0 => match part.log.offset_for_timestamp(ts).await {
-            Ok(Some((offset, found_ts))) => (errors::NONE, found_ts, offset as i64),
-            Ok(None) => (errors::NONE, -1, -1),
-            Err(e) => (super::produce::log_error_code(&e), -1, -1),
-        },
-        _ => (errors::INVALID_REQUEST, -1, -1),
-    }
-}
-
-pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let q: ListOffsetsRequest = protocol::decode_body(req)?;
-    let st = state();
-    let mut r = ListOffsetsResponse::default();
-    for topic in q.topics {
-        let name = topic.name.0.to_string();
-        let meta = st.topic(&name);
-        let mut t = list_offsets_response::ListOffsetsTopicResponse::default();
-        t.name = topic.name.clone();
-        for p in topic.partitions {
-            let index = p.partition_index;
-            let (error, timestamp, offset) = match meta.as_ref().filter(|m| index >= 0 && index < m.partitions) {
-                None => (errors::UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
-                Some(_) => {
-                    let owner = st.owner(&name, index);
-                    let (n, ts) = (name.clone(), p.timestamp);
-                    st.shard.submit_to(owner, move || list_offset_local(n, index, ts)).await
-                }
-            };
-            let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
-            pr.partition_index = index;
-            pr.error_code = error;
-            pr.timestamp = timestamp;
-            pr.offset = offset;
-            if req.header.request_api_version >= 4 {
-                pr.leader_epoch = 0;
-            }
-            t.partitions.push(pr);
-        }
-        r.topics.push(t);
-    }
-    respond(req, &r)
-}
-
 fn configs_map(configs: impl IntoIterator<Item = (StrBytes, Option<StrBytes>)>) -> BTreeMap<String, String> {
     configs.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?.to_string()))).collect()
 }

@@ -7,10 +7,12 @@
 
 pub mod catalog;
 mod conn;
+mod delete_records;
 pub mod errors;
 mod fetch;
 mod group;
 mod handlers;
+mod list_offsets;
 mod produce;
 mod topics;
 
@@ -131,6 +133,23 @@ impl ShardState {
 
     pub fn topic(&self, name: &str) -> Option<TopicMeta> {
         self.topics.borrow().get(name).cloned()
+    }
+
+    /// Runs `f(partition)` on the shard owning `topic`/`partition`; `None` if no such partition.
+    pub async fn on_owner<F, Fut, R>(&self, topic: &str, partition: i32, f: F) -> Option<R>
+    where
+        F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        let meta = self.topic(topic)?;
+        if partition < 0 || partition >= meta.partitions {
+            return None;
+        }
+        let name = topic.to_string();
+        self.shard
+            .submit_to(self.owner(topic, partition), move || async move { f(state().partition(&name, partition)?).await.into() })
+            .await
     }
 
     fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {

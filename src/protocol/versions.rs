@@ -25,6 +25,7 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::DescribeConfigs, 1..=4),
     (ApiKey::CreatePartitions, 0..=3),
     (ApiKey::DeleteGroups, 0..=2),
+    (ApiKey::DeleteRecords, 0..=2),
     (ApiKey::AlterConfigs, 0..=2),
     (ApiKey::IncrementalAlterConfigs, 0..=1),
     (ApiKey::OffsetDelete, 0..=0),

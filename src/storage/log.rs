@@ -234,6 +234,8 @@ impl Log {
         }
         let active = segments.last().expect("at least one segment");
         let next_offset = active.next_offset;
+        // DeleteRecords may have moved the start past the first segment's base.
+        let log_start = super::log_start::read(dir).unwrap_or(0).clamp(segments[0].base, next_offset);
         let tail_block = read_tail_block(active).await?;
         let next_prealloc_end = active.size.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
         tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned = total.batches_scanned, "log opened");
@@ -241,7 +243,7 @@ impl Log {
             shard: shards::current_shard(),
             state: RefCell::new(State {
                 dir: dir.to_path_buf(),
-                log_start: segments[0].base,
+                log_start,
                 cfg,
                 segments,
                 next_offset,
@@ -424,18 +426,54 @@ impl Log {
         }
     }
 
-    /// The base offset and max timestamp of the first batch whose max timestamp is ≥ `ts`, or `None`
-    /// past the end. Batch granularity: the offset may precede the first matching record.
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>, LogError> {
-        let (file, pos, size) = {
+    /// The first written batch at or past the log start whose max timestamp is ≥ `ts` (`None` past
+    /// the end), whole: the record itself is found inside it by the caller (it may be compressed).
+    pub async fn batch_at_timestamp(&self, ts: i64) -> Result<Option<Bytes>, LogError> {
+        let (file, pos, size, log_start) = {
             let s = self.state();
-            let Some(seg) = s.segments.iter().find(|seg| seg.max_timestamp >= ts) else {
+            let log_start = s.log_start;
+            let Some(seg) = s.segments.iter().find(|seg| seg.max_timestamp >= ts && seg.next_offset > log_start) else {
                 return Ok(None);
             };
-            (seg.file.clone(), seg.lookup_time(ts), seg.size)
+            (seg.file.clone(), seg.lookup_time(ts), seg.size, log_start)
         };
-        let found = find_batch(&file, pos, size, |h| h.max_timestamp.get() >= ts).await?;
-        Ok(found.map(|f| (f.base_offset, f.max_timestamp)))
+        let holds = |h: &BatchHeader| h.max_timestamp.get() >= ts && last_offset(h) >= log_start;
+        read_found(&file, find_batch(&file, pos, size, holds).await?).await
+    }
+
+    /// The first written batch holding the log's greatest timestamp (ListOffsets MAX_TIMESTAMP).
+    pub async fn batch_with_max_timestamp(&self) -> Result<Option<Bytes>, LogError> {
+        let (file, pos, size, max) = {
+            let s = self.state();
+            let log_start = s.log_start;
+            let live = s.segments.iter().filter(|seg| seg.next_offset > log_start && seg.max_timestamp >= 0);
+            // The first segment holding the greatest timestamp.
+            let Some(seg) = live.rev().max_by_key(|seg| seg.max_timestamp) else {
+                return Ok(None);
+            };
+            (seg.file.clone(), seg.lookup_time(seg.max_timestamp), seg.size, seg.max_timestamp)
+        };
+        read_found(&file, find_batch(&file, pos, size, |h| h.max_timestamp.get() == max).await?).await
+    }
+
+    /// DeleteRecords: moves the log start up to `offset` (at most the high watermark), durably, and
+    /// deletes the closed segments wholly below it. Returns the new log start (the low watermark).
+    pub fn delete_records(&self, offset: u64) -> Result<u64, LogError> {
+        let mut s = self.state();
+        if offset > s.written {
+            return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.written });
+        }
+        if offset <= s.log_start {
+            return Ok(s.log_start);
+        }
+        super::log_start::write(&s.dir, offset)?;
+        s.log_start = offset;
+        while s.segments.len() > 1 && s.segments[0].next_offset <= offset {
+            let seg = s.segments.remove(0);
+            seg.remove_files()?;
+        }
+        s.drop_cache_below_start();
+        Ok(offset)
     }
 
     /// Deletes whole oldest segments beyond `retention.bytes` or older than `retention.ms`; the
@@ -454,14 +492,10 @@ impl Log {
             let seg = s.segments.remove(0);
             total -= seg.size;
             seg.remove_files()?;
-            s.log_start = s.segments[0].base;
+            s.log_start = s.log_start.max(s.segments[0].base);
             removed += 1;
         }
-        let log_start = s.log_start;
-        while s.cache.front().is_some_and(|c| c.next() <= log_start) {
-            let c = s.cache.pop_front().expect("checked");
-            s.cache_bytes -= c.held.len();
-        }
+        s.drop_cache_below_start();
         Ok(removed)
     }
 
@@ -710,6 +744,15 @@ impl Log {
 }
 
 impl State {
+    /// Forgets cached batches wholly below the log start (retention, DeleteRecords).
+    fn drop_cache_below_start(&mut self) {
+        while self.cache.front().is_some_and(|c| c.next() <= self.log_start) {
+            if let Some(c) = self.cache.pop_front() {
+                self.cache_bytes -= c.held.len();
+            }
+        }
+    }
+
     /// The writer's queue: cached batches not yet written, oldest first.
     fn unwritten(&self) -> impl Iterator<Item = &Cached> {
         self.cache.range(self.cache.len() - self.queued..)
@@ -772,8 +815,21 @@ async fn read_tail_block(seg: &Segment) -> Result<Vec<u8>, LogError> {
 struct Found {
     pos: u64,
     len: usize,
-    base_offset: u64,
-    max_timestamp: i64,
+}
+
+/// The offset of a batch's last record.
+fn last_offset(h: &BatchHeader) -> u64 {
+    (h.base_offset.get() + i64::from(h.last_offset_delta.get())) as u64
+}
+
+/// The bytes of a batch found by `find_batch`.
+async fn read_found(file: &shards::DmaFile, found: Option<Found>) -> Result<Option<Bytes>, LogError> {
+    let Some(found) = found else { return Ok(None) };
+    let bytes = file.read_at(found.pos, found.len).await?;
+    if bytes.len() != found.len {
+        return Err(LogError::Storage(format!("short read of a batch at position {}", found.pos)));
+    }
+    Ok(Some(Bytes::copy_from_slice(&bytes)))
 }
 
 /// The first batch at or after `pos` (a batch boundary, below `size`) whose header satisfies
@@ -790,12 +846,7 @@ async fn find_batch(
         let mut at = 0;
         while let (Ok(h), Ok(len)) = (batch::header(&chunk[at..]), batch::framed_len(&chunk[at..])) {
             if wanted(h) {
-                return Ok(Some(Found {
-                    pos: pos + at as u64,
-                    len,
-                    base_offset: h.base_offset.get() as u64,
-                    max_timestamp: h.max_timestamp.get(),
-                }));
+                return Ok(Some(Found { pos: pos + at as u64, len }));
             }
             at += len;
             if at >= chunk.len() {

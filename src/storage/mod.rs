@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod config;
 pub mod log;
+mod log_start;
 pub mod segment;
 
 pub use self::config::{FlushPolicy, LogConfig};

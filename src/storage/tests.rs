@@ -231,10 +231,13 @@ fn lookup_by_timestamp_finds_first_batch_at_or_after() {
             log.append(batch::build(2, 100, 1000 + ts * 10).into()).unwrap();
         }
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
-        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 1000)));
-        assert_eq!(log.offset_for_timestamp(1000 + 50 * 10).await.unwrap(), Some((100, 1500)));
-        assert_eq!(log.offset_for_timestamp(1000 + 50 * 10 - 5).await.unwrap(), Some((100, 1500)));
-        assert_eq!(log.offset_for_timestamp(99_999).await.unwrap(), None);
+        let at =
+            |b: Option<Bytes>| b.map(|b| (batch::header(&b).unwrap().base_offset.get(), batch::header(&b).unwrap().max_timestamp.get()));
+        assert_eq!(at(log.batch_at_timestamp(0).await.unwrap()), Some((0, 1000)));
+        assert_eq!(at(log.batch_at_timestamp(1000 + 50 * 10).await.unwrap()), Some((100, 1500)));
+        assert_eq!(at(log.batch_at_timestamp(1000 + 50 * 10 - 5).await.unwrap()), Some((100, 1500)));
+        assert_eq!(at(log.batch_at_timestamp(99_999).await.unwrap()), None);
+        assert_eq!(at(log.batch_with_max_timestamp().await.unwrap()), Some((198, 1990)));
         log.close().await.unwrap();
     });
     std::fs::remove_dir_all(&dir).unwrap();
@@ -343,6 +346,32 @@ fn large_batches_are_kept_by_reference_and_read_back_with_their_offsets() {
         for (&(base, _), cached) in model.iter().zip(&from_cache) {
             assert_eq!(&read_bytes(&log, base, 1).await, cached, "file and cache hold the same bytes at {base}");
         }
+        log.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn delete_records_moves_the_start_durably_and_drops_whole_segments() {
+    let dir = temp_dir("delete-records");
+    shards::run_local(async {
+        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        for ts in 0..100i64 {
+            log.append(batch::build(2, 100, ts).into()).unwrap();
+        }
+        log.wait_durable(log.offsets().log_end - 1).await.unwrap();
+        let (segments_before, _, _) = log.stats();
+        assert!(matches!(log.delete_records(201), Err(super::LogError::OutOfRange { .. })), "past the high watermark");
+        assert_eq!(log.delete_records(121).unwrap(), 121);
+        assert_eq!(log.delete_records(50).unwrap(), 121, "the start never moves back");
+        assert_eq!(log.offsets().log_start, 121);
+        assert!(log.stats().0 < segments_before, "segments wholly below the start are deleted");
+        assert!(matches!(log.read(120, 1 << 20).await, Err(super::LogError::OutOfRange { .. })));
+        let first = read_all(&log, 121).await;
+        assert!(first[0].0 <= 121 && first[0].0 + u64::from(first[0].1) > 121, "reads start at the batch holding the start");
+        log.close().await.unwrap();
+        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        assert_eq!(log.offsets().log_start, 121, "the start survives a restart");
         log.close().await.unwrap();
     });
     std::fs::remove_dir_all(&dir).unwrap();

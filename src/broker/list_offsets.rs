@@ -1,0 +1,144 @@
+//! ListOffsets: the earliest, latest, greatest-timestamp offsets, and the offset for a time.
+//!
+//! A time is answered per record, as Kafka does: the first record whose timestamp is ≥ the target,
+//! found inside the first batch whose max timestamp is (the batch is inflated when compressed; that
+//! cost is this request's, never the produce path's).
+
+use super::handlers::respond;
+use super::{errors, state, Partition};
+use crate::protocol::compression::Codec;
+use crate::protocol::{self, ProtocolError, Request};
+use crate::storage::batch;
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use std::rc::Rc;
+
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+/// KIP-734: the record with the greatest timestamp.
+const MAX_TIMESTAMP: i64 = -3;
+
+/// Batch attribute bit: the broker's append time stands for every record's timestamp.
+const LOG_APPEND_TIME: i16 = 0x08;
+
+/// The first record of a stored `batch` that `wanted(offset, timestamp)` accepts: (offset,
+/// timestamp). A batch that cannot be inflated answers with its base offset and max timestamp.
+fn find_record(stored: &[u8], wanted: impl Fn(i64, i64) -> bool) -> Option<(i64, i64)> {
+    let h = batch::header(stored).ok()?;
+    let (base, max_ts) = (h.base_offset.get(), h.max_timestamp.get());
+    let attributes = h.attributes.get();
+    if attributes & LOG_APPEND_TIME != 0 {
+        let last = base + i64::from(h.last_offset_delta.get());
+        return (base..=last).find(|o| wanted(*o, max_ts)).map(|o| (o, max_ts));
+    }
+    let end = batch::framed_len(stored).ok()?.min(stored.len());
+    let codec = Codec::from_attributes(attributes)?;
+    let body = match codec.decompress(&stored[batch::HEADER_BYTES..end]) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(base_offset = base, error = %e, "cannot inflate a batch for a timestamp lookup; answering per batch");
+            return Some((base, max_ts));
+        }
+    };
+    let records = batch::records_in(&body, base, h.base_timestamp.get(), h.records_count.get())?;
+    records.iter().find(|r| wanted(r.offset, r.timestamp_ms)).map(|r| (r.offset, r.timestamp_ms))
+}
+
+/// (error, timestamp, offset) for one partition's query, on the owning shard.
+async fn list_offset_local(part: Rc<Partition>, target: i64) -> (i16, i64, i64) {
+    let o = part.log.offsets();
+    let log_start = o.log_start as i64;
+    let found = match target {
+        EARLIEST => return (errors::NONE, -1, log_start),
+        LATEST => return (errors::NONE, -1, o.high_watermark as i64),
+        MAX_TIMESTAMP => part.log.batch_with_max_timestamp().await.map(|b| {
+            let max = b.as_deref().and_then(|b| batch::header(b).ok()).map_or(-1, |h| h.max_timestamp.get());
+            b.and_then(|b| find_record(&b, |o, ts| o >= log_start && ts == max))
+        }),
+        ts if ts >= 0 => part.log.batch_at_timestamp(ts).await.map(|b| b.and_then(|b| find_record(&b, |o, t| o >= log_start && t >= ts))),
+        _ => return (errors::INVALID_REQUEST, -1, -1),
+    };
+    match found {
+        Ok(Some((offset, ts))) => (errors::NONE, ts, offset),
+        Ok(None) => (errors::NONE, -1, -1),
+        Err(e) => (super::produce::log_error_code(&e), -1, -1),
+    }
+}
+
+pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: ListOffsetsRequest = protocol::decode_body(req)?;
+    let st = state();
+    let mut r = ListOffsetsResponse::default();
+    for topic in q.topics {
+        let mut t = list_offsets_response::ListOffsetsTopicResponse::default();
+        for p in topic.partitions {
+            let index = p.partition_index;
+            let target = p.timestamp;
+            let (error, timestamp, offset) = st
+                .on_owner(&topic.name, index, move |part| list_offset_local(part, target))
+                .await
+                .unwrap_or((errors::UNKNOWN_TOPIC_OR_PARTITION, -1, -1));
+            let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
+            pr.partition_index = index;
+            pr.error_code = error;
+            pr.timestamp = timestamp;
+            pr.offset = offset;
+            if req.header.request_api_version >= 4 {
+                pr.leader_epoch = 0;
+            }
+            t.partitions.push(pr);
+        }
+        t.name = topic.name;
+        r.topics.push(t);
+    }
+    respond(req, &r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of 100 records at offsets 500.. with timestamps 1000 + 10 × i, in `codec`.
+    fn stored(codec: Codec) -> Vec<u8> {
+        let mut b = batch::frame(&codec.compress(&records_with_deltas()), 100, 1000, codec as i16);
+        batch::set_base_offset(&mut b, 500);
+        b[35..43].copy_from_slice(&1990i64.to_be_bytes()); // max timestamp
+        b
+    }
+
+    fn records_with_deltas() -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..100 {
+            let v = format!("v{i}").into_bytes();
+            let mut r = vec![0u8];
+            batch::put_varint(&mut r, i as i64 * 10);
+            batch::put_varint(&mut r, i as i64);
+            batch::put_varint(&mut r, -1);
+            batch::put_varint(&mut r, v.len() as i64);
+            r.extend_from_slice(&v);
+            batch::put_varint(&mut r, 0);
+            batch::put_varint(&mut out, r.len() as i64);
+            out.extend_from_slice(&r);
+        }
+        out
+    }
+
+    #[test]
+    fn finds_the_record_not_the_batch_in_every_codec() {
+        for codec in [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let b = stored(codec);
+            assert_eq!(find_record(&b, |_, ts| ts >= 1420), Some((542, 1420)), "{codec:?}");
+            assert_eq!(find_record(&b, |_, ts| ts >= 1415), Some((542, 1420)), "{codec:?}");
+            assert_eq!(find_record(&b, |o, ts| o >= 550 && ts >= 0), Some((550, 1500)), "below the log start: skipped");
+            assert_eq!(find_record(&b, |_, ts| ts == 1990), Some((599, 1990)), "{codec:?}: max timestamp");
+        }
+    }
+
+    #[test]
+    fn log_append_time_batches_answer_with_their_max_timestamp() {
+        let mut b = stored(Codec::None);
+        let attributes = batch::header(&b).unwrap().attributes.get() | LOG_APPEND_TIME;
+        b[21..23].copy_from_slice(&attributes.to_be_bytes());
+        assert_eq!(find_record(&b, |_, ts| ts >= 5), Some((500, 1990)));
+    }
+}
