@@ -32,6 +32,14 @@ pub const TOPIC_CONFIGS: &[&str] = &[
 
 const FILE: &str = "topics.meta";
 
+/// Kafka's internal topics. Weir keeps their state in files of its own (`docs/groups.md`), so these
+/// names are reserved: never auto-created, never created by a client.
+pub const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+
+pub fn is_internal(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
 pub fn valid_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249

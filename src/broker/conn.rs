@@ -116,6 +116,11 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
     let mut req = protocol::decode_header(frame)?;
     req.peer = peer.to_string();
     tracing::trace!(%peer, api = ?req.api, version = req.header.request_api_version, correlation = req.header.correlation_id, "request");
+    let version = req.header.request_api_version;
+    if req.api == ApiKey::Fetch && protocol::versions::answered_unsupported(req.api, version) {
+        let body = protocol::legacy::fetch_unsupported(&req.body, version, super::errors::UNSUPPORTED_VERSION)?;
+        return Ok(Some(Reply::Frame(protocol::legacy::frame(req.header.correlation_id, &body))));
+    }
     if req.api == ApiKey::Fetch {
         return fetch::handle(&req).await.map(|parts| Some(Reply::Parts(parts)));
     }

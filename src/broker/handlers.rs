@@ -25,6 +25,21 @@ pub(super) fn respond<T: kafka_protocol::protocol::Encodable>(req: &Request, bod
     protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, body).map(Some)
 }
 
+/// Answers with a body written by `protocol::legacy` (header v0).
+pub(super) fn respond_legacy(req: &Request, body: &[u8]) -> Result<Option<Bytes>, ProtocolError> {
+    Ok(Some(protocol::legacy::frame(req.header.correlation_id, body)))
+}
+
+/// Answers an old version whose layout is a newer one's without its leading throttle time.
+fn respond_without_throttle<T: kafka_protocol::protocol::Encodable>(
+    req: &Request,
+    as_version: i16,
+    body: &T,
+) -> Result<Option<Bytes>, ProtocolError> {
+    let framed = protocol::encode_response(req.api, as_version, req.header.correlation_id, body)?;
+    respond_legacy(req, &framed[12..])
+}
+
 pub(super) fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
@@ -57,6 +72,7 @@ fn metadata_topic(meta: &TopicMeta, version: i16, with_operations: bool) -> meta
     let mut t = metadata_response::MetadataResponseTopic::default();
     t.topic_authorized_operations = if with_operations { AUTHORIZED_OPERATIONS_TOPIC } else { AUTHORIZED_OPERATIONS_OMITTED };
     t.name = Some(TopicName(text(meta.name.clone())));
+    t.is_internal = super::catalog::is_internal(&meta.name);
     if version >= 10 {
         t.topic_id = uuid::Uuid::from_u128(meta.id);
     }
@@ -76,8 +92,12 @@ fn metadata_topic(meta: &TopicMeta, version: i16, with_operations: bool) -> meta
 }
 
 pub async fn metadata(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let m: MetadataRequest = protocol::decode_body(req)?;
+    let mut m: MetadataRequest = protocol::decode_body(req)?;
     let version = req.header.request_api_version;
+    if version == 0 && m.topics.as_ref().is_some_and(|t| t.is_empty()) {
+        // v0 has no null: an empty list means every topic.
+        m.topics = None;
+    }
     let st = state();
     let mut r = MetadataResponse::default();
     for (id, host, port) in brokers() {
@@ -147,7 +167,13 @@ fn configs_map(configs: impl IntoIterator<Item = (StrBytes, Option<StrBytes>)>) 
 }
 
 pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let q: CreateTopicsRequest = protocol::decode_body(req)?;
+    let version = req.header.request_api_version;
+    let q: CreateTopicsRequest = match version {
+        // v0 is v1 without `validate_only`; v1's request is v2's.
+        0 => protocol::decode_body_extended(req, &[0], 2)?,
+        1 => protocol::decode_body_extended(req, &[], 2)?,
+        _ => protocol::decode_body(req)?,
+    };
     let defaults = state().cfg.num_partitions;
     let mut r = CreateTopicsResponse::default();
     for t in q.topics {
@@ -180,11 +206,16 @@ pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
         }
         r.topics.push(res);
     }
+    if version <= 1 {
+        return respond_legacy(req, &protocol::legacy::create_topics_v0_v1_response(&r, version));
+    }
     respond(req, &r)
 }
 
 pub async fn delete_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let q: DeleteTopicsRequest = protocol::decode_body(req)?;
+    let version = req.header.request_api_version;
+    // v0's request is v1's; its response is v1's without the throttle time.
+    let q: DeleteTopicsRequest = if version == 0 { protocol::decode_body_extended(req, &[], 1)? } else { protocol::decode_body(req)? };
     let names: Vec<TopicName> = q.topic_names.into_iter().chain(q.topics.into_iter().filter_map(|t| t.name)).collect();
     let mut r = DeleteTopicsResponse::default();
     for name in names {
@@ -195,6 +226,9 @@ pub async fn delete_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
         }
         res.name = Some(name);
         r.responses.push(res);
+    }
+    if version == 0 {
+        return respond_without_throttle(req, 1, &r);
     }
     respond(req, &r)
 }
@@ -231,7 +265,9 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
 pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let q: DescribeConfigsRequest = protocol::decode_body(req)?;
+    let version = req.header.request_api_version;
+    // v0 is v1 without `include_synonyms`.
+    let q: DescribeConfigsRequest = if version == 0 { protocol::decode_body_extended(req, &[0], 1)? } else { protocol::decode_body(req)? };
     let st = state();
     let mut r = DescribeConfigsResponse::default();
     for res in q.resources {
@@ -267,6 +303,9 @@ pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
             }
         }
         r.results.push(out);
+    }
+    if version == 0 {
+        return respond_legacy(req, &protocol::legacy::describe_configs_v0_response(&r));
     }
     respond(req, &r)
 }

@@ -4,13 +4,14 @@
 //! found inside the first batch whose max timestamp is (the batch is inflated when compressed; that
 //! cost is this request's, never the produce path's).
 
-use super::handlers::respond;
+use super::handlers::{respond, respond_legacy};
 use super::{errors, state, Partition};
 use crate::protocol::compression::Codec;
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
 use bytes::Bytes;
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
 const EARLIEST: i64 = -2;
@@ -65,8 +66,26 @@ async fn list_offset_local(part: Rc<Partition>, target: i64) -> (i16, i64, i64) 
     }
 }
 
+/// v0 (Burrow, old tools) read into the v1 request; answered in its own layout.
+fn v0_request(req: &Request) -> Result<ListOffsetsRequest, ProtocolError> {
+    let mut q = ListOffsetsRequest::default();
+    for (name, parts) in protocol::legacy::list_offsets_v0_request(&req.body)? {
+        let mut t = list_offsets_request::ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_string(name));
+        for (partition, timestamp) in parts {
+            let mut p = list_offsets_request::ListOffsetsPartition::default();
+            p.partition_index = partition;
+            p.timestamp = timestamp;
+            t.partitions.push(p);
+        }
+        q.topics.push(t);
+    }
+    Ok(q)
+}
+
 pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let q: ListOffsetsRequest = protocol::decode_body(req)?;
+    let version = req.header.request_api_version;
+    let q: ListOffsetsRequest = if version == 0 { v0_request(req)? } else { protocol::decode_body(req)? };
     let st = state();
     let mut r = ListOffsetsResponse::default();
     for topic in q.topics {
@@ -90,6 +109,9 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
         }
         t.name = topic.name;
         r.topics.push(t);
+    }
+    if version == 0 {
+        return respond_legacy(req, &protocol::legacy::list_offsets_v0_response(&r));
     }
     respond(req, &r)
 }

@@ -167,6 +167,20 @@ fn append_checked(part: &Partition, Records { bytes: records, request_bytes }: R
     Ok(Some((a.base_offset, a.last_offset)))
 }
 
+/// Produce versions before this cannot carry zstd batches (KIP-110), as Kafka checks.
+const ZSTD_PRODUCE_VERSION_MIN: i16 = 7;
+
+/// Does any batch in `records` use zstd? Headers only.
+fn has_zstd(mut records: &[u8]) -> bool {
+    while let (Ok(h), Ok(len)) = (batch::header(records), batch::framed_len(records)) {
+        if h.attributes.get() & 0x7 == crate::protocol::compression::Codec::Zstd as i16 {
+            return true;
+        }
+        records = &records[len.min(records.len())..];
+    }
+    false
+}
+
 /// One partition's records, a slice of a request of `request_bytes` (the log may keep large batches
 /// by reference to it: a frame that large is read into a buffer of its own, `frame::OWN_BUFFER_FRAME_BYTES`).
 struct Records {
@@ -175,6 +189,12 @@ struct Records {
 }
 
 pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let version = req.header.request_api_version;
+    if protocol::versions::answered_unsupported(req.api, version) {
+        let acks = protocol::legacy::Reader::new(&req.body).i16()?;
+        let body = protocol::legacy::produce_unsupported(&req.body, version, errors::UNSUPPORTED_VERSION)?;
+        return if acks == 0 { Ok(None) } else { super::handlers::respond_legacy(req, &body) };
+    }
     let produce: ProduceRequest = protocol::decode_body(req)?;
     let st = state();
     let acks = produce.acks;
@@ -203,6 +223,10 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                 }
             };
             let records = Records { bytes: p.records.unwrap_or_default(), request_bytes: req.body.len() };
+            if version < ZSTD_PRODUCE_VERSION_MIN && has_zstd(&records.bytes) {
+                parts.push((index, Err(refused(errors::UNSUPPORTED_COMPRESSION_TYPE))));
+                continue;
+            }
             let owner = st.owner(&meta.name, index);
             let n = name.clone();
             // Every partition starts now, so partitions on other shards proceed in parallel.

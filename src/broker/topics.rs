@@ -71,6 +71,9 @@ pub fn validate(name: &str, partitions: i32, configs: &BTreeMap<String, String>)
     if !catalog::valid_topic_name(name) {
         return Err((errors::INVALID_TOPIC_EXCEPTION, format!("invalid topic name {name:?}")));
     }
+    if catalog::is_internal(name) {
+        return Err((errors::INVALID_TOPIC_EXCEPTION, format!("{name} is reserved for the broker's internal state")));
+    }
     if !(1..=PARTITIONS_MAX).contains(&partitions) {
         return Err((errors::INVALID_PARTITIONS, format!("partitions must be 1..={PARTITIONS_MAX}")));
     }
@@ -117,6 +120,9 @@ pub async fn create(name: String, partitions: i32, configs: BTreeMap<String, Str
 pub async fn ensure(name: String) -> Result<TopicMeta, Refusal> {
     if let Some(meta) = state().topic(&name) {
         return Ok(meta);
+    }
+    if catalog::is_internal(&name) {
+        return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("{name} is internal: not a topic that can be read or written")));
     }
     let partitions = state().cfg.num_partitions;
     match create(name.clone(), partitions, BTreeMap::new()).await {

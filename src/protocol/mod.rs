@@ -8,6 +8,7 @@
 pub mod compression;
 pub mod fetch_response;
 pub mod frame;
+pub mod legacy;
 pub mod versions;
 
 use bytes::{Bytes, BytesMut};
@@ -47,7 +48,7 @@ pub fn decode_header(mut frame: Bytes) -> Result<Request, ProtocolError> {
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api = ApiKey::try_from(key).map_err(|_| ProtocolError::UnknownApi(key))?;
     let supported = versions::supported(api).ok_or(ProtocolError::UnknownApi(key))?;
-    let header_version = if supported.contains(&version) {
+    let header_version = if supported.contains(&version) || versions::answered_unsupported(api, version) {
         api.request_header_version(version)
     } else if api == ApiKey::ApiVersions {
         // Unknown newer ApiVersions: parse with the oldest header, which every version starts with.
@@ -63,6 +64,15 @@ pub fn decode_header(mut frame: Bytes) -> Result<Request, ProtocolError> {
 pub fn decode_body<T: Decodable>(req: &Request) -> Result<T, ProtocolError> {
     let mut body = req.body.clone();
     T::decode(&mut body, req.header.request_api_version).map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+/// Decodes a body after appending `suffix`: an old version that is a newer one minus its trailing
+/// fields (DescribeConfigs v0 = v1 without `include_synonyms`, CreateTopics v0 = v1 without
+/// `validate_only`) is read as the newer one with those fields false.
+pub fn decode_body_extended<T: Decodable>(req: &Request, suffix: &[u8], as_version: i16) -> Result<T, ProtocolError> {
+    let mut body = BytesMut::from(&req.body[..]);
+    body.extend_from_slice(suffix);
+    T::decode(&mut body.freeze(), as_version).map_err(|e| ProtocolError::Malformed(e.to_string()))
 }
 
 /// Encodes a whole response frame: size, header, body.

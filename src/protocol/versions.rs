@@ -1,5 +1,7 @@
 //! The API versions Weir implements, and advertises in ApiVersions. Nothing is advertised that is
-//! not implemented. Produce and Fetch stop below the versions that address topics by id only.
+//! not implemented. Produce and Fetch stop below the versions that address topics by id only, and
+//! start at the first that carries record format v2 (the only one Weir keeps, as Kafka 4.0): older
+//! ones are answered with UNSUPPORTED_VERSION per partition (`ANSWERED_UNSUPPORTED`).
 
 use kafka_protocol::messages::ApiKey;
 use std::ops::RangeInclusive;
@@ -7,9 +9,9 @@ use std::ops::RangeInclusive;
 pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::Produce, 3..=9),
     (ApiKey::Fetch, 4..=12),
-    (ApiKey::ListOffsets, 1..=7),
-    (ApiKey::Metadata, 1..=12),
-    (ApiKey::OffsetCommit, 2..=8),
+    (ApiKey::ListOffsets, 0..=7),
+    (ApiKey::Metadata, 0..=12),
+    (ApiKey::OffsetCommit, 0..=8),
     (ApiKey::OffsetFetch, 1..=8),
     (ApiKey::FindCoordinator, 0..=4),
     (ApiKey::JoinGroup, 0..=9),
@@ -19,10 +21,10 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::DescribeGroups, 0..=5),
     (ApiKey::ListGroups, 0..=5),
     (ApiKey::ApiVersions, 0..=3),
-    (ApiKey::CreateTopics, 2..=7),
-    (ApiKey::DeleteTopics, 1..=6),
+    (ApiKey::CreateTopics, 0..=7),
+    (ApiKey::DeleteTopics, 0..=6),
     (ApiKey::InitProducerId, 0..=4),
-    (ApiKey::DescribeConfigs, 1..=4),
+    (ApiKey::DescribeConfigs, 0..=4),
     (ApiKey::CreatePartitions, 0..=3),
     (ApiKey::DeleteGroups, 0..=2),
     (ApiKey::DeleteRecords, 0..=2),
@@ -32,8 +34,30 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::DescribeCluster, 0..=1),
 ];
 
+/// Versions below `kafka-protocol`'s range, read and written by `super::legacy`.
+pub const LEGACY: &[(ApiKey, RangeInclusive<i16>)] = &[
+    (ApiKey::ListOffsets, 0..=0),
+    (ApiKey::OffsetCommit, 0..=1),
+    (ApiKey::CreateTopics, 0..=1),
+    (ApiKey::DeleteTopics, 0..=0),
+    (ApiKey::DescribeConfigs, 0..=0),
+];
+
+/// Not advertised, but answered with UNSUPPORTED_VERSION per partition rather than a closed
+/// connection: the versions of record formats v0 and v1.
+const ANSWERED_UNSUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[(ApiKey::Produce, 0..=2), (ApiKey::Fetch, 0..=3)];
+
 pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
     SUPPORTED.iter().find(|(k, _)| *k == api).map(|(_, r)| r.clone())
+}
+
+/// Is `version` of `api` one handled by `super::legacy`?
+pub fn is_legacy(api: ApiKey, version: i16) -> bool {
+    LEGACY.iter().any(|(k, r)| *k == api && r.contains(&version))
+}
+
+pub fn answered_unsupported(api: ApiKey, version: i16) -> bool {
+    ANSWERED_UNSUPPORTED.iter().any(|(k, r)| *k == api && r.contains(&version))
 }
 
 #[cfg(test)]
@@ -47,7 +71,8 @@ mod tests {
             .iter()
             .filter(|(api, range)| {
                 let codec = api.valid_versions();
-                codec.min > *range.start() || *range.end() > codec.max
+                let below = (*range.start()..codec.min).any(|v| !is_legacy(*api, v));
+                below || *range.end() > codec.max
             })
             .map(|(api, range)| format!("{api:?}: advertised {range:?}, codec {}", api.valid_versions()))
             .collect();

@@ -77,7 +77,9 @@ async fn commit_local(group: String, (member, instance, generation): Committer, 
 }
 
 pub(super) async fn offset_commit(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let q: OffsetCommitRequest = protocol::decode_body(req)?;
+    let version = req.header.request_api_version;
+    let q: OffsetCommitRequest =
+        if version < 2 { protocol::legacy::offset_commit_request(&req.body, version)? } else { protocol::decode_body(req)? };
     let parts: Vec<CommitPart> = q
         .topics
         .iter()
@@ -101,6 +103,10 @@ pub(super) async fn offset_commit(req: &Request) -> Result<Option<Bytes>, Protoc
             rt.partitions.push(rp);
         }
         r.topics.push(rt);
+    }
+    if version < 2 {
+        // v0 and v1 answer in v2's layout.
+        return protocol::encode_response(req.api, 2, req.header.correlation_id, &r).map(Some);
     }
     respond(req, &r)
 }

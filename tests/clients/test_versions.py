@@ -1,0 +1,196 @@
+"""Old request versions that clients in use still send (issue 10, item 5), encoded and decoded by
+kafka-python's protocol classes (generated from Kafka's own JSON schemas), not by us: Sarama's
+OffsetCommit v1, Metadata v0, Burrow's ListOffsets v0, DescribeConfigs v0, CreateTopics v0-1,
+DeleteTopics v0; Produce v0-2 and Fetch v0-3 are answered UNSUPPORTED_VERSION, the connection
+stays up; zstd needs Produce v7; internal topic names are reserved."""
+
+import socket
+import struct
+import warnings
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from conftest import unique
+from test_groups import make_topic
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+from kafka.protocol.admin.configs import DescribeConfigsRequest, DescribeConfigsResponse  # noqa: E402
+from kafka.protocol.admin.topics import (  # noqa: E402
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+)
+from kafka.protocol.consumer.fetch import FetchRequest, FetchResponse  # noqa: E402
+from kafka.protocol.consumer.group import OffsetCommitRequest, OffsetCommitResponse  # noqa: E402
+from kafka.protocol.consumer.offsets import ListOffsetsRequest, ListOffsetsResponse  # noqa: E402
+from kafka.protocol.metadata import MetadataRequest, MetadataResponse  # noqa: E402
+from kafka.protocol.producer import ProduceRequest, ProduceResponse  # noqa: E402
+
+UNSUPPORTED_VERSION = 35
+UNSUPPORTED_COMPRESSION_TYPE = 76
+
+
+def build(cls, version, **fields):
+    """A kafka-python request of `version` from plain dicts and lists."""
+    out = {}
+    for name, value in fields.items():
+        field = cls._struct.fields[name]
+        if field.is_struct_array() and value is not None:
+            value = [build(field.data_class, version, **v) for v in value]
+        elif field.is_struct() and isinstance(value, dict):
+            value = build(field.data_class, version, **value)
+        out[name] = value
+    return cls(version=version, **out)
+
+
+class Connection:
+    """One socket; requests are encoded and responses decoded by kafka-python."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(15)
+        self.correlation = 0
+
+    def call(self, request, response_class):
+        self.correlation += 1
+        request.with_header(correlation_id=self.correlation, client_id="old-client")
+        self.sock.sendall(request.encode(header=True, framed=True))
+        size = struct.unpack(">i", self.recv(4))[0]
+        body = self.recv(size)
+        assert struct.unpack(">i", body[:4])[0] == self.correlation
+        return response_class.decode(body[4:], version=request.version)
+
+    def recv(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            assert chunk, "the broker closed the connection"
+            data += chunk
+        return data
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def conn(shared_broker):
+    c = Connection(shared_broker.port)
+    yield c
+    c.close()
+
+
+def test_metadata_v0_lists_every_topic_for_an_empty_list(shared_broker, conn):
+    topic = make_topic(shared_broker.bootstrap, 1, 1)
+    r = conn.call(build(MetadataRequest, 0, topics=[]), MetadataResponse)
+    assert len(r.brokers) == 2
+    assert topic in [t.name for t in r.topics]
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_offset_commit_v0_and_v1_as_sarama_sends_them(shared_broker, conn, version):
+    topic = make_topic(shared_broker.bootstrap, 2, 1)
+    group = unique("g")
+    fields = {"group_id": group, "topics": [{"name": topic, "partitions": [{"partition_index": 1, "committed_offset": 17, "committed_metadata": "m"}]}]}
+    if version == 1:
+        fields.update(generation_id_or_member_epoch=-1, member_id="")
+        fields["topics"][0]["partitions"][0]["commit_timestamp"] = -1
+    r = conn.call(build(OffsetCommitRequest, version, **fields), OffsetCommitResponse)
+    assert [(p.partition_index, p.error_code) for p in r.topics[0].partitions] == [(1, 0)]
+    c = Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": group})
+    committed = c.committed([TopicPartition(topic, 1)], timeout=10)
+    c.close()
+    assert committed[0].offset == 17
+
+
+def test_list_offsets_v0_as_burrow_sends_it(shared_broker, conn):
+    topic = make_topic(shared_broker.bootstrap, 1, 25)
+    parts = lambda ts: [{"partition_index": 0, "timestamp": ts, "max_num_offsets": 1}]  # noqa: E731
+    latest = conn.call(build(ListOffsetsRequest, 0, replica_id=-1, topics=[{"name": topic, "partitions": parts(-1)}]), ListOffsetsResponse)
+    earliest = conn.call(build(ListOffsetsRequest, 0, replica_id=-1, topics=[{"name": topic, "partitions": parts(-2)}]), ListOffsetsResponse)
+    assert latest.topics[0].partitions[0].error_code == 0
+    assert list(latest.topics[0].partitions[0].old_style_offsets) == [25]
+    assert list(earliest.topics[0].partitions[0].old_style_offsets) == [0]
+
+
+def test_describe_configs_v0(shared_broker, conn):
+    topic = make_topic(shared_broker.bootstrap, 1, 1)
+    req = build(DescribeConfigsRequest, 0, resources=[{"resource_type": 2, "resource_name": topic, "configuration_keys": ["retention.ms"]}])
+    r = conn.call(req, DescribeConfigsResponse)
+    res = r.results[0]
+    assert res.error_code == 0
+    assert [(c.name, c.value, c.is_default) for c in res.configs] == [("retention.ms", "604800000", True)]
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_create_topics_v0_v1_and_delete_topics_v0(shared_broker, conn, version):
+    name = unique("old")
+    topic = {"name": name, "num_partitions": 3, "replication_factor": 1, "assignments": [], "configs": []}
+    fields = {"topics": [topic], "timeout_ms": 10000}
+    if version == 1:
+        fields["validate_only"] = False
+    r = conn.call(build(CreateTopicsRequest, version, **fields), CreateTopicsResponse)
+    assert [(t.name, t.error_code) for t in r.topics] == [(name, 0)]
+    again = conn.call(build(CreateTopicsRequest, version, **fields), CreateTopicsResponse)
+    assert again.topics[0].error_code == 36, "TOPIC_ALREADY_EXISTS"
+    meta = conn.call(build(MetadataRequest, 0, topics=[{"name": name}]), MetadataResponse)
+    assert len(meta.topics[0].partitions) == 3
+    gone = conn.call(build(DeleteTopicsRequest, 0, topic_names=[name], timeout_ms=10000), DeleteTopicsResponse)
+    assert [(x.name, x.error_code) for x in gone.responses] == [(name, 0)]
+
+
+def test_record_format_v0_v1_versions_get_unsupported_version_and_the_connection_stays(shared_broker, conn):
+    topic = make_topic(shared_broker.bootstrap, 1, 3)
+    produce = build(ProduceRequest, 2, acks=1, timeout_ms=1000, topic_data=[{"name": topic, "partition_data": [{"index": 0, "records": b"\0" * 40}]}])
+    r = conn.call(produce, ProduceResponse)
+    assert [(p.index, p.error_code) for p in r.responses[0].partition_responses] == [(0, UNSUPPORTED_VERSION)]
+    fetch = build(
+        FetchRequest,
+        3,
+        replica_id=-1, max_wait_ms=100, min_bytes=1, max_bytes=1 << 20,
+        topics=[{"topic": topic, "partitions": [{"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}],
+    )
+    r = conn.call(fetch, FetchResponse)
+    assert [(p.partition_index, p.error_code) for p in r.responses[0].partitions] == [(0, UNSUPPORTED_VERSION)]
+    # The same connection still serves supported versions.
+    assert topic in [t.name for t in conn.call(build(MetadataRequest, 0, topics=[]), MetadataResponse).topics]
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def batch_with_codec(codec, payload=b"\x28\x00\x00\x00\x02"):
+    """A well-formed v2 batch of one record whose attributes name `codec` (the broker does not
+    inflate batches on produce, so the payload need not be real compressed data)."""
+    after_crc = struct.pack(">hiqqqhii", codec, 0, 0, 0, -1, -1, -1, 1) + payload
+    crc = crc32c(after_crc)
+    body = struct.pack(">ibI", -1, 2, crc) + after_crc
+    return struct.pack(">qi", 0, len(body)) + body
+
+
+@pytest.mark.parametrize("version,expected", [(6, UNSUPPORTED_COMPRESSION_TYPE), (7, 0)])
+def test_zstd_needs_produce_v7(shared_broker, conn, version, expected):
+    topic = make_topic(shared_broker.bootstrap, 1, 0)
+    records = batch_with_codec(4)
+    req = build(ProduceRequest, version, transactional_id=None, acks=1, timeout_ms=5000, topic_data=[{"name": topic, "partition_data": [{"index": 0, "records": records}]}])
+    r = conn.call(req, ProduceResponse)
+    assert r.responses[0].partition_responses[0].error_code == expected
+
+
+@pytest.mark.parametrize("name", ["__consumer_offsets", "__transaction_state"])
+def test_internal_topic_names_are_never_auto_created(shared_broker, conn, name):
+    r = conn.call(build(MetadataRequest, 1, topics=[{"name": name}]), MetadataResponse)
+    assert r.topics[0].error_code == 3, "UNKNOWN_TOPIC_OR_PARTITION, not an ordinary empty topic"
+    listed = conn.call(build(MetadataRequest, 1, topics=None), MetadataResponse)
+    assert name not in [t.name for t in listed.topics]
+    topic = {"name": name, "num_partitions": 1, "replication_factor": 1, "assignments": [], "configs": []}
+    created = conn.call(build(CreateTopicsRequest, 2, topics=[topic], timeout_ms=10000, validate_only=False), CreateTopicsResponse)
+    assert created.topics[0].error_code == 17, "INVALID_TOPIC_EXCEPTION: reserved"
