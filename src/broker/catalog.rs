@@ -5,7 +5,6 @@
 //! so a crash leaves either the old or the new catalog. One line per topic:
 //! `name TAB partitions TAB id (32 hex digits) TAB key=value;key=value`.
 
-use crate::storage::{FlushPolicy, LogConfig};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -17,18 +16,6 @@ pub struct TopicMeta {
     pub id: u128,
     pub configs: BTreeMap<String, String>,
 }
-
-/// Topic configs Weir understands, with Kafka's names.
-pub const TOPIC_CONFIGS: &[&str] = &[
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "segment.ms",
-    "flush.messages",
-    "flush.ms",
-    "max.message.bytes",
-    "cleanup.policy",
-];
 
 const FILE: &str = "topics.meta";
 
@@ -46,78 +33,6 @@ pub fn valid_topic_name(name: &str) -> bool {
         && name != "."
         && name != ".."
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-/// Checks a config name and value; the error is the message for the client.
-pub fn check_config(name: &str, value: &str) -> Result<(), String> {
-    if !TOPIC_CONFIGS.contains(&name) {
-        return Err(format!("unknown topic config {name}"));
-    }
-    if name == "cleanup.policy" {
-        return if value == "delete" { Ok(()) } else { Err(format!("cleanup.policy={value} is not supported (only delete)")) };
-    }
-    let n = value.parse::<i64>().map_err(|_| format!("{name}={value} is not a number"))?;
-    let min = match name {
-        "flush.messages" | "segment.ms" => 1,
-        "segment.bytes" => 4096,
-        "flush.ms" | "max.message.bytes" => 0,
-        _ => -1, // retention.*: -1 is unlimited
-    };
-    if n < min {
-        return Err(format!("{name}={value} is below its minimum {min}"));
-    }
-    Ok(())
-}
-
-impl TopicMeta {
-    /// The log settings of this topic: its own configs over the broker's defaults.
-    pub fn log_config(&self, defaults: &LogConfig) -> LogConfig {
-        let num = |k: &str| self.configs.get(k).and_then(|v| v.parse::<i64>().ok());
-        let mut cfg = defaults.clone();
-        if let Some(v) = num("retention.ms") {
-            cfg.retention_ms = v;
-        }
-        if let Some(v) = num("retention.bytes") {
-            cfg.retention_bytes = v;
-        }
-        if let Some(v) = num("segment.bytes") {
-            cfg.segment_bytes = v.clamp(4096, i64::from(u32::MAX)) as u64;
-        }
-        if let Some(v) = num("segment.ms") {
-            cfg.segment_ms = v.max(1) as u64;
-        }
-        if let Some(v) = num("max.message.bytes") {
-            cfg.max_message_bytes = v.max(0) as usize;
-        }
-        let messages = num("flush.messages").map(|v| v.max(1) as u64);
-        let ms = num("flush.ms").map(|v| v.max(0) as u64);
-        if messages.is_some() || ms.is_some() {
-            cfg.flush = LogConfig::flush_from(messages, ms);
-        }
-        cfg
-    }
-
-    /// Effective value of every known config, for DescribeConfigs.
-    pub fn effective_configs(&self, defaults: &LogConfig) -> Vec<(String, String, bool)> {
-        let cfg = self.log_config(defaults);
-        let (flush_messages, flush_ms) = match cfg.flush {
-            FlushPolicy::EveryBatch => ("1".to_string(), i64::MAX.to_string()),
-            FlushPolicy::Messages(n) => (n.to_string(), i64::MAX.to_string()),
-            FlushPolicy::Interval(ms) => (i64::MAX.to_string(), ms.to_string()),
-            FlushPolicy::Never => (i64::MAX.to_string(), i64::MAX.to_string()),
-        };
-        let values = [
-            ("retention.ms", cfg.retention_ms.to_string()),
-            ("retention.bytes", cfg.retention_bytes.to_string()),
-            ("segment.bytes", cfg.segment_bytes.to_string()),
-            ("segment.ms", cfg.segment_ms.to_string()),
-            ("flush.messages", flush_messages),
-            ("flush.ms", flush_ms),
-            ("max.message.bytes", cfg.max_message_bytes.to_string()),
-            ("cleanup.policy", "delete".to_string()),
-        ];
-        values.into_iter().map(|(k, v)| (k.to_string(), self.configs.get(k).cloned().unwrap_or(v), !self.configs.contains_key(k))).collect()
-    }
 }
 
 pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
@@ -185,8 +100,5 @@ mod tests {
         save(&dir, &topics).unwrap();
         assert_eq!(load(&dir).unwrap(), topics);
         assert!(valid_topic_name("ok-name.1") && !valid_topic_name("bad name") && !valid_topic_name(".."));
-        assert!(
-            check_config("retention.ms", "5").is_ok() && check_config("retention.ms", "x").is_err() && check_config("nope", "1").is_err()
-        );
     }
 }

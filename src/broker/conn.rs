@@ -4,7 +4,7 @@
 //! order. A frame over `max_request_bytes` or an unreadable header closes that connection only,
 //! with one log line; nothing a client sends can take the shard down.
 
-use super::{delete_records, fetch, group, handlers, list_offsets, produce, state};
+use super::{config, delete_records, fetch, group, handlers, list_offsets, produce, state};
 use crate::protocol::fetch_response::Part;
 use crate::protocol::{self, frame::FrameReader, ProtocolError};
 use crate::storage::Chunk;
@@ -133,9 +133,9 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         ApiKey::CreateTopics => handlers::create_topics(&req).await,
         ApiKey::DeleteTopics => handlers::delete_topics(&req).await,
         ApiKey::CreatePartitions => handlers::create_partitions(&req).await,
-        ApiKey::DescribeConfigs => handlers::describe_configs(&req),
-        ApiKey::IncrementalAlterConfigs => handlers::incremental_alter_configs(&req).await,
-        ApiKey::AlterConfigs => handlers::alter_configs(&req).await,
+        ApiKey::DescribeConfigs => config::describe_configs(&req),
+        ApiKey::IncrementalAlterConfigs => config::incremental_alter_configs(&req).await,
+        ApiKey::AlterConfigs => config::alter_configs(&req).await,
         ApiKey::DescribeCluster => handlers::describe_cluster(&req),
         ApiKey::InitProducerId => handlers::init_producer_id(&req),
         ApiKey::FindCoordinator => group::find_coordinator(&req),

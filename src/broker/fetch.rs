@@ -31,10 +31,17 @@ fn failed(error: i16) -> Read {
     Read { error, high_watermark: -1, log_start: -1, records: Vec::new() }
 }
 
-async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize) -> Read {
+/// Fetch versions before this cannot carry zstd batches (KIP-110).
+const ZSTD_FETCH_VERSION_MIN: i16 = 10;
+
+async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize, version: i16) -> Read {
     let Some(part) = state().partition(&topic, partition) else {
         return failed(errors::UNKNOWN_TOPIC_OR_PARTITION);
     };
+    if version < ZSTD_FETCH_VERSION_MIN && part.rules.get().recompress == Some(crate::protocol::compression::Codec::Zstd) {
+        // Kafka's check: a topic that stores zstd is not served to clients that cannot read it.
+        return failed(errors::UNSUPPORTED_COMPRESSION_TYPE);
+    }
     let offsets = part.log.offsets();
     if offset < 0 {
         return Read {
@@ -76,15 +83,16 @@ struct Want {
     offset: i64,
     max_bytes: usize,
     owner: usize,
+    version: i16,
 }
 
 async fn read_one(w: &Want, max_bytes: usize) -> Read {
     let st = state();
-    let (t, p, o) = (w.topic.clone(), w.partition, w.offset);
+    let (t, p, o, v) = (w.topic.clone(), w.partition, w.offset, w.version);
     if w.owner == st.shard.id {
-        read_local(t, p, o, max_bytes).await
+        read_local(t, p, o, max_bytes, v).await
     } else {
-        st.shard.submit_to(w.owner, move || read_local(t, p, o, max_bytes)).await
+        st.shard.submit_to(w.owner, move || read_local(t, p, o, max_bytes, v)).await
     }
 }
 
@@ -114,6 +122,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 owner,
+                version: req.header.request_api_version,
             });
         }
         layout.push((name, count));

@@ -5,7 +5,9 @@
 //! elsewhere is forwarded through the mailbox. Shard 0 is the controller: it owns the durable topic
 //! catalog and tells every shard about changes.
 
+mod batch_rewrite;
 pub mod catalog;
+mod config;
 mod conn;
 mod delete_records;
 pub mod errors;
@@ -101,6 +103,8 @@ impl BrokerConfig {
 pub struct Partition {
     pub log: Rc<Log>,
     pub producers: RefCell<produce::Producers>,
+    /// What produce does to batches, from the topic's configs (refreshed when they change).
+    pub rules: std::cell::Cell<config::ProduceRules>,
 }
 
 /// Everything one shard knows. Lives in a thread-local; never sent to another shard.
@@ -111,6 +115,8 @@ pub struct ShardState {
     pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
     pub controller: topics::Controller,
     pub groups: group::Coordinator,
+    /// Broker configs altered at runtime (`config::broker`), the same on every shard.
+    pub dynamic_broker: RefCell<BTreeMap<String, String>>,
 }
 
 thread_local! {
@@ -166,7 +172,15 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
             std::process::exit(1);
         }
     };
+    let dynamic_broker = match config::broker::load(&cfg.data_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the dynamic broker configs");
+            std::process::exit(1);
+        }
+    };
     let state = Rc::new(ShardState {
+        dynamic_broker: RefCell::new(dynamic_broker),
         controller: topics::Controller::new(shard.id == 0),
         groups: group::Coordinator::new(&cfg, shard.id),
         shard,

@@ -5,7 +5,7 @@
 //! Idempotent producers (producer id ≥ 0) get Kafka's sequence checks per (producer, partition):
 //! a retried batch is answered with its original offset, a gap with OUT_OF_ORDER_SEQUENCE_NUMBER.
 
-use super::{errors, state, topics, Partition};
+use super::{batch_rewrite, errors, state, topics, Partition};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
 use crate::storage::LogError;
@@ -82,10 +82,12 @@ struct Outcome {
     error: i16,
     base_offset: i64,
     log_start: i64,
+    /// The broker's stamp for `LogAppendTime` topics, else −1.
+    log_append_time: i64,
 }
 
 fn refused(error: i16) -> Outcome {
-    Outcome { error, base_offset: -1, log_start: -1 }
+    Outcome { error, base_offset: -1, log_start: -1, log_append_time: -1 }
 }
 
 pub fn log_error_code(e: &LogError) -> i16 {
@@ -107,6 +109,14 @@ async fn append_local(topic: String, partition: i32, records: Records, acks: i16
     if let Err(e) = part.log.wait_for_room().await {
         return refused(log_error_code(&e));
     }
+    let rules = part.rules.get();
+    let now_ms = super::unix_ms();
+    let records = match batch_rewrite::apply(&records.bytes, &rules, now_ms) {
+        Ok(None) => records,
+        Ok(Some(bytes)) => Records { request_bytes: bytes.len(), bytes },
+        Err(code) => return refused(code),
+    };
+    let log_append_time = if rules.log_append_time { now_ms } else { -1 };
     let appended = match append_checked(&part, records) {
         Ok(Some(a)) => a,
         Ok(None) => return refused(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
@@ -137,7 +147,7 @@ async fn append_local(topic: String, partition: i32, records: Records, acks: i16
             Some(Ok(())) => {}
         }
     }
-    Outcome { error: errors::NONE, base_offset: appended.0 as i64, log_start }
+    Outcome { error: errors::NONE, base_offset: appended.0 as i64, log_start, log_append_time }
 }
 
 /// Sequence-checks and appends. `Ok(None)`: out of order. For a pure retry of the latest batches,
@@ -256,7 +266,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
             if req.header.request_api_version >= 5 {
                 r.log_start_offset = o.log_start;
             }
-            r.log_append_time_ms = -1;
+            r.log_append_time_ms = o.log_append_time;
             t.partition_responses.push(r);
         }
         response.responses.push(t);

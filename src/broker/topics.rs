@@ -4,6 +4,7 @@
 //! on every shard, so a topic is usable on all shards by the time its creation is answered.
 
 use super::catalog::{self, TopicMeta};
+use super::config;
 use super::errors;
 use super::{state, Partition};
 use crate::storage::Log;
@@ -78,7 +79,7 @@ pub fn validate(name: &str, partitions: i32, configs: &BTreeMap<String, String>)
         return Err((errors::INVALID_PARTITIONS, format!("partitions must be 1..={PARTITIONS_MAX}")));
     }
     for (k, v) in configs {
-        catalog::check_config(k, v).map_err(|m| (errors::INVALID_CONFIG, m))?;
+        config::topic::check(k, v).map_err(|m| (errors::INVALID_CONFIG, m))?;
     }
     Ok(())
 }
@@ -193,15 +194,17 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
             continue;
         }
         let dir = st.partition_dir(&meta.name, p);
-        let log = Log::open(&dir, meta.log_config(&st.cfg.log)).await.map_err(|e| format!("{}: {e}", dir.display()))?;
-        let part = Rc::new(Partition { log, producers: RefCell::default() });
+        let (log_config, rules) = config::partition_settings(&st, &meta);
+        let log = Log::open(&dir, log_config).await.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let part = Rc::new(Partition { log, producers: RefCell::default(), rules: std::cell::Cell::new(rules) });
         st.partitions.borrow_mut().insert((meta.name.clone(), p), part);
     }
     rebalance_cache_and_configs();
     Ok(())
 }
 
-/// Applies every topic's current config to its logs and splits the shard's cache among them.
+/// Applies every topic's current configs to its logs and produce rules, and splits the shard's
+/// cache among its partitions.
 fn rebalance_cache_and_configs() {
     let st = state();
     let parts = st.partitions.borrow();
@@ -209,11 +212,37 @@ fn rebalance_cache_and_configs() {
     let topics = st.topics.borrow();
     for ((topic, _), part) in parts.iter() {
         if let Some(meta) = topics.get(topic) {
-            let mut cfg = meta.log_config(&st.cfg.log);
+            let (mut cfg, rules) = config::partition_settings(&st, meta);
             cfg.cache_bytes = share;
             part.log.set_config(cfg);
+            part.rules.set(rules);
         }
     }
+}
+
+/// Changes the dynamic broker configs on the controller, persists them, and applies them on
+/// every shard (the topic defaults they set reach every partition without an override).
+pub async fn update_broker_configs(
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), Refusal> + Send + 'static,
+) -> Result<(), Refusal> {
+    on_controller(move || async move {
+        let st = state();
+        let mut next = st.dynamic_broker.borrow().clone();
+        change(&mut next)?;
+        config::broker::save(&st.cfg.data_dir, &next).map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        let shard = st.shard.clone();
+        for s in 0..shard.count {
+            let n = next.clone();
+            shard
+                .submit_to(s, move || async move {
+                    *state().dynamic_broker.borrow_mut() = n;
+                    rebalance_cache_and_configs();
+                })
+                .await;
+        }
+        Ok(())
+    })
+    .await
 }
 
 async fn remove_topic(name: String) {

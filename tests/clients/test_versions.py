@@ -4,7 +4,6 @@ OffsetCommit v1, Metadata v0, Burrow's ListOffsets v0, DescribeConfigs v0, Creat
 DeleteTopics v0; Produce v0-2 and Fetch v0-3 are answered UNSUPPORTED_VERSION, the connection
 stays up; zstd needs Produce v7; internal topic names are reserved."""
 
-import socket
 import struct
 import warnings
 
@@ -12,6 +11,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import unique
+from kafka_wire import Connection, build
 from test_groups import make_topic
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -31,48 +31,6 @@ from kafka.protocol.producer import ProduceRequest, ProduceResponse  # noqa: E40
 
 UNSUPPORTED_VERSION = 35
 UNSUPPORTED_COMPRESSION_TYPE = 76
-
-
-def build(cls, version, **fields):
-    """A kafka-python request of `version` from plain dicts and lists."""
-    out = {}
-    for name, value in fields.items():
-        field = cls._struct.fields[name]
-        if field.is_struct_array() and value is not None:
-            value = [build(field.data_class, version, **v) for v in value]
-        elif field.is_struct() and isinstance(value, dict):
-            value = build(field.data_class, version, **value)
-        out[name] = value
-    return cls(version=version, **out)
-
-
-class Connection:
-    """One socket; requests are encoded and responses decoded by kafka-python."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.settimeout(15)
-        self.correlation = 0
-
-    def call(self, request, response_class):
-        self.correlation += 1
-        request.with_header(correlation_id=self.correlation, client_id="old-client")
-        self.sock.sendall(request.encode(header=True, framed=True))
-        size = struct.unpack(">i", self.recv(4))[0]
-        body = self.recv(size)
-        assert struct.unpack(">i", body[:4])[0] == self.correlation
-        return response_class.decode(body[4:], version=request.version)
-
-    def recv(self, n):
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            assert chunk, "the broker closed the connection"
-            data += chunk
-        return data
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture

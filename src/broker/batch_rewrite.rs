@@ -1,0 +1,148 @@
+//! Batches rewritten on the way in, as their topic's configs ask: recompressed into
+//! `compression.type`, stamped with the broker's clock for `message.timestamp.type=LogAppendTime`,
+//! and refused when a CreateTime is further from the clock than `message.timestamp.*.max.ms`.
+//!
+//! Off by default (`compression.type=producer`, CreateTime, unbounded): then nothing here copies or
+//! inflates anything, and batches reach the log as produced. A rewrite validates the batch first
+//! (a new CRC must never bless damaged bytes), keeps every header field but the length, the codec
+//! and timestamp-type bits, the max timestamp and the CRC, and costs one copy of the batch.
+
+use super::config::ProduceRules;
+use super::errors;
+use crate::protocol::compression::Codec;
+use crate::storage::batch::{self, HEADER_BYTES, LOG_OVERHEAD_BYTES};
+use bytes::Bytes;
+
+/// Attribute bits: the codec, and "timestamps are the log's append time".
+const CODEC_MASK: i16 = 0x07;
+const LOG_APPEND_TIME: i16 = 0x08;
+/// Byte positions in the batch header.
+const ATTRIBUTES_AT: usize = 21;
+const MAX_TIMESTAMP_AT: usize = 35;
+
+/// The records as they must be stored, or `None` if they stay as produced. `Err` is the Kafka error
+/// for the partition.
+pub fn apply(records: &Bytes, rules: &ProduceRules, now_ms: i64) -> Result<Option<Bytes>, i16> {
+    if !rules.log_append_time {
+        check_timestamps(records, rules, now_ms)?;
+    }
+    if rules.recompress.is_none() && !rules.log_append_time {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    let mut rest = &records[..];
+    while !rest.is_empty() {
+        let info = batch::validate(rest).map_err(|e| if e.is_corruption() { errors::CORRUPT_MESSAGE } else { errors::INVALID_RECORD })?;
+        rewrite_one(&rest[..info.bytes], rules, now_ms, &mut out)?;
+        rest = &rest[info.bytes..];
+    }
+    Ok(Some(Bytes::from(out)))
+}
+
+/// Kafka's `message.timestamp.before/after.max.ms`, judged by the batch header: its first
+/// timestamp against the lower bound, its max timestamp against the upper (records are not inflated).
+fn check_timestamps(mut records: &[u8], rules: &ProduceRules, now_ms: i64) -> Result<(), i16> {
+    if rules.timestamp_before_max_ms == i64::MAX && rules.timestamp_after_max_ms == i64::MAX {
+        return Ok(());
+    }
+    while let (Ok(h), Ok(len)) = (batch::header(records), batch::framed_len(records)) {
+        let too_old = h.base_timestamp.get() < now_ms.saturating_sub(rules.timestamp_before_max_ms);
+        let too_new = h.max_timestamp.get() > now_ms.saturating_add(rules.timestamp_after_max_ms);
+        if too_old || too_new {
+            return Err(errors::INVALID_TIMESTAMP);
+        }
+        records = &records[len.min(records.len())..];
+    }
+    Ok(())
+}
+
+fn rewrite_one(stored: &[u8], rules: &ProduceRules, now_ms: i64, out: &mut Vec<u8>) -> Result<(), i16> {
+    let h = batch::header(stored).map_err(|_| errors::CORRUPT_MESSAGE)?;
+    let attributes = h.attributes.get();
+    let codec = Codec::from_attributes(attributes).ok_or(errors::UNSUPPORTED_COMPRESSION_TYPE)?;
+    let target = rules.recompress.unwrap_or(codec);
+    let start = out.len();
+    out.extend_from_slice(&stored[..HEADER_BYTES]);
+    if target == codec {
+        out.extend_from_slice(&stored[HEADER_BYTES..]);
+    } else {
+        let body = codec.decompress(&stored[HEADER_BYTES..]).map_err(|_| errors::CORRUPT_MESSAGE)?;
+        out.extend_from_slice(&target.compress_level(&body, rules.gzip_level));
+    }
+    let b = &mut out[start..];
+    let length = i32::try_from(b.len() - LOG_OVERHEAD_BYTES).map_err(|_| errors::MESSAGE_TOO_LARGE)?;
+    b[8..12].copy_from_slice(&length.to_be_bytes());
+    let mut attributes = (attributes & !CODEC_MASK) | target as i16;
+    if rules.log_append_time {
+        attributes |= LOG_APPEND_TIME;
+        b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+    }
+    b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch::set_crc(b);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> ProduceRules {
+        ProduceRules::default()
+    }
+
+    #[test]
+    fn nothing_happens_by_default() {
+        let b = Bytes::from(batch::build(10, 50, 1_000));
+        assert_eq!(apply(&b, &rules(), 5_000), Ok(None));
+    }
+
+    #[test]
+    fn recompresses_into_the_topics_codec_keeping_the_records() {
+        let plain = batch::build(10, 50, 1_000);
+        let records = batch::records(&plain).unwrap();
+        let mut two = plain.clone();
+        two.extend_from_slice(&plain);
+        for target in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let r = ProduceRules { recompress: Some(target), ..rules() };
+            let out = apply(&Bytes::from(two.clone()), &r, 5_000).unwrap().unwrap();
+            let first = batch::validate(&out).unwrap();
+            let h = batch::header(&out).unwrap();
+            assert_eq!(h.attributes.get() & CODEC_MASK, target as i16);
+            let body = target.decompress(&out[HEADER_BYTES..first.bytes]).unwrap();
+            let again = batch::records_in(&body, h.base_offset.get(), h.base_timestamp.get(), h.records_count.get()).unwrap();
+            assert_eq!(again, records, "{target:?}");
+            assert!(batch::validate(&out[first.bytes..]).is_ok(), "the second batch too");
+            // And back to none.
+            let back = apply(&out.clone(), &ProduceRules { recompress: Some(Codec::None), ..rules() }, 5_000).unwrap().unwrap();
+            assert_eq!(&back[..plain.len()], &plain[..]);
+        }
+    }
+
+    #[test]
+    fn log_append_time_stamps_the_batch() {
+        let b = Bytes::from(batch::build(3, 10, 1_000));
+        let out = apply(&b, &ProduceRules { log_append_time: true, ..rules() }, 77_000).unwrap().unwrap();
+        let info = batch::validate(&out).unwrap();
+        assert_eq!(info.max_timestamp, 77_000);
+        assert_ne!(batch::header(&out).unwrap().attributes.get() & LOG_APPEND_TIME, 0);
+    }
+
+    #[test]
+    fn damaged_batches_are_not_blessed_with_a_new_crc() {
+        let mut b = batch::build(3, 10, 1_000);
+        let last = b.len() - 1;
+        b[last] ^= 0xff;
+        let r = ProduceRules { recompress: Some(Codec::Gzip), ..rules() };
+        assert_eq!(apply(&Bytes::from(b), &r, 5_000), Err(errors::CORRUPT_MESSAGE));
+    }
+
+    #[test]
+    fn create_times_too_far_from_the_clock_are_refused() {
+        let b = Bytes::from(batch::build(3, 10, 1_000));
+        let r = ProduceRules { timestamp_before_max_ms: 60_000, ..rules() };
+        assert_eq!(apply(&b, &r, 1_000_000), Err(errors::INVALID_TIMESTAMP));
+        assert_eq!(apply(&b, &r, 30_000), Ok(None));
+        let r = ProduceRules { timestamp_after_max_ms: 10, ..rules() };
+        assert_eq!(apply(&b, &r, 500), Err(errors::INVALID_TIMESTAMP));
+    }
+}

@@ -1,0 +1,103 @@
+//! Broker configs under Kafka's names: what DescribeConfigs(BROKER) answers, which can be altered
+//! at runtime, and where those alterations live (`<data-dir>/broker.meta`).
+//!
+//! Every shard is advertised as a broker, but they are one process on one machine: a dynamic broker
+//! config altered through any broker id (or the cluster default, the empty name) applies to all.
+//! The dynamic ones are the topic defaults (`log.retention.ms`, `compression.type`, …): new values
+//! reach every partition that has no override of its own at once. The file is `name=value` lines,
+//! rewritten whole (temporary file, fsync, rename, directory fsync) by the controller shard.
+
+use super::topic::{self, Kind};
+use super::{topic_defaults, Source};
+use crate::broker::ShardState;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+const FILE: &str = "broker.meta";
+
+/// One broker config as described.
+pub struct Entry {
+    pub name: String,
+    pub value: String,
+    pub read_only: bool,
+    pub source: Source,
+    pub kind: Kind,
+    pub doc: &'static str,
+}
+
+/// The static broker configs (set by flags; changed by a restart).
+fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'static str)> {
+    let cfg = &st.cfg;
+    let port = cfg.nodes().into_iter().find(|(id, _)| *id == node).map_or(i32::from(cfg.port), |(_, p)| p);
+    let long = Kind::Long { min: i64::MIN };
+    let retention_hours = if cfg.log.retention_ms < 0 { -1 } else { cfg.log.retention_ms / 3_600_000 };
+    vec![
+        ("broker.id", node.to_string(), long, "this shard's broker id"),
+        ("node.id", node.to_string(), long, "this shard's broker id"),
+        ("listeners", format!("PLAINTEXT://{}:{port}", cfg.listen_host), Kind::Text, "--listen"),
+        ("advertised.listeners", format!("PLAINTEXT://{}:{port}", cfg.advertised_host), Kind::Text, "--advertised-host"),
+        ("log.dirs", cfg.data_dir.display().to_string(), Kind::Text, "--data-dir"),
+        ("num.partitions", cfg.num_partitions.to_string(), long, "--num-partitions"),
+        ("auto.create.topics.enable", cfg.auto_create_topics.to_string(), Kind::Bool, "--no-auto-create"),
+        ("default.replication.factor", "1".into(), long, "one replica per partition"),
+        ("offsets.topic.num.partitions", "16".into(), long, "offsets partitions (fixed)"),
+        ("offsets.topic.replication.factor", "1".into(), long, "one replica"),
+        ("transaction.state.log.replication.factor", "1".into(), long, "one replica"),
+        ("offsets.retention.minutes", cfg.offsets_retention_minutes.to_string(), long, "--offsets-retention-minutes"),
+        ("group.min.session.timeout.ms", cfg.group_min_session_timeout_ms.to_string(), long, "--group-min-session-timeout-ms"),
+        ("group.max.session.timeout.ms", cfg.group_max_session_timeout_ms.to_string(), long, "--group-max-session-timeout-ms"),
+        ("group.initial.rebalance.delay.ms", cfg.group_initial_rebalance_delay_ms.to_string(), long, "--group-initial-rebalance-delay-ms"),
+        ("socket.request.max.bytes", cfg.max_request_bytes.to_string(), long, "--max-request-bytes"),
+        ("log.retention.check.interval.ms", cfg.retention_check_ms.to_string(), long, "retention check interval"),
+        ("log.retention.hours", retention_hours.to_string(), long, "log.retention.ms in hours"),
+        ("log.roll.hours", (cfg.log.segment_ms / 3_600_000).to_string(), long, "log.roll.ms in hours"),
+    ]
+}
+
+/// Every broker config of broker `node`: the static ones read-only, the topic defaults alterable.
+pub fn describe(st: &ShardState, node: i32) -> Vec<Entry> {
+    let mut out: Vec<Entry> = statics(st, node)
+        .into_iter()
+        .map(|(name, value, kind, doc)| Entry { name: name.into(), value, read_only: true, source: Source::StaticBroker, kind, doc })
+        .collect();
+    let defaults = topic_defaults(&st.cfg, &st.dynamic_broker.borrow());
+    for c in topic::TOPIC_CONFIGS {
+        let r = &defaults[c.name];
+        out.push(Entry { name: c.broker.into(), value: r.value.clone(), read_only: false, source: r.source, kind: c.kind, doc: c.doc });
+    }
+    out
+}
+
+/// Checks a dynamic broker config change; `Err((code, message))` for the response.
+pub fn check(st: &ShardState, name: &str, value: Option<&str>) -> Result<(), (i16, String)> {
+    use crate::broker::errors;
+    match topic::by_broker_name(name) {
+        Some(c) => match value {
+            Some(v) => topic::check(c.name, v).map_err(|m| (errors::INVALID_CONFIG, m)),
+            None => Ok(()),
+        },
+        None if statics(st, 0).iter().any(|(n, ..)| *n == name) => {
+            Err((errors::INVALID_REQUEST, format!("Cannot update these configs dynamically: {name}")))
+        }
+        None => Err((errors::INVALID_CONFIG, format!("Unknown broker config name: {name}"))),
+    }
+}
+
+pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
+    match std::fs::read_to_string(dir.join(FILE)) {
+        Ok(text) => Ok(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn save(dir: &Path, configs: &BTreeMap<String, String>) -> std::io::Result<()> {
+    let text: String = configs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(FILE))?;
+    crate::storage::segment::sync_dir(dir)
+}

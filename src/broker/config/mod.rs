@@ -1,0 +1,102 @@
+//! Configs as Kafka names them: topic configs (`topic`), broker configs (`broker`), and the
+//! DescribeConfigs / AlterConfigs / IncrementalAlterConfigs handlers (`handlers`).
+//!
+//! A topic config's value comes from, in order: the topic's own override (kept in the catalog), a
+//! dynamic broker config (altered at runtime, kept in `<data-dir>/broker.meta`), the broker's flags,
+//! Kafka's default. Kafka's `config_source` codes say which.
+
+pub mod broker;
+mod handlers;
+pub mod topic;
+
+pub use handlers::{alter_configs, describe_configs, incremental_alter_configs};
+
+use super::catalog::TopicMeta;
+use super::{BrokerConfig, ShardState};
+use crate::protocol::compression::Codec;
+use crate::storage::LogConfig;
+use std::collections::BTreeMap;
+
+/// Kafka's `ConfigSource`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Topic = 1,
+    DynamicBroker = 2,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// A config's effective value and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub value: String,
+    pub source: Source,
+}
+
+/// The defaults every topic inherits: Kafka's, then the broker's flags, then dynamic broker configs.
+pub fn topic_defaults(cfg: &BrokerConfig, dynamic: &BTreeMap<String, String>) -> BTreeMap<&'static str, Resolved> {
+    let kafka: BTreeMap<&str, String> = topic::from_log_config(&LogConfig::default()).into_iter().collect();
+    let mut out: BTreeMap<&'static str, Resolved> =
+        topic::TOPIC_CONFIGS.iter().map(|c| (c.name, Resolved { value: c.default.to_string(), source: Source::Default })).collect();
+    for (name, value) in topic::from_log_config(&cfg.log) {
+        if kafka.get(name) != Some(&value) {
+            out.insert(name, Resolved { value, source: Source::StaticBroker });
+        }
+    }
+    for (broker_name, value) in dynamic {
+        if let Some(c) = topic::by_broker_name(broker_name) {
+            out.insert(c.name, Resolved { value: value.clone(), source: Source::DynamicBroker });
+        }
+    }
+    out
+}
+
+/// Every topic config of `meta` as it applies on this shard.
+pub fn topic_values(st: &ShardState, meta: &TopicMeta) -> BTreeMap<&'static str, Resolved> {
+    topic::resolve(&meta.configs, &topic_defaults(&st.cfg, &st.dynamic_broker.borrow()))
+}
+
+/// What the produce path does to a partition's batches, from its topic's configs: read per
+/// request, so a small copy, refreshed when configs change.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProduceRules {
+    /// `compression.type` other than `producer`: every batch is stored in this codec.
+    pub recompress: Option<Codec>,
+    pub gzip_level: i32,
+    /// `message.timestamp.type=LogAppendTime`.
+    pub log_append_time: bool,
+    /// How far before and after the broker's clock a CreateTime batch may be.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+}
+
+impl Default for ProduceRules {
+    fn default() -> Self {
+        ProduceRules {
+            recompress: None,
+            gzip_level: -1,
+            log_append_time: false,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+        }
+    }
+}
+
+/// The log's settings and the produce rules of a topic (`cache_bytes` is set by the caller).
+pub fn partition_settings(st: &ShardState, meta: &TopicMeta) -> (LogConfig, ProduceRules) {
+    let values = topic_values(st, meta);
+    let get = |name: &str| values.get(name).map_or("", |r| r.value.as_str());
+    let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
+    let difference = long("message.timestamp.difference.max.ms");
+    let rules = ProduceRules {
+        recompress: match get("compression.type") {
+            "producer" => None,
+            other => other.parse().ok(),
+        },
+        gzip_level: get("compression.gzip.level").trim().parse().unwrap_or(-1),
+        log_append_time: get("message.timestamp.type") == "LogAppendTime",
+        timestamp_before_max_ms: long("message.timestamp.before.max.ms").min(difference),
+        timestamp_after_max_ms: long("message.timestamp.after.max.ms").min(difference),
+    };
+    (topic::log_config(&values), rules)
+}
