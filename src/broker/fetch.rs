@@ -3,6 +3,7 @@
 //! A fetch that finds fewer than `min_bytes` waits for any of its partitions to be appended to
 //! (the log's `appended` notification, on the owning shard) or for `max_wait_ms` — never a polling timer.
 
+use super::fetch_session::{self, Answered, Wanted};
 use super::{errors, produce::log_error_code, state};
 use crate::protocol::fetch_response::{self, Part, Partition, Topic};
 use crate::protocol::{self, ProtocolError, Request};
@@ -100,33 +101,43 @@ async fn read_one(w: &Want, max_bytes: usize) -> Read {
 /// for the connection to send without copying file data through user space.
 pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     let fetch: FetchRequest = protocol::decode_body(req)?;
+    let version = req.header.request_api_version;
+    let read_committed = fetch.isolation_level == 1;
     let st = state();
     let deadline = Instant::now() + Duration::from_millis(fetch.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = fetch.min_bytes.max(0) as usize;
     let max_bytes = if fetch.max_bytes <= 0 { usize::MAX } else { fetch.max_bytes as usize };
-    // Each topic's name and how many of the wants (in order) are its partitions.
-    let mut layout: Vec<(String, usize)> = Vec::new();
-    let mut wants = Vec::new();
-    for topic in fetch.topics {
-        let name = topic.topic.0.to_string();
-        let meta = st.topic(&name);
-        let count = topic.partitions.len();
-        for p in topic.partitions {
-            let owner = meta
-                .as_ref()
-                .filter(|m| p.partition >= 0 && p.partition < m.partitions)
-                .map_or(usize::MAX, |_| st.owner(&name, p.partition));
-            wants.push(Want {
-                topic: name.clone(),
+    let requested: Vec<Wanted> = fetch
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| Wanted {
+                topic: t.topic.to_string(),
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
-                owner,
-                version: req.header.request_api_version,
-            });
-        }
-        layout.push((name, count));
+            })
+        })
+        .collect();
+    let (ctx, wanted) = if version >= 7 {
+        let forgotten: Vec<(String, i32)> =
+            fetch.forgotten_topics_data.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.to_string(), *p))).collect();
+        st.fetch_sessions.borrow_mut().begin(fetch.session_id, fetch.session_epoch, requested, &forgotten, Instant::now())
+    } else {
+        (fetch_session::Context::Full { session: 0 }, requested)
+    };
+    if let fetch_session::Context::Error(code) = ctx {
+        let session = fetch_response::Session { error_code: code, id: 0 };
+        return Ok(fetch_response::encode(version, req.header.correlation_id, read_committed, session, Vec::new(), Chunk::len));
     }
+    let wants: Vec<Want> = wanted
+        .iter()
+        .map(|w| {
+            let exists = st.topics.borrow().get(&w.topic).is_some_and(|m| w.partition >= 0 && w.partition < m.partitions);
+            let owner = if exists { st.owner(&w.topic, w.partition) } else { usize::MAX };
+            Want { topic: w.topic.clone(), partition: w.partition, offset: w.offset, max_bytes: w.max_bytes, owner, version }
+        })
+        .collect();
     let reads = loop {
         let mut reads = Vec::with_capacity(wants.len());
         let mut total = 0usize;
@@ -153,25 +164,31 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         let marks: Vec<i64> = reads.iter().zip(&wants).map(|(r, w)| r.high_watermark.max(w.offset)).collect();
         wait_any(&wants, &marks, deadline - now).await;
     };
-    let mut answers = reads.into_iter().zip(&wants);
-    let topics = layout
-        .into_iter()
-        .map(|(name, count)| Topic {
-            name,
-            partitions: answers
-                .by_ref()
-                .take(count)
-                .map(|(r, w)| Partition {
-                    index: w.partition,
-                    error_code: r.error,
-                    high_watermark: r.high_watermark,
-                    log_start_offset: r.log_start,
-                    records: r.records,
-                })
-                .collect(),
-        })
+    let answered: Vec<Answered> = reads
+        .iter()
+        .map(|r| Answered { error: r.error, high_watermark: r.high_watermark, log_start: r.log_start, has_records: r.bytes() > 0 })
         .collect();
-    Ok(fetch_response::encode(req.header.request_api_version, req.header.correlation_id, fetch.isolation_level == 1, topics, Chunk::len))
+    let sent = st.fetch_sessions.borrow_mut().finish(ctx, &wanted, &answered);
+    // Consecutive partitions of one topic make one topic entry, in the order they were wanted.
+    let mut topics: Vec<Topic<Chunk>> = Vec::new();
+    for ((r, w), send) in reads.into_iter().zip(&wants).zip(sent) {
+        if !send {
+            continue;
+        }
+        let p = Partition {
+            index: w.partition,
+            error_code: r.error,
+            high_watermark: r.high_watermark,
+            log_start_offset: r.log_start,
+            records: r.records,
+        };
+        match topics.last_mut() {
+            Some(t) if t.name == w.topic => t.partitions.push(p),
+            _ => topics.push(Topic { name: w.topic.clone(), partitions: vec![p] }),
+        }
+    }
+    let session = fetch_response::Session { error_code: errors::NONE, id: ctx.session_id() };
+    Ok(fetch_response::encode(version, req.header.correlation_id, read_committed, session, topics, Chunk::len))
 }
 
 impl Read {

@@ -12,6 +12,7 @@ mod conn;
 mod delete_records;
 pub mod errors;
 mod fetch;
+mod fetch_session;
 mod group;
 mod handlers;
 mod list_offsets;
@@ -54,6 +55,8 @@ pub struct BrokerConfig {
     /// (`group.initial.rebalance.delay.ms`).
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
+    /// Incremental fetch sessions kept per shard (`max.incremental.fetch.session.cache.slots`).
+    pub fetch_session_slots: usize,
 }
 
 impl Default for BrokerConfig {
@@ -75,6 +78,7 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 7 * 24 * 60,
+            fetch_session_slots: 1000,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct ShardState {
     pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
     pub controller: topics::Controller,
     pub groups: group::Coordinator,
+    /// Incremental fetch sessions opened with this shard (KIP-227).
+    pub fetch_sessions: RefCell<fetch_session::Sessions>,
     /// Broker configs altered at runtime (`config::broker`), the same on every shard.
     pub dynamic_broker: RefCell<BTreeMap<String, String>>,
 }
@@ -181,6 +187,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
     };
     let state = Rc::new(ShardState {
         dynamic_broker: RefCell::new(dynamic_broker),
+        fetch_sessions: RefCell::new(fetch_session::Sessions::new(cfg.fetch_session_slots, (unix_ms() as i32) ^ (shard.id as i32) << 24)),
         controller: topics::Controller::new(shard.id == 0),
         groups: group::Coordinator::new(&cfg, shard.id),
         shard,

@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// (offsets.retention.minutes).
     #[arg(long, env = "WEIR_OFFSETS_RETENTION_MINUTES")]
     offsets_retention_minutes: Option<u64>,
+    /// Incremental fetch sessions kept per shard (max.incremental.fetch.session.cache.slots; 0: none).
+    #[arg(long, env = "WEIR_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS")]
+    max_incremental_fetch_session_cache_slots: Option<usize>,
     /// Shortest and longest session timeout a group member may ask for, in ms.
     #[arg(long, env = "WEIR_GROUP_MIN_SESSION_TIMEOUT_MS")]
     group_min_session_timeout_ms: Option<i32>,
@@ -107,6 +110,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 "max-request-bytes" => a.max_request_bytes = a.max_request_bytes.or(Some(count(&v)? as usize)),
                 "cache-mb" => a.cache_mb = a.cache_mb.or(Some(count(&v)? as usize)),
                 "offsets-retention-minutes" => a.offsets_retention_minutes = a.offsets_retention_minutes.or(Some(count(&v)?)),
+                "max-incremental-fetch-session-cache-slots" => {
+                    a.max_incremental_fetch_session_cache_slots = a.max_incremental_fetch_session_cache_slots.or(Some(count(&v)? as usize))
+                }
                 "group-min-session-timeout-ms" => {
                     a.group_min_session_timeout_ms = a.group_min_session_timeout_ms.or(Some(count(&v)? as i32))
                 }
@@ -158,6 +164,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.cache_mb {
         cfg.cache_bytes_per_shard = v << 20;
+    }
+    if let Some(v) = a.max_incremental_fetch_session_cache_slots {
+        cfg.fetch_session_slots = v;
     }
     if let Some(v) = a.offsets_retention_minutes {
         cfg.offsets_retention_minutes = v;

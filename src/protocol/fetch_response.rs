@@ -28,12 +28,20 @@ pub struct Partition<R> {
     pub records: Vec<R>,
 }
 
+/// The response-level fields of v7+: a fetch session error, and the session's id (0: none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Session {
+    pub error_code: i16,
+    pub id: i32,
+}
+
 /// Encodes a whole Fetch response frame (size, header, body) of `version`; `len` gives a chunk's
 /// size in bytes. Under read_committed the aborted-transactions list is empty rather than null.
 pub fn encode<R>(
     version: i16,
     correlation_id: i32,
     read_committed: bool,
+    session: Session,
     topics: Vec<Topic<R>>,
     len: impl Fn(&R) -> usize,
 ) -> Vec<Part<R>> {
@@ -47,8 +55,8 @@ pub fn encode<R>(
     w.tags(&mut out); // response header v1
     out.put_i32(0); // throttle_time_ms
     if version >= 7 {
-        out.put_i16(0); // error_code
-        out.put_i32(0); // session_id: no fetch sessions
+        out.put_i16(session.error_code);
+        out.put_i32(session.id);
     }
     w.len(&mut out, topics.len());
     for topic in topics {
@@ -184,8 +192,13 @@ mod tests {
         ]
     }
 
+    const SESSION: Session = Session { error_code: 0, id: 123_456 };
+
     fn reference(version: i16, read_committed: bool) -> Bytes {
         let mut response = FetchResponse::default();
+        if version >= 7 {
+            response.session_id = SESSION.id;
+        }
         for t in sample() {
             let mut topic = FetchableTopicResponse::default();
             topic.topic = TopicName(StrBytes::from_string(t.name));
@@ -215,7 +228,7 @@ mod tests {
     fn matches_kafka_protocol_in_every_version() {
         for version in 4..=12 {
             for read_committed in [false, true] {
-                let parts = encode(version, 77, read_committed, sample(), |b: &Bytes| b.len());
+                let parts = encode(version, 77, read_committed, SESSION, sample(), |b: &Bytes| b.len());
                 let mut flat = BytesMut::new();
                 for p in &parts {
                     match p {
@@ -229,7 +242,7 @@ mod tests {
 
     #[test]
     fn records_stay_separate_parts() {
-        let parts = encode(12, 1, false, sample(), |b: &Bytes| b.len());
+        let parts = encode(12, 1, false, SESSION, sample(), |b: &Bytes| b.len());
         let records: Vec<usize> = parts.iter().filter_map(|p| if let Part::Records(r) = p { Some(r.len()) } else { None }).collect();
         assert_eq!(records, vec![100, 300, 200]);
         assert!(matches!(parts.first(), Some(Part::Encoded(_))) && matches!(parts.last(), Some(Part::Encoded(_))));
