@@ -12,25 +12,17 @@ import argparse
 import os
 import random
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import warnings
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "clients"))
+from conftest import wait_listening  # noqa: E402
+
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-
-def wait_listening(port, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"no broker on {port}")
 
 
 def cpu_seconds(pid):

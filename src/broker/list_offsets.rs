@@ -18,6 +18,11 @@ const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
 /// KIP-734: the record with the greatest timestamp.
 const MAX_TIMESTAMP: i64 = -3;
+/// KIP-405 (v8+): the first offset kept locally, which without tiered storage is the log start.
+const EARLIEST_LOCAL: i64 = -4;
+/// KIP-1005 (v9+): the last offset in tiered storage; there is none, so no offset (as Kafka answers
+/// with tiered storage off).
+const LATEST_TIERED: i64 = -5;
 
 /// Batch attribute bit: the broker's append time stands for every record's timestamp.
 const LOG_APPEND_TIME: i16 = 0x08;
@@ -50,7 +55,8 @@ async fn list_offset_local(part: Rc<Partition>, target: i64) -> (i16, i64, i64) 
     let o = part.log.offsets();
     let log_start = o.log_start as i64;
     let found = match target {
-        EARLIEST => return (errors::NONE, -1, log_start),
+        EARLIEST | EARLIEST_LOCAL => return (errors::NONE, -1, log_start),
+        LATEST_TIERED => return (errors::NONE, -1, -1),
         LATEST => return (errors::NONE, -1, o.high_watermark as i64),
         MAX_TIMESTAMP => part.log.batch_with_max_timestamp().await.map(|b| {
             let max = b.as_deref().and_then(|b| batch::header(b).ok()).map_or(-1, |h| h.max_timestamp.get());

@@ -217,34 +217,51 @@ pub fn create_topics_v0_v1_response(r: &CreateTopicsResponse, version: i16) -> B
     out
 }
 
+/// The (topic, partitions) of a request's topic array; `rest` skips each partition's other fields,
+/// at least `partition_bytes` long in all.
+fn topic_partitions(
+    r: &mut Reader<'_>,
+    partition_bytes: usize,
+    rest: impl Fn(&mut Reader<'_>) -> Result<(), ProtocolError>,
+) -> Result<Vec<(String, Vec<i32>)>, ProtocolError> {
+    r.array(6, |r| {
+        let name = r.string()?;
+        let parts = r.array(partition_bytes, |r| {
+            let p = r.i32()?;
+            rest(r)?;
+            Ok(p)
+        })?;
+        Ok((name, parts))
+    })
+}
+
+/// Writes `[topic, [partition, error, tail…]]` for every partition.
+fn put_partition_errors(out: &mut BytesMut, topics: &[(String, Vec<i32>)], error: i16, tail: impl Fn(&mut BytesMut)) {
+    out.put_i32(topics.len() as i32);
+    for (name, parts) in topics {
+        put_string(out, name);
+        out.put_i32(parts.len() as i32);
+        for p in parts {
+            out.put_i32(*p);
+            out.put_i16(error);
+            tail(out);
+        }
+    }
+}
+
 /// Produce v0–2: UNSUPPORTED_VERSION for every partition (they carry record formats v0/v1).
 pub fn produce_unsupported(body: &[u8], version: i16, error: i16) -> Result<BytesMut, ProtocolError> {
     let mut r = Reader::new(body);
     r.i16()?; // acks
     r.i32()?; // timeout
-    let topics = r.array(6, |r| {
-        let name = r.string()?;
-        let parts = r.array(8, |r| {
-            let p = r.i32()?;
-            r.skip_bytes()?;
-            Ok(p)
-        })?;
-        Ok((name, parts))
-    })?;
+    let topics = topic_partitions(&mut r, 8, |r| r.skip_bytes())?;
     let mut out = BytesMut::new();
-    out.put_i32(topics.len() as i32);
-    for (name, parts) in &topics {
-        put_string(&mut out, name);
-        out.put_i32(parts.len() as i32);
-        for p in parts {
-            out.put_i32(*p);
-            out.put_i16(error);
-            out.put_i64(-1); // base offset
-            if version >= 2 {
-                out.put_i64(-1); // log append time
-            }
+    put_partition_errors(&mut out, &topics, error, |out| {
+        out.put_i64(-1); // base offset
+        if version >= 2 {
+            out.put_i64(-1); // log append time
         }
-    }
+    });
     if version >= 1 {
         out.put_i32(0); // throttle time
     }
@@ -260,31 +277,15 @@ pub fn fetch_unsupported(body: &[u8], version: i16, error: i16) -> Result<BytesM
     if version >= 3 {
         r.i32()?; // max bytes
     }
-    let topics = r.array(6, |r| {
-        let name = r.string()?;
-        let parts = r.array(16, |r| {
-            let p = r.i32()?;
-            r.i64()?;
-            r.i32()?;
-            Ok(p)
-        })?;
-        Ok((name, parts))
-    })?;
+    let topics = topic_partitions(&mut r, 16, |r| r.i64().and_then(|_| r.i32()).map(|_| ()))?;
     let mut out = BytesMut::new();
     if version >= 1 {
         out.put_i32(0); // throttle time
     }
-    out.put_i32(topics.len() as i32);
-    for (name, parts) in &topics {
-        put_string(&mut out, name);
-        out.put_i32(parts.len() as i32);
-        for p in parts {
-            out.put_i32(*p);
-            out.put_i16(error);
-            out.put_i64(-1); // high watermark
-            out.put_i32(0); // no records
-        }
-    }
+    put_partition_errors(&mut out, &topics, error, |out| {
+        out.put_i64(-1); // high watermark
+        out.put_i32(0); // no records
+    });
     Ok(out)
 }
 

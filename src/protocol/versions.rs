@@ -7,9 +7,9 @@ use kafka_protocol::messages::ApiKey;
 use std::ops::RangeInclusive;
 
 pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
-    (ApiKey::Produce, 3..=9),
+    (ApiKey::Produce, 3..=11),
     (ApiKey::Fetch, 4..=12),
-    (ApiKey::ListOffsets, 0..=7),
+    (ApiKey::ListOffsets, 0..=9),
     (ApiKey::Metadata, 0..=12),
     (ApiKey::OffsetCommit, 0..=8),
     (ApiKey::OffsetFetch, 1..=8),

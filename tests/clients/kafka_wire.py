@@ -34,7 +34,7 @@ class Connection:
         size = struct.unpack(">i", self.recv(4))[0]
         body = self.recv(size)
         assert struct.unpack(">i", body[:4])[0] == self.correlation
-        return response_class.decode(body[4:], version=request.version)
+        return response_class.decode(body, version=request.version, header=True)
 
     def recv(self, n):
         data = b""

@@ -152,3 +152,29 @@ def test_internal_topic_names_are_never_auto_created(shared_broker, conn, name):
     topic = {"name": name, "num_partitions": 1, "replication_factor": 1, "assignments": [], "configs": []}
     created = conn.call(build(CreateTopicsRequest, 2, topics=[topic], timeout_ms=10000, validate_only=False), CreateTopicsResponse)
     assert created.topics[0].error_code == 17, "INVALID_TOPIC_EXCEPTION: reserved"
+
+
+def test_newer_produce_and_list_offsets_versions(shared_broker, conn):
+    """Produce v10-11 (Kafka 3.9's newest with topic names) and ListOffsets v8-9 (-4 earliest
+    local, -5 latest tiered)."""
+    topic = make_topic(shared_broker.bootstrap, 1, 0)
+    leader_conn = Connection(shared_broker.port + leader_of(shared_broker.bootstrap, topic))
+    try:
+        for version in (10, 11):
+            req = build(ProduceRequest, version, transactional_id=None, acks=1, timeout_ms=5000,
+                        topic_data=[{"name": topic, "partition_data": [{"index": 0, "records": batch_with_codec(0)}]}])
+            r = leader_conn.call(req, ProduceResponse)
+            assert r.responses[0].partition_responses[0].error_code == 0
+        parts = lambda ts: [{"partition_index": 0, "timestamp": ts, "current_leader_epoch": -1}]  # noqa: E731
+        for version, ts, expected in ((8, -4, 0), (9, -5, -1), (9, -1, 2)):
+            req = build(ListOffsetsRequest, version, replica_id=-1, isolation_level=0, topics=[{"name": topic, "partitions": parts(ts)}])
+            p = leader_conn.call(req, ListOffsetsResponse).topics[0].partitions[0]
+            assert (p.error_code, p.offset) == (0, expected), (version, ts)
+    finally:
+        leader_conn.close()
+
+
+def leader_of(bootstrap, topic):
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions[0].leader
