@@ -107,21 +107,32 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     let deadline = Instant::now() + Duration::from_millis(fetch.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = fetch.min_bytes.max(0) as usize;
     let max_bytes = if fetch.max_bytes <= 0 { usize::MAX } else { fetch.max_bytes as usize };
-    let requested: Vec<Wanted> = fetch
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| Wanted {
-                topic: t.topic.to_string(),
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
-            })
-        })
-        .collect();
+    // v13+ names topics by id: an unknown id becomes an empty name, answered UNKNOWN_TOPIC_ID.
+    let by_id = |id: uuid::Uuid| st.topic_ids.borrow().get(&id.as_u128()).cloned().unwrap_or_default();
+    let mut requested: Vec<Wanted> = Vec::new();
+    for t in &fetch.topics {
+        let (topic, topic_id) = if version >= 13 {
+            (by_id(t.topic_id), t.topic_id.as_u128())
+        } else {
+            (t.topic.to_string(), st.topics.borrow().get(t.topic.as_str()).map_or(0, |m| m.id))
+        };
+        requested.extend(t.partitions.iter().map(|p| Wanted {
+            topic: topic.clone(),
+            topic_id,
+            partition: p.partition,
+            offset: p.fetch_offset,
+            max_bytes: p.partition_max_bytes.max(0) as usize,
+        }));
+    }
     let (ctx, wanted) = if version >= 7 {
-        let forgotten: Vec<(String, i32)> =
-            fetch.forgotten_topics_data.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.to_string(), *p))).collect();
+        let forgotten: Vec<(String, i32)> = fetch
+            .forgotten_topics_data
+            .iter()
+            .flat_map(|t| {
+                let name = if version >= 13 { by_id(t.topic_id) } else { t.topic.to_string() };
+                t.partitions.iter().map(move |p| (name.clone(), *p))
+            })
+            .collect();
         st.fetch_sessions.borrow_mut().begin(fetch.session_id, fetch.session_epoch, requested, &forgotten, Instant::now())
     } else {
         (fetch_session::Context::Full { session: 0 }, requested)
@@ -143,7 +154,8 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         let mut total = 0usize;
         for w in &wants {
             if w.owner == usize::MAX {
-                reads.push(failed(errors::UNKNOWN_TOPIC_OR_PARTITION));
+                let unknown_id = version >= 13 && w.topic.is_empty();
+                reads.push(failed(if unknown_id { errors::UNKNOWN_TOPIC_ID } else { errors::UNKNOWN_TOPIC_OR_PARTITION }));
                 continue;
             }
             // KIP-74: the response may exceed max_bytes by one batch, for the first partition with data.
@@ -171,7 +183,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     let sent = st.fetch_sessions.borrow_mut().finish(ctx, &wanted, &answered);
     // Consecutive partitions of one topic make one topic entry, in the order they were wanted.
     let mut topics: Vec<Topic<Chunk>> = Vec::new();
-    for ((r, w), send) in reads.into_iter().zip(&wants).zip(sent) {
+    for (((r, w), want), send) in reads.into_iter().zip(&wants).zip(&wanted).zip(sent) {
         if !send {
             continue;
         }
@@ -183,8 +195,8 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
             records: r.records,
         };
         match topics.last_mut() {
-            Some(t) if t.name == w.topic => t.partitions.push(p),
-            _ => topics.push(Topic { name: w.topic.clone(), partitions: vec![p] }),
+            Some(t) if t.name == w.topic && t.id == want.topic_id => t.partitions.push(p),
+            _ => topics.push(Topic { name: w.topic.clone(), id: want.topic_id, partitions: vec![p] }),
         }
     }
     let session = fetch_response::Session { error_code: errors::NONE, id: ctx.session_id() };

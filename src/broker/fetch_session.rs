@@ -25,7 +25,9 @@ const EVICTION_IDLE: Duration = Duration::from_secs(120);
 /// A partition to read, as requested or as kept in a session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
+    /// Empty for a topic id this broker does not know (Fetch v13+).
     pub topic: String,
+    pub topic_id: u128,
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
@@ -41,6 +43,7 @@ pub struct Answered {
 
 #[derive(Debug, Clone, Copy)]
 struct Cached {
+    topic_id: u128,
     offset: i64,
     max_bytes: usize,
     /// As last sent to the client; −1: must be sent.
@@ -137,6 +140,7 @@ impl Sessions {
                 }
                 for w in requested {
                     let c = s.partitions.entry((w.topic, w.partition)).or_insert(Cached {
+                        topic_id: w.topic_id,
                         offset: w.offset,
                         max_bytes: w.max_bytes,
                         high_watermark: -1,
@@ -155,6 +159,7 @@ impl Sessions {
                     .iter()
                     .map(|((topic, partition), c)| Wanted {
                         topic: topic.clone(),
+                        topic_id: c.topic_id,
                         partition: *partition,
                         offset: c.offset,
                         max_bytes: c.max_bytes,
@@ -183,7 +188,10 @@ impl Sessions {
         let partitions = requested
             .iter()
             .map(|w| {
-                ((w.topic.clone(), w.partition), Cached { offset: w.offset, max_bytes: w.max_bytes, high_watermark: -1, log_start: -1 })
+                (
+                    (w.topic.clone(), w.partition),
+                    Cached { topic_id: w.topic_id, offset: w.offset, max_bytes: w.max_bytes, high_watermark: -1, log_start: -1 },
+                )
             })
             .collect();
         self.by_id.insert(id, Session { epoch: 1, partitions, last_used: now });
@@ -240,7 +248,7 @@ mod tests {
     use super::*;
 
     fn want(p: i32, offset: i64) -> Wanted {
-        Wanted { topic: "t".into(), partition: p, offset, max_bytes: 1000 }
+        Wanted { topic: "t".into(), topic_id: 9, partition: p, offset, max_bytes: 1000 }
     }
 
     fn answer(hw: i64, records: bool) -> Answered {

@@ -116,6 +116,8 @@ pub struct ShardState {
     pub shard: Shard,
     pub cfg: Arc<BrokerConfig>,
     pub topics: RefCell<BTreeMap<String, TopicMeta>>,
+    /// Topic id → name, for the requests that name topics by id (Fetch v13+).
+    pub topic_ids: RefCell<HashMap<u128, String>>,
     pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
     pub controller: topics::Controller,
     pub groups: group::Coordinator,
@@ -193,6 +195,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         shard,
         cfg,
         topics: RefCell::new(BTreeMap::new()),
+        topic_ids: RefCell::new(HashMap::new()),
         partitions: RefCell::new(HashMap::new()),
     });
     STATE.with(|s| *s.borrow_mut() = Some(state.clone()));

@@ -188,6 +188,7 @@ pub async fn update(
 /// Makes this shard know `meta` and open the partitions it owns.
 pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
     let st = state();
+    st.topic_ids.borrow_mut().insert(meta.id, meta.name.clone());
     st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
     for p in 0..meta.partitions {
         if st.owner(&meta.name, p) != st.shard.id || st.partition(&meta.name, p).is_some() {
@@ -247,7 +248,9 @@ pub async fn update_broker_configs(
 
 async fn remove_topic(name: String) {
     let st = state();
-    st.topics.borrow_mut().remove(&name);
+    if let Some(meta) = st.topics.borrow_mut().remove(&name) {
+        st.topic_ids.borrow_mut().remove(&meta.id);
+    }
     let doomed: Vec<Rc<Partition>> = {
         let mut parts = st.partitions.borrow_mut();
         let keys: Vec<_> = parts.keys().filter(|(t, _)| *t == name).cloned().collect();

@@ -1,4 +1,4 @@
-//! Fetch responses (v4–v12) encoded by hand, so that record data need not be in memory: the frame
+//! Fetch responses (v4–v16) encoded by hand, so that record data need not be in memory: the frame
 //! comes out as a list of parts, encoded bytes between the partitions' record chunks, and the
 //! caller sends each chunk as it likes (older data as a file range with zero copies).
 //!
@@ -16,6 +16,8 @@ pub enum Part<R> {
 
 pub struct Topic<R> {
     pub name: String,
+    /// Names the topic from v13 on.
+    pub id: u128,
     pub partitions: Vec<Partition<R>>,
 }
 
@@ -45,7 +47,7 @@ pub fn encode<R>(
     topics: Vec<Topic<R>>,
     len: impl Fn(&R) -> usize,
 ) -> Vec<Part<R>> {
-    assert!((4..=12).contains(&version), "Fetch v{version} is not encoded here");
+    assert!((4..=16).contains(&version), "Fetch v{version} is not encoded here");
     let w = Writer { flexible: version >= 12 };
     let mut parts = Vec::new();
     let mut first: Option<BytesMut> = None;
@@ -60,7 +62,11 @@ pub fn encode<R>(
     }
     w.len(&mut out, topics.len());
     for topic in topics {
-        w.string(&mut out, &topic.name);
+        if version >= 13 {
+            out.put_u128(topic.id);
+        } else {
+            w.string(&mut out, &topic.name);
+        }
         w.len(&mut out, topic.partitions.len());
         for p in topic.partitions {
             out.put_i32(p.index);
@@ -167,6 +173,7 @@ mod tests {
         vec![
             Topic {
                 name: "orders".into(),
+                id: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
                 partitions: vec![
                     Partition {
                         index: 0,
@@ -180,6 +187,7 @@ mod tests {
             },
             Topic {
                 name: "t".repeat(130),
+                id: 7,
                 partitions: vec![Partition {
                     index: 7,
                     error_code: 0,
@@ -188,7 +196,7 @@ mod tests {
                     records: vec![batch(3, 200)],
                 }],
             },
-            Topic { name: "empty".into(), partitions: vec![] },
+            Topic { name: "empty".into(), id: u128::MAX, partitions: vec![] },
         ]
     }
 
@@ -201,7 +209,11 @@ mod tests {
         }
         for t in sample() {
             let mut topic = FetchableTopicResponse::default();
-            topic.topic = TopicName(StrBytes::from_string(t.name));
+            if version >= 13 {
+                topic.topic_id = uuid::Uuid::from_u128(t.id);
+            } else {
+                topic.topic = TopicName(StrBytes::from_string(t.name));
+            }
             for p in t.partitions {
                 let mut data = PartitionData::default();
                 data.partition_index = p.index;
@@ -226,7 +238,7 @@ mod tests {
 
     #[test]
     fn matches_kafka_protocol_in_every_version() {
-        for version in 4..=12 {
+        for version in 4..=16 {
             for read_committed in [false, true] {
                 let parts = encode(version, 77, read_committed, SESSION, sample(), |b: &Bytes| b.len());
                 let mut flat = BytesMut::new();

@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 
 pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::Produce, 3..=11),
-    (ApiKey::Fetch, 4..=12),
+    (ApiKey::Fetch, 4..=16),
     (ApiKey::ListOffsets, 0..=9),
     (ApiKey::Metadata, 0..=12),
     (ApiKey::OffsetCommit, 0..=8),

@@ -178,3 +178,33 @@ def leader_of(bootstrap, topic):
     from confluent_kafka.admin import AdminClient
 
     return AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10).topics[topic].partitions[0].leader
+
+
+def test_fetch_v13_to_v16_name_topics_by_id(shared_broker):
+    import uuid
+
+    topic = make_topic(shared_broker.bootstrap, 1, 7)
+    conn = Connection(shared_broker.port + leader_of(shared_broker.bootstrap, topic))
+    try:
+        meta = conn.call(build(MetadataRequest, 12, topics=[{"name": topic}], allow_auto_topic_creation=False,
+                               include_topic_authorized_operations=False), MetadataResponse)
+        topic_id = meta.topics[0].topic_id
+        assert topic_id != uuid.UUID(int=0)
+        for version in (13, 16):
+            for tid, expected in ((topic_id, 0), (uuid.UUID(int=12345), 100)):  # 100: UNKNOWN_TOPIC_ID
+                req = build(
+                    FetchRequest,
+                    version,
+                    replica_id=-1, max_wait_ms=10, min_bytes=0, max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1,
+                    topics=[{"topic_id": tid, "partitions": [{"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20,
+                                                              "current_leader_epoch": -1, "log_start_offset": -1}]}],
+                    forgotten_topics_data=[], rack_id="",
+                )
+                r = conn.call(req, FetchResponse)
+                (t,) = r.responses
+                p = t.partitions[0]
+                assert (t.topic_id, p.error_code) == (tid, expected), (version, tid)
+                if expected == 0:
+                    assert p.high_watermark == 7 and len(bytes(p.records)) > 0
+    finally:
+        conn.close()
