@@ -22,6 +22,12 @@ use std::time::{Duration, Instant};
 /// make room for a new one.
 const EVICTION_IDLE: Duration = Duration::from_secs(120);
 
+/// Partitions kept in all of a shard's sessions together (about 100 bytes each): a client names
+/// as many as its requests hold, so the slots alone would not bound the memory. A session that
+/// would pass it is not opened, or is closed (FETCH_SESSION_ID_NOT_FOUND: the client starts over
+/// with full fetches).
+const SESSION_PARTITIONS_MAX: usize = 1_000_000;
+
 /// A partition to read, as requested or as kept in a session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
@@ -97,11 +103,14 @@ pub struct Sessions {
     by_id: HashMap<i32, Session>,
     slots: usize,
     next_id: i32,
+    /// Partitions in all sessions, at most `partitions_max`.
+    partitions: usize,
+    partitions_max: usize,
 }
 
 impl Sessions {
     pub fn new(slots: usize, seed: i32) -> Self {
-        Sessions { by_id: HashMap::new(), slots, next_id: seed.max(1) }
+        Sessions { by_id: HashMap::new(), slots, next_id: seed.max(1), partitions: 0, partitions_max: SESSION_PARTITIONS_MAX }
     }
 
     pub fn len(&self) -> usize {
@@ -123,11 +132,11 @@ impl Sessions {
     ) -> (Context, Vec<Wanted>) {
         match epoch {
             -1 => {
-                self.by_id.remove(&session_id);
+                self.close(session_id);
                 (Context::Full { session: 0 }, requested)
             }
             0 => {
-                self.by_id.remove(&session_id);
+                self.close(session_id);
                 let session = self.open(&requested, now);
                 (Context::Full { session }, requested)
             }
@@ -137,6 +146,11 @@ impl Sessions {
                 };
                 if s.epoch != epoch {
                     return (Context::Error(errors::INVALID_FETCH_SESSION_EPOCH), Vec::new());
+                }
+                let before = s.partitions.len();
+                if self.partitions + requested.len() > self.partitions_max {
+                    self.close(session_id);
+                    return (Context::Error(errors::FETCH_SESSION_ID_NOT_FOUND), Vec::new());
                 }
                 for w in requested {
                     let c = s.partitions.entry((w.topic, w.partition)).or_insert(Cached {
@@ -154,6 +168,7 @@ impl Sessions {
                 }
                 s.epoch = next_epoch(s.epoch);
                 s.last_used = now;
+                self.partitions = self.partitions + s.partitions.len() - before;
                 let wanted = s
                     .partitions
                     .iter()
@@ -172,15 +187,13 @@ impl Sessions {
 
     /// A new session of `requested`, if a slot is free or can be freed; its id, else 0.
     fn open(&mut self, requested: &[Wanted], now: Instant) -> i32 {
-        if self.slots == 0 {
+        if self.slots == 0 || self.partitions + requested.len() > self.partitions_max {
             return 0;
         }
         if self.by_id.len() >= self.slots {
             let idle = self.by_id.iter().filter(|(_, s)| now.duration_since(s.last_used) >= EVICTION_IDLE).min_by_key(|(_, s)| s.last_used);
             match idle.map(|(id, _)| *id) {
-                Some(id) => {
-                    self.by_id.remove(&id);
-                }
+                Some(id) => self.close(id),
                 None => return 0,
             }
         }
@@ -194,8 +207,16 @@ impl Sessions {
                 )
             })
             .collect();
-        self.by_id.insert(id, Session { epoch: 1, partitions, last_used: now });
+        let session = Session { epoch: 1, partitions, last_used: now };
+        self.partitions += session.partitions.len();
+        self.by_id.insert(id, session);
         id
+    }
+
+    fn close(&mut self, id: i32) {
+        if let Some(s) = self.by_id.remove(&id) {
+            self.partitions -= s.partitions.len();
+        }
     }
 
     fn fresh_id(&mut self) -> i32 {
@@ -290,6 +311,22 @@ mod tests {
         assert_eq!(s.begin(id, 5, vec![], &[], now).0, Context::Error(errors::INVALID_FETCH_SESSION_EPOCH));
         assert_eq!(s.begin(id, -1, vec![want(0, 0)], &[], now).0, Context::Full { session: 0 });
         assert!(s.is_empty(), "epoch -1 closed it");
+    }
+
+    #[test]
+    fn partitions_in_sessions_are_bounded() {
+        let now = Instant::now();
+        let mut s = Sessions::new(10, 7);
+        s.partitions_max = 5;
+        let a = s.begin(0, 0, (0..3).map(|p| want(p, 0)).collect(), &[], now).0.session_id();
+        assert!(a > 0);
+        assert_eq!(s.begin(0, 0, (0..3).map(|p| want(p, 0)).collect(), &[], now).0, Context::Full { session: 0 }, "3 + 3 > 5");
+        let (ctx, _) = s.begin(a, 1, vec![want(3, 0)], &[], now);
+        assert_eq!(ctx, Context::Incremental { session: a }, "4 fit");
+        let (ctx, _) = s.begin(a, 2, vec![want(4, 0), want(5, 0)], &[], now);
+        assert_eq!(ctx, Context::Error(errors::FETCH_SESSION_ID_NOT_FOUND), "6 would not: the session closes");
+        assert!(s.is_empty());
+        assert!(s.begin(0, 0, (0..5).map(|p| want(p, 0)).collect(), &[], now).0.session_id() > 0, "its room is free again");
     }
 
     #[test]
