@@ -32,6 +32,10 @@ fn failed(error: i16) -> Read {
     Read { error, high_watermark: -1, log_start: -1, records: Vec::new() }
 }
 
+/// Kafka's broker `fetch.max.bytes` (55 MiB): the most record bytes one Fetch response carries
+/// (plus, KIP-74, the first batch when it alone is bigger), whatever the request asks.
+const FETCH_MAX_BYTES: usize = 57_671_680;
+
 /// Fetch versions before this cannot carry zstd batches (KIP-110).
 const ZSTD_FETCH_VERSION_MIN: i16 = 10;
 
@@ -106,7 +110,8 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     let st = state();
     let deadline = Instant::now() + Duration::from_millis(fetch.max_wait_ms.clamp(0, 300_000) as u64);
     let min_bytes = fetch.min_bytes.max(0) as usize;
-    let max_bytes = if fetch.max_bytes <= 0 { usize::MAX } else { fetch.max_bytes as usize };
+    // Kafka's min(request max_bytes, broker fetch.max.bytes); ≤ 0 still gets the first batch (KIP-74).
+    let max_bytes = (fetch.max_bytes.max(0) as usize).min(FETCH_MAX_BYTES);
     // v13+ names topics by id: an unknown id becomes an empty name, answered UNKNOWN_TOPIC_ID.
     let by_id = |id: uuid::Uuid| st.topic_ids.borrow().get(&id.as_u128()).cloned().unwrap_or_default();
     let mut requested: Vec<Wanted> = Vec::new();
@@ -139,7 +144,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     };
     if let fetch_session::Context::Error(code) = ctx {
         let session = fetch_response::Session { error_code: code, id: 0 };
-        return Ok(fetch_response::encode(version, req.header.correlation_id, read_committed, session, Vec::new(), Chunk::len));
+        return fetch_response::encode(version, req.header.correlation_id, read_committed, session, Vec::new(), Chunk::len);
     }
     let wants: Vec<Want> = wanted
         .iter()
@@ -200,7 +205,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         }
     }
     let session = fetch_response::Session { error_code: errors::NONE, id: ctx.session_id() };
-    Ok(fetch_response::encode(version, req.header.correlation_id, read_committed, session, topics, Chunk::len))
+    fetch_response::encode(version, req.header.correlation_id, read_committed, session, topics, Chunk::len)
 }
 
 impl Read {

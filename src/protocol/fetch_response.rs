@@ -46,7 +46,7 @@ pub fn encode<R>(
     session: Session,
     topics: Vec<Topic<R>>,
     len: impl Fn(&R) -> usize,
-) -> Vec<Part<R>> {
+) -> Result<Vec<Part<R>>, super::ProtocolError> {
     assert!((4..=16).contains(&version), "Fetch v{version} is not encoded here");
     let w = Writer { flexible: version >= 12 };
     let mut parts = Vec::new();
@@ -108,10 +108,12 @@ pub fn encode<R>(
     };
     let total: usize = first.len() + parts.iter().map(|p| if let Part::Encoded(b) = p { b.len() } else { 0 }).sum::<usize>();
     let records: usize = parts.iter().map(|p| if let Part::Records(r) = p { len(r) } else { 0 }).sum();
-    let size = i32::try_from(total + records - 4).expect("a fetch response is under 2 GiB");
+    // The caller bounds responses far below this (`broker::fetch`, FETCH_MAX_BYTES): never a panic.
+    let size = i32::try_from(total + records - 4)
+        .map_err(|_| super::ProtocolError::Malformed(format!("a fetch response of {} bytes", total + records)))?;
     first[..4].copy_from_slice(&size.to_be_bytes());
     parts.insert(0, Part::Encoded(first.freeze()));
-    parts
+    Ok(parts)
 }
 
 /// Writes lengths and strings in the classic or the flexible (KIP-482) form.
@@ -240,7 +242,7 @@ mod tests {
     fn matches_kafka_protocol_in_every_version() {
         for version in 4..=16 {
             for read_committed in [false, true] {
-                let parts = encode(version, 77, read_committed, SESSION, sample(), |b: &Bytes| b.len());
+                let parts = encode(version, 77, read_committed, SESSION, sample(), |b: &Bytes| b.len()).unwrap();
                 let mut flat = BytesMut::new();
                 for p in &parts {
                     match p {
@@ -254,7 +256,7 @@ mod tests {
 
     #[test]
     fn records_stay_separate_parts() {
-        let parts = encode(12, 1, false, SESSION, sample(), |b: &Bytes| b.len());
+        let parts = encode(12, 1, false, SESSION, sample(), |b: &Bytes| b.len()).unwrap();
         let records: Vec<usize> = parts.iter().filter_map(|p| if let Part::Records(r) = p { Some(r.len()) } else { None }).collect();
         assert_eq!(records, vec![100, 300, 200]);
         assert!(matches!(parts.first(), Some(Part::Encoded(_))) && matches!(parts.last(), Some(Part::Encoded(_))));

@@ -15,16 +15,21 @@ pub const OWN_BUFFER_FRAME_BYTES: usize = 256 << 10;
 /// whichever shard), to be read into again: a recycled buffer needs neither zeroing nor page faults.
 const POOLED_BUFFERS: usize = 4;
 const POOLED_BUFFER_BYTES_MAX: usize = 8 << 20;
+/// A large frame's buffer starts at most this big and doubles as its bytes arrive: memory follows
+/// what a client has sent, never what its size prefix claims (200 connections each claiming 100 MiB
+/// and sending nothing more would otherwise take 20 GiB at once).
+const LARGE_INITIAL_BYTES: usize = 1 << 20;
 
 thread_local! {
     static POOL: (Sender<Vec<u8>>, Receiver<Vec<u8>>) = crossbeam_channel::bounded(POOLED_BUFFERS);
 }
 
-/// A buffer for a frame of `need` bytes: a recycled one if one of about that size is at hand.
+/// A first buffer for a frame of `need` bytes: a recycled one if one of about that size is at hand,
+/// else `LARGE_INITIAL_BYTES` at most (it grows as bytes come).
 fn take_buffer(need: usize) -> Vec<u8> {
     match POOL.with(|(_, rx)| rx.try_recv()) {
         Ok(buf) if buf.len() >= need && buf.len() <= need * 2 => buf,
-        _ => vec![0; need],
+        _ => vec![0; need.min(LARGE_INITIAL_BYTES)],
     }
 }
 
@@ -80,7 +85,12 @@ impl FrameReader {
                     let home = POOL.with(|(tx, _)| tx.clone());
                     return Ok(Some(Bytes::from_owner(PooledFrame { buf, len: need, home }).slice(4..)));
                 }
-                let n = stream.read(&mut large.buf[large.filled..large.need]).await?;
+                if large.filled == large.buf.len() {
+                    let grown = (large.buf.len() * 2).min(large.need);
+                    large.buf.resize(grown, 0);
+                }
+                let end = large.buf.len().min(large.need);
+                let n = stream.read(&mut large.buf[large.filled..end]).await?;
                 if n == 0 {
                     return Err(closed_mid_frame());
                 }
@@ -103,6 +113,9 @@ impl FrameReader {
                 if need >= OWN_BUFFER_FRAME_BYTES {
                     // Everything read so far belongs to this frame (frames follow one another).
                     let mut buf = take_buffer(need);
+                    if buf.len() < self.filled {
+                        buf.resize(self.filled, 0);
+                    }
                     buf[..self.filled].copy_from_slice(&self.buf[..self.filled]);
                     self.large = Some(Large { buf, filled: self.filled, need });
                     self.filled = 0;
@@ -177,6 +190,26 @@ mod tests {
             assert_eq!(&b[..], &second[..]);
             assert_eq!(b.as_ptr(), at, "the released buffer was recycled");
             assert!(reader.next(&mut src).await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn memory_follows_the_bytes_sent_not_the_size_claimed() {
+        // A 100 MiB claim followed by 10 bytes: the buffer stays at its first size.
+        let mut claim = (100i32 << 20).to_be_bytes().to_vec();
+        claim.extend_from_slice(&[1; 10]);
+        let mut reader = FrameReader::new(200 << 20);
+        let mut src = futures_lite::io::Cursor::new(claim);
+        assert!(futures_lite::future::block_on(reader.next(&mut src)).is_err(), "ends mid-frame");
+        let large = reader.large.as_ref().expect("reading a large frame");
+        assert!(large.buf.len() <= LARGE_INITIAL_BYTES, "{} bytes allocated for 14 received", large.buf.len());
+        // A frame bigger than the first buffer grows into it whole.
+        let big: Vec<u8> = (0..3 * LARGE_INITIAL_BYTES as u32 + 7).map(|i| (i % 251) as u8).collect();
+        let mut reader = FrameReader::new(200 << 20);
+        let mut src = futures_lite::io::BufReader::with_capacity(100_000, futures_lite::io::Cursor::new(frames(&[&big, b"next"])));
+        futures_lite::future::block_on(async {
+            assert_eq!(&reader.next(&mut src).await.unwrap().unwrap()[..], &big[..]);
+            assert_eq!(&reader.next(&mut src).await.unwrap().unwrap()[..], b"next");
         });
     }
 

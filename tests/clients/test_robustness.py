@@ -191,3 +191,50 @@ def test_single_port_mode_forwards_between_shards():
         assert sorted(got) == list(range(400))
     finally:
         b.close()
+
+
+def test_fetch_responses_are_bounded_whatever_max_bytes_says():
+    """max_bytes <= 0 was read as unlimited, and a response past 2 GiB ended the broker: now
+    Kafka's min(max_bytes, fetch.max.bytes = 55 MiB), with KIP-74's first batch always allowed."""
+    import warnings
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from kafka_wire import Connection, build
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from kafka.protocol.consumer.fetch import FetchRequest, FetchResponse
+
+    b = Broker(shards=1)
+    try:
+        topic = unique("bound")
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.create_topics([NewTopic(topic, 4, 1, config={"max.message.bytes": str(4 << 20)})])[topic].result(10)
+        p = Producer({"bootstrap.servers": b.bootstrap, "message.max.bytes": 4 << 20, "linger.ms": 0, "batch.num.messages": 1})
+        for i in range(24):  # 4 partitions x 6 batches of 3 MiB: 72 MiB, more than one response may carry
+            p.produce(topic, value=bytes([i]) * (3 << 20), partition=i % 4)
+            p.poll(0)
+        assert p.flush(60) == 0
+        conn = Connection(b.port)
+        try:
+            for max_bytes in (-1, 0, (1 << 31) - 1):
+                req = build(
+                    FetchRequest,
+                    11,
+                    replica_id=-1, max_wait_ms=10, min_bytes=0, max_bytes=max_bytes, isolation_level=0, session_id=0, session_epoch=-1,
+                    topics=[{"topic": topic, "partitions": [{"partition": q, "fetch_offset": 0, "partition_max_bytes": (1 << 31) - 1,
+                                                             "current_leader_epoch": -1, "log_start_offset": -1} for q in range(4)]}],
+                    forgotten_topics_data=[], rack_id="",
+                )
+                r = conn.call(req, FetchResponse)
+                assert all(q.error_code == 0 for t in r.responses for q in t.partitions)
+                total = sum(len(bytes(q.records or b"")) for t in r.responses for q in t.partitions)
+                if max_bytes <= 0:
+                    assert 3 << 20 < total < 4 << 20, f"max_bytes {max_bytes}: the first batch only, got {total}"
+                else:
+                    assert 48 << 20 < total <= 57_671_680 + (4 << 20), f"max_bytes 2 GiB: capped at fetch.max.bytes, got {total}"
+        finally:
+            conn.close()
+        assert b.alive()
+    finally:
+        b.close()
