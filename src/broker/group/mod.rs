@@ -5,7 +5,7 @@
 //! offsets file are touched by one shard only. The broker never reads assignments: assignors are
 //! the clients' business. It reads subscriptions only to know which topics a group consumes.
 //!
-//! - `state`: one group's state machine, with Kafka's rules.
+//! - `state`: one group's state machine, with Kafka's rules (JoinGroup's in `state/join.rs`).
 //! - `coordinator`: the groups of this shard, their offsets and the expiry tick.
 //! - `store`: the offsets files; `subscription`: the consumer protocol's topic list.
 //! - `join` (JoinGroup, SyncGroup), `membership` (Heartbeat, LeaveGroup), `offsets` (OffsetCommit,
