@@ -17,6 +17,12 @@ use std::time::Duration;
 
 /// How often the accept loop looks at the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(100);
+/// After a failed accept (out of file descriptors, say) the loop waits, doubling from the first
+/// to the last of these, so that a broker out of fds neither spins nor floods its log; one line
+/// says how many accepts failed since the last, at most every `ACCEPT_WARN_EVERY`.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_LAST: Duration = Duration::from_secs(1);
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn serve(stop: Arc<AtomicBool>) {
     let st = state();
@@ -30,6 +36,8 @@ pub async fn serve(stop: Arc<AtomicBool>) {
         }
     };
     tracing::info!(shard = st.shard.id, %addr, "listening");
+    let mut backoff = ACCEPT_BACKOFF_FIRST;
+    let (mut failed, mut warned_at): (u64, Option<std::time::Instant>) = (0, None);
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shards::sleep(STOP_CHECK).await;
@@ -42,11 +50,17 @@ pub async fn serve(stop: Arc<AtomicBool>) {
         match accepted {
             None => {}
             Some(Ok(stream)) => {
+                backoff = ACCEPT_BACKOFF_FIRST;
                 shards::spawn_local(connection(stream)).detach();
             }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed");
-                shards::sleep(Duration::from_millis(10)).await;
+                failed += 1;
+                if warned_at.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_EVERY) {
+                    tracing::warn!(error = %e, failed, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                    (failed, warned_at) = (0, Some(std::time::Instant::now()));
+                }
+                shards::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_LAST);
             }
         }
     }

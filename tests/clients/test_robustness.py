@@ -238,3 +238,64 @@ def test_fetch_responses_are_bounded_whatever_max_bytes_says():
         assert b.alive()
     finally:
         b.close()
+
+
+def test_out_of_file_descriptors_the_broker_waits_quietly_and_recovers():
+    """With every fd taken by idle connections, accept fails: the broker backs off (no busy loop, no
+    log flood) and serves again once connections go."""
+    import os
+    import shutil
+    import subprocess
+
+    from conftest import WEIR, ports_free, wait_listening
+
+    if not shutil.which("prlimit"):
+        import pytest
+
+        pytest.skip("prlimit (util-linux) not installed")
+    data = os.path.join(os.path.dirname(WEIR), "..", unique("weir-fds"))
+    port = 41000
+    while not ports_free(port, 1):
+        port += 7
+    log_path = data + ".log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["prlimit", "--nofile=160:160", WEIR, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--shards", "1"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    held = []
+    try:
+        wait_listening(port)
+        # Connect until the broker stops answering: its fds are spent.
+        for _ in range(400):
+            s = socket.create_connection(("127.0.0.1", port))
+            held.append(s)
+        deadline = time.time() + 30
+        while time.time() < deadline and b"accept failed" not in open(log_path, "rb").read():
+            time.sleep(0.05)
+        assert b"accept failed" in open(log_path, "rb").read(), "the fds ran out"
+        time.sleep(3)  # a quiet broker logs at most one line per 10 s while out of fds
+        lines = open(log_path, "rb").read().count(b"accept failed")
+        assert lines <= 2, f"{lines} 'accept failed' lines in about 3 s"
+        for s in held:
+            s.close()
+        held.clear()
+        deadline = time.time() + 30
+        answered = False
+        while time.time() < deadline and not answered:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    s.settimeout(5)
+                    s.sendall(frame(18, 0, 12))
+                    answered = read_frame(s)[:4] == struct.pack(">i", 12)
+            except OSError:
+                time.sleep(0.1)
+        assert answered, "the broker serves again once connections are gone"
+        assert proc.poll() is None
+    finally:
+        for s in held:
+            s.close()
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(data, ignore_errors=True)
+        os.remove(log_path)
