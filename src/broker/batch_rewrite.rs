@@ -10,12 +10,9 @@
 use super::config::ProduceRules;
 use super::errors;
 use crate::protocol::compression::Codec;
-use crate::storage::batch::{self, HEADER_BYTES, LOG_OVERHEAD_BYTES};
+use crate::storage::batch::{self, ATTR_CODEC_MASK, ATTR_LOG_APPEND_TIME, HEADER_BYTES, LOG_OVERHEAD_BYTES};
 use bytes::Bytes;
 
-/// Attribute bits: the codec, and "timestamps are the log's append time".
-const CODEC_MASK: i16 = 0x07;
-const LOG_APPEND_TIME: i16 = 0x08;
 /// Byte positions in the batch header.
 const ATTRIBUTES_AT: usize = 21;
 const MAX_TIMESTAMP_AT: usize = 35;
@@ -72,9 +69,9 @@ fn rewrite_one(stored: &[u8], rules: &ProduceRules, now_ms: i64, out: &mut Vec<u
     let b = &mut out[start..];
     let length = i32::try_from(b.len() - LOG_OVERHEAD_BYTES).map_err(|_| errors::MESSAGE_TOO_LARGE)?;
     b[8..12].copy_from_slice(&length.to_be_bytes());
-    let mut attributes = (attributes & !CODEC_MASK) | target as i16;
+    let mut attributes = (attributes & !ATTR_CODEC_MASK) | target as i16;
     if rules.log_append_time {
-        attributes |= LOG_APPEND_TIME;
+        attributes |= ATTR_LOG_APPEND_TIME;
         b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
     }
     b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
@@ -107,7 +104,7 @@ mod tests {
             let out = apply(&Bytes::from(two.clone()), &r, 5_000).unwrap().unwrap();
             let first = batch::validate(&out).unwrap();
             let h = batch::header(&out).unwrap();
-            assert_eq!(h.attributes.get() & CODEC_MASK, target as i16);
+            assert_eq!(h.attributes.get() & ATTR_CODEC_MASK, target as i16);
             let body = target.decompress(&out[HEADER_BYTES..first.bytes]).unwrap();
             let again = batch::records_in(&body, h.base_offset.get(), h.base_timestamp.get(), h.records_count.get()).unwrap();
             assert_eq!(again, records, "{target:?}");
@@ -124,7 +121,7 @@ mod tests {
         let out = apply(&b, &ProduceRules { log_append_time: true, ..rules() }, 77_000).unwrap().unwrap();
         let info = batch::validate(&out).unwrap();
         assert_eq!(info.max_timestamp, 77_000);
-        assert_ne!(batch::header(&out).unwrap().attributes.get() & LOG_APPEND_TIME, 0);
+        assert_ne!(batch::header(&out).unwrap().attributes.get() & ATTR_LOG_APPEND_TIME, 0);
     }
 
     #[test]

@@ -149,8 +149,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     let wants: Vec<Want> = wanted
         .iter()
         .map(|w| {
-            let exists = st.topics.borrow().get(&w.topic).is_some_and(|m| w.partition >= 0 && w.partition < m.partitions);
-            let owner = if exists { st.owner(&w.topic, w.partition) } else { usize::MAX };
+            let owner = if st.partition_exists(&w.topic, w.partition) { st.owner(&w.topic, w.partition) } else { usize::MAX };
             Want { topic: w.topic.clone(), partition: w.partition, offset: w.offset, max_bytes: w.max_bytes, owner, version }
         })
         .collect();

@@ -24,16 +24,13 @@ const EARLIEST_LOCAL: i64 = -4;
 /// with tiered storage off).
 const LATEST_TIERED: i64 = -5;
 
-/// Batch attribute bit: the broker's append time stands for every record's timestamp.
-const LOG_APPEND_TIME: i16 = 0x08;
-
 /// The first record of a stored `batch` that `wanted(offset, timestamp)` accepts: (offset,
 /// timestamp). A batch that cannot be inflated answers with its base offset and max timestamp.
 fn find_record(stored: &[u8], wanted: impl Fn(i64, i64) -> bool) -> Option<(i64, i64)> {
     let h = batch::header(stored).ok()?;
     let (base, max_ts) = (h.base_offset.get(), h.max_timestamp.get());
     let attributes = h.attributes.get();
-    if attributes & LOG_APPEND_TIME != 0 {
+    if attributes & batch::ATTR_LOG_APPEND_TIME != 0 {
         let last = base + i64::from(h.last_offset_delta.get());
         return (base..=last).find(|o| wanted(*o, max_ts)).map(|o| (o, max_ts));
     }
@@ -165,7 +162,7 @@ mod tests {
     #[test]
     fn log_append_time_batches_answer_with_their_max_timestamp() {
         let mut b = stored(Codec::None);
-        let attributes = batch::header(&b).unwrap().attributes.get() | LOG_APPEND_TIME;
+        let attributes = batch::header(&b).unwrap().attributes.get() | batch::ATTR_LOG_APPEND_TIME;
         b[21..23].copy_from_slice(&attributes.to_be_bytes());
         assert_eq!(find_record(&b, |_, ts| ts >= 5), Some((500, 1990)));
     }

@@ -149,6 +149,11 @@ impl ShardState {
         self.topics.borrow().get(name).cloned()
     }
 
+    /// Does `topic` exist with a partition `partition`? (No copy of its metadata.)
+    pub fn partition_exists(&self, topic: &str, partition: i32) -> bool {
+        self.topics.borrow().get(topic).is_some_and(|m| partition >= 0 && partition < m.partitions)
+    }
+
     /// Runs `f(partition)` on the shard owning `topic`/`partition`; `None` if no such partition.
     pub async fn on_owner<F, Fut, R>(&self, topic: &str, partition: i32, f: F) -> Option<R>
     where
@@ -156,8 +161,7 @@ impl ShardState {
         Fut: std::future::Future<Output = R> + 'static,
         R: Send + 'static,
     {
-        let meta = self.topic(topic)?;
-        if partition < 0 || partition >= meta.partitions {
+        if !self.partition_exists(topic, partition) {
             return None;
         }
         let name = topic.to_string();

@@ -183,7 +183,7 @@ const ZSTD_PRODUCE_VERSION_MIN: i16 = 7;
 /// Does any batch in `records` use zstd? Headers only.
 fn has_zstd(mut records: &[u8]) -> bool {
     while let (Ok(h), Ok(len)) = (batch::header(records), batch::framed_len(records)) {
-        if h.attributes.get() & 0x7 == crate::protocol::compression::Codec::Zstd as i16 {
+        if h.attributes.get() & batch::ATTR_CODEC_MASK == crate::protocol::compression::Codec::Zstd as i16 {
             return true;
         }
         records = &records[len.min(records.len())..];

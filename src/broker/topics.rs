@@ -7,7 +7,7 @@ use super::catalog::{self, TopicMeta};
 use super::config;
 use super::errors;
 use super::{state, Partition};
-use crate::storage::Log;
+use crate::storage::{Log, LogConfig};
 use shards::Notify;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -190,13 +190,13 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
     let st = state();
     st.topic_ids.borrow_mut().insert(meta.id, meta.name.clone());
     st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
+    let (log_config, rules) = config::partition_settings(&config::shard_topic_defaults(&st), &meta);
     for p in 0..meta.partitions {
         if st.owner(&meta.name, p) != st.shard.id || st.partition(&meta.name, p).is_some() {
             continue;
         }
         let dir = st.partition_dir(&meta.name, p);
-        let (log_config, rules) = config::partition_settings(&st, &meta);
-        let log = Log::open(&dir, log_config).await.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let log = Log::open(&dir, log_config.clone()).await.map_err(|e| format!("{}: {e}", dir.display()))?;
         let part = Rc::new(Partition { log, producers: RefCell::default(), rules: std::cell::Cell::new(rules) });
         st.partitions.borrow_mut().insert((meta.name.clone(), p), part);
     }
@@ -211,12 +211,14 @@ fn rebalance_cache_and_configs() {
     let parts = st.partitions.borrow();
     let share = st.cfg.cache_bytes_per_shard / parts.len().max(1);
     let topics = st.topics.borrow();
+    let defaults = config::shard_topic_defaults(&st);
+    // Settings are per topic: resolved once for all its partitions here.
+    let mut settings = HashMap::new();
     for ((topic, _), part) in parts.iter() {
         if let Some(meta) = topics.get(topic) {
-            let (mut cfg, rules) = config::partition_settings(&st, meta);
-            cfg.cache_bytes = share;
-            part.log.set_config(cfg);
-            part.rules.set(rules);
+            let (cfg, rules) = settings.entry(topic.as_str()).or_insert_with(|| config::partition_settings(&defaults, meta));
+            part.log.set_config(LogConfig { cache_bytes: share, ..cfg.clone() });
+            part.rules.set(*rules);
         }
     }
 }

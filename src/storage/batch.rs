@@ -147,9 +147,14 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
-/// Compression codec from a batch's attributes (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+/// Batch attribute bits: the codec (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), and "every record's
+/// timestamp is the log's append time" (`message.timestamp.type=LogAppendTime`).
+pub const ATTR_CODEC_MASK: i16 = 0x07;
+pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+
+/// Compression codec from a batch's attributes.
 pub fn compression(bytes: &[u8]) -> Result<u8, BatchError> {
-    Ok((header(bytes)?.attributes.get() & 0x7) as u8)
+    Ok((header(bytes)?.attributes.get() & ATTR_CODEC_MASK) as u8)
 }
 
 /// One record to put in a batch.
@@ -283,7 +288,7 @@ fn get_bytes<'a>(bytes: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
 /// The records of one validated, uncompressed batch (`None` if compressed or malformed).
 pub fn records(batch: &[u8]) -> Option<Vec<ReadRecord<'_>>> {
     let h = header(batch).ok()?;
-    if h.attributes.get() & 0x7 != 0 {
+    if h.attributes.get() & ATTR_CODEC_MASK != 0 {
         return None;
     }
     let end = framed_len(batch).ok()?.min(batch.len());

@@ -8,7 +8,7 @@
 //! rewritten whole (temporary file, fsync, rename, directory fsync) by the controller shard.
 
 use super::topic::{self, Kind};
-use super::{topic_defaults, Source};
+use super::{shard_topic_defaults, Source};
 use crate::broker::ShardState;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -61,7 +61,7 @@ pub fn describe(st: &ShardState, node: i32) -> Vec<Entry> {
         .into_iter()
         .map(|(name, value, kind, doc)| Entry { name: name.into(), value, read_only: true, source: Source::StaticBroker, kind, doc })
         .collect();
-    let defaults = topic_defaults(&st.cfg, &st.dynamic_broker.borrow());
+    let defaults = shard_topic_defaults(st);
     for c in topic::TOPIC_CONFIGS {
         let r = &defaults[c.name];
         out.push(Entry { name: c.broker.into(), value: r.value.clone(), read_only: false, source: r.source, kind: c.kind, doc: c.doc });

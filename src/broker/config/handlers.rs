@@ -1,7 +1,7 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, for topics and brokers.
 
 use super::topic::{self, Effect, Kind};
-use super::{broker, topic_values, Source};
+use super::{broker, Source};
 use crate::broker::handlers::{respond, respond_legacy, text};
 use crate::broker::{errors, state, topics, ShardState};
 use crate::protocol::{self, ProtocolError, Request};
@@ -27,8 +27,8 @@ struct Described {
 
 fn describe_topic(st: &ShardState, name: &str) -> Option<Vec<Described>> {
     let meta = st.topic(name)?;
-    let values = topic_values(st, &meta);
-    let defaults = super::topic_defaults(&st.cfg, &st.dynamic_broker.borrow());
+    let defaults = super::shard_topic_defaults(st);
+    let values = topic::resolve(&meta.configs, &defaults);
     let described = topic::TOPIC_CONFIGS
         .iter()
         .map(|c| {

@@ -51,9 +51,9 @@ pub fn topic_defaults(cfg: &BrokerConfig, dynamic: &BTreeMap<String, String>) ->
     out
 }
 
-/// Every topic config of `meta` as it applies on this shard.
-pub fn topic_values(st: &ShardState, meta: &TopicMeta) -> BTreeMap<&'static str, Resolved> {
-    topic::resolve(&meta.configs, &topic_defaults(&st.cfg, &st.dynamic_broker.borrow()))
+/// The defaults topics inherit on this shard now (compute once, then resolve each topic against it).
+pub fn shard_topic_defaults(st: &ShardState) -> BTreeMap<&'static str, Resolved> {
+    topic_defaults(&st.cfg, &st.dynamic_broker.borrow())
 }
 
 /// What the produce path does to a partition's batches, from its topic's configs: read per
@@ -82,9 +82,10 @@ impl Default for ProduceRules {
     }
 }
 
-/// The log's settings and the produce rules of a topic (`cache_bytes` is set by the caller).
-pub fn partition_settings(st: &ShardState, meta: &TopicMeta) -> (LogConfig, ProduceRules) {
-    let values = topic_values(st, meta);
+/// The log's settings and the produce rules of a topic, given the shard's topic defaults
+/// (`cache_bytes` is set by the caller).
+pub fn partition_settings(defaults: &BTreeMap<&'static str, Resolved>, meta: &TopicMeta) -> (LogConfig, ProduceRules) {
+    let values = topic::resolve(&meta.configs, defaults);
     let get = |name: &str| values.get(name).map_or("", |r| r.value.as_str());
     let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
     let difference = long("message.timestamp.difference.max.ms");

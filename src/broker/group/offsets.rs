@@ -20,8 +20,7 @@ pub(super) type Committer = (String, Option<String>, i32);
 /// The error for one partition before it reaches the coordinator: the partition must exist
 /// (Kafka answers UNKNOWN_TOPIC_OR_PARTITION from its metadata cache) and the metadata fit.
 pub(super) fn precheck(topic: &str, partition: i32, metadata: Option<&str>) -> Option<i16> {
-    let exists = shard_state().topic(topic).is_some_and(|m| partition >= 0 && partition < m.partitions);
-    if !exists {
+    if !shard_state().partition_exists(topic, partition) {
         Some(errors::UNKNOWN_TOPIC_OR_PARTITION)
     } else if metadata.is_some_and(|m| m.len() > OFFSET_METADATA_MAX_BYTES) {
         Some(errors::OFFSET_METADATA_TOO_LARGE)
