@@ -4,7 +4,8 @@
 //! order. A frame over `max_request_bytes` or an unreadable header closes that connection only,
 //! with one log line; nothing a client sends can take the shard down.
 
-use super::{config, delete_records, fetch, group, handlers, list_offsets, produce, state};
+use super::connections::{connections, Slot};
+use super::{config, delete_records, fetch, group, handlers, list_offsets, panic_guard, produce, state};
 use crate::protocol::fetch_response::Part;
 use crate::protocol::{self, frame::FrameReader, ProtocolError};
 use crate::storage::Chunk;
@@ -13,7 +14,7 @@ use futures_lite::AsyncWriteExt;
 use kafka_protocol::messages::ApiKey;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the accept loop looks at the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -23,6 +24,8 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_LAST: Duration = Duration::from_secs(1);
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+/// A connection that sends nothing for this long gives its read buffer back until it does.
+const RELEASE_BUFFER_AFTER: Duration = Duration::from_secs(1);
 
 pub async fn serve(stop: Arc<AtomicBool>) {
     let st = state();
@@ -37,7 +40,7 @@ pub async fn serve(stop: Arc<AtomicBool>) {
     };
     tracing::info!(shard = st.shard.id, %addr, "listening");
     let mut backoff = ACCEPT_BACKOFF_FIRST;
-    let (mut failed, mut warned_at): (u64, Option<std::time::Instant>) = (0, None);
+    let (mut failures, mut refusals) = (Occasional::default(), Occasional::default());
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shards::sleep(STOP_CHECK).await;
@@ -51,13 +54,21 @@ pub async fn serve(stop: Arc<AtomicBool>) {
             None => {}
             Some(Ok(stream)) => {
                 backoff = ACCEPT_BACKOFF_FIRST;
-                shards::spawn_local(connection(stream)).detach();
+                let Ok(ip) = stream.peer_addr().map(|a| a.ip()) else { continue };
+                match connections().admit(ip, st.cfg.max_connections, st.cfg.max_connections_per_ip) {
+                    Ok(slot) => {
+                        shards::spawn_local(connection(stream, slot)).detach();
+                    }
+                    Err(why) => {
+                        if let Some(refused) = refusals.due() {
+                            tracing::warn!(%ip, reason = %why, refused, open = connections().open(), "connections refused");
+                        }
+                    }
+                }
             }
             Some(Err(e)) => {
-                failed += 1;
-                if warned_at.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_EVERY) {
+                if let Some(failed) = failures.due() {
                     tracing::warn!(error = %e, failed, retry_in_ms = backoff.as_millis() as u64, "accept failed");
-                    (failed, warned_at) = (0, Some(std::time::Instant::now()));
                 }
                 shards::sleep(backoff).await;
                 backoff = (backoff * 2).min(ACCEPT_BACKOFF_LAST);
@@ -66,12 +77,41 @@ pub async fn serve(stop: Arc<AtomicBool>) {
     }
 }
 
-async fn connection(mut stream: shards::TcpStream) {
+/// Counts events and says when to log them: at most once per `ACCEPT_WARN_EVERY`, with the number
+/// since the last line.
+#[derive(Default)]
+struct Occasional {
+    count: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Occasional {
+    fn due(&mut self) -> Option<u64> {
+        self.count += 1;
+        if self.logged_at.is_some_and(|at| at.elapsed() < ACCEPT_WARN_EVERY) {
+            return None;
+        }
+        self.logged_at = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// `fut`'s output, or `None` if it takes longer than `limit`.
+async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        shards::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let idle = Duration::from_millis(state().cfg.connections_max_idle_ms);
     let mut frames = FrameReader::new(state().cfg.max_request_bytes);
     loop {
-        let frame = match frames.next(&mut stream).await {
+        let frame = match next_frame(&mut frames, &mut stream, idle).await {
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
@@ -79,21 +119,53 @@ async fn connection(mut stream: shards::TcpStream) {
                 return;
             }
         };
-        let reply = match dispatch(frame, &peer).await {
-            Ok(r) => r,
-            Err(e) => {
+        let reply = match panic_guard::contain(dispatch(frame, &peer)).await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
                 tracing::info!(%peer, error = %e, "closing connection");
                 return;
             }
+            None => {
+                tracing::error!(%peer, "closing the connection whose request panicked");
+                return;
+            }
         };
-        let sent = match reply {
-            None => Ok(()),
-            Some(Reply::Frame(bytes)) => stream.write_all(&bytes).await,
-            Some(Reply::Parts(parts)) => write_parts(&mut stream, parts).await,
-        };
-        if let Err(e) = sent {
-            tracing::debug!(%peer, error = %e, "response not sent; closing connection");
-            return;
+        let sent = within(idle, async {
+            match reply {
+                None => Ok(()),
+                Some(Reply::Frame(bytes)) => stream.write_all(&bytes).await,
+                Some(Reply::Parts(parts)) => write_parts(&mut stream, parts).await,
+            }
+        })
+        .await;
+        match sent {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "response not sent; closing connection");
+                return;
+            }
+            None => {
+                tracing::info!(%peer, idle_ms = idle.as_millis() as u64, "response not read within connections.max.idle.ms; closing connection");
+                return;
+            }
+        }
+    }
+}
+
+/// The next request, or `Ok(None)` when the client closed the connection or sent nothing for
+/// `idle`. A connection quiet for `RELEASE_BUFFER_AFTER` first gives its read buffer back, so an
+/// idle connection holds next to no memory.
+async fn next_frame(frames: &mut FrameReader, stream: &mut shards::TcpStream, idle: Duration) -> Result<Option<Bytes>, ProtocolError> {
+    let soon = RELEASE_BUFFER_AFTER.min(idle);
+    if let Some(read) = within(soon, frames.next(stream)).await {
+        return read;
+    }
+    frames.release_buffer();
+    match within(idle - soon, frames.next(stream)).await {
+        Some(read) => read,
+        None => {
+            tracing::debug!(idle_ms = idle.as_millis() as u64, "closing a connection idle for connections.max.idle.ms");
+            Ok(None)
         }
     }
 }

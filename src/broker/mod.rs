@@ -9,6 +9,7 @@ mod batch_rewrite;
 pub mod catalog;
 mod config;
 mod conn;
+mod connections;
 mod delete_records;
 pub mod errors;
 mod fetch;
@@ -16,6 +17,7 @@ mod fetch_session;
 mod group;
 mod handlers;
 mod list_offsets;
+pub mod panic_guard;
 mod produce;
 mod topics;
 
@@ -43,6 +45,13 @@ pub struct BrokerConfig {
     pub shards: usize,
     pub single_port: bool,
     pub max_request_bytes: usize,
+    /// Open connections the broker admits, in all and from one address (`max.connections`,
+    /// `max.connections.per.ip`).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// A connection with no request for this long is closed, as is one whose response is not read
+    /// within it (`connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub log: LogConfig,
@@ -69,6 +78,9 @@ impl Default for BrokerConfig {
             shards: 1,
             single_port: false,
             max_request_bytes: 100 << 20,
+            max_connections: 10_000,
+            max_connections_per_ip: i32::MAX as usize,
+            connections_max_idle_ms: 600_000,
             auto_create_topics: true,
             num_partitions: 1,
             log: LogConfig::default(),

@@ -15,7 +15,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create, list, describe or delete topics.
     Topic(tools::TopicArgs),
     /// Write stdin lines to a topic, one record per line.
@@ -27,7 +27,7 @@ enum Command {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Topic(args) => tools::topic(args),
         Command::Produce(args) => tools::produce(args),
         Command::Consume(args) => tools::consume(args),

@@ -48,6 +48,15 @@ pub struct ServeArgs {
     /// Largest request frame accepted (socket.request.max.bytes).
     #[arg(long, env = "WEIR_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
+    /// Open connections admitted, in all (max.connections; default 10000).
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections admitted from one client address (max.connections.per.ip).
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// A connection idle this long, in ms, is closed (connections.max.idle.ms; default 600000).
+    #[arg(long, env = "WEIR_CONNECTIONS_MAX_IDLE_MS")]
+    connections_max_idle_ms: Option<u64>,
     /// Memory for recent batches per shard, in MiB.
     #[arg(long, env = "WEIR_CACHE_MB")]
     cache_mb: Option<usize>,
@@ -108,6 +117,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 "retention-ms" => a.retention_ms = a.retention_ms.or(Some(num(&v)?)),
                 "retention-bytes" => a.retention_bytes = a.retention_bytes.or(Some(num(&v)?)),
                 "max-request-bytes" => a.max_request_bytes = a.max_request_bytes.or(Some(count(&v)? as usize)),
+                "max-connections" => a.max_connections = a.max_connections.or(Some(count(&v)? as usize)),
+                "max-connections-per-ip" => a.max_connections_per_ip = a.max_connections_per_ip.or(Some(count(&v)? as usize)),
+                "connections-max-idle-ms" => a.connections_max_idle_ms = a.connections_max_idle_ms.or(Some(count(&v)?)),
                 "cache-mb" => a.cache_mb = a.cache_mb.or(Some(count(&v)? as usize)),
                 "offsets-retention-minutes" => a.offsets_retention_minutes = a.offsets_retention_minutes.or(Some(count(&v)?)),
                 "max-incremental-fetch-session-cache-slots" => {
@@ -161,6 +173,15 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     cfg.log = log;
     if let Some(v) = a.max_request_bytes {
         cfg.max_request_bytes = v;
+    }
+    if let Some(v) = a.max_connections {
+        cfg.max_connections = v;
+    }
+    if let Some(v) = a.max_connections_per_ip {
+        cfg.max_connections_per_ip = v;
+    }
+    if let Some(v) = a.connections_max_idle_ms {
+        cfg.connections_max_idle_ms = v.max(1);
     }
     if let Some(v) = a.cache_mb {
         cfg.cache_bytes_per_shard = v << 20;
@@ -279,9 +300,14 @@ pub fn run(args: ServeArgs) -> i32 {
         eprintln!("weir serve: {e}");
         return 1;
     }
-    // A panic is a bug: say so and end the process, rather than limp on with a shard missing.
+    // A panic is a bug: say so and end the process, rather than limp on with a shard missing;
+    // unless a request handler panicked, which closes that request's connection only.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if broker::panic_guard::caught_here() {
+            tracing::error!(panic = %info, "a request handler panicked");
+            return;
+        }
         default_hook(info);
         tracing::error!("a shard panicked; stopping the broker");
         std::process::exit(101);

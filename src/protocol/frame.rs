@@ -76,6 +76,13 @@ impl FrameReader {
         Self { buf: BytesMut::new(), filled: 0, large: None, max_frame_bytes }
     }
 
+    /// Frees the read buffer if it holds no unread bytes; the next `next` waits without one.
+    pub fn release_buffer(&mut self) {
+        if self.filled == 0 && self.large.is_none() {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// The next frame's bytes (without the size prefix); `None` at a clean end of stream.
     pub async fn next<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<Option<Bytes>, ProtocolError> {
         loop {
@@ -95,6 +102,19 @@ impl FrameReader {
                     return Err(closed_mid_frame());
                 }
                 large.filled += n;
+                continue;
+            }
+            if self.filled == 0 && self.buf.is_empty() {
+                // No buffer (a new or quiet connection): wait for the first bytes without one, so a
+                // connection costs no buffer memory until a request comes.
+                let mut head = [0u8; 4];
+                let n = stream.read(&mut head).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                self.buf.resize(READ_CHUNK_BYTES, 0);
+                self.buf[..n].copy_from_slice(&head[..n]);
+                self.filled = n;
                 continue;
             }
             let mut need = 4;
@@ -210,6 +230,23 @@ mod tests {
         futures_lite::future::block_on(async {
             assert_eq!(&reader.next(&mut src).await.unwrap().unwrap()[..], &big[..]);
             assert_eq!(&reader.next(&mut src).await.unwrap().unwrap()[..], b"next");
+        });
+    }
+
+    #[test]
+    fn no_buffer_until_bytes_come_and_none_after_release() {
+        let mut reader = FrameReader::new(1 << 20);
+        assert_eq!(reader.buf.capacity(), 0);
+        let mut src = futures_lite::io::BufReader::with_capacity(3, futures_lite::io::Cursor::new(frames(&[b"one", b"two"])));
+        futures_lite::future::block_on(async {
+            assert_eq!(&reader.next(&mut src).await.unwrap().unwrap()[..], b"one");
+            assert!(reader.filled > 0, "part of the next frame is buffered");
+            reader.release_buffer();
+            assert!(reader.buf.capacity() > 0, "a buffer holding unread bytes is kept");
+            assert_eq!(&reader.next(&mut src).await.unwrap().unwrap()[..], b"two");
+            reader.release_buffer();
+            assert_eq!(reader.buf.capacity(), 0);
+            assert!(reader.next(&mut src).await.unwrap().is_none());
         });
     }
 

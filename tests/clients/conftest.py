@@ -39,9 +39,11 @@ def wait_listening(port, timeout=15):
 class Broker:
     """A running weir broker; `restart()` keeps the data directory."""
 
-    def __init__(self, shards=2, extra=()):
+    def __init__(self, shards=2, extra=(), prefix=()):
         self.shards = shards
         self.extra = list(extra)
+        # A command the broker runs under, e.g. `prlimit --as=...` for a resource limit.
+        self.prefix = list(prefix)
         self.data_dir = tempfile.mkdtemp(prefix="weir-it-", dir=os.path.join(ROOT, "target"))
         while True:
             self.port = random.randrange(20000, 60000)
@@ -58,7 +60,7 @@ class Broker:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [WEIR, "serve", "--listen", self.bootstrap, "--data-dir", self.data_dir, "--shards", str(self.shards)] + self.extra,
+            self.prefix + [WEIR, "serve", "--listen", self.bootstrap, "--data-dir", self.data_dir, "--shards", str(self.shards)] + self.extra,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
