@@ -31,7 +31,7 @@ pub async fn delete_records(req: &Request) -> Result<Option<Bytes>, ProtocolErro
                     }
                 })
                 .await
-                .unwrap_or((errors::UNKNOWN_TOPIC_OR_PARTITION, -1));
+                .unwrap_or_else(|code| (code, -1));
             let mut pr = delete_records_response::DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.error_code = error;

@@ -4,7 +4,7 @@
 //! (the log's `appended` notification, on the owning shard) or for `max_wait_ms` — never a polling timer.
 
 use super::fetch_session::{self, Answered, Wanted};
-use super::{errors, produce::log_error_code, state};
+use super::{errors, produce::log_error_code, state, topics};
 use crate::protocol::fetch_response::{self, Part, Partition, Topic};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::Chunk;
@@ -40,8 +40,9 @@ const FETCH_MAX_BYTES: usize = 57_671_680;
 const ZSTD_FETCH_VERSION_MIN: i16 = 10;
 
 async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize, version: i16) -> Read {
-    let Some(part) = state().partition(&topic, partition) else {
-        return failed(errors::UNKNOWN_TOPIC_OR_PARTITION);
+    let part = match topics::local_partition(&topic, partition).await {
+        Ok(p) => p,
+        Err(code) => return failed(code),
     };
     if version < ZSTD_FETCH_VERSION_MIN && part.rules.get().recompress == Some(crate::protocol::compression::Codec::Zstd) {
         // Kafka's check: a topic that stores zstd is not served to clients that cannot read it.

@@ -96,10 +96,8 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
         for p in topic.partitions {
             let index = p.partition_index;
             let target = p.timestamp;
-            let (error, timestamp, offset) = st
-                .on_owner(&topic.name, index, move |part| list_offset_local(part, target))
-                .await
-                .unwrap_or((errors::UNKNOWN_TOPIC_OR_PARTITION, -1, -1));
+            let (error, timestamp, offset) =
+                st.on_owner(&topic.name, index, move |part| list_offset_local(part, target)).await.unwrap_or_else(|code| (code, -1, -1));
             let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
             pr.partition_index = index;
             pr.error_code = error;

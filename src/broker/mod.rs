@@ -5,6 +5,7 @@
 //! elsewhere is forwarded through the mailbox. Shard 0 is the controller: it owns the durable topic
 //! catalog and tells every shard about changes.
 
+mod admission;
 mod batch_rewrite;
 pub mod catalog;
 mod config;
@@ -54,6 +55,8 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
+    /// Partitions the broker admits, over all topics (`max.partitions`).
+    pub max_partitions: usize,
     pub log: LogConfig,
     /// Memory for recent batches, per shard, split among the shard's partitions.
     pub cache_bytes_per_shard: usize,
@@ -83,6 +86,7 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             auto_create_topics: true,
             num_partitions: 1,
+            max_partitions: 100_000,
             log: LogConfig::default(),
             cache_bytes_per_shard: 64 << 20,
             retention_check_ms: 30_000,
@@ -131,6 +135,8 @@ pub struct ShardState {
     /// Topic id → name, for the requests that name topics by id (Fetch v13+).
     pub topic_ids: RefCell<HashMap<u128, String>>,
     pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
+    /// Partitions this shard owns that could not be opened, and when that was last tried.
+    pub offline: RefCell<HashMap<(String, i32), std::time::Instant>>,
     pub controller: topics::Controller,
     pub groups: group::Coordinator,
     /// Incremental fetch sessions opened with this shard (KIP-227).
@@ -166,19 +172,25 @@ impl ShardState {
         self.topics.borrow().get(topic).is_some_and(|m| partition >= 0 && partition < m.partitions)
     }
 
-    /// Runs `f(partition)` on the shard owning `topic`/`partition`; `None` if no such partition.
-    pub async fn on_owner<F, Fut, R>(&self, topic: &str, partition: i32, f: F) -> Option<R>
+    /// Runs `f(partition)` on the shard owning `topic`/`partition`; else the error code for it
+    /// (UNKNOWN_TOPIC_OR_PARTITION, or KAFKA_STORAGE_ERROR for an offline partition).
+    pub async fn on_owner<F, Fut, R>(&self, topic: &str, partition: i32, f: F) -> Result<R, i16>
     where
         F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = R> + 'static,
         R: Send + 'static,
     {
         if !self.partition_exists(topic, partition) {
-            return None;
+            return Err(errors::UNKNOWN_TOPIC_OR_PARTITION);
         }
         let name = topic.to_string();
         self.shard
-            .submit_to(self.owner(topic, partition), move || async move { f(state().partition(&name, partition)?).await.into() })
+            .submit_to(self.owner(topic, partition), move || async move {
+                match topics::local_partition(&name, partition).await {
+                    Ok(part) => Ok(f(part).await),
+                    Err(code) => Err(code),
+                }
+            })
             .await
     }
 
@@ -213,17 +225,16 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         topics: RefCell::new(BTreeMap::new()),
         topic_ids: RefCell::new(HashMap::new()),
         partitions: RefCell::new(HashMap::new()),
+        offline: RefCell::new(HashMap::new()),
     });
     STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
     if let Err(e) = shards::prime_direct_io(&state.cfg.data_dir).await {
         tracing::error!(error = %e, "data directory is not usable");
         std::process::exit(1);
     }
+    // A partition that cannot open is offline (logged by `apply_topic`); the others serve.
     for meta in topics.into_values() {
-        if let Err(e) = topics::apply_topic(meta).await {
-            tracing::error!(error = %e, "cannot open a partition");
-            std::process::exit(1);
-        }
+        let _ = topics::apply_topic(meta).await;
     }
     if let Err(e) = state.groups.recover().await {
         tracing::error!(error = %e, "cannot recover committed offsets");

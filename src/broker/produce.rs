@@ -103,8 +103,9 @@ pub fn log_error_code(e: &LogError) -> i16 {
 
 /// Appends on the owning shard (the caller's job to be there).
 async fn append_local(topic: String, partition: i32, records: Records, acks: i16, timeout: Duration) -> Outcome {
-    let Some(part) = state().partition(&topic, partition) else {
-        return refused(errors::UNKNOWN_TOPIC_OR_PARTITION);
+    let part = match topics::local_partition(&topic, partition).await {
+        Ok(p) => p,
+        Err(code) => return refused(code),
     };
     if let Err(e) = part.log.wait_for_room().await {
         return refused(log_error_code(&e));

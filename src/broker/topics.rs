@@ -3,6 +3,7 @@
 //! Changes run on shard 0 (the controller), which persists the catalog and then applies the change
 //! on every shard, so a topic is usable on all shards by the time its creation is answered.
 
+use super::admission;
 use super::catalog::{self, TopicMeta};
 use super::config;
 use super::errors;
@@ -12,6 +13,7 @@ use shards::Notify;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Partitions a topic may have: a bound on files and memory per request.
 const PARTITIONS_MAX: i32 = 10_000;
@@ -84,27 +86,39 @@ pub fn validate(name: &str, partitions: i32, configs: &BTreeMap<String, String>)
     Ok(())
 }
 
-/// Creates a topic. Fails with TOPIC_ALREADY_EXISTS if it exists.
+/// Partitions of every topic in the catalog.
+fn partitions_in(catalog: &BTreeMap<String, TopicMeta>) -> usize {
+    catalog.values().map(|m| m.partitions.max(0) as usize).sum()
+}
+
+/// Creates a topic, whole or not at all. Fails with TOPIC_ALREADY_EXISTS if it exists, and with
+/// POLICY_VIOLATION if the broker cannot take its partitions (`admission`).
 pub async fn create(name: String, partitions: i32, configs: BTreeMap<String, String>) -> Result<TopicMeta, Refusal> {
     validate(&name, partitions, &configs)?;
     on_controller(move || async move {
         let ctl = &state().controller;
+        let max = state().cfg.max_partitions;
         let meta = TopicMeta { id: catalog::new_topic_id(&name), name: name.clone(), partitions, configs };
-        let inserted = ctl.with_catalog(|c| {
+        ctl.with_catalog(|c| {
             if c.contains_key(&name) {
-                false
-            } else {
-                c.insert(name.clone(), meta.clone());
-                true
+                return Err((errors::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists")));
             }
-        })?;
-        if !inserted {
-            return Err((errors::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists")));
-        }
+            admission::admit_partitions(partitions_in(c), partitions as usize, max)?;
+            c.insert(name.clone(), meta.clone());
+            Ok(())
+        })??;
         let done = Rc::new(Notify::default());
         ctl.creating.borrow_mut().insert(name.clone(), done.clone());
         let result = match ctl.save() {
-            Ok(()) => broadcast_apply(meta.clone()).await,
+            Ok(()) => match broadcast_apply(meta.clone()).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // Some partition did not open (out of fds or disk, say): undo the whole topic.
+                    tracing::warn!(topic = %name, error = %e.1, "topic creation failed; removing what was made");
+                    let _ = drop_topic(name.clone()).await;
+                    Err(e)
+                }
+            },
             Err(e) => {
                 let _ = ctl.with_catalog(|c| c.remove(&name));
                 Err(e)
@@ -146,21 +160,27 @@ pub async fn ensure(name: String) -> Result<TopicMeta, Refusal> {
 /// Deletes a topic and its data on every shard.
 pub async fn delete(name: String) -> Result<(), Refusal> {
     on_controller(move || async move {
-        let ctl = &state().controller;
-        if !ctl.with_catalog(|c| c.contains_key(&name))? {
+        if !state().controller.with_catalog(|c| c.contains_key(&name))? {
             return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")));
         }
-        // Data first, catalog second: a crash in between leaves an empty topic, never a topic that
-        // a later creation under the same name would find full of old data.
-        let shard = state().shard.clone();
-        for s in 0..shard.count {
-            let n = name.clone();
-            shard.submit_to(s, move || remove_topic(n)).await;
-        }
-        ctl.with_catalog(|c| c.remove(&name))?;
-        ctl.save()
+        drop_topic(name).await
     })
     .await
+}
+
+/// Removes a topic's data on every shard, then its catalog entry (on the controller).
+///
+/// Data first, catalog second: a crash in between leaves an empty topic, never a topic that a later
+/// creation under the same name would find full of old data.
+async fn drop_topic(name: String) -> Result<(), Refusal> {
+    let shard = state().shard.clone();
+    for s in 0..shard.count {
+        let n = name.clone();
+        shard.submit_to(s, move || remove_topic(n)).await;
+    }
+    let ctl = &state().controller;
+    ctl.with_catalog(|c| c.remove(&name))?;
+    ctl.save()
 }
 
 /// Changes a topic's partition count (growth only) or configs, then applies it everywhere.
@@ -170,38 +190,141 @@ pub async fn update(
 ) -> Result<TopicMeta, Refusal> {
     on_controller(move || async move {
         let ctl = &state().controller;
-        let meta = ctl.with_catalog(|c| -> Result<TopicMeta, Refusal> {
-            let current = c.get(&name).ok_or((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")))?;
+        let max = state().cfg.max_partitions;
+        let (before, meta) = ctl.with_catalog(|c| -> Result<(TopicMeta, TopicMeta), Refusal> {
+            let current = c.get(&name).ok_or((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")))?.clone();
             let mut next = current.clone();
             change(&mut next)?;
             validate(&next.name, next.partitions, &next.configs)?;
+            if next.partitions > current.partitions {
+                admission::admit_partitions(partitions_in(c), (next.partitions - current.partitions) as usize, max)?;
+            }
             c.insert(name.clone(), next.clone());
-            Ok(next)
+            Ok((current, next))
         })??;
         ctl.save()?;
-        broadcast_apply(meta.clone()).await?;
+        if let Err(e) = broadcast_apply(meta.clone()).await {
+            // New partitions that did not all open are taken back, with whatever data they hold.
+            tracing::warn!(topic = %name, error = %e.1, "topic change failed; restoring the topic as it was");
+            ctl.with_catalog(|c| c.insert(name.clone(), before.clone()))?;
+            ctl.save()?;
+            let shard = state().shard.clone();
+            for s in 0..shard.count {
+                let b = before.clone();
+                shard.submit_to(s, move || retract_partitions(b)).await;
+            }
+            return Err(e);
+        }
         Ok(meta)
     })
     .await
 }
 
-/// Makes this shard know `meta` and open the partitions it owns.
+/// Makes this shard know `meta` and open the partitions it owns. A partition that cannot open is
+/// offline (requests for it answer KAFKA_STORAGE_ERROR) and the others open; the first failure is
+/// returned.
 pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
     let st = state();
     st.topic_ids.borrow_mut().insert(meta.id, meta.name.clone());
     st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
-    let (log_config, rules) = config::partition_settings(&config::shard_topic_defaults(&st), &meta);
+    let mut first_failure = None;
     for p in 0..meta.partitions {
         if st.owner(&meta.name, p) != st.shard.id || st.partition(&meta.name, p).is_some() {
             continue;
         }
-        let dir = st.partition_dir(&meta.name, p);
-        let log = Log::open(&dir, log_config.clone()).await.map_err(|e| format!("{}: {e}", dir.display()))?;
-        let part = Rc::new(Partition { log, producers: RefCell::default(), rules: std::cell::Cell::new(rules) });
-        st.partitions.borrow_mut().insert((meta.name.clone(), p), part);
+        if let Err(e) = open_partition(&meta, p).await {
+            first_failure.get_or_insert(e);
+        }
     }
     rebalance_cache_and_configs();
-    Ok(())
+    first_failure.map_or(Ok(()), Err)
+}
+
+/// Opens one partition this shard owns, or marks it offline with the reason.
+async fn open_partition(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
+    let st = state();
+    let (log_config, rules) = config::partition_settings(&config::shard_topic_defaults(&st), meta);
+    let dir = st.partition_dir(&meta.name, p);
+    let key = (meta.name.clone(), p);
+    let opened = match admission::room_to_open_partition() {
+        Ok(()) => Log::open(&dir, log_config).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match opened {
+        Ok(log) => {
+            let part = Rc::new(Partition { log, producers: RefCell::default(), rules: std::cell::Cell::new(rules) });
+            st.offline.borrow_mut().remove(&key);
+            st.partitions.borrow_mut().insert(key, part.clone());
+            Ok(part)
+        }
+        Err(e) => {
+            let reason = format!("{}: {e}", dir.display());
+            tracing::error!(topic = %meta.name, partition = p, error = %reason, "partition offline: it cannot be opened");
+            st.offline.borrow_mut().insert(key, Instant::now());
+            Err(reason)
+        }
+    }
+}
+
+/// An offline partition is tried again when a request comes for it, at most this often.
+const OFFLINE_RETRY: Duration = Duration::from_secs(5);
+
+/// This shard's partition `topic`/`p`, or the error code for a request that names it: an offline
+/// partition (tried again if `OFFLINE_RETRY` has passed) is KAFKA_STORAGE_ERROR, a missing one
+/// UNKNOWN_TOPIC_OR_PARTITION.
+pub async fn local_partition(topic: &str, p: i32) -> Result<Rc<Partition>, i16> {
+    let st = state();
+    if let Some(part) = st.partition(topic, p) {
+        return Ok(part);
+    }
+    let key = (topic.to_string(), p);
+    let due = match st.offline.borrow().get(&key) {
+        None => return Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+        Some(tried) => tried.elapsed() >= OFFLINE_RETRY,
+    };
+    match st.topic(topic) {
+        Some(meta) if due => {
+            let opened = open_partition(&meta, p).await.map_err(|_| errors::KAFKA_STORAGE_ERROR);
+            rebalance_cache_and_configs();
+            opened
+        }
+        _ => Err(errors::KAFKA_STORAGE_ERROR),
+    }
+}
+
+/// Drops the partitions this shard holds of `meta`'s topic beyond its partition count, with
+/// their data (a failed CreatePartitions undone).
+async fn retract_partitions(meta: TopicMeta) {
+    drop_partitions(&meta.name, meta.partitions).await;
+    state().topics.borrow_mut().insert(meta.name.clone(), meta);
+    rebalance_cache_and_configs();
+}
+
+/// Drops this shard's partitions of `topic` numbered `first` and up: open ones with their data,
+/// offline ones with whatever their directories hold.
+async fn drop_partitions(topic: &str, first: i32) {
+    let st = state();
+    let doomed = |t: &String, p: i32| t == topic && p >= first;
+    let offline: Vec<i32> = st.offline.borrow().keys().filter(|(t, p)| doomed(t, *p)).map(|(_, p)| *p).collect();
+    st.offline.borrow_mut().retain(|(t, p), _| !doomed(t, *p));
+    for p in offline {
+        let dir = st.partition_dir(topic, p);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing an offline partition's files failed");
+            }
+        }
+    }
+    let logs: Vec<Rc<Partition>> = {
+        let mut parts = st.partitions.borrow_mut();
+        let keys: Vec<_> = parts.keys().filter(|(t, p)| doomed(t, *p)).cloned().collect();
+        keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
+    };
+    for part in logs {
+        if let Err(e) = part.log.delete().await {
+            tracing::warn!(%topic, error = %e, "deleting partition data failed");
+        }
+    }
 }
 
 /// Applies every topic's current configs to its logs and produce rules, and splits the shard's
@@ -253,16 +376,7 @@ async fn remove_topic(name: String) {
     if let Some(meta) = st.topics.borrow_mut().remove(&name) {
         st.topic_ids.borrow_mut().remove(&meta.id);
     }
-    let doomed: Vec<Rc<Partition>> = {
-        let mut parts = st.partitions.borrow_mut();
-        let keys: Vec<_> = parts.keys().filter(|(t, _)| *t == name).cloned().collect();
-        keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
-    };
-    for p in doomed {
-        if let Err(e) = p.log.delete().await {
-            tracing::warn!(topic = %name, error = %e, "deleting partition data failed");
-        }
-    }
+    drop_partitions(&name, 0).await;
     rebalance_cache_and_configs();
 }
 

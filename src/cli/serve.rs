@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Largest request frame accepted (socket.request.max.bytes).
     #[arg(long, env = "WEIR_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
+    /// Partitions admitted over all topics (max.partitions; default 100000).
+    #[arg(long, env = "WEIR_MAX_PARTITIONS")]
+    max_partitions: Option<usize>,
     /// Open connections admitted, in all (max.connections; default 10000).
     #[arg(long, env = "WEIR_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -117,6 +120,7 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 "retention-ms" => a.retention_ms = a.retention_ms.or(Some(num(&v)?)),
                 "retention-bytes" => a.retention_bytes = a.retention_bytes.or(Some(num(&v)?)),
                 "max-request-bytes" => a.max_request_bytes = a.max_request_bytes.or(Some(count(&v)? as usize)),
+                "max-partitions" => a.max_partitions = a.max_partitions.or(Some(count(&v)? as usize)),
                 "max-connections" => a.max_connections = a.max_connections.or(Some(count(&v)? as usize)),
                 "max-connections-per-ip" => a.max_connections_per_ip = a.max_connections_per_ip.or(Some(count(&v)? as usize)),
                 "connections-max-idle-ms" => a.connections_max_idle_ms = a.connections_max_idle_ms.or(Some(count(&v)?)),
@@ -173,6 +177,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     cfg.log = log;
     if let Some(v) = a.max_request_bytes {
         cfg.max_request_bytes = v;
+    }
+    if let Some(v) = a.max_partitions {
+        cfg.max_partitions = v;
     }
     if let Some(v) = a.max_connections {
         cfg.max_connections = v;

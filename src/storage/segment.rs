@@ -62,6 +62,10 @@ pub struct Segment {
     time_index_pending: Vec<u8>,
 }
 
+/// Files an open segment holds: its log three ways (DMA writes, buffered and direct reads) and
+/// its two indexes.
+pub const FILES_PER_SEGMENT: usize = 5;
+
 /// A segment's open files.
 struct Files {
     file: Rc<shards::DmaFile>,

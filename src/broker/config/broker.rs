@@ -49,6 +49,7 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("group.max.session.timeout.ms", cfg.group_max_session_timeout_ms.to_string(), long, "--group-max-session-timeout-ms"),
         ("group.initial.rebalance.delay.ms", cfg.group_initial_rebalance_delay_ms.to_string(), long, "--group-initial-rebalance-delay-ms"),
         ("socket.request.max.bytes", cfg.max_request_bytes.to_string(), long, "--max-request-bytes"),
+        ("max.partitions", cfg.max_partitions.to_string(), long, "--max-partitions"),
         ("max.connections", cfg.max_connections.to_string(), long, "--max-connections"),
         ("max.connections.per.ip", cfg.max_connections_per_ip.to_string(), long, "--max-connections-per-ip"),
         ("connections.max.idle.ms", cfg.connections_max_idle_ms.to_string(), long, "--connections-max-idle-ms"),
