@@ -119,7 +119,8 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
                 return;
             }
         };
-        let reply = match panic_guard::contain(dispatch(frame, &peer)).await {
+        // Boxed: the handlers' futures are large, and an idle connection should not carry them.
+        let reply = match panic_guard::contain(Box::pin(dispatch(frame, &peer))).await {
             Some(Ok(r)) => r,
             Some(Err(e)) => {
                 tracing::info!(%peer, error = %e, "closing connection");

@@ -5,7 +5,11 @@ use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 use futures_lite::{AsyncRead, AsyncReadExt};
 
-/// Bytes read from the socket per call when more are needed.
+/// Bytes read from the socket per call when more are needed: the first read of a connection (or
+/// after its buffer went back) asks for the least, and each read that fills all it asked for
+/// doubles the next, up to the most, so a busy connection reads many small frames per call and a
+/// quiet one holds little.
+const READ_CHUNK_BYTES_MIN: usize = 4 << 10;
 const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Frames at least this big are read into a buffer of their own, so that what the log keeps of them
 /// (it keeps large batches by reference, see `storage::log::SHARED_BATCH_MIN_BYTES`) holds no other
@@ -69,17 +73,20 @@ pub struct FrameReader {
     filled: usize,
     large: Option<Large>,
     max_frame_bytes: usize,
+    /// What the next read asks for beyond the frame in hand (`READ_CHUNK_BYTES_MIN..=READ_CHUNK_BYTES`).
+    chunk: usize,
 }
 
 impl FrameReader {
     pub fn new(max_frame_bytes: usize) -> Self {
-        Self { buf: BytesMut::new(), filled: 0, large: None, max_frame_bytes }
+        Self { buf: BytesMut::new(), filled: 0, large: None, max_frame_bytes, chunk: READ_CHUNK_BYTES_MIN }
     }
 
     /// Frees the read buffer if it holds no unread bytes; the next `next` waits without one.
     pub fn release_buffer(&mut self) {
         if self.filled == 0 && self.large.is_none() {
             self.buf = BytesMut::new();
+            self.chunk = READ_CHUNK_BYTES_MIN;
         }
     }
 
@@ -112,7 +119,7 @@ impl FrameReader {
                 if n == 0 {
                     return Ok(None);
                 }
-                self.buf.resize(READ_CHUNK_BYTES, 0);
+                self.buf.resize(self.chunk, 0);
                 self.buf[..n].copy_from_slice(&head[..n]);
                 self.filled = n;
                 continue;
@@ -143,13 +150,17 @@ impl FrameReader {
                 }
             }
             // Room for the rest of this frame, and at least a chunk so small frames batch up.
-            let room = need.max(self.filled + READ_CHUNK_BYTES);
+            let room = need.max(self.filled + self.chunk);
             if self.buf.len() < room {
                 self.buf.resize(room, 0);
             }
+            let asked = self.buf.len() - self.filled;
             let n = stream.read(&mut self.buf[self.filled..]).await?;
             if n == 0 {
                 return if self.filled == 0 { Ok(None) } else { Err(closed_mid_frame()) };
+            }
+            if n == asked {
+                self.chunk = (self.chunk * 2).min(READ_CHUNK_BYTES);
             }
             self.filled += n;
         }

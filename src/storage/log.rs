@@ -23,10 +23,15 @@ use std::time::{Duration, Instant};
 const BLOCK_BYTES: u64 = 4096;
 /// Largest single write the writer issues; more waits for the next turn.
 const WRITE_BYTES_MAX: usize = 8 << 20;
-/// How far ahead of the tail an idle writer writes zeros, and in what steps (a step delays a data
-/// write that arrives meanwhile by its duration, so it is small).
+/// How far ahead of the tail an idle writer writes zeros at most, and in what steps (a step delays
+/// a data write that arrives meanwhile by its duration, so it is small). Below the most, a
+/// partition preallocates twice what it wrote in the last `RATE_WINDOW`: a partition written to
+/// slowly costs KiB of zeros, not MiB.
 const PREALLOC_AHEAD_BYTES: u64 = 2 << 20;
-const PREALLOC_CHUNK_BYTES: usize = 256 << 10;
+const PREALLOC_CHUNK_BYTES: u64 = 256 << 10;
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A writer with nothing to write for this long gives preallocated zeros back to the disk.
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(5);
 /// Bytes appended but not yet written, per partition, beyond which producers wait for the writer.
 const PENDING_BYTES_MAX: usize = 16 << 20;
 /// Most bytes one read returns (more than one batch only up to this); bounds memory per fetch.
@@ -135,6 +140,10 @@ struct State {
     slab: BytesMut,
     /// The active segment's file holds written bytes (data or zeros) up to here, block aligned.
     prealloc_end: u64,
+    /// Bytes written since `window_start`, and in the window before it (the preallocation rate).
+    window_bytes: u64,
+    last_window_bytes: u64,
+    window_start: Instant,
     /// Last partial block of the active segment, already on disk, rewritten with the next write.
     tail_block: Vec<u8>,
     unflushed_messages: u64,
@@ -255,6 +264,9 @@ impl Log {
                 queued_bytes: 0,
                 slab: BytesMut::new(),
                 prealloc_end: next_prealloc_end,
+                window_bytes: 0,
+                last_window_bytes: 0,
+                window_start: Instant::now(),
                 tail_block,
                 unflushed_messages: 0,
                 last_flush: Instant::now(),
@@ -557,7 +569,25 @@ impl Log {
                 }
             };
             match wait {
-                None => self.writer_wake.notified().await,
+                None => {
+                    let woken = futures_lite::future::or(
+                        async {
+                            self.writer_wake.notified().await;
+                            true
+                        },
+                        async {
+                            shards::sleep(IDLE_TRIM_AFTER).await;
+                            false
+                        },
+                    )
+                    .await;
+                    if !woken {
+                        if let Err(e) = self.trim_preallocation().await {
+                            tracing::warn!(error = %e, "giving back preallocated space failed");
+                        }
+                        self.writer_wake.notified().await;
+                    }
+                }
                 Some(d) if !d.is_zero() => {
                     futures_lite::future::or(self.writer_wake.notified(), async {
                         shards::sleep(d).await;
@@ -581,32 +611,48 @@ impl Log {
     /// io-wq worker thread, and making it durable costs ~4 ms instead of ~0.2 ms (MEASURED.md).
     /// Recovery reads the zeros as the end of the log.
     async fn preallocate_if_idle(&self) -> Result<bool, LogError> {
-        let (file, at) = {
+        let (file, at, len) = {
             let s = self.state();
             let active = s.segments.last().expect("active segment");
-            let room = s.cfg.segment_bytes.saturating_sub(s.prealloc_end);
             // A partition nobody writes to preallocates nothing (a thousand idle partitions would
-            // otherwise write gigabytes of zeros).
-            if s.queued > 0
-                || active.size == 0
-                || s.closing
-                || s.prealloc_end >= active.size + PREALLOC_AHEAD_BYTES
-                || room < PREALLOC_CHUNK_BYTES as u64
-            {
+            // otherwise write gigabytes of zeros), one written slowly little.
+            let ahead = (2 * s.window_bytes.max(s.last_window_bytes)).next_multiple_of(BLOCK_BYTES).min(PREALLOC_AHEAD_BYTES);
+            let end = (active.size + ahead).next_multiple_of(BLOCK_BYTES).min(s.cfg.segment_bytes / BLOCK_BYTES * BLOCK_BYTES);
+            if s.queued > 0 || active.size == 0 || s.closing || s.prealloc_end >= end {
                 return Ok(false);
             }
-            (active.file.clone(), s.prealloc_end)
+            (active.file.clone(), s.prealloc_end, (end - s.prealloc_end).min(PREALLOC_CHUNK_BYTES) as usize)
         };
-        let mut zeros = file.alloc_dma_buffer(PREALLOC_CHUNK_BYTES);
+        let mut zeros = file.alloc_dma_buffer(len);
         zeros.as_bytes_mut().fill(0);
         // The writer task is the only one writing or rolling, so the file is still the active one.
         let wrote = file.write_at(zeros, at).await?;
-        if wrote != PREALLOC_CHUNK_BYTES {
+        if wrote != len {
             return Ok(false);
         }
         let mut s = self.state();
         s.prealloc_end = s.prealloc_end.max(at + wrote as u64);
         Ok(true)
+    }
+
+    /// Cuts the active segment's file back to its last written block: a partition that stopped
+    /// being written to keeps no zeros ahead of its tail. Run by the writer task, the only one that
+    /// writes or rolls, while nothing is queued.
+    async fn trim_preallocation(&self) -> Result<(), LogError> {
+        let (file, keep) = {
+            let mut s = self.state();
+            (s.window_bytes, s.last_window_bytes) = (0, 0);
+            let active = s.segments.last().expect("active segment");
+            let keep = active.size.next_multiple_of(BLOCK_BYTES);
+            if s.queued > 0 || s.closing || s.prealloc_end <= keep {
+                return Ok(());
+            }
+            (active.file.clone(), keep)
+        };
+        file.truncate(keep).await?;
+        let mut s = self.state();
+        s.prealloc_end = s.prealloc_end.min(keep);
+        Ok(())
     }
 
     /// One turn of the writer: roll if due, write queued batches, fsync per policy.
@@ -659,6 +705,7 @@ impl Log {
             let interval = s.cfg.index_interval_bytes;
             let seg = s.segments.last_mut().expect("active segment");
             let mut pos = seg.size;
+            let start = pos;
             let mut messages = 0;
             let first = s.cache.len() - s.queued;
             for p in s.cache.range(first..first + taken) {
@@ -674,6 +721,11 @@ impl Log {
             debug_assert_eq!(seg.size % BLOCK_BYTES, next_tail.len() as u64);
             seg.persist_indexes()?;
             s.prealloc_end = s.prealloc_end.max(write_pos + expect as u64);
+            if s.window_start.elapsed() >= RATE_WINDOW {
+                s.last_window_bytes = if s.window_start.elapsed() < 2 * RATE_WINDOW { s.window_bytes } else { 0 };
+                (s.window_bytes, s.window_start) = (0, Instant::now());
+            }
+            s.window_bytes += pos - start;
             s.tail_block = next_tail;
             s.unflushed_messages += messages;
             s.evict_cache();

@@ -376,3 +376,44 @@ fn delete_records_moves_the_start_durably_and_drops_whole_segments() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Waits (20 s at most) until the active segment file's length satisfies `cond`.
+async fn wait_for_len(dir: &Path, what: &str, cond: impl Fn(u64) -> bool) {
+    let len = || std::fs::metadata(active_log_file(dir)).unwrap().len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond(len()) {
+        assert!(std::time::Instant::now() < deadline, "{what}: the file is {} bytes", len());
+        shards::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn preallocation_follows_the_write_rate_and_is_given_back_when_idle() {
+    let dir = temp_dir("prealloc");
+    let cfg = LogConfig { segment_bytes: 64 << 20, ..small_cfg() };
+    shards::run_local(async {
+        let log = Log::open(&dir, cfg).await.unwrap();
+        let file_len = || std::fs::metadata(active_log_file(&dir)).unwrap().len();
+        // One small batch: a few blocks ahead at most, where a fixed 2 MiB used to be written.
+        let a = log.append(batch::build(1, 100, 1_000).into()).unwrap();
+        log.wait_written(a.last_offset).await.unwrap();
+        for _ in 0..20 {
+            shards::sleep(std::time::Duration::from_millis(10)).await;
+            assert!(file_len() <= 16 << 10, "{} bytes for one small batch", file_len());
+        }
+        // Written to fast, it preallocates up to the most ahead of its tail.
+        let mut last = 0;
+        for _ in 0..64 {
+            last = log.append(batch::build(1, 64 << 10, 1_000).into()).unwrap().last_offset;
+        }
+        log.wait_written(last).await.unwrap();
+        wait_for_len(&dir, "preallocated ahead of a busy tail", |len| len >= (4 << 20) + (1 << 20)).await;
+        // Idle, it gives the zeros back.
+        wait_for_len(&dir, "zeros given back when idle", |len| len < (4 << 20) + (128 << 10)).await;
+        let again = log.append(batch::build(1, 100, 1_000).into()).unwrap();
+        log.wait_written(again.last_offset).await.unwrap();
+        assert_eq!(read_all(&log, 0).await.len(), 66, "every batch reads back after the trim");
+        log.close().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
