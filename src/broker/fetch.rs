@@ -4,7 +4,7 @@
 //! (the log's `appended` notification, on the owning shard) or for `max_wait_ms` — never a polling timer.
 
 use super::fetch_session::{self, Answered, Wanted};
-use super::{errors, produce::log_error_code, state, topics};
+use super::{errors, partitions, produce::log_error_code, state};
 use crate::protocol::fetch_response::{self, Part, Partition, Topic};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::Chunk;
@@ -40,7 +40,7 @@ const FETCH_MAX_BYTES: usize = 57_671_680;
 const ZSTD_FETCH_VERSION_MIN: i16 = 10;
 
 async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize, version: i16) -> Read {
-    let part = match topics::local_partition(&topic, partition).await {
+    let part = match partitions::local(&topic, partition).await {
         Ok(p) => p,
         Err(code) => return failed(code),
     };

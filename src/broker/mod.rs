@@ -18,6 +18,7 @@ mod fetch_session;
 mod group;
 mod handlers;
 mod list_offsets;
+mod partitions;
 pub mod panic_guard;
 mod produce;
 mod topics;
@@ -135,8 +136,10 @@ pub struct ShardState {
     /// Topic id → name, for the requests that name topics by id (Fetch v13+).
     pub topic_ids: RefCell<HashMap<u128, String>>,
     pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
-    /// Partitions this shard owns that could not be opened, and when that was last tried.
-    pub offline: RefCell<HashMap<(String, i32), std::time::Instant>>,
+    /// Partitions this shard owns whose logs are not open: not yet used, or offline.
+    pub closed: RefCell<HashMap<(String, i32), partitions::Closed>>,
+    /// Partitions being opened on first use; a second request waits on the first's open.
+    pub opening: RefCell<HashMap<(String, i32), Rc<shards::Notify>>>,
     pub controller: topics::Controller,
     pub groups: group::Coordinator,
     /// Incremental fetch sessions opened with this shard (KIP-227).
@@ -186,7 +189,7 @@ impl ShardState {
         let name = topic.to_string();
         self.shard
             .submit_to(self.owner(topic, partition), move || async move {
-                match topics::local_partition(&name, partition).await {
+                match partitions::local(&name, partition).await {
                     Ok(part) => Ok(f(part).await),
                     Err(code) => Err(code),
                 }
@@ -225,16 +228,17 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         topics: RefCell::new(BTreeMap::new()),
         topic_ids: RefCell::new(HashMap::new()),
         partitions: RefCell::new(HashMap::new()),
-        offline: RefCell::new(HashMap::new()),
+        closed: RefCell::new(HashMap::new()),
+        opening: RefCell::new(HashMap::new()),
     });
     STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
     if let Err(e) = shards::prime_direct_io(&state.cfg.data_dir).await {
         tracing::error!(error = %e, "data directory is not usable");
         std::process::exit(1);
     }
-    // A partition that cannot open is offline (logged by `apply_topic`); the others serve.
+    // Partitions open on first use (`partitions`): start-up does not grow with their number.
     for meta in topics.into_values() {
-        let _ = topics::apply_topic(meta).await;
+        topics::restore_topic(meta);
     }
     if let Err(e) = state.groups.recover().await {
         tracing::error!(error = %e, "cannot recover committed offsets");

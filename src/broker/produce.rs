@@ -5,7 +5,7 @@
 //! Idempotent producers (producer id ≥ 0) get Kafka's sequence checks per (producer, partition):
 //! a retried batch is answered with its original offset, a gap with OUT_OF_ORDER_SEQUENCE_NUMBER.
 
-use super::{batch_rewrite, errors, state, topics, Partition};
+use super::{batch_rewrite, errors, partitions, state, topics, Partition};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
 use crate::storage::LogError;
@@ -103,7 +103,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
 
 /// Appends on the owning shard (the caller's job to be there).
 async fn append_local(topic: String, partition: i32, records: Records, acks: i16, timeout: Duration) -> Outcome {
-    let part = match topics::local_partition(&topic, partition).await {
+    let part = match partitions::local(&topic, partition).await {
         Ok(p) => p,
         Err(code) => return refused(code),
     };

@@ -4,16 +4,16 @@
 //! on every shard, so a topic is usable on all shards by the time its creation is answered.
 
 use super::admission;
+use super::partitions;
 use super::catalog::{self, TopicMeta};
 use super::config;
 use super::errors;
 use super::{state, Partition};
-use crate::storage::{Log, LogConfig};
+use crate::storage::LogConfig;
 use shards::Notify;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 /// Partitions a topic may have: a bound on files and memory per request.
 const PARTITIONS_MAX: i32 = 10_000;
@@ -220,6 +220,17 @@ pub async fn update(
     .await
 }
 
+/// Makes this shard know `meta` at start: the partitions it owns are registered closed and open on
+/// first use (`partitions`).
+pub fn restore_topic(meta: TopicMeta) {
+    let st = state();
+    st.topic_ids.borrow_mut().insert(meta.id, meta.name.clone());
+    st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
+    for p in (0..meta.partitions).filter(|&p| st.owner(&meta.name, p) == st.shard.id) {
+        partitions::register_dormant(&meta, p);
+    }
+}
+
 /// Makes this shard know `meta` and open the partitions it owns. A partition that cannot open is
 /// offline (requests for it answer KAFKA_STORAGE_ERROR) and the others open; the first failure is
 /// returned.
@@ -229,10 +240,10 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
     st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
     let mut first_failure = None;
     for p in 0..meta.partitions {
-        if st.owner(&meta.name, p) != st.shard.id || st.partition(&meta.name, p).is_some() {
+        if st.owner(&meta.name, p) != st.shard.id || st.partition(&meta.name, p).is_some() || st.closed.borrow().contains_key(&(meta.name.clone(), p)) {
             continue;
         }
-        if let Err(e) = open_partition(&meta, p).await {
+        if let Err(e) = partitions::open(&meta, p).await {
             first_failure.get_or_insert(e);
         }
     }
@@ -240,91 +251,12 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
     first_failure.map_or(Ok(()), Err)
 }
 
-/// Opens one partition this shard owns, or marks it offline with the reason.
-async fn open_partition(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
-    let st = state();
-    let (log_config, rules) = config::partition_settings(&config::shard_topic_defaults(&st), meta);
-    let dir = st.partition_dir(&meta.name, p);
-    let key = (meta.name.clone(), p);
-    let opened = match admission::room_to_open_partition() {
-        Ok(()) => Log::open(&dir, log_config).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    match opened {
-        Ok(log) => {
-            let part = Rc::new(Partition { log, producers: RefCell::default(), rules: std::cell::Cell::new(rules) });
-            st.offline.borrow_mut().remove(&key);
-            st.partitions.borrow_mut().insert(key, part.clone());
-            Ok(part)
-        }
-        Err(e) => {
-            let reason = format!("{}: {e}", dir.display());
-            tracing::error!(topic = %meta.name, partition = p, error = %reason, "partition offline: it cannot be opened");
-            st.offline.borrow_mut().insert(key, Instant::now());
-            Err(reason)
-        }
-    }
-}
-
-/// An offline partition is tried again when a request comes for it, at most this often.
-const OFFLINE_RETRY: Duration = Duration::from_secs(5);
-
-/// This shard's partition `topic`/`p`, or the error code for a request that names it: an offline
-/// partition (tried again if `OFFLINE_RETRY` has passed) is KAFKA_STORAGE_ERROR, a missing one
-/// UNKNOWN_TOPIC_OR_PARTITION.
-pub async fn local_partition(topic: &str, p: i32) -> Result<Rc<Partition>, i16> {
-    let st = state();
-    if let Some(part) = st.partition(topic, p) {
-        return Ok(part);
-    }
-    let key = (topic.to_string(), p);
-    let due = match st.offline.borrow().get(&key) {
-        None => return Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
-        Some(tried) => tried.elapsed() >= OFFLINE_RETRY,
-    };
-    match st.topic(topic) {
-        Some(meta) if due => {
-            let opened = open_partition(&meta, p).await.map_err(|_| errors::KAFKA_STORAGE_ERROR);
-            rebalance_cache_and_configs();
-            opened
-        }
-        _ => Err(errors::KAFKA_STORAGE_ERROR),
-    }
-}
-
 /// Drops the partitions this shard holds of `meta`'s topic beyond its partition count, with
 /// their data (a failed CreatePartitions undone).
 async fn retract_partitions(meta: TopicMeta) {
-    drop_partitions(&meta.name, meta.partitions).await;
+    partitions::drop_from(&meta.name, meta.partitions).await;
     state().topics.borrow_mut().insert(meta.name.clone(), meta);
     rebalance_cache_and_configs();
-}
-
-/// Drops this shard's partitions of `topic` numbered `first` and up: open ones with their data,
-/// offline ones with whatever their directories hold.
-async fn drop_partitions(topic: &str, first: i32) {
-    let st = state();
-    let doomed = |t: &String, p: i32| t == topic && p >= first;
-    let offline: Vec<i32> = st.offline.borrow().keys().filter(|(t, p)| doomed(t, *p)).map(|(_, p)| *p).collect();
-    st.offline.borrow_mut().retain(|(t, p), _| !doomed(t, *p));
-    for p in offline {
-        let dir = st.partition_dir(topic, p);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), error = %e, "removing an offline partition's files failed");
-            }
-        }
-    }
-    let logs: Vec<Rc<Partition>> = {
-        let mut parts = st.partitions.borrow_mut();
-        let keys: Vec<_> = parts.keys().filter(|(t, p)| doomed(t, *p)).cloned().collect();
-        keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
-    };
-    for part in logs {
-        if let Err(e) = part.log.delete().await {
-            tracing::warn!(%topic, error = %e, "deleting partition data failed");
-        }
-    }
 }
 
 /// Applies every topic's current configs to its logs and produce rules, and splits the shard's
@@ -332,7 +264,7 @@ async fn drop_partitions(topic: &str, first: i32) {
 fn rebalance_cache_and_configs() {
     let st = state();
     let parts = st.partitions.borrow();
-    let share = st.cfg.cache_bytes_per_shard / parts.len().max(1);
+    let share = partitions::cache_share();
     let topics = st.topics.borrow();
     let defaults = config::shard_topic_defaults(&st);
     // Settings are per topic: resolved once for all its partitions here.
@@ -376,7 +308,7 @@ async fn remove_topic(name: String) {
     if let Some(meta) = st.topics.borrow_mut().remove(&name) {
         st.topic_ids.borrow_mut().remove(&meta.id);
     }
-    drop_partitions(&name, 0).await;
+    partitions::drop_from(&name, 0).await;
     rebalance_cache_and_configs();
 }
 
@@ -386,6 +318,9 @@ pub async fn retention_loop() {
     loop {
         shards::sleep(every).await;
         let now_ms = super::unix_ms();
+        for (topic, p) in partitions::dormant_with_closed_segments() {
+            let _ = partitions::local(&topic, p).await;
+        }
         let parts: Vec<(String, i32, Rc<Partition>)> =
             state().partitions.borrow().iter().map(|((t, p), v)| (t.clone(), *p, v.clone())).collect();
         for (topic, p, part) in parts {

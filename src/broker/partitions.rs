@@ -1,0 +1,142 @@
+//! The partitions a shard owns: open, closed until first use, or offline.
+//!
+//! A broker restarted with many partitions does not open them all before serving: each is
+//! registered closed (`Closed::Dormant`, no files, no writer task) and opened — recovering its active
+//! segment — by the first request that needs its log. Start-up time and open files then follow the
+//! partitions in use, not the partitions that exist. A partition that fails to open is
+//! `Closed::Offline`: requests get KAFKA_STORAGE_ERROR and it is tried again at most every
+//! `OFFLINE_RETRY`.
+
+use super::catalog::TopicMeta;
+use super::{admission, config, errors, state, Partition};
+use crate::storage::{Log, LogConfig};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// An offline partition is tried again when a request comes for it, at most this often.
+const OFFLINE_RETRY: Duration = Duration::from_secs(5);
+
+/// A partition this shard owns whose log is not open.
+#[derive(Debug, Clone, Copy)]
+pub enum Closed {
+    /// Not opened since the broker started; opened on first use.
+    Dormant,
+    /// Opening it failed, last at this instant.
+    Offline(Instant),
+}
+
+/// The share of the shard's recent-batch cache each partition gets: the budget split over every
+/// partition the shard owns, open or not, so that opening one changes no other's share.
+pub fn cache_share() -> usize {
+    let st = state();
+    let owned = st.partitions.borrow().len() + st.closed.borrow().len();
+    st.cfg.cache_bytes_per_shard / owned.max(1)
+}
+
+/// Registers partition `p` of `meta` as closed until first use (a broker starting).
+pub fn register_dormant(meta: &TopicMeta, p: i32) {
+    state().closed.borrow_mut().entry((meta.name.clone(), p)).or_insert(Closed::Dormant);
+}
+
+/// Opens one partition this shard owns, or marks it offline with the reason.
+pub async fn open(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
+    let st = state();
+    let (log_config, rules) = config::partition_settings(&config::shard_topic_defaults(&st), meta);
+    let dir = st.partition_dir(&meta.name, p);
+    let key = (meta.name.clone(), p);
+    let log_config = LogConfig { cache_bytes: cache_share(), ..log_config };
+    let opened = match admission::room_to_open_partition() {
+        Ok(()) => Log::open(&dir, log_config).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match opened {
+        Ok(log) => {
+            let part = Rc::new(Partition { log, producers: RefCell::default(), rules: std::cell::Cell::new(rules) });
+            st.closed.borrow_mut().remove(&key);
+            st.partitions.borrow_mut().insert(key, part.clone());
+            Ok(part)
+        }
+        Err(e) => {
+            let reason = format!("{}: {e}", dir.display());
+            tracing::error!(topic = %meta.name, partition = p, error = %reason, "partition offline: it cannot be opened");
+            st.closed.borrow_mut().insert(key, Closed::Offline(Instant::now()));
+            Err(reason)
+        }
+    }
+}
+
+/// This shard's partition `topic`/`p`, opened if it is dormant, or the error code for a request
+/// that names it: an offline partition (tried again if `OFFLINE_RETRY` has passed) is
+/// KAFKA_STORAGE_ERROR, a missing one UNKNOWN_TOPIC_OR_PARTITION.
+pub async fn local(topic: &str, p: i32) -> Result<Rc<Partition>, i16> {
+    let st = state();
+    if let Some(part) = st.partition(topic, p) {
+        return Ok(part);
+    }
+    let key = (topic.to_string(), p);
+    let try_now = match st.closed.borrow().get(&key) {
+        None => return Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
+        Some(Closed::Dormant) => true,
+        Some(Closed::Offline(tried)) => tried.elapsed() >= OFFLINE_RETRY,
+    };
+    let meta = match st.topic(topic) {
+        Some(meta) if try_now => meta,
+        _ => return Err(errors::KAFKA_STORAGE_ERROR),
+    };
+    // Two requests may find it dormant at once: the second waits for the first's open.
+    let opening = st.opening.borrow().get(&key).cloned();
+    if let Some(done) = opening {
+        done.notified().await;
+        return st.partition(topic, p).ok_or(errors::KAFKA_STORAGE_ERROR);
+    }
+    let done = Rc::new(shards::Notify::default());
+    st.opening.borrow_mut().insert(key.clone(), done.clone());
+    let opened = open(&meta, p).await.map_err(|_| errors::KAFKA_STORAGE_ERROR);
+    st.opening.borrow_mut().remove(&key);
+    done.notify_all();
+    opened
+}
+
+/// Drops this shard's partitions of `topic` numbered `first` and up: open ones with their data,
+/// closed ones with whatever their directories hold.
+pub async fn drop_from(topic: &str, first: i32) {
+    let st = state();
+    let doomed = |t: &String, p: i32| t == topic && p >= first;
+    let closed: Vec<i32> = st.closed.borrow().keys().filter(|(t, p)| doomed(t, *p)).map(|(_, p)| *p).collect();
+    st.closed.borrow_mut().retain(|(t, p), _| !doomed(t, *p));
+    for p in closed {
+        let dir = st.partition_dir(topic, p);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing a closed partition's files failed");
+            }
+        }
+    }
+    let logs: Vec<Rc<Partition>> = {
+        let mut parts = st.partitions.borrow_mut();
+        let keys: Vec<_> = parts.keys().filter(|(t, p)| doomed(t, *p)).cloned().collect();
+        keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
+    };
+    for part in logs {
+        if let Err(e) = part.log.delete().await {
+            tracing::warn!(%topic, error = %e, "deleting partition data failed");
+        }
+    }
+}
+
+/// Dormant partitions that retention may have work in: more than one segment (retention deletes
+/// whole closed segments only). Opening them lets retention run; the others stay closed.
+pub fn dormant_with_closed_segments() -> Vec<(String, i32)> {
+    let st = state();
+    let dormant: Vec<(String, i32)> =
+        st.closed.borrow().iter().filter(|(_, c)| matches!(c, Closed::Dormant)).map(|(k, _)| k.clone()).collect();
+    dormant
+        .into_iter()
+        .filter(|(t, p)| {
+            std::fs::read_dir(st.partition_dir(t, *p))
+                .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".log")).count() > 1)
+                .unwrap_or(false)
+        })
+        .collect()
+}
