@@ -3,9 +3,10 @@
 //! clear error instead of leaving the broker out of file descriptors, unable to accept a connection
 //! or to restart.
 //!
-//! Two bounds: `max.partitions`, the operator's; and the file descriptors left under the process's
-//! limit, counted when asked (each open partition holds `FILES_PER_SEGMENT` per segment), less a
-//! reserve for connections and the broker's own files.
+//! Partitions: `max.partitions`, the operator's bound on how many exist. Open partitions: the file
+//! descriptors left under the process's limit (each holds `FILES_PER_SEGMENT` per segment), less a
+//! reserve for connections and the broker's own files; `partitions` closes idle ones to stay within
+//! it, so it bounds how many are open at once, not how many exist.
 
 use super::errors;
 use super::topics::Refusal;
@@ -52,25 +53,20 @@ pub fn admit_partitions(existing: usize, adding: usize, max: usize) -> Result<()
             format!("{adding} more partitions would pass the broker's max.partitions ({max}); it has {existing}"),
         ));
     }
-    let limit = open_files_limit();
-    let reserve = reserve(limit);
-    let open = open_files();
-    let needed = adding.saturating_mul(FILES_PER_SEGMENT);
-    if open.saturating_add(needed).saturating_add(reserve) > limit {
-        return Err((
-            errors::POLICY_VIOLATION,
-            format!(
-                "{adding} more partitions need {needed} file descriptors; {open} of the limit of {limit} are open and \
-                 {reserve} are kept for connections (raise the open-files limit, e.g. systemd LimitNOFILE)"
-            ),
-        ));
-    }
     Ok(())
 }
 
-/// Whether one more partition can be opened without eating into the reserve; opening the
-/// partitions of the catalog at start, a broker whose limit was lowered leaves the rest offline
-/// rather than run out of descriptors for connections.
+/// Partitions one of `shards` shards keeps open at most: its share of the descriptors left after
+/// the reserve, at `FILES_PER_SEGMENT` each. A shard counts its own, so that one shard's open
+/// partitions never leave another without room.
+pub fn open_partitions_per_shard(shards: usize) -> usize {
+    let limit = open_files_limit();
+    (limit.saturating_sub(reserve(limit)) / FILES_PER_SEGMENT / shards.max(1)).max(1)
+}
+
+/// Whether one more partition can be opened without eating into the reserve kept for
+/// connections; if not, `partitions` closes idle ones first, and a partition that still finds no
+/// room is offline rather than the broker out of descriptors.
 pub fn room_to_open_partition() -> Result<(), String> {
     let (mut open, mut since) = ESTIMATE.with(|e| e.get());
     if since == 0 || since >= RECOUNT_EVERY {
@@ -91,13 +87,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitions_are_refused_past_the_configured_maximum_and_the_fds_left() {
+    fn partitions_are_refused_past_the_configured_maximum() {
         assert!(admit_partitions(10, 5, 15).is_ok());
         let (code, msg) = admit_partitions(10, 6, 15).unwrap_err();
         assert_eq!(code, errors::POLICY_VIOLATION);
         assert!(msg.contains("max.partitions (15)"), "{msg}");
-        let (code, msg) = admit_partitions(0, open_files_limit(), usize::MAX).unwrap_err();
-        assert_eq!(code, errors::POLICY_VIOLATION);
-        assert!(msg.contains("file descriptors"), "{msg}");
+    }
+
+    #[test]
+    fn room_to_open_is_refused_within_the_reserve() {
+        let limit = open_files_limit();
+        assert!(reserve(limit) >= FD_RESERVE_MIN.min(limit / 2) && reserve(limit) >= limit / FD_RESERVE_SHARE);
+        ESTIMATE.with(|e| e.set((limit, 1)));
+        assert!(room_to_open_partition().is_err(), "no room when the estimate says the limit is reached");
+        assert!(room_to_open_partition().is_ok(), "a refusal recounts: this test process has few files open");
     }
 }

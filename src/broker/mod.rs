@@ -18,8 +18,8 @@ mod fetch_session;
 mod group;
 mod handlers;
 mod list_offsets;
-mod partitions;
 pub mod panic_guard;
+mod partitions;
 mod produce;
 mod topics;
 
@@ -126,6 +126,9 @@ pub struct Partition {
     pub producers: RefCell<produce::Producers>,
     /// What produce does to batches, from the topic's configs (refreshed when they change).
     pub rules: std::cell::Cell<config::ProduceRules>,
+    /// When a request last asked for it: the least recently used idle partitions are closed when
+    /// the file descriptors run short (`partitions`).
+    pub last_used: std::cell::Cell<std::time::Instant>,
 }
 
 /// Everything one shard knows. Lives in a thread-local; never sent to another shard.

@@ -4,10 +4,10 @@
 //! on every shard, so a topic is usable on all shards by the time its creation is answered.
 
 use super::admission;
-use super::partitions;
 use super::catalog::{self, TopicMeta};
 use super::config;
 use super::errors;
+use super::partitions;
 use super::{state, Partition};
 use crate::storage::LogConfig;
 use shards::Notify;
@@ -240,7 +240,10 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
     st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
     let mut first_failure = None;
     for p in 0..meta.partitions {
-        if st.owner(&meta.name, p) != st.shard.id || st.partition(&meta.name, p).is_some() || st.closed.borrow().contains_key(&(meta.name.clone(), p)) {
+        if st.owner(&meta.name, p) != st.shard.id
+            || st.partition(&meta.name, p).is_some()
+            || st.closed.borrow().contains_key(&(meta.name.clone(), p))
+        {
             continue;
         }
         if let Err(e) = partitions::open(&meta, p).await {

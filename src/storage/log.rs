@@ -570,22 +570,17 @@ impl Log {
             };
             match wait {
                 None => {
-                    let woken = futures_lite::future::or(
-                        async {
-                            self.writer_wake.notified().await;
-                            true
-                        },
-                        async {
-                            shards::sleep(IDLE_TRIM_AFTER).await;
-                            false
-                        },
-                    )
-                    .await;
-                    if !woken {
+                    let trimmable = {
+                        let s = self.state();
+                        s.prealloc_end > s.segments.last().expect("active segment").size.next_multiple_of(BLOCK_BYTES)
+                    };
+                    if !trimmable {
+                        self.writer_wake.notified().await;
+                    } else if !self.woken_within(IDLE_TRIM_AFTER).await {
+                        // Appends made while trimming are written below: the turn goes on.
                         if let Err(e) = self.trim_preallocation().await {
                             tracing::warn!(error = %e, "giving back preallocated space failed");
                         }
-                        self.writer_wake.notified().await;
                     }
                 }
                 Some(d) if !d.is_zero() => {
@@ -633,6 +628,21 @@ impl Log {
         let mut s = self.state();
         s.prealloc_end = s.prealloc_end.max(at + wrote as u64);
         Ok(true)
+    }
+
+    /// Waits for the writer's wake-up at most `limit`; false if none came.
+    async fn woken_within(&self, limit: Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                self.writer_wake.notified().await;
+                true
+            },
+            async {
+                shards::sleep(limit).await;
+                false
+            },
+        )
+        .await
     }
 
     /// Cuts the active segment's file back to its last written block: a partition that stopped
