@@ -27,6 +27,15 @@ pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::timer::{sleep, Timer};
 pub use glommio::{spawn_local, yield_if_needed, Task};
 
+/// `fut`'s output, or `None` if it takes longer than `limit` (then `fut` is dropped).
+pub async fn within<T>(limit: std::time::Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        sleep(limit).await;
+        None
+    })
+    .await
+}
+
 /// Errors of the runtime's I/O operations.
 pub type RuntimeError = glommio::GlommioError<()>;
 

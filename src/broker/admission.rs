@@ -17,8 +17,8 @@ use std::cell::Cell;
 /// and at least `FD_RESERVE_MIN` (half the limit if that is less).
 const FD_RESERVE_SHARE: usize = 5;
 const FD_RESERVE_MIN: usize = 1024;
-/// Opening partitions at start, the open files are counted again after this many (each shard
-/// adds `FILES_PER_SEGMENT` per partition to its last count in between).
+/// Opening partitions, the open files are counted again after this many (each shard adds
+/// `FILES_PER_SEGMENT` per partition to its last count in between), and after every refusal.
 const RECOUNT_EVERY: u32 = 64;
 
 thread_local! {

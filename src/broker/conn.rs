@@ -42,11 +42,7 @@ pub async fn serve(stop: Arc<AtomicBool>) {
     let mut backoff = ACCEPT_BACKOFF_FIRST;
     let (mut failures, mut refusals) = (Occasional::default(), Occasional::default());
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shards::sleep(STOP_CHECK).await;
-            None
-        })
-        .await;
+        let accepted = shards::within(STOP_CHECK, listener.accept()).await;
         if stop.load(Ordering::SeqCst) {
             return;
         }
@@ -96,15 +92,6 @@ impl Occasional {
     }
 }
 
-/// `fut`'s output, or `None` if it takes longer than `limit`.
-async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        shards::sleep(limit).await;
-        None
-    })
-    .await
-}
-
 async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -131,7 +118,7 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
                 return;
             }
         };
-        let sent = within(idle, async {
+        let sent = shards::within(idle, async {
             match reply {
                 None => Ok(()),
                 Some(Reply::Frame(bytes)) => stream.write_all(&bytes).await,
@@ -158,11 +145,11 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
 /// idle connection holds next to no memory.
 async fn next_frame(frames: &mut FrameReader, stream: &mut shards::TcpStream, idle: Duration) -> Result<Option<Bytes>, ProtocolError> {
     let soon = RELEASE_BUFFER_AFTER.min(idle);
-    if let Some(read) = within(soon, frames.next(stream)).await {
+    if let Some(read) = shards::within(soon, frames.next(stream)).await {
         return read;
     }
     frames.release_buffer();
-    match within(idle - soon, frames.next(stream)).await {
+    match shards::within(idle - soon, frames.next(stream)).await {
         Some(read) => read,
         None => {
             tracing::debug!(idle_ms = idle.as_millis() as u64, "closing a connection idle for connections.max.idle.ms");

@@ -100,7 +100,8 @@ pub async fn local(topic: &str, p: i32) -> Result<Rc<Partition>, i16> {
     let st = state();
     let key = (topic.to_string(), p);
     loop {
-        if let Some(part) = st.partition(topic, p) {
+        let found = st.partitions.borrow().get(&key).cloned();
+        if let Some(part) = found {
             part.last_used.set(Instant::now());
             return Ok(part);
         }

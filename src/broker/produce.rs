@@ -137,11 +137,7 @@ async fn append_local(topic: String, partition: i32, records: Records, acks: i16
                 part.log.wait_written(appended.1).await
             }
         };
-        let waited = futures_lite::future::or(async { Some(done.await) }, async {
-            shards::sleep(timeout).await;
-            None
-        })
-        .await;
+        let waited = shards::within(timeout, done).await;
         match waited {
             None => return refused(errors::REQUEST_TIMED_OUT),
             Some(Err(e)) => return refused(log_error_code(&e)),

@@ -572,11 +572,11 @@ impl Log {
                 None => {
                     let trimmable = {
                         let s = self.state();
-                        s.prealloc_end > s.segments.last().expect("active segment").size.next_multiple_of(BLOCK_BYTES)
+                        s.prealloc_end > s.written_blocks_end()
                     };
                     if !trimmable {
                         self.writer_wake.notified().await;
-                    } else if !self.woken_within(IDLE_TRIM_AFTER).await {
+                    } else if shards::within(IDLE_TRIM_AFTER, self.writer_wake.notified()).await.is_none() {
                         // Appends made while trimming are written below: the turn goes on.
                         if let Err(e) = self.trim_preallocation().await {
                             tracing::warn!(error = %e, "giving back preallocated space failed");
@@ -630,21 +630,6 @@ impl Log {
         Ok(true)
     }
 
-    /// Waits for the writer's wake-up at most `limit`; false if none came.
-    async fn woken_within(&self, limit: Duration) -> bool {
-        futures_lite::future::or(
-            async {
-                self.writer_wake.notified().await;
-                true
-            },
-            async {
-                shards::sleep(limit).await;
-                false
-            },
-        )
-        .await
-    }
-
     /// Cuts the active segment's file back to its last written block: a partition that stopped
     /// being written to keeps no zeros ahead of its tail. Run by the writer task, the only one that
     /// writes or rolls, while nothing is queued.
@@ -652,12 +637,11 @@ impl Log {
         let (file, keep) = {
             let mut s = self.state();
             (s.window_bytes, s.last_window_bytes) = (0, 0);
-            let active = s.segments.last().expect("active segment");
-            let keep = active.size.next_multiple_of(BLOCK_BYTES);
+            let keep = s.written_blocks_end();
             if s.queued > 0 || s.closing || s.prealloc_end <= keep {
                 return Ok(());
             }
-            (active.file.clone(), keep)
+            (s.segments.last().expect("active segment").file.clone(), keep)
         };
         file.truncate(keep).await?;
         let mut s = self.state();
@@ -806,6 +790,11 @@ impl Log {
 }
 
 impl State {
+    /// The end of the active segment's last written block: what its file keeps without zeros ahead.
+    fn written_blocks_end(&self) -> u64 {
+        self.segments.last().expect("active segment").size.next_multiple_of(BLOCK_BYTES)
+    }
+
     /// Forgets cached batches wholly below the log start (retention, DeleteRecords).
     fn drop_cache_below_start(&mut self) {
         while self.cache.front().is_some_and(|c| c.next() <= self.log_start) {
