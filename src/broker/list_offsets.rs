@@ -89,15 +89,34 @@ fn v0_request(req: &Request) -> Result<ListOffsetsRequest, ProtocolError> {
 pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let version = req.header.request_api_version;
     let q: ListOffsetsRequest = if version == 0 { v0_request(req)? } else { protocol::decode_body(req)? };
-    let st = state();
+    // Every partition's query starts now: partitions on several shards, and dormant ones being
+    // opened, proceed in parallel.
+    let pending: Vec<_> = q
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let queries: Vec<_> = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (name, index, target) = (topic.name.to_string(), p.partition_index, p.timestamp);
+                    let task = shards::spawn_local(async move {
+                        state()
+                            .on_owner(&name, index, move |part| list_offset_local(part, target))
+                            .await
+                            .unwrap_or_else(|code| (code, -1, -1))
+                    });
+                    (index, task)
+                })
+                .collect();
+            (topic.name, queries)
+        })
+        .collect();
     let mut r = ListOffsetsResponse::default();
-    for topic in q.topics {
+    for (name, queries) in pending {
         let mut t = list_offsets_response::ListOffsetsTopicResponse::default();
-        for p in topic.partitions {
-            let index = p.partition_index;
-            let target = p.timestamp;
-            let (error, timestamp, offset) =
-                st.on_owner(&topic.name, index, move |part| list_offset_local(part, target)).await.unwrap_or_else(|code| (code, -1, -1));
+        for (index, task) in queries {
+            let (error, timestamp, offset) = task.await;
             let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
             pr.partition_index = index;
             pr.error_code = error;
@@ -108,7 +127,7 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
             }
             t.partitions.push(pr);
         }
-        t.name = topic.name;
+        t.name = name;
         r.topics.push(t);
     }
     if version == 0 {

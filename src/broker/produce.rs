@@ -96,7 +96,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::Batch(_) => errors::INVALID_RECORD,
         LogError::TooLarge(_) => errors::MESSAGE_TOO_LARGE,
         LogError::OutOfRange { .. } => errors::OFFSET_OUT_OF_RANGE,
-        LogError::Storage(_) => errors::KAFKA_STORAGE_ERROR,
+        LogError::Storage(_) | LogError::NoSpace(_) => errors::KAFKA_STORAGE_ERROR,
         LogError::Deleted => errors::UNKNOWN_TOPIC_OR_PARTITION,
     }
 }

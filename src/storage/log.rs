@@ -10,7 +10,7 @@
 
 use super::batch::{self, BatchError, BatchHeader, BatchInfo};
 use super::config::{FlushPolicy, LogConfig};
-use super::segment::{Recovered, Segment};
+use super::segment::{Handles, Recovered, Segment};
 use bytes::{Bytes, BytesMut};
 use shards::Notify;
 use std::cell::RefCell;
@@ -19,21 +19,15 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+mod writer;
+
 /// O_DIRECT alignment of writes (the block size of every disk we target).
 const BLOCK_BYTES: u64 = 4096;
-/// Largest single write the writer issues; more waits for the next turn.
-const WRITE_BYTES_MAX: usize = 8 << 20;
-/// How far ahead of the tail an idle writer writes zeros at most, and in what steps (a step delays
-/// a data write that arrives meanwhile by its duration, so it is small). Below the most, a
-/// partition preallocates twice what it wrote in the last `RATE_WINDOW`: a partition written to
-/// slowly costs KiB of zeros, not MiB.
-const PREALLOC_AHEAD_BYTES: u64 = 2 << 20;
-const PREALLOC_CHUNK_BYTES: u64 = 256 << 10;
-const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// A writer with nothing to write for this long gives preallocated zeros back to the disk.
-const IDLE_TRIM_AFTER: Duration = Duration::from_secs(5);
 /// Bytes appended but not yet written, per partition, beyond which producers wait for the writer.
 const PENDING_BYTES_MAX: usize = 16 << 20;
+/// Closed segments per partition whose files stay open after a read (a consumer reading old data
+/// reads on in the same segment; the active segment's are open anyway).
+const READ_FILES_MAX: usize = 2;
 /// Most bytes one read returns (more than one batch only up to this); bounds memory per fetch.
 const READ_BYTES_MAX: usize = 16 << 20;
 /// Read size when looking for a batch by its header (the index points within 4 KiB of it).
@@ -60,19 +54,25 @@ pub enum LogError {
     OutOfRange { offset: u64, start: u64, end: u64 },
     #[error("storage failed: {0}")]
     Storage(String),
+    /// The disk (or the user's quota) is full: appends resume once space is freed.
+    #[error("no space left for the log: {0}")]
+    NoSpace(String),
     #[error("partition deleted")]
     Deleted,
 }
 
 impl From<shards::RuntimeError> for LogError {
     fn from(e: shards::RuntimeError) -> Self {
-        LogError::Storage(e.to_string())
+        std::io::Error::from(e).into()
     }
 }
 
 impl From<std::io::Error> for LogError {
     fn from(e: std::io::Error) -> Self {
-        LogError::Storage(e.to_string())
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => LogError::NoSpace(e.to_string()),
+            _ => LogError::Storage(e.to_string()),
+        }
     }
 }
 
@@ -150,6 +150,10 @@ struct State {
     last_flush: Instant,
     failed: Option<String>,
     closing: bool,
+    /// Last write or read: files of a partition unused for `writer::IDLE_AFTER` are closed.
+    last_used: Instant,
+    /// Closed segments whose files reads opened, oldest first; at most `READ_FILES_MAX` stay open.
+    reading: VecDeque<u64>,
 }
 
 /// One partition's log. Shared on its shard as `Rc<Log>`.
@@ -236,17 +240,19 @@ impl Log {
             }
             total.batches_scanned += report.batches_scanned;
             total.bytes_cut += report.bytes_cut;
+            (total.file_len, total.tail_block) = (report.file_len, report.tail_block);
             segments.push(seg);
         }
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0).await?);
         }
+        // What the last segment's recovery found: its zeros and last partial block.
+        let Recovered { file_len, tail_block, .. } = total;
         let active = segments.last().expect("at least one segment");
         let next_offset = active.next_offset;
         // DeleteRecords may have moved the start past the first segment's base.
         let log_start = super::log_start::read(dir).unwrap_or(0).clamp(segments[0].base, next_offset);
-        let tail_block = read_tail_block(active).await?;
-        let next_prealloc_end = active.size.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+        let next_prealloc_end = active.size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
         tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned = total.batches_scanned, "log opened");
         let log = Rc::new(Log {
             shard: shards::current_shard(),
@@ -272,6 +278,8 @@ impl Log {
                 last_flush: Instant::now(),
                 failed: None,
                 closing: false,
+                last_used: Instant::now(),
+                reading: VecDeque::new(),
             }),
             appended: Notify::default(),
             progressed: Notify::default(),
@@ -391,8 +399,9 @@ impl Log {
     /// past the high watermark. Empty when `offset` is the high watermark.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Chunk>, LogError> {
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
-        let (file, reader, direct, seg_base, entry, size) = {
-            let s = self.state();
+        let (seg_base, entry, size) = {
+            let mut s = self.state();
+            s.last_used = Instant::now();
             if offset < s.log_start || offset > s.next_offset {
                 return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
             }
@@ -405,8 +414,9 @@ impl Log {
             }
             let seg_at = s.segments.partition_point(|seg| seg.base <= offset).max(1) - 1;
             let seg = &s.segments[seg_at];
-            (seg.file.clone(), seg.reader.clone(), seg.direct_reader.clone(), seg.base, seg.lookup_entry(offset), seg.size)
+            (seg.base, seg.lookup_entry(offset), seg.size)
         };
+        let Handles { file, reader, direct } = self.files_of(seg_base).await?;
         // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
         // consumer reading on, since reads end on indexed batches); another is found by its header.
         let (start, first_end) = if entry.0 == offset {
@@ -430,32 +440,29 @@ impl Log {
     }
 
     fn boundary_within(&self, seg_base: u64, after: u64, limit: u64) -> Result<Option<u64>, LogError> {
-        let s = self.state();
-        match s.segments.binary_search_by_key(&seg_base, |seg| seg.base) {
-            Ok(at) => Ok(s.segments[at].boundary_within(after, limit)),
-            // Deleted by retention while we read its headers.
-            Err(_) => Err(LogError::OutOfRange { offset: seg_base, start: s.log_start, end: s.next_offset }),
-        }
+        // The segment may have been deleted by retention while we read its headers.
+        Ok(self.state().segment(seg_base)?.boundary_within(after, limit))
     }
 
     /// The first written batch at or past the log start whose max timestamp is ≥ `ts` (`None` past
     /// the end), whole: the record itself is found inside it by the caller (it may be compressed).
     pub async fn batch_at_timestamp(&self, ts: i64) -> Result<Option<Bytes>, LogError> {
-        let (file, pos, size, log_start) = {
+        let (base, pos, size, log_start) = {
             let s = self.state();
             let log_start = s.log_start;
             let Some(seg) = s.segments.iter().find(|seg| seg.max_timestamp >= ts && seg.next_offset > log_start) else {
                 return Ok(None);
             };
-            (seg.file.clone(), seg.lookup_time(ts), seg.size, log_start)
+            (seg.base, seg.lookup_time(ts), seg.size, log_start)
         };
+        let file = self.files_of(base).await?.file;
         let holds = |h: &BatchHeader| h.max_timestamp.get() >= ts && last_offset(h) >= log_start;
         read_found(&file, find_batch(&file, pos, size, holds).await?).await
     }
 
     /// The first written batch holding the log's greatest timestamp (ListOffsets MAX_TIMESTAMP).
     pub async fn batch_with_max_timestamp(&self) -> Result<Option<Bytes>, LogError> {
-        let (file, pos, size, max) = {
+        let (base, pos, size, max) = {
             let s = self.state();
             let log_start = s.log_start;
             let live = s.segments.iter().filter(|seg| seg.next_offset > log_start && seg.max_timestamp >= 0);
@@ -463,8 +470,9 @@ impl Log {
             let Some(seg) = live.rev().max_by_key(|seg| seg.max_timestamp) else {
                 return Ok(None);
             };
-            (seg.file.clone(), seg.lookup_time(seg.max_timestamp), seg.size, seg.max_timestamp)
+            (seg.base, seg.lookup_time(seg.max_timestamp), seg.size, seg.max_timestamp)
         };
+        let file = self.files_of(base).await?.file;
         read_found(&file, find_batch(&file, pos, size, |h| h.max_timestamp.get() == max).await?).await
     }
 
@@ -516,11 +524,17 @@ impl Log {
         self.state().closing = true;
         self.writer_wake.notify_all();
         self.wait_until(|s| s.queued == 0).await.or_else(|e| if matches!(e, LogError::Deleted) { Ok(()) } else { Err(e) })?;
-        let file = self.state().segments.last().expect("active segment").file.clone();
-        file.fdatasync().await?;
-        let s = self.state();
-        for seg in &s.segments {
+        let (unsynced, active) = {
+            let s = self.state();
+            (s.durable < s.written, s.segments.last().expect("active segment").base)
+        };
+        if unsynced {
+            self.files_of(active).await?.file.fdatasync().await?;
+        }
+        let mut s = self.state();
+        for seg in &mut s.segments {
             seg.sync_indexes()?;
+            seg.release_files();
         }
         Ok(())
     }
@@ -533,266 +547,60 @@ impl Log {
         Ok(())
     }
 
+    /// The open files of the segment starting at `base`, opened now if they were closed. A closed
+    /// segment's files stay open for the reads that follow, at most `READ_FILES_MAX` segments' per
+    /// partition; all close when the partition is idle (`writer`).
+    async fn files_of(&self, base: u64) -> Result<Handles, LogError> {
+        let path = {
+            let s = self.state();
+            let seg = s.segment(base)?;
+            if let Some(handles) = seg.handles() {
+                return Ok(handles);
+            }
+            seg.path.clone()
+        };
+        let opened = Handles::open(&path).await?;
+        let mut guard = self.state();
+        let s = &mut *guard;
+        let active = s.segments.last().is_some_and(|seg| seg.base == base);
+        let Ok(at) = s.segments.binary_search_by_key(&base, |seg| seg.base) else {
+            return Ok(opened); // deleted meanwhile: this read still has its files
+        };
+        if let Some(handles) = s.segments[at].handles() {
+            return Ok(handles); // another task opened them first
+        }
+        s.segments[at].set_handles(opened.clone());
+        if !active {
+            s.reading.push_back(base);
+            while s.reading.len() > READ_FILES_MAX {
+                let oldest = s.reading.pop_front().expect("checked");
+                if let Ok(i) = s.segments.binary_search_by_key(&oldest, |seg| seg.base) {
+                    if i + 1 < s.segments.len() {
+                        s.segments[i].release_files();
+                    }
+                }
+            }
+        }
+        drop(guard);
+        // The writer closes the files again once the partition is idle.
+        self.writer_wake.notify_all();
+        Ok(opened)
+    }
+
     /// Totals for tests and metrics: (segments, index entries in all segments, cached bytes).
     pub fn stats(&self) -> (usize, usize, usize) {
         let s = self.state();
         (s.segments.len(), s.segments.iter().map(|seg| seg.index_entries()).sum(), s.cache_bytes)
     }
-
-    async fn write_loop(self: Rc<Self>) {
-        loop {
-            // Producers woken by the last write append right away: let them run before deciding
-            // the writer is idle, so zeroing never delays the next group of data.
-            futures_lite::future::yield_now().await;
-            match self.preallocate_if_idle().await {
-                // More may be due: look again (pending data first) before sleeping.
-                Ok(true) => continue,
-                Ok(false) => {}
-                // Only an optimisation: data writes extend the file themselves.
-                Err(e) => tracing::warn!(error = %e, "preallocating the active segment failed"),
-            }
-            let wait = {
-                let s = self.state();
-                if s.queued == 0 {
-                    if s.closing {
-                        self.progressed.notify_all();
-                        return;
-                    }
-                    match s.cfg.flush {
-                        FlushPolicy::Interval(ms) if s.unflushed_messages > 0 => {
-                            Some(Duration::from_millis(ms).saturating_sub(s.last_flush.elapsed()))
-                        }
-                        _ => None,
-                    }
-                } else {
-                    Some(Duration::ZERO)
-                }
-            };
-            match wait {
-                None => {
-                    let trimmable = {
-                        let s = self.state();
-                        s.prealloc_end > s.written_blocks_end()
-                    };
-                    if !trimmable {
-                        self.writer_wake.notified().await;
-                    } else if shards::within(IDLE_TRIM_AFTER, self.writer_wake.notified()).await.is_none() {
-                        // Appends made while trimming are written below: the turn goes on.
-                        if let Err(e) = self.trim_preallocation().await {
-                            tracing::warn!(error = %e, "giving back preallocated space failed");
-                        }
-                    }
-                }
-                Some(d) if !d.is_zero() => {
-                    futures_lite::future::or(self.writer_wake.notified(), async {
-                        shards::sleep(d).await;
-                    })
-                    .await
-                }
-                Some(_) => {}
-            }
-            if let Err(e) = self.write_once().await {
-                tracing::error!(error = %e, "log write failed; partition is now read-only");
-                self.state().failed = Some(e.to_string());
-                self.progressed.notify_all();
-                return;
-            }
-        }
-    }
-
-    /// While nothing waits to be written, writes zeros ahead of the tail (up to
-    /// `PREALLOC_AHEAD_BYTES`), one small chunk per call. Data writes then overwrite written blocks:
-    /// on ext4 an O_DIRECT write that extends the file cannot complete inline and is handed to an
-    /// io-wq worker thread, and making it durable costs ~4 ms instead of ~0.2 ms (MEASURED.md).
-    /// Recovery reads the zeros as the end of the log.
-    async fn preallocate_if_idle(&self) -> Result<bool, LogError> {
-        let (file, at, len) = {
-            let s = self.state();
-            let active = s.segments.last().expect("active segment");
-            // A partition nobody writes to preallocates nothing (a thousand idle partitions would
-            // otherwise write gigabytes of zeros), one written slowly little.
-            let ahead = (2 * s.window_bytes.max(s.last_window_bytes)).next_multiple_of(BLOCK_BYTES).min(PREALLOC_AHEAD_BYTES);
-            let end = (active.size + ahead).next_multiple_of(BLOCK_BYTES).min(s.cfg.segment_bytes / BLOCK_BYTES * BLOCK_BYTES);
-            if s.queued > 0 || active.size == 0 || s.closing || s.prealloc_end >= end {
-                return Ok(false);
-            }
-            (active.file.clone(), s.prealloc_end, (end - s.prealloc_end).min(PREALLOC_CHUNK_BYTES) as usize)
-        };
-        let mut zeros = file.alloc_dma_buffer(len);
-        zeros.as_bytes_mut().fill(0);
-        // The writer task is the only one writing or rolling, so the file is still the active one.
-        let wrote = file.write_at(zeros, at).await?;
-        if wrote != len {
-            return Ok(false);
-        }
-        let mut s = self.state();
-        s.prealloc_end = s.prealloc_end.max(at + wrote as u64);
-        Ok(true)
-    }
-
-    /// Cuts the active segment's file back to its last written block: a partition that stopped
-    /// being written to keeps no zeros ahead of its tail. Run by the writer task, the only one that
-    /// writes or rolls, while nothing is queued.
-    async fn trim_preallocation(&self) -> Result<(), LogError> {
-        let (file, keep) = {
-            let mut s = self.state();
-            (s.window_bytes, s.last_window_bytes) = (0, 0);
-            let keep = s.written_blocks_end();
-            if s.queued > 0 || s.closing || s.prealloc_end <= keep {
-                return Ok(());
-            }
-            (s.segments.last().expect("active segment").file.clone(), keep)
-        };
-        file.truncate(keep).await?;
-        let mut s = self.state();
-        s.prealloc_end = s.prealloc_end.min(keep);
-        Ok(())
-    }
-
-    /// One turn of the writer: roll if due, write queued batches, fsync per policy.
-    async fn write_once(&self) -> Result<(), LogError> {
-        self.roll_if_due().await?;
-        if self.state().queued == 0 {
-            return self.flush_if_due().await;
-        }
-        let (file, write_pos, buf, taken, next_tail) = {
-            let s = self.state();
-            let active = s.segments.last().expect("active segment");
-            let room = s.cfg.segment_bytes.saturating_sub(active.size);
-            let mut taken = 0;
-            let mut data_len = 0usize;
-            for p in s.unwritten() {
-                let fits = (data_len + p.info.bytes) as u64 <= room || (taken == 0 && active.size == 0);
-                if !fits || (taken > 0 && data_len + p.info.bytes > WRITE_BYTES_MAX) {
-                    break;
-                }
-                data_len += p.info.bytes;
-                taken += 1;
-            }
-            assert!(taken > 0, "a pending batch always fits an empty or rolled segment");
-            let active = s.segments.last().expect("active segment");
-            let write_pos = active.size - s.tail_block.len() as u64;
-            debug_assert_eq!(write_pos % BLOCK_BYTES, 0);
-            let total = s.tail_block.len() + data_len;
-            let aligned = total.div_ceil(BLOCK_BYTES as usize) * BLOCK_BYTES as usize;
-            let mut buf = active.file.alloc_dma_buffer(aligned);
-            let out = buf.as_bytes_mut();
-            out[..s.tail_block.len()].copy_from_slice(&s.tail_block);
-            let mut at = s.tail_block.len();
-            for part in s.unwritten().take(taken).flat_map(|p| p.held.parts()) {
-                out[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
-            }
-            out[at..].fill(0);
-            // What will be the new partial last block, rewritten by the next write.
-            let next_tail = out[total - total % BLOCK_BYTES as usize..total].to_vec();
-            (active.file.clone(), write_pos, buf, taken, next_tail)
-        };
-        let expect = buf.len();
-        let wrote = file.write_at(buf, write_pos).await?;
-        if wrote != expect {
-            return Err(LogError::Storage(format!("short write: {wrote} of {expect} bytes")));
-        }
-        {
-            let mut guard = self.state();
-            let s = &mut *guard;
-            let interval = s.cfg.index_interval_bytes;
-            let seg = s.segments.last_mut().expect("active segment");
-            let mut pos = seg.size;
-            let start = pos;
-            let mut messages = 0;
-            let first = s.cache.len() - s.queued;
-            for p in s.cache.range(first..first + taken) {
-                assert_eq!(p.info.base_offset as u64, s.written, "offsets are written contiguously");
-                seg.track_batch(pos, &p.info, interval);
-                pos += p.info.bytes as u64;
-                s.written = p.next();
-                s.queued_bytes -= p.info.bytes;
-                messages += u64::from(p.info.offset_count);
-            }
-            s.queued -= taken;
-            debug_assert_eq!(seg.size, pos);
-            debug_assert_eq!(seg.size % BLOCK_BYTES, next_tail.len() as u64);
-            seg.persist_indexes()?;
-            s.prealloc_end = s.prealloc_end.max(write_pos + expect as u64);
-            if s.window_start.elapsed() >= RATE_WINDOW {
-                s.last_window_bytes = if s.window_start.elapsed() < 2 * RATE_WINDOW { s.window_bytes } else { 0 };
-                (s.window_bytes, s.window_start) = (0, Instant::now());
-            }
-            s.window_bytes += pos - start;
-            s.tail_block = next_tail;
-            s.unflushed_messages += messages;
-            s.evict_cache();
-        }
-        // Readers and acks=1 need only the write; acks=all may also need the fsync below.
-        self.appended.notify_all();
-        self.progressed.notify_all();
-        self.flush_if_due().await
-    }
-
-    async fn flush_if_due(&self) -> Result<(), LogError> {
-        let (file, target) = {
-            let s = self.state();
-            let due = s.unflushed_messages > 0
-                && match s.cfg.flush {
-                    FlushPolicy::EveryBatch => true,
-                    FlushPolicy::Messages(n) => s.unflushed_messages >= n,
-                    FlushPolicy::Interval(ms) => s.last_flush.elapsed() >= Duration::from_millis(ms),
-                    FlushPolicy::Never => false,
-                };
-            if !due {
-                return Ok(());
-            }
-            (s.segments.last().expect("active segment").file.clone(), s.written)
-        };
-        file.fdatasync().await?;
-        let mut s = self.state();
-        s.durable = target;
-        s.unflushed_messages = 0;
-        s.last_flush = Instant::now();
-        drop(s);
-        self.progressed.notify_all();
-        Ok(())
-    }
-
-    async fn roll_if_due(&self) -> Result<(), LogError> {
-        let (old_file, size, dir, base) = {
-            let s = self.state();
-            let Some(first) = s.unwritten().next() else {
-                return Ok(());
-            };
-            let active = s.segments.last().expect("active segment");
-            let full = active.size + first.info.bytes as u64 > s.cfg.segment_bytes;
-            let old = active.created.elapsed() >= Duration::from_millis(s.cfg.segment_ms);
-            if active.size == 0 || !(full || old) {
-                return Ok(());
-            }
-            (active.file.clone(), active.size, s.dir.clone(), s.written)
-        };
-        // Seal: cut the block padding, make the segment and its indexes durable.
-        old_file.truncate(size).await?;
-        old_file.fdatasync().await?;
-        {
-            let mut s = self.state();
-            let active = s.segments.last_mut().expect("active segment");
-            active.seal_time_index()?;
-            active.sync_indexes()?;
-        }
-        let seg = Segment::create(&dir, base).await?;
-        let mut s = self.state();
-        s.segments.push(seg);
-        s.tail_block.clear();
-        s.prealloc_end = 0;
-        s.durable = s.durable.max(s.written);
-        s.unflushed_messages = 0;
-        Ok(())
-    }
 }
 
 impl State {
-    /// The end of the active segment's last written block: what its file keeps without zeros ahead.
-    fn written_blocks_end(&self) -> u64 {
-        self.segments.last().expect("active segment").size.next_multiple_of(BLOCK_BYTES)
+    /// The segment starting at `base`; gone (retention, DeleteRecords) is out of range.
+    fn segment(&self, base: u64) -> Result<&Segment, LogError> {
+        match self.segments.binary_search_by_key(&base, |seg| seg.base) {
+            Ok(at) => Ok(&self.segments[at]),
+            Err(_) => Err(LogError::OutOfRange { offset: base, start: self.log_start, end: self.next_offset }),
+        }
     }
 
     /// Forgets cached batches wholly below the log start (retention, DeleteRecords).
@@ -848,18 +656,6 @@ impl State {
             self.cache_bytes -= c.held.len();
         }
     }
-}
-
-async fn read_tail_block(seg: &Segment) -> Result<Vec<u8>, LogError> {
-    let tail_len = seg.size % BLOCK_BYTES;
-    if tail_len == 0 {
-        return Ok(Vec::new());
-    }
-    let got = seg.file.read_at(seg.size - tail_len, tail_len as usize).await?;
-    if got.len() as u64 != tail_len {
-        return Err(LogError::Storage("short read of the tail block".into()));
-    }
-    Ok(got.to_vec())
 }
 
 /// A batch found by `find_batch`.

@@ -29,6 +29,8 @@ const TIME_INDEX_ENTRY_BYTES: usize = 12;
 const ZERO_TAIL_MAX: u64 = 3 << 20;
 /// Chunk size for recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
+/// O_DIRECT writes go in whole blocks of this size.
+const BLOCK_BYTES: u64 = 4096;
 
 pub fn file_stem(base: u64) -> String {
     format!("{base:020}")
@@ -37,12 +39,8 @@ pub fn file_stem(base: u64) -> String {
 pub struct Segment {
     pub base: u64,
     pub path: PathBuf,
-    pub file: Rc<shards::DmaFile>,
-    /// The same file opened for buffered reads, which fetches send ranges of with sendfile when the
-    /// page cache holds them (O_DIRECT writes invalidate the cached pages they cover), and opened
-    /// with O_DIRECT, which they read ranges of otherwise.
-    pub reader: Arc<File>,
-    pub direct_reader: Arc<File>,
+    /// The log file's open handles; `None` while nobody uses the segment (`release_files`).
+    handles: Option<Handles>,
     /// Bytes of valid batches; the file may be longer (zero padding) while the segment is active.
     pub size: u64,
     /// The offset after this segment's last batch.
@@ -53,34 +51,64 @@ pub struct Segment {
     index: Vec<(u32, u32)>,
     /// (max timestamp so far, relative base offset).
     time_index: Vec<(i64, u32)>,
-    index_file: File,
-    time_index_file: File,
+    /// The index files, open while entries are being appended to them.
+    index_files: Option<(File, File)>,
+    /// Entries of `index` and `time_index` already in their files.
+    index_on_disk: usize,
+    time_index_on_disk: usize,
+    /// The index files hold entries that are not ours (found damaged): rewritten before the next
+    /// append, removed if there is none.
+    index_files_stale: bool,
+    /// Index entries written since the files were last fsynced.
+    indexes_unsynced: bool,
     last_indexed_pos: Option<u64>,
     /// Relative base offset of the last batch.
     last_batch_rel: u32,
-    index_pending: Vec<u8>,
-    time_index_pending: Vec<u8>,
 }
 
-/// Files an open segment holds: its log three ways (DMA writes, buffered and direct reads) and
-/// its two indexes.
+/// Files an open segment holds at most: its log three ways (DMA writes, buffered and direct reads)
+/// and, while entries are appended to them, its two indexes.
 pub const FILES_PER_SEGMENT: usize = 5;
 
-/// A segment's open files.
-struct Files {
-    file: Rc<shards::DmaFile>,
-    reader: Arc<File>,
-    direct_reader: Arc<File>,
-    index: File,
-    time_index: File,
+/// A segment's log file, opened for what each path needs. Cheap to clone; the files close when the
+/// segment has released them and the last clone (a fetch response being sent) is gone.
+#[derive(Clone)]
+pub struct Handles {
+    /// DMA reads and writes through the ring.
+    pub file: Rc<shards::DmaFile>,
+    /// Buffered reads, which fetches send ranges of with sendfile when the page cache holds them
+    /// (O_DIRECT writes invalidate the cached pages they cover) ...
+    pub reader: Arc<File>,
+    /// ... and O_DIRECT reads of the ranges it does not.
+    pub direct: Arc<File>,
+}
+
+impl Handles {
+    pub async fn open(log: &Path) -> std::io::Result<Handles> {
+        let file = shards::OpenOptions::new().read(true).write(true).create(true).dma_open(log).await?;
+        let reader = File::open(log)?;
+        let direct = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(log)?;
+        Ok(Handles { file: Rc::new(file), reader: Arc::new(reader), direct: Arc::new(direct) })
+    }
 }
 
 /// What recovery found in one segment.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Recovered {
     pub batches_scanned: u64,
     pub bytes_cut: u64,
     pub index_rebuilt: bool,
+    /// The log file's length after recovery: valid batches, then zeros in an active segment.
+    pub file_len: u64,
+    /// An active segment's last partial block of batches.
+    pub tail_block: Vec<u8>,
+}
+
+/// Why an index file's entries cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+enum Unusable {
+    Missing,
+    Damaged,
 }
 
 impl Segment {
@@ -89,100 +117,78 @@ impl Segment {
         (dir.join(format!("{stem}.log")), dir.join(format!("{stem}.index")), dir.join(format!("{stem}.timeindex")))
     }
 
-    async fn open_files(dir: &Path, base: u64, truncate_indexes: bool) -> std::io::Result<(PathBuf, Files)> {
-        let (log, idx, tidx) = Self::paths(dir, base);
-        let file = shards::OpenOptions::new().read(true).write(true).create(true).dma_open(&log).await?;
-        let reader = File::open(&log)?;
-        let direct_reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&log)?;
-        let open_index = |p: &Path| {
-            std::fs::OpenOptions::new().read(true).append(true).create(true).open(p).and_then(|f| {
-                if truncate_indexes {
-                    f.set_len(0)?;
-                }
-                Ok(f)
-            })
-        };
-        Ok((
-            log,
-            Files {
-                file: Rc::new(file),
-                reader: Arc::new(reader),
-                direct_reader: Arc::new(direct_reader),
-                index: open_index(&idx)?,
-                time_index: open_index(&tidx)?,
-            },
-        ))
-    }
-
-    /// Creates an empty segment starting at `base`.
+    /// Creates an empty segment starting at `base`, its log file open for the writer. Its index
+    /// files are created with their second entry: a segment's first batch needs none (see `persist_indexes`).
     pub async fn create(dir: &Path, base: u64) -> std::io::Result<Segment> {
-        let (path, files) = Self::open_files(dir, base, true).await?;
-        files.file.truncate(0).await?;
+        let (log, idx, tidx) = Self::paths(dir, base);
+        let handles = Handles::open(&log).await?;
+        handles.file.truncate(0).await?;
+        remove_if_present(&idx)?;
+        remove_if_present(&tidx)?;
         sync_dir(dir)?;
-        Ok(Self::empty(base, path, files))
+        let mut seg = Self::empty(base, log);
+        seg.handles = Some(handles);
+        Ok(seg)
     }
 
-    fn empty(base: u64, path: PathBuf, files: Files) -> Segment {
-        let Files { file, reader, direct_reader, index: index_file, time_index: time_index_file } = files;
+    fn empty(base: u64, path: PathBuf) -> Segment {
         Segment {
             base,
             path,
-            file,
-            reader,
-            direct_reader,
+            handles: None,
             size: 0,
             next_offset: base,
             max_timestamp: -1,
             created: Instant::now(),
             index: Vec::new(),
             time_index: Vec::new(),
-            index_file,
-            time_index_file,
+            index_files: None,
+            index_on_disk: 0,
+            time_index_on_disk: 0,
+            index_files_stale: false,
+            indexes_unsynced: false,
             last_indexed_pos: None,
             last_batch_rel: 0,
-            index_pending: Vec::new(),
-            time_index_pending: Vec::new(),
         }
     }
 
-    /// Opens an existing segment. A closed segment keeps its indexes if they pass the sanity check;
-    /// the active one (`active`) is scanned from its last index entry and cut at the first invalid byte.
-    /// `next_base` is the following segment's base offset, for a closed segment.
+    /// Opens an existing segment, holding no file open. A closed segment keeps its indexes if they
+    /// pass the sanity check; the active one (`next_base` is `None`; otherwise it is the following
+    /// segment's base offset) is scanned from its last index entry and cut at the first invalid byte.
     pub async fn recover(dir: &Path, base: u64, next_base: Option<u64>, interval: u32) -> std::io::Result<(Segment, Recovered)> {
         let (log, idx_path, tidx_path) = Self::paths(dir, base);
         let std_file = File::open(&log)?;
         let file_len = std_file.metadata()?.len();
-        let index = read_index(&idx_path, file_len);
-        let time_index = read_time_index(&tidx_path);
+        let loaded_index = read_index(&idx_path, file_len);
+        let loaded_time_index = read_time_index(&tidx_path);
         let mut report = Recovered::default();
-        let (path, files) = Self::open_files(dir, base, false).await?;
-        let mut seg = Self::empty(base, path, files);
+        let mut seg = Self::empty(base, log.clone());
 
-        if let (Some(next_base), Some(index), Some(time_index)) = (next_base, index.clone(), time_index.clone()) {
+        if let (Some(next_base), Ok(index), Ok(time_index)) = (next_base, &loaded_index, &loaded_time_index) {
             // Closed segment with sane indexes: trust them, the file was cut to size when it was sealed.
             if index.first().is_none_or(|&(rel, pos)| rel == 0 && pos == 0) {
                 seg.size = file_len;
                 seg.next_offset = next_base;
                 seg.max_timestamp = time_index.last().map_or(-1, |e| e.0);
                 seg.last_indexed_pos = index.last().map(|e| u64::from(e.1));
-                seg.index = index;
-                seg.time_index = time_index;
+                seg.index = index.clone();
+                seg.time_index = time_index.clone();
+                (seg.index_on_disk, seg.time_index_on_disk) = (seg.index.len(), seg.time_index.len());
                 return Ok((seg, report));
             }
         }
 
         // Scan from the last trustworthy index entry (the active segment), or from the start.
-        let (mut start_pos, mut start_offset, kept) = match (&index, next_base) {
-            (Some(index), None) if !index.is_empty() => {
+        let (mut start_pos, mut start_offset, kept) = match (&loaded_index, next_base) {
+            (Ok(index), None) if !index.is_empty() => {
                 let &(rel, pos) = index.last().expect("non-empty");
                 (u64::from(pos), base + u64::from(rel), index.len())
             }
             _ => (0, base, 0),
         };
         if kept > 0 {
-            seg.index = index.expect("kept entries come from a loaded index");
-            seg.index.truncate(kept - 1); // the scan re-adds the entry it starts at
-            seg.time_index = time_index.unwrap_or_default();
+            seg.index = loaded_index.as_ref().map(|i| i[..kept - 1].to_vec()).unwrap_or_default(); // the scan re-adds the entry it starts at
+            seg.time_index = loaded_time_index.as_ref().map(|t| t.clone()).unwrap_or_default();
             seg.time_index.retain(|&(_, rel)| base + u64::from(rel) < start_offset);
             seg.max_timestamp = seg.time_index.last().map_or(-1, |e| e.0);
             seg.last_indexed_pos = seg.index.last().map(|e| u64::from(e.1));
@@ -225,16 +231,43 @@ impl Segment {
         if !zeros_only {
             report.bytes_cut = file_len - valid_end;
         }
-        if file_len > valid_end {
-            std_file.set_len(valid_end).or_else(|_| File::options().write(true).open(&log)?.set_len(valid_end))?;
+        // An active segment keeps its zeros (writes go over them): no metadata write on a clean open.
+        report.file_len = file_len;
+        if file_len > valid_end && (!zeros_only || next_base.is_some()) {
+            File::options().write(true).open(&log)?.set_len(valid_end)?;
+            report.file_len = valid_end;
         }
-        // Rewrite the index files to exactly what we now believe.
-        seg.index_file.set_len(0)?;
-        seg.time_index_file.set_len(0)?;
-        seg.index_pending = encode_index(&seg.index);
-        seg.time_index_pending = encode_time_index(&seg.time_index);
-        seg.persist_indexes()?;
+        if next_base.is_none() {
+            // The last partial block, rewritten with the next write; the scan just read it.
+            report.tail_block = vec![0u8; (valid_end % BLOCK_BYTES) as usize];
+            std_file.read_exact_at(&mut report.tail_block, valid_end - valid_end % BLOCK_BYTES)?;
+        }
+        // The files keep what they hold if it is what we now believe, up to where they end.
+        let (index_on_disk, stale_index) = on_disk_prefix(&loaded_index, &seg.index);
+        let (time_index_on_disk, stale_time_index) = on_disk_prefix(&loaded_time_index, &seg.time_index);
+        (seg.index_on_disk, seg.time_index_on_disk) = (index_on_disk, time_index_on_disk);
+        seg.index_files_stale = stale_index || stale_time_index;
+        if seg.index_files_stale {
+            (seg.index_on_disk, seg.time_index_on_disk) = (0, 0);
+        }
+        seg.persist_indexes(next_base.is_some())?;
         Ok((seg, report))
+    }
+
+    /// The log file's handles, if they are open.
+    pub fn handles(&self) -> Option<Handles> {
+        self.handles.clone()
+    }
+
+    pub fn set_handles(&mut self, handles: Handles) {
+        self.handles = Some(handles);
+    }
+
+    /// Lets go of the segment's open files (index entries appended so far stay in the page cache,
+    /// fsynced by `sync_indexes` when that is due). They are opened again on next use.
+    pub fn release_files(&mut self) {
+        self.handles = None;
+        self.index_files = None;
     }
 
     /// Records that the batch `info` now sits at `pos` in this segment's file.
@@ -245,16 +278,12 @@ impl Segment {
         let due = self.last_indexed_pos.is_none_or(|last| pos >= last + u64::from(interval));
         if due {
             self.index.push((rel as u32, pos as u32));
-            self.index_pending.extend_from_slice(&(rel as u32).to_be_bytes());
-            self.index_pending.extend_from_slice(&(pos as u32).to_be_bytes());
             self.last_indexed_pos = Some(pos);
         }
         if info.max_timestamp > self.max_timestamp {
             self.max_timestamp = info.max_timestamp;
             if due || self.time_index.is_empty() {
                 self.time_index.push((info.max_timestamp, rel as u32));
-                self.time_index_pending.extend_from_slice(&info.max_timestamp.to_be_bytes());
-                self.time_index_pending.extend_from_slice(&(rel as u32).to_be_bytes());
             }
         }
         self.last_batch_rel = rel as u32;
@@ -262,35 +291,88 @@ impl Segment {
         self.size = self.size.max(pos + info.bytes as u64);
     }
 
-    /// Appends index entries made since the last call to the index files (page cache writes).
-    pub fn persist_indexes(&mut self) -> std::io::Result<()> {
-        if !self.index_pending.is_empty() {
-            self.index_file.write_all(&self.index_pending)?;
-            self.index_pending.clear();
+    /// Appends the index entries made since the last call to the index files (page cache writes).
+    /// Unless `all`, an active segment whose only entry is its first batch's writes nothing: that
+    /// entry is where recovery starts anyway, and a partition holding a few records then costs no
+    /// index files at all.
+    pub fn persist_indexes(&mut self, all: bool) -> std::io::Result<()> {
+        let unwritten = self.index_on_disk < self.index.len() || self.time_index_on_disk < self.time_index.len();
+        if !unwritten && !self.index_files_stale {
+            return Ok(());
         }
-        if !self.time_index_pending.is_empty() {
-            self.time_index_file.write_all(&self.time_index_pending)?;
-            self.time_index_pending.clear();
+        if !all && self.index.len() < 2 {
+            if self.index_files_stale {
+                let (_, idx, tidx) = Self::paths(self.dir(), self.base);
+                remove_if_present(&idx)?;
+                remove_if_present(&tidx)?;
+                self.index_files_stale = false;
+            }
+            return Ok(());
         }
+        let files = match self.index_files.take() {
+            Some(files) => files,
+            None => {
+                let (_, idx, tidx) = Self::paths(self.dir(), self.base);
+                let open = |p: &Path| std::fs::OpenOptions::new().read(true).append(true).create(true).open(p);
+                (open(&idx)?, open(&tidx)?)
+            }
+        };
+        let (index_file, time_index_file) = self.index_files.insert(files);
+        if self.index_files_stale {
+            index_file.set_len(0)?;
+            time_index_file.set_len(0)?;
+            self.index_files_stale = false;
+        }
+        index_file.write_all(&encode_index(&self.index[self.index_on_disk..]))?;
+        time_index_file.write_all(&encode_time_index(&self.time_index[self.time_index_on_disk..]))?;
+        (self.index_on_disk, self.time_index_on_disk) = (self.index.len(), self.time_index.len());
+        self.indexes_unsynced = true;
         Ok(())
     }
 
-    /// Closes the time index with the segment's true max timestamp, so a reopened closed segment
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Completes the index files of a segment that is no longer active and makes them durable: the
+    /// time index ends with the segment's true max timestamp, so that a reopened closed segment
     /// (which trusts its last entry) neither expires early nor hides from timestamp lookups.
-    pub fn seal_time_index(&mut self) -> std::io::Result<()> {
+    pub fn seal(&mut self) -> std::io::Result<()> {
         if self.time_index.last().is_none_or(|&(ts, _)| ts < self.max_timestamp) && self.max_timestamp >= 0 {
             let rel = self.last_batch_rel.max(self.time_index.last().map_or(0, |e| e.1));
             self.time_index.push((self.max_timestamp, rel));
-            self.time_index_pending.extend_from_slice(&self.max_timestamp.to_be_bytes());
-            self.time_index_pending.extend_from_slice(&rel.to_be_bytes());
         }
-        self.persist_indexes()
+        self.persist_indexes(true)?;
+        self.sync_indexes()?;
+        self.index_files = None;
+        Ok(())
     }
 
-    /// Fsyncs the index files (on seal and shutdown; they can always be rebuilt from the log).
-    pub fn sync_indexes(&self) -> std::io::Result<()> {
-        self.index_file.sync_data()?;
-        self.time_index_file.sync_data()
+    /// Whether the segment holds any file open.
+    pub fn holds_files(&self) -> bool {
+        self.handles.is_some() || self.index_files.is_some()
+    }
+
+    /// Fsyncs the index files if entries were written since the last time (on seal and shutdown;
+    /// they can always be rebuilt from the log).
+    pub fn sync_indexes(&mut self) -> std::io::Result<()> {
+        if !self.indexes_unsynced {
+            return Ok(());
+        }
+        match &self.index_files {
+            Some((index, time_index)) => {
+                index.sync_data()?;
+                time_index.sync_data()?;
+            }
+            // Released since: a new descriptor flushes the same file.
+            None => {
+                let (_, idx, tidx) = Self::paths(self.dir(), self.base);
+                File::open(idx)?.sync_data()?;
+                File::open(tidx)?.sync_data()?;
+            }
+        }
+        self.indexes_unsynced = false;
+        Ok(())
     }
 
     /// Position of the last indexed batch at or before `offset` (O(log n)).
@@ -334,15 +416,28 @@ impl Segment {
 
     /// Removes the segment's three files.
     pub fn remove_files(&self) -> std::io::Result<()> {
-        let dir = self.path.parent().expect("segment lives in a directory");
-        let (log, idx, tidx) = Self::paths(dir, self.base);
+        let (log, idx, tidx) = Self::paths(self.dir(), self.base);
         for p in [log, idx, tidx] {
-            match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove_if_present(&p)?;
         }
         Ok(())
+    }
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// How many of `believed`'s entries an index file that `loaded` them already holds, and whether it
+/// holds others (then it is rewritten).
+fn on_disk_prefix<T: PartialEq>(loaded: &Result<Vec<T>, Unusable>, believed: &[T]) -> (usize, bool) {
+    match loaded {
+        Ok(entries) if entries.len() <= believed.len() && entries[..] == believed[..entries.len()] => (entries.len(), false),
+        Err(Unusable::Missing) => (0, false),
+        _ => (0, true),
     }
 }
 
@@ -351,31 +446,43 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()
 }
 
-/// Reads and sanity-checks an `.index` file: entries strictly increasing, positions inside the log.
-fn read_index(path: &Path, log_len: u64) -> Option<Vec<(u32, u32)>> {
-    let bytes = std::fs::read(path).ok()?;
-    if bytes.len() % INDEX_ENTRY_BYTES != 0 {
-        return None;
+/// An index file's bytes, or why there are none.
+fn read_entries(path: &Path, entry_bytes: usize) -> Result<Vec<u8>, Unusable> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() % entry_bytes == 0 => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Unusable::Missing),
+        _ => Err(Unusable::Damaged),
     }
-    let entries: Vec<(u32, u32)> = bytes
-        .chunks_exact(INDEX_ENTRY_BYTES)
-        .map(|c| (u32::from_be_bytes(c[0..4].try_into().unwrap()), u32::from_be_bytes(c[4..8].try_into().unwrap())))
-        .collect();
-    let increasing = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
-    let inside = entries.last().is_none_or(|&(_, pos)| u64::from(pos) < log_len);
-    (increasing && inside).then_some(entries)
 }
 
-fn read_time_index(path: &Path) -> Option<Vec<(i64, u32)>> {
-    let bytes = std::fs::read(path).ok()?;
-    if bytes.len() % TIME_INDEX_ENTRY_BYTES != 0 {
-        return None;
+/// Reads and sanity-checks an `.index` file: entries strictly increasing, positions inside the log.
+fn read_index(path: &Path, log_len: u64) -> Result<Vec<(u32, u32)>, Unusable> {
+    let bytes = read_entries(path, INDEX_ENTRY_BYTES)?;
+    let entries: Vec<(u32, u32)> = bytes.chunks_exact(INDEX_ENTRY_BYTES).map(|c| (be_u32(&c[0..4]), be_u32(&c[4..8]))).collect();
+    let increasing = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+    let inside = entries.last().is_none_or(|&(_, pos)| u64::from(pos) < log_len);
+    if increasing && inside {
+        Ok(entries)
+    } else {
+        Err(Unusable::Damaged)
     }
+}
+
+fn read_time_index(path: &Path) -> Result<Vec<(i64, u32)>, Unusable> {
+    let bytes = read_entries(path, TIME_INDEX_ENTRY_BYTES)?;
     let entries: Vec<(i64, u32)> = bytes
         .chunks_exact(TIME_INDEX_ENTRY_BYTES)
-        .map(|c| (i64::from_be_bytes(c[0..8].try_into().unwrap()), u32::from_be_bytes(c[8..12].try_into().unwrap())))
+        .map(|c| (i64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]), be_u32(&c[8..12])))
         .collect();
-    entries.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1).then_some(entries)
+    if entries.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1) {
+        Ok(entries)
+    } else {
+        Err(Unusable::Damaged)
+    }
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 fn encode_index(entries: &[(u32, u32)]) -> Vec<u8> {

@@ -417,3 +417,64 @@ fn preallocation_follows_the_write_rate_and_is_given_back_when_idle() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Descriptors this process holds on files under `dir`.
+fn files_open_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+fn index_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("index")).count()
+}
+
+#[test]
+fn an_idle_log_closes_its_files_and_a_few_records_need_no_index_file() {
+    let dir = temp_dir("idle-files");
+    let cfg = LogConfig { segment_bytes: 64 << 20, ..small_cfg() };
+    shards::run_local(async {
+        let log = Log::open(&dir, cfg.clone()).await.unwrap();
+        let a = log.append(batch::build(1, 100, 1_000).into()).unwrap();
+        log.wait_written(a.last_offset).await.unwrap();
+        assert!(files_open_under(&dir) >= 1, "the writer holds the active segment open");
+        assert_eq!(index_files(&dir), 0, "one batch: its index entry is implied, no index file");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while files_open_under(&dir) > 0 {
+            assert!(std::time::Instant::now() < deadline, "{} files still open after idling", files_open_under(&dir));
+            shards::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // A read and an append open what they need again.
+        assert_eq!(read_all(&log, 0).await, vec![(0, 1)]);
+        let b = log.append(batch::build(2, 100, 1_000).into()).unwrap();
+        log.wait_durable(b.last_offset).await.unwrap();
+        // Past `index.interval.bytes` the segment gets its index files.
+        let mut last = 0;
+        for _ in 0..8 {
+            last = log.append(batch::build(1, 200, 1_000).into()).unwrap().last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        assert_eq!(index_files(&dir), 2);
+        log.close().await.unwrap();
+        // The writer task lets go of the last handle when it ends, next time it is polled.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while files_open_under(&dir) > 0 {
+            assert!(std::time::Instant::now() < deadline, "a closed log still holds {} files", files_open_under(&dir));
+            shards::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+    // Reopened, the indexes written are trusted and extended, the batches all there.
+    shards::run_local(async {
+        let log = Log::open(&dir, cfg).await.unwrap();
+        assert_eq!(files_open_under(&dir), 0, "opening a log opens no file until it is used");
+        let batches = read_all(&log, 0).await;
+        assert_eq!(batches.len(), 10);
+        assert_eq!(batches[..2], [(0, 1), (1, 2)]);
+        let (_, entries, _) = log.stats();
+        assert!(entries >= 2, "{entries} index entries");
+        log.close().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,366 @@
+//! The writer task of a partition's log: group commit, fsync per policy, segment rolls,
+//! preallocation ahead of the tail while idle, and, once the partition is idle, giving back the
+//! preallocated zeros and its open files.
+
+use super::*;
+
+/// Largest single write the writer issues; more waits for the next turn.
+const WRITE_BYTES_MAX: usize = 8 << 20;
+/// How far ahead of the tail an idle writer writes zeros at most, and in what steps (a step delays
+/// a data write that arrives meanwhile by its duration, so it is small). Below the most, a
+/// partition preallocates twice what it wrote in the last `RATE_WINDOW`: a partition written to
+/// slowly costs KiB of zeros, not MiB.
+const PREALLOC_AHEAD_BYTES: u64 = 2 << 20;
+const PREALLOC_CHUNK_BYTES: u64 = 256 << 10;
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A partition with nothing to write or read for this long gives preallocated zeros back to the
+/// disk and closes its files (they are opened again on next use).
+const IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// A partition out of space looks for room again after this, doubling up to the most.
+const SPACE_CHECK_FIRST: Duration = Duration::from_millis(250);
+const SPACE_CHECK_MAX: Duration = Duration::from_secs(5);
+/// Free space at which a partition that ran out tries appending again.
+const SPACE_TO_RESUME: u64 = 4 << 20;
+
+/// Bytes an unprivileged writer may still use on `dir`'s filesystem.
+fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and statvfs writes only the struct we pass.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+impl Log {
+    pub(super) async fn write_loop(self: Rc<Self>) {
+        loop {
+            // Producers woken by the last write append right away: let them run before deciding
+            // the writer is idle, so zeroing never delays the next group of data.
+            futures_lite::future::yield_now().await;
+            match self.preallocate_if_idle().await {
+                // More may be due: look again (pending data first) before sleeping.
+                Ok(true) => continue,
+                Ok(false) => {}
+                // Only an optimisation: data writes extend the file themselves.
+                Err(e) => tracing::warn!(error = %e, "preallocating the active segment failed"),
+            }
+            let wait = {
+                let s = self.state();
+                if s.queued == 0 {
+                    if s.closing {
+                        self.progressed.notify_all();
+                        return;
+                    }
+                    match s.cfg.flush {
+                        FlushPolicy::Interval(ms) if s.unflushed_messages > 0 => {
+                            Some(Duration::from_millis(ms).saturating_sub(s.last_flush.elapsed()))
+                        }
+                        _ => None,
+                    }
+                } else {
+                    Some(Duration::ZERO)
+                }
+            };
+            match wait {
+                None => {
+                    let holds = {
+                        let s = self.state();
+                        s.prealloc_end > s.written_blocks_end() || s.segments.iter().any(Segment::holds_files)
+                    };
+                    if !holds {
+                        self.writer_wake.notified().await;
+                    } else if shards::within(IDLE_AFTER, self.writer_wake.notified()).await.is_none() {
+                        // Appends made meanwhile are written below: the turn goes on.
+                        self.let_go_if_idle().await;
+                    }
+                }
+                Some(d) if !d.is_zero() => {
+                    futures_lite::future::or(self.writer_wake.notified(), async {
+                        shards::sleep(d).await;
+                    })
+                    .await
+                }
+                Some(_) => {}
+            }
+            if let Err(e) = self.write_once().await {
+                self.fail(&e);
+                if !matches!(e, LogError::NoSpace(_)) {
+                    tracing::error!(dir = %self.state().dir.display(), error = %e, "log write failed; partition is now read-only");
+                    return;
+                }
+                tracing::warn!(dir = %self.state().dir.display(), error = %e, "disk full: appends refused until space is freed");
+                if self.wait_for_space().await {
+                    self.state().failed = None;
+                    tracing::info!(dir = %self.state().dir.display(), "space available again: appending");
+                }
+            }
+        }
+    }
+
+    /// While nothing waits to be written, writes zeros ahead of the tail (up to
+    /// `PREALLOC_AHEAD_BYTES`), one small chunk per call. Data writes then overwrite written blocks:
+    /// on ext4 an O_DIRECT write that extends the file cannot complete inline and is handed to an
+    /// io-wq worker thread, and making it durable costs ~4 ms instead of ~0.2 ms (MEASURED.md).
+    /// Recovery reads the zeros as the end of the log.
+    async fn preallocate_if_idle(&self) -> Result<bool, LogError> {
+        let (at, len) = {
+            let s = self.state();
+            let active = s.segments.last().expect("active segment");
+            // A partition nobody writes to preallocates nothing (a thousand idle partitions would
+            // otherwise write gigabytes of zeros), one written slowly little.
+            let ahead = (2 * s.window_bytes.max(s.last_window_bytes)).next_multiple_of(BLOCK_BYTES).min(PREALLOC_AHEAD_BYTES);
+            let end = (active.size + ahead).next_multiple_of(BLOCK_BYTES).min(s.cfg.segment_bytes / BLOCK_BYTES * BLOCK_BYTES);
+            if s.queued > 0 || active.size == 0 || s.closing || s.prealloc_end >= end {
+                return Ok(false);
+            }
+            (s.prealloc_end, (end - s.prealloc_end).min(PREALLOC_CHUNK_BYTES) as usize)
+        };
+        let file = self.active_file().await?;
+        let mut zeros = file.alloc_dma_buffer(len);
+        zeros.as_bytes_mut().fill(0);
+        // The writer task is the only one writing or rolling, so the file is still the active one.
+        let wrote = file.write_at(zeros, at).await?;
+        if wrote != len {
+            return Ok(false);
+        }
+        let mut s = self.state();
+        s.prealloc_end = s.prealloc_end.max(at + wrote as u64);
+        Ok(true)
+    }
+
+    /// Refuses appends with `e` from now on. Batches not yet written are dropped: their producers
+    /// get the error (and retry), and their offsets are given to the next appends.
+    fn fail(&self, e: &LogError) {
+        let mut s = self.state();
+        s.failed = Some(e.to_string());
+        while s.queued > 0 {
+            let Some(dropped) = s.cache.pop_back() else { break };
+            s.cache_bytes -= dropped.held.len();
+            s.queued -= 1;
+        }
+        (s.queued, s.queued_bytes) = (0, 0);
+        s.next_offset = s.written;
+        drop(s);
+        self.progressed.notify_all();
+    }
+
+    /// Waits, checking with backoff, until the log's filesystem has room again; `false` if the log
+    /// is closed first.
+    async fn wait_for_space(&self) -> bool {
+        let mut backoff = SPACE_CHECK_FIRST;
+        loop {
+            let dir = {
+                let s = self.state();
+                if s.closing {
+                    return false;
+                }
+                s.dir.clone()
+            };
+            if available_bytes(&dir).is_some_and(|free| free >= SPACE_TO_RESUME) {
+                return true;
+            }
+            futures_lite::future::or(self.writer_wake.notified(), shards::sleep(backoff)).await;
+            backoff = (backoff * 2).min(SPACE_CHECK_MAX);
+        }
+    }
+
+    /// A partition neither written nor read for `IDLE_AFTER` gives back its preallocated zeros and
+    /// closes its files: ten thousand idle partitions hold no descriptors.
+    async fn let_go_if_idle(&self) {
+        if self.state().last_used.elapsed() < IDLE_AFTER {
+            return;
+        }
+        if let Err(e) = self.trim_preallocation().await {
+            tracing::warn!(error = %e, "giving back preallocated space failed");
+        }
+        let mut s = self.state();
+        if s.queued == 0 && !s.closing && s.last_used.elapsed() >= IDLE_AFTER {
+            s.reading.clear();
+            for seg in &mut s.segments {
+                seg.release_files();
+            }
+        }
+    }
+
+    /// The active segment's DMA file, opened again if the partition was idle.
+    async fn active_file(&self) -> Result<Rc<shards::DmaFile>, LogError> {
+        let base = self.state().segments.last().expect("active segment").base;
+        Ok(self.files_of(base).await?.file)
+    }
+
+    /// Cuts the active segment's file back to its last written block: a partition that stopped
+    /// being written to keeps no zeros ahead of its tail. Run by the writer task, the only one that
+    /// writes or rolls, while nothing is queued.
+    async fn trim_preallocation(&self) -> Result<(), LogError> {
+        let keep = {
+            let mut s = self.state();
+            (s.window_bytes, s.last_window_bytes) = (0, 0);
+            let keep = s.written_blocks_end();
+            if s.queued > 0 || s.closing || s.prealloc_end <= keep {
+                return Ok(());
+            }
+            keep
+        };
+        let file = self.active_file().await?;
+        file.truncate(keep).await?;
+        let mut s = self.state();
+        s.prealloc_end = s.prealloc_end.min(keep);
+        Ok(())
+    }
+
+    /// One turn of the writer: roll if due, write queued batches, fsync per policy.
+    async fn write_once(&self) -> Result<(), LogError> {
+        self.roll_if_due().await?;
+        if self.state().queued == 0 {
+            return self.flush_if_due().await;
+        }
+        let file = self.active_file().await?;
+        let (write_pos, buf, taken, next_tail) = {
+            let s = self.state();
+            let active = s.segments.last().expect("active segment");
+            let room = s.cfg.segment_bytes.saturating_sub(active.size);
+            let mut taken = 0;
+            let mut data_len = 0usize;
+            for p in s.unwritten() {
+                let fits = (data_len + p.info.bytes) as u64 <= room || (taken == 0 && active.size == 0);
+                if !fits || (taken > 0 && data_len + p.info.bytes > WRITE_BYTES_MAX) {
+                    break;
+                }
+                data_len += p.info.bytes;
+                taken += 1;
+            }
+            assert!(taken > 0, "a pending batch always fits an empty or rolled segment");
+            let active = s.segments.last().expect("active segment");
+            let write_pos = active.size - s.tail_block.len() as u64;
+            debug_assert_eq!(write_pos % BLOCK_BYTES, 0);
+            let total = s.tail_block.len() + data_len;
+            let aligned = total.div_ceil(BLOCK_BYTES as usize) * BLOCK_BYTES as usize;
+            let mut buf = file.alloc_dma_buffer(aligned);
+            let out = buf.as_bytes_mut();
+            out[..s.tail_block.len()].copy_from_slice(&s.tail_block);
+            let mut at = s.tail_block.len();
+            for part in s.unwritten().take(taken).flat_map(|p| p.held.parts()) {
+                out[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            out[at..].fill(0);
+            // What will be the new partial last block, rewritten by the next write.
+            let next_tail = out[total - total % BLOCK_BYTES as usize..total].to_vec();
+            (write_pos, buf, taken, next_tail)
+        };
+        let expect = buf.len();
+        let wrote = file.write_at(buf, write_pos).await?;
+        if wrote != expect {
+            return Err(LogError::Storage(format!("short write: {wrote} of {expect} bytes")));
+        }
+        {
+            let mut guard = self.state();
+            let s = &mut *guard;
+            let interval = s.cfg.index_interval_bytes;
+            let seg = s.segments.last_mut().expect("active segment");
+            let mut pos = seg.size;
+            let start = pos;
+            let mut messages = 0;
+            let first = s.cache.len() - s.queued;
+            for p in s.cache.range(first..first + taken) {
+                assert_eq!(p.info.base_offset as u64, s.written, "offsets are written contiguously");
+                seg.track_batch(pos, &p.info, interval);
+                pos += p.info.bytes as u64;
+                s.written = p.next();
+                s.queued_bytes -= p.info.bytes;
+                messages += u64::from(p.info.offset_count);
+            }
+            s.queued -= taken;
+            debug_assert_eq!(seg.size, pos);
+            debug_assert_eq!(seg.size % BLOCK_BYTES, next_tail.len() as u64);
+            seg.persist_indexes(false)?;
+            s.last_used = Instant::now();
+            s.prealloc_end = s.prealloc_end.max(write_pos + expect as u64);
+            if s.window_start.elapsed() >= RATE_WINDOW {
+                s.last_window_bytes = if s.window_start.elapsed() < 2 * RATE_WINDOW { s.window_bytes } else { 0 };
+                (s.window_bytes, s.window_start) = (0, Instant::now());
+            }
+            s.window_bytes += pos - start;
+            s.tail_block = next_tail;
+            s.unflushed_messages += messages;
+            s.evict_cache();
+        }
+        // Readers and acks=1 need only the write; acks=all may also need the fsync below.
+        self.appended.notify_all();
+        self.progressed.notify_all();
+        self.flush_if_due().await
+    }
+
+    async fn flush_if_due(&self) -> Result<(), LogError> {
+        let target = {
+            let s = self.state();
+            let due = s.unflushed_messages > 0
+                && match s.cfg.flush {
+                    FlushPolicy::EveryBatch => true,
+                    FlushPolicy::Messages(n) => s.unflushed_messages >= n,
+                    FlushPolicy::Interval(ms) => s.last_flush.elapsed() >= Duration::from_millis(ms),
+                    FlushPolicy::Never => false,
+                };
+            if !due {
+                return Ok(());
+            }
+            s.written
+        };
+        let file = self.active_file().await?;
+        file.fdatasync().await?;
+        let mut s = self.state();
+        s.durable = target;
+        s.unflushed_messages = 0;
+        s.last_flush = Instant::now();
+        drop(s);
+        self.progressed.notify_all();
+        Ok(())
+    }
+
+    async fn roll_if_due(&self) -> Result<(), LogError> {
+        let (size, dir, base) = {
+            let s = self.state();
+            let Some(first) = s.unwritten().next() else {
+                return Ok(());
+            };
+            let active = s.segments.last().expect("active segment");
+            let full = active.size + first.info.bytes as u64 > s.cfg.segment_bytes;
+            let old = active.created.elapsed() >= Duration::from_millis(s.cfg.segment_ms);
+            if active.size == 0 || !(full || old) {
+                return Ok(());
+            }
+            (active.size, s.dir.clone(), s.written)
+        };
+        let old_file = self.active_file().await?;
+        // Seal: cut the block padding, make the segment and its indexes durable.
+        old_file.truncate(size).await?;
+        old_file.fdatasync().await?;
+        let sealed = {
+            let mut s = self.state();
+            let active = s.segments.last_mut().expect("active segment");
+            active.seal()?;
+            active.base
+        };
+        let seg = Segment::create(&dir, base).await?;
+        let mut s = self.state();
+        s.segments.push(seg);
+        // The sealed segment's log files stay open like a read's, within the same bound.
+        s.reading.push_back(sealed);
+        s.tail_block.clear();
+        s.prealloc_end = 0;
+        s.durable = s.durable.max(s.written);
+        s.unflushed_messages = 0;
+        Ok(())
+    }
+}
+
+impl State {
+    /// The end of the active segment's last written block: what its file keeps without zeros ahead.
+    fn written_blocks_end(&self) -> u64 {
+        self.segments.last().expect("active segment").size.next_multiple_of(BLOCK_BYTES)
+    }
+}
