@@ -152,11 +152,39 @@ pub async fn prime_direct_io(dir: &std::path::Path) -> std::io::Result<()> {
         return Ok(());
     }
     let path = dir.join(format!(".weir-direct-io-probe-{}-{:?}", std::process::id(), std::thread::current().id()));
-    std::fs::write(&path, vec![0u8; 4096])?;
-    std::fs::File::open(&path)?.sync_all()?;
-    let file = glommio::io::DmaFile::open(&path).await.map_err(std::io::Error::from)?;
+    let written = std::fs::write(&path, vec![0u8; 4096]).and_then(|()| std::fs::File::open(&path)?.sync_all());
+    let probe = match written {
+        Ok(()) => path.clone(),
+        // A full disk: a file already holding a block does as well, and start-up must not need space.
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) => {
+            let _ = std::fs::remove_file(&path);
+            match file_with_a_block(dir) {
+                Some(existing) => existing,
+                None => return Err(e),
+            }
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    let file = glommio::io::DmaFile::open(&probe).await.map_err(std::io::Error::from)?;
     file.close().await.map_err(std::io::Error::from)?;
-    std::fs::remove_file(&path)?;
+    if probe == path {
+        std::fs::remove_file(&path)?;
+    }
     PRIMED.with(|p| p.borrow_mut().push(dev));
     Ok(())
+}
+
+/// A regular file of at least one block in `dir` or one level below it.
+fn file_with_a_block(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let big_enough = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() >= 4096);
+    let entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir).ok()?.filter_map(|e| Some(e.ok()?.path())).collect();
+    entries.iter().find(|p| big_enough(p)).cloned().or_else(|| {
+        entries
+            .iter()
+            .filter(|p| p.is_dir())
+            .find_map(|sub| std::fs::read_dir(sub).ok()?.filter_map(|e| Some(e.ok()?.path())).find(|p| big_enough(p)))
+    })
 }

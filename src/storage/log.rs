@@ -69,8 +69,8 @@ impl From<shards::RuntimeError> for LogError {
 
 impl From<std::io::Error> for LogError {
     fn from(e: std::io::Error) -> Self {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC | libc::EDQUOT) => LogError::NoSpace(e.to_string()),
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => LogError::NoSpace(e.to_string()),
             _ => LogError::Storage(e.to_string()),
         }
     }
@@ -148,6 +148,8 @@ struct State {
     tail_block: Vec<u8>,
     unflushed_messages: u64,
     last_flush: Instant,
+    /// Preallocation failed (a full disk): not tried again before this.
+    prealloc_paused_until: Option<Instant>,
     failed: Option<String>,
     closing: bool,
     /// Last write or read: files of a partition unused for `writer::IDLE_AFTER` are closed.
@@ -276,6 +278,7 @@ impl Log {
                 tail_block,
                 unflushed_messages: 0,
                 last_flush: Instant::now(),
+                prealloc_paused_until: None,
                 failed: None,
                 closing: false,
                 last_used: Instant::now(),

@@ -39,18 +39,18 @@ def wait_listening(port, timeout=15):
 class Broker:
     """A running weir broker; `restart()` keeps the data directory."""
 
-    def __init__(self, shards=2, extra=(), prefix=()):
+    def __init__(self, shards=2, extra=(), prefix=(), data_dir=None):
         self.shards = shards
         self.extra = list(extra)
         # A command the broker runs under, e.g. `prlimit --as=...` for a resource limit.
         self.prefix = list(prefix)
-        self.data_dir = tempfile.mkdtemp(prefix="weir-it-", dir=os.path.join(ROOT, "target"))
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="weir-it-", dir=os.path.join(ROOT, "target"))
         while True:
             self.port = random.randrange(20000, 60000)
             if ports_free(self.port, shards):
                 break
         self.proc = None
-        self.log_path = os.path.join(self.data_dir, "..", os.path.basename(self.data_dir) + ".log")
+        self.log_path = os.path.join(ROOT, "target", os.path.basename(self.data_dir) + f"-{self.port}.log")
         self.start()
 
     @property

@@ -13,6 +13,8 @@ const WRITE_BYTES_MAX: usize = 8 << 20;
 const PREALLOC_AHEAD_BYTES: u64 = 2 << 20;
 const PREALLOC_CHUNK_BYTES: u64 = 256 << 10;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// After a failed preallocation (a full disk, usually) none is tried for this long.
+const PREALLOC_PAUSE: Duration = Duration::from_secs(30);
 /// A partition with nothing to write or read for this long gives preallocated zeros back to the
 /// disk and closes its files (they are opened again on next use).
 const IDLE_AFTER: Duration = Duration::from_secs(5);
@@ -46,7 +48,10 @@ impl Log {
                 Ok(true) => continue,
                 Ok(false) => {}
                 // Only an optimisation: data writes extend the file themselves.
-                Err(e) => tracing::warn!(error = %e, "preallocating the active segment failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = PREALLOC_PAUSE.as_secs(), "preallocating the active segment failed");
+                    self.state().prealloc_paused_until = Some(Instant::now() + PREALLOC_PAUSE);
+                }
             }
             let wait = {
                 let s = self.state();
@@ -114,7 +119,8 @@ impl Log {
             // otherwise write gigabytes of zeros), one written slowly little.
             let ahead = (2 * s.window_bytes.max(s.last_window_bytes)).next_multiple_of(BLOCK_BYTES).min(PREALLOC_AHEAD_BYTES);
             let end = (active.size + ahead).next_multiple_of(BLOCK_BYTES).min(s.cfg.segment_bytes / BLOCK_BYTES * BLOCK_BYTES);
-            if s.queued > 0 || active.size == 0 || s.closing || s.prealloc_end >= end {
+            let paused = s.prealloc_paused_until.is_some_and(|until| Instant::now() < until);
+            if s.queued > 0 || active.size == 0 || s.closing || s.prealloc_end >= end || paused {
                 return Ok(false);
             }
             (s.prealloc_end, (end - s.prealloc_end).min(PREALLOC_CHUNK_BYTES) as usize)
