@@ -96,7 +96,7 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let idle = Duration::from_millis(state().cfg.connections_max_idle_ms);
-    let mut frames = FrameReader::new(state().cfg.max_request_bytes);
+    let mut frames = FrameReader::new(state().cfg.max_request_bytes).within_budget(state().request_budget.clone());
     loop {
         let frame = match next_frame(&mut frames, &mut stream, idle).await {
             Ok(Some(f)) => f,

@@ -47,6 +47,9 @@ pub struct BrokerConfig {
     pub shards: usize,
     pub single_port: bool,
     pub max_request_bytes: usize,
+    /// Request bytes in flight over all connections, split evenly over the shards
+    /// (`queued.max.request.bytes`; `usize::MAX`: unbounded).
+    pub queued_max_request_bytes: usize,
     /// Open connections the broker admits, in all and from one address (`max.connections`,
     /// `max.connections.per.ip`).
     pub max_connections: usize,
@@ -82,6 +85,7 @@ impl Default for BrokerConfig {
             shards: 1,
             single_port: false,
             max_request_bytes: 100 << 20,
+            queued_max_request_bytes: 512 << 20,
             max_connections: 10_000,
             max_connections_per_ip: i32::MAX as usize,
             connections_max_idle_ms: 600_000,
@@ -143,6 +147,8 @@ pub struct ShardState {
     pub closed: RefCell<HashMap<(String, i32), partitions::Closed>>,
     /// Partitions being opened on first use; a second request waits on the first's open.
     pub opening: RefCell<HashMap<(String, i32), Rc<shards::Notify>>>,
+    /// This shard's share of `queued.max.request.bytes`, which its connections read requests within.
+    pub request_budget: Rc<crate::protocol::budget::Budget>,
     pub controller: topics::Controller,
     pub groups: group::Coordinator,
     /// Incremental fetch sessions opened with this shard (KIP-227).
@@ -223,6 +229,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
     };
     let state = Rc::new(ShardState {
         dynamic_broker: RefCell::new(dynamic_broker),
+        request_budget: crate::protocol::budget::Budget::new(cfg.queued_max_request_bytes / shard.count.max(1)),
         fetch_sessions: RefCell::new(fetch_session::Sessions::new(cfg.fetch_session_slots, (unix_ms() as i32) ^ (shard.id as i32) << 24)),
         controller: topics::Controller::new(shard.id == 0),
         groups: group::Coordinator::new(&cfg, shard.id),

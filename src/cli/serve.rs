@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Open connections admitted from one client address (max.connections.per.ip).
     #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
+    /// Request bytes in flight, over all connections (queued.max.request.bytes; default 512 MiB;
+    /// -1: unbounded). A connection whose next request does not fit waits before reading it.
+    #[arg(long, env = "WEIR_QUEUED_MAX_REQUEST_BYTES", allow_negative_numbers = true)]
+    queued_max_request_bytes: Option<i64>,
     /// A connection idle this long, in ms, is closed (connections.max.idle.ms; default 600000).
     #[arg(long, env = "WEIR_CONNECTIONS_MAX_IDLE_MS")]
     connections_max_idle_ms: Option<u64>,
@@ -123,6 +127,7 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 "max-partitions" => a.max_partitions = a.max_partitions.or(Some(count(&v)? as usize)),
                 "max-connections" => a.max_connections = a.max_connections.or(Some(count(&v)? as usize)),
                 "max-connections-per-ip" => a.max_connections_per_ip = a.max_connections_per_ip.or(Some(count(&v)? as usize)),
+                "queued-max-request-bytes" => a.queued_max_request_bytes = a.queued_max_request_bytes.or(Some(num(&v)?)),
                 "connections-max-idle-ms" => a.connections_max_idle_ms = a.connections_max_idle_ms.or(Some(count(&v)?)),
                 "cache-mb" => a.cache_mb = a.cache_mb.or(Some(count(&v)? as usize)),
                 "offsets-retention-minutes" => a.offsets_retention_minutes = a.offsets_retention_minutes.or(Some(count(&v)?)),
@@ -186,6 +191,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.max_connections_per_ip {
         cfg.max_connections_per_ip = v;
+    }
+    if let Some(v) = a.queued_max_request_bytes {
+        cfg.queued_max_request_bytes = usize::try_from(v).ok().filter(|&n| n > 0).unwrap_or(usize::MAX);
     }
     if let Some(v) = a.connections_max_idle_ms {
         cfg.connections_max_idle_ms = v.max(1);

@@ -1,9 +1,11 @@
 //! Reading size-prefixed frames from a byte stream, with a bound on frame size.
 
+use super::budget::{Budget, Reservation};
 use super::ProtocolError;
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 use futures_lite::{AsyncRead, AsyncReadExt};
+use std::rc::Rc;
 
 /// Bytes read from the socket per call when more are needed: the first read of a connection (or
 /// after its buffer went back) asks for the least, and each read that fills all it asked for
@@ -75,11 +77,32 @@ pub struct FrameReader {
     max_frame_bytes: usize,
     /// What the next read asks for beyond the frame in hand (`READ_CHUNK_BYTES_MIN..=READ_CHUNK_BYTES`).
     chunk: usize,
+    /// Request bytes in flight on this shard: a frame still to be read is reserved here first.
+    budget: Option<Rc<Budget>>,
+    /// The reservation of the frame being read, or of the last one returned until the next frame
+    /// is asked for (its request served then). A read cancelled mid-frame keeps it.
+    held: Option<Reservation>,
+    returned: bool,
 }
 
 impl FrameReader {
     pub fn new(max_frame_bytes: usize) -> Self {
-        Self { buf: BytesMut::new(), filled: 0, large: None, max_frame_bytes, chunk: READ_CHUNK_BYTES_MIN }
+        Self {
+            buf: BytesMut::new(),
+            filled: 0,
+            large: None,
+            max_frame_bytes,
+            chunk: READ_CHUNK_BYTES_MIN,
+            budget: None,
+            held: None,
+            returned: false,
+        }
+    }
+
+    /// Reads frames within `budget`: each frame not yet in hand waits for its size to fit it.
+    pub fn within_budget(mut self, budget: Rc<Budget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Frees the read buffer if it holds no unread bytes; the next `next` waits without one.
@@ -92,11 +115,16 @@ impl FrameReader {
 
     /// The next frame's bytes (without the size prefix); `None` at a clean end of stream.
     pub async fn next<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<Option<Bytes>, ProtocolError> {
+        // Asking for the next frame means the last one's request is done with.
+        if std::mem::take(&mut self.returned) {
+            self.held = None;
+        }
         loop {
             if let Some(large) = &mut self.large {
                 if large.filled == large.need {
                     let Large { buf, need, .. } = self.large.take().expect("checked above");
                     let home = POOL.with(|(tx, _)| tx.clone());
+                    self.returned = true;
                     return Ok(Some(Bytes::from_owner(PooledFrame { buf, len: need, home }).slice(4..)));
                 }
                 if large.filled == large.buf.len() {
@@ -135,7 +163,14 @@ impl FrameReader {
                     let mut frame = self.buf.split_to(need);
                     self.filled -= need;
                     let _ = frame.split_to(4);
+                    self.returned = true;
                     return Ok(Some(frame.freeze()));
+                }
+                if let (Some(budget), None, true) = (&self.budget, &self.held, need > READ_CHUNK_BYTES) {
+                    // Over budget, the connection reads nothing more until earlier requests finish.
+                    // Frames within a read chunk never wait: heartbeats, metadata and fetches keep
+                    // flowing while large produces queue.
+                    self.held = Some(budget.reserve(need).await);
                 }
                 if need >= OWN_BUFFER_FRAME_BYTES {
                     // Everything read so far belongs to this frame (frames follow one another).

@@ -5,6 +5,7 @@
 //! Tagged fields at their default values are not written (as Apache Kafka does): librdkafka 2.0.2
 //! mis-parses an ApiVersions v3 response that writes them.
 
+pub mod budget;
 pub mod compression;
 pub mod fetch_response;
 pub mod frame;

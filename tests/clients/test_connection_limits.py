@@ -82,3 +82,30 @@ def test_idle_connections_are_closed_and_busy_ones_kept():
     finally:
         assert b.alive()
         b.close()
+
+
+def test_large_requests_wait_for_queued_max_request_bytes_and_small_ones_do_not():
+    # One shard, so every connection draws on the same 3 MiB.
+    b = Broker(shards=1, extra=["--queued-max-request-bytes", str(3 << 20)])
+    try:
+        big = frame(18, 0, 7, body=b"\0" * (1200 << 10))
+        stalled = [connect(b.port), connect(b.port)]
+        for s in stalled:
+            s.sendall(big[: 100 << 10])  # a 1.2 MiB request, sent in part: its bytes are reserved
+        waiting = connect(b.port)
+        assert wait_until(lambda: served(connect(b.port))), "the broker serves small requests"
+        waiting.sendall(big)
+        waiting.settimeout(1.5)
+        try:
+            read_frame(waiting)
+            raise AssertionError("a request over the budget was read while two others held it")
+        except socket.timeout:
+            pass
+        assert served(connect(b.port), correlation=9), "small requests do not queue behind large ones"
+        stalled[0].close()
+        waiting.settimeout(15)
+        assert read_frame(waiting)[:4] == struct.pack(">i", 7), "served once budget was freed"
+        stalled[1].close()
+    finally:
+        assert b.alive()
+        b.close()

@@ -49,6 +49,7 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("group.max.session.timeout.ms", cfg.group_max_session_timeout_ms.to_string(), long, "--group-max-session-timeout-ms"),
         ("group.initial.rebalance.delay.ms", cfg.group_initial_rebalance_delay_ms.to_string(), long, "--group-initial-rebalance-delay-ms"),
         ("socket.request.max.bytes", cfg.max_request_bytes.to_string(), long, "--max-request-bytes"),
+        ("queued.max.request.bytes", queued_max_request_bytes(cfg), long, "--queued-max-request-bytes"),
         ("max.partitions", cfg.max_partitions.to_string(), long, "--max-partitions"),
         ("max.connections", cfg.max_connections.to_string(), long, "--max-connections"),
         ("max.connections.per.ip", cfg.max_connections_per_ip.to_string(), long, "--max-connections-per-ip"),
@@ -57,6 +58,15 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("log.retention.hours", retention_hours.to_string(), long, "log.retention.ms in hours"),
         ("log.roll.hours", (cfg.log.segment_ms / 3_600_000).to_string(), long, "log.roll.ms in hours"),
     ]
+}
+
+/// `queued.max.request.bytes` as Kafka shows it: -1 when unbounded.
+fn queued_max_request_bytes(cfg: &crate::broker::BrokerConfig) -> String {
+    if cfg.queued_max_request_bytes == usize::MAX {
+        "-1".into()
+    } else {
+        cfg.queued_max_request_bytes.to_string()
+    }
 }
 
 /// Every broker config of broker `node`: the static ones read-only, the topic defaults alterable.
