@@ -4,6 +4,7 @@ pub const NONE: i16 = 0;
 pub const OFFSET_OUT_OF_RANGE: i16 = 1;
 pub const CORRUPT_MESSAGE: i16 = 2;
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const LEADER_NOT_AVAILABLE: i16 = 5;
 pub const REQUEST_TIMED_OUT: i16 = 7;
 pub const INVALID_REQUIRED_ACKS: i16 = 21;
 pub const MESSAGE_TOO_LARGE: i16 = 10;

@@ -6,6 +6,7 @@
 //! catalog and tells every shard about changes.
 
 mod admission;
+mod auto_create;
 mod batch_rewrite;
 pub mod catalog;
 mod config;
@@ -58,6 +59,8 @@ pub struct BrokerConfig {
     /// within it (`connections.max.idle.ms`).
     pub connections_max_idle_ms: u64,
     pub auto_create_topics: bool,
+    /// Topics auto-created a second at most, over the broker (`auto.create.topics.rate`).
+    pub auto_create_topics_rate: u32,
     pub num_partitions: i32,
     /// Partitions the broker admits, over all topics (`max.partitions`).
     pub max_partitions: usize,
@@ -90,6 +93,7 @@ impl Default for BrokerConfig {
             max_connections_per_ip: i32::MAX as usize,
             connections_max_idle_ms: 600_000,
             auto_create_topics: true,
+            auto_create_topics_rate: 100,
             num_partitions: 1,
             max_partitions: 100_000,
             log: LogConfig::default(),
@@ -231,7 +235,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         dynamic_broker: RefCell::new(dynamic_broker),
         request_budget: crate::protocol::budget::Budget::new(cfg.queued_max_request_bytes / shard.count.max(1)),
         fetch_sessions: RefCell::new(fetch_session::Sessions::new(cfg.fetch_session_slots, (unix_ms() as i32) ^ (shard.id as i32) << 24)),
-        controller: topics::Controller::new(shard.id == 0),
+        controller: topics::Controller::new(shard.id == 0, cfg.auto_create_topics_rate),
         groups: group::Coordinator::new(&cfg, shard.id),
         shard,
         cfg,

@@ -26,11 +26,18 @@ pub struct Controller {
     catalog: RefCell<Option<BTreeMap<String, TopicMeta>>>,
     /// Topics whose creation is being applied on the shards; auto-create waits on these.
     creating: RefCell<HashMap<String, Rc<Notify>>>,
+    /// Topics created by naming them, at most `auto.create.topics.rate` a second.
+    auto_creates: super::auto_create::Rate,
 }
 
 impl Controller {
-    pub fn new(active: bool) -> Self {
-        Self { active, catalog: RefCell::new(None), creating: RefCell::new(HashMap::new()) }
+    pub fn new(active: bool, auto_create_rate: u32) -> Self {
+        Self {
+            active,
+            catalog: RefCell::new(None),
+            creating: RefCell::new(HashMap::new()),
+            auto_creates: super::auto_create::Rate::new(auto_create_rate),
+        }
     }
 
     fn with_catalog<R>(&self, f: impl FnOnce(&mut BTreeMap<String, TopicMeta>) -> R) -> Result<R, Refusal> {
@@ -94,6 +101,12 @@ fn partitions_in(catalog: &BTreeMap<String, TopicMeta>) -> usize {
 /// Creates a topic, whole or not at all. Fails with TOPIC_ALREADY_EXISTS if it exists, and with
 /// POLICY_VIOLATION if the broker cannot take its partitions (`admission`).
 pub async fn create(name: String, partitions: i32, configs: BTreeMap<String, String>) -> Result<TopicMeta, Refusal> {
+    create_as(name, partitions, configs, false).await
+}
+
+/// `create`; `auto` for a topic created by naming it, which `auto.create.topics.rate` bounds (after
+/// `max.partitions`, so that a client past that bound sees why).
+async fn create_as(name: String, partitions: i32, configs: BTreeMap<String, String>, auto: bool) -> Result<TopicMeta, Refusal> {
     validate(&name, partitions, &configs)?;
     on_controller(move || async move {
         let ctl = &state().controller;
@@ -104,6 +117,13 @@ pub async fn create(name: String, partitions: i32, configs: BTreeMap<String, Str
                 return Err((errors::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists")));
             }
             admission::admit_partitions(partitions_in(c), partitions as usize, max)?;
+            if auto && !ctl.auto_creates.take() {
+                let rate = state().cfg.auto_create_topics_rate;
+                return Err((
+                    errors::LEADER_NOT_AVAILABLE,
+                    format!("topics are auto-created at most {rate} a second (auto.create.topics.rate); ask again"),
+                ));
+            }
             c.insert(name.clone(), meta.clone());
             Ok(())
         })??;
@@ -140,7 +160,7 @@ pub async fn ensure(name: String) -> Result<TopicMeta, Refusal> {
         return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("{name} is internal: not a topic that can be read or written")));
     }
     let partitions = state().cfg.num_partitions;
-    match create(name.clone(), partitions, BTreeMap::new()).await {
+    match create_as(name.clone(), partitions, BTreeMap::new(), true).await {
         Err((code, _)) if code == errors::TOPIC_ALREADY_EXISTS => {
             // Created concurrently: wait until the controller has applied it everywhere.
             let n = name.clone();

@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Largest request frame accepted (socket.request.max.bytes).
     #[arg(long, env = "WEIR_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
+    /// Topics created by naming them (Metadata, Produce), a second at most (auto.create.topics.rate;
+    /// default 100).
+    #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS_RATE")]
+    auto_create_topics_rate: Option<u32>,
     /// Partitions admitted over all topics (max.partitions; default 100000).
     #[arg(long, env = "WEIR_MAX_PARTITIONS")]
     max_partitions: Option<usize>,
@@ -124,6 +128,7 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 "retention-ms" => a.retention_ms = a.retention_ms.or(Some(num(&v)?)),
                 "retention-bytes" => a.retention_bytes = a.retention_bytes.or(Some(num(&v)?)),
                 "max-request-bytes" => a.max_request_bytes = a.max_request_bytes.or(Some(count(&v)? as usize)),
+                "auto-create-topics-rate" => a.auto_create_topics_rate = a.auto_create_topics_rate.or(Some(count(&v)? as u32)),
                 "max-partitions" => a.max_partitions = a.max_partitions.or(Some(count(&v)? as usize)),
                 "max-connections" => a.max_connections = a.max_connections.or(Some(count(&v)? as usize)),
                 "max-connections-per-ip" => a.max_connections_per_ip = a.max_connections_per_ip.or(Some(count(&v)? as usize)),
@@ -182,6 +187,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     cfg.log = log;
     if let Some(v) = a.max_request_bytes {
         cfg.max_request_bytes = v;
+    }
+    if let Some(v) = a.auto_create_topics_rate {
+        cfg.auto_create_topics_rate = v;
     }
     if let Some(v) = a.max_partitions {
         cfg.max_partitions = v;

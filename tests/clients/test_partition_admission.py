@@ -111,6 +111,41 @@ def test_auto_created_topics_stop_at_max_partitions_with_a_clear_error():
         b.close()
 
 
+def test_auto_creation_is_rate_limited_and_clients_retry_into_it():
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from kafka.protocol.metadata import MetadataRequest, MetadataResponse
+    from kafka_wire import Connection, build
+
+    b = Broker(shards=2, extra=["--auto-create-topics-rate", "5"])
+    try:
+        names = [unique("burst") for _ in range(50)]
+        conn = Connection(b.port)
+        r = conn.call(build(MetadataRequest, 1, topics=[{"name": n} for n in names]), MetadataResponse)
+        codes = [t.error_code for t in r.topics]
+        created = codes.count(0)
+        assert 1 <= created <= 10, f"{created} of 50 topics created in one burst at 5 a second"
+        assert set(codes) <= {0, 5}, f"over the rate: LEADER_NOT_AVAILABLE, retriable ({set(codes)})"
+        assert len([n for n in described(b.bootstrap) if n.startswith("burst-")]) == created
+        # Asking again, as clients do, creates the rest at the rate.
+        deadline = time.time() + 60
+        while True:
+            r = conn.call(build(MetadataRequest, 1, topics=[{"name": n} for n in names]), MetadataResponse)
+            if all(t.error_code == 0 for t in r.topics):
+                break
+            assert time.time() < deadline, "auto-creation did not catch up"
+            time.sleep(0.5)
+        conn.close()
+        # A producer to a new topic gets through the same way.
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        p.produce(unique("burst"), b"x")
+        assert p.flush(30) == 0
+    finally:
+        assert b.alive()
+        b.close()
+
+
 def test_a_partition_that_cannot_open_is_offline_and_comes_back_without_a_restart():
     """One partition's directory replaced by a file: that partition answers KAFKA_STORAGE_ERROR, the
     others serve; once the directory is back it opens on the next request (tried every 5 s)."""

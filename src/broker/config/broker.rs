@@ -40,6 +40,7 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("log.dirs", cfg.data_dir.display().to_string(), Kind::Text, "--data-dir"),
         ("num.partitions", cfg.num_partitions.to_string(), long, "--num-partitions"),
         ("auto.create.topics.enable", cfg.auto_create_topics.to_string(), Kind::Bool, "--no-auto-create"),
+        ("auto.create.topics.rate", cfg.auto_create_topics_rate.to_string(), long, "--auto-create-topics-rate"),
         ("default.replication.factor", "1".into(), long, "one replica per partition"),
         ("offsets.topic.num.partitions", "16".into(), long, "offsets partitions (fixed)"),
         ("offsets.topic.replication.factor", "1".into(), long, "one replica"),
