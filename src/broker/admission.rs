@@ -3,28 +3,20 @@
 //! clear error instead of leaving the broker out of file descriptors, unable to accept a connection
 //! or to restart.
 //!
-//! Partitions: `max.partitions`, the operator's bound on how many exist. Open partitions: the file
-//! descriptors left under the process's limit (each holds `FILES_PER_SEGMENT` per segment), less a
-//! reserve for connections and the broker's own files; `partitions` closes idle ones to stay within
-//! it, so it bounds how many are open at once, not how many exist.
+//! Partitions: `max.partitions`, the operator's bound on how many exist. Open files: the
+//! descriptors left under the process's limit, less a reserve for connections and the broker's own
+//! files, split over the shards: each shard's logs keep their files within its share, closing the
+//! least recently used ones' (`storage::file_budget`), so it bounds the files open at once, not the
+//! partitions.
 
 use super::errors;
 use super::topics::Refusal;
 use crate::storage::segment::FILES_PER_SEGMENT;
-use std::cell::Cell;
 
 /// File descriptors kept for connections, offsets files and the catalog: this share of the limit,
 /// and at least `FD_RESERVE_MIN` (half the limit if that is less).
 const FD_RESERVE_SHARE: usize = 5;
 const FD_RESERVE_MIN: usize = 1024;
-/// Opening partitions, the open files are counted again after this many (each shard adds
-/// `FILES_PER_SEGMENT` per partition to its last count in between), and after every refusal.
-const RECOUNT_EVERY: u32 = 64;
-
-thread_local! {
-    /// (open files by the last count plus what this shard opened since, partitions opened since).
-    static ESTIMATE: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
-}
 
 fn reserve(limit: usize) -> usize {
     (limit / FD_RESERVE_SHARE).max(FD_RESERVE_MIN.min(limit / 2))
@@ -40,11 +32,6 @@ pub fn open_files_limit() -> usize {
     usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
-/// Files this process has open now.
-fn open_files() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
 /// Refuses `adding` partitions to a broker that has `existing`, with `max.partitions` = `max`.
 pub fn admit_partitions(existing: usize, adding: usize, max: usize) -> Result<(), Refusal> {
     if existing + adding > max {
@@ -56,30 +43,12 @@ pub fn admit_partitions(existing: usize, adding: usize, max: usize) -> Result<()
     Ok(())
 }
 
-/// Partitions one of `shards` shards keeps open at most: its share of the descriptors left after
-/// the reserve, at `FILES_PER_SEGMENT` each. A shard counts its own, so that one shard's open
-/// partitions never leave another without room.
-pub fn open_partitions_per_shard(shards: usize) -> usize {
+/// Files the logs of one of `shards` shards may hold open: its share of the descriptors left after
+/// the reserve. A shard counts its own (`storage::file_budget`), so that one shard's logs never
+/// leave another without room.
+pub fn log_files_per_shard(shards: usize) -> usize {
     let limit = open_files_limit();
-    (limit.saturating_sub(reserve(limit)) / FILES_PER_SEGMENT / shards.max(1)).max(1)
-}
-
-/// Whether one more partition can be opened without eating into the reserve kept for
-/// connections; if not, `partitions` closes idle ones first, and a partition that still finds no
-/// room is offline rather than the broker out of descriptors.
-pub fn room_to_open_partition() -> Result<(), String> {
-    let (mut open, mut since) = ESTIMATE.with(|e| e.get());
-    if since == 0 || since >= RECOUNT_EVERY {
-        (open, since) = (open_files(), 0);
-    }
-    let limit = open_files_limit();
-    let reserve = reserve(limit);
-    if open + FILES_PER_SEGMENT + reserve > limit {
-        ESTIMATE.with(|e| e.set((open, 0)));
-        return Err(format!("{open} files open of the limit of {limit}, {reserve} of them kept for connections"));
-    }
-    ESTIMATE.with(|e| e.set((open + FILES_PER_SEGMENT, since + 1)));
-    Ok(())
+    (limit.saturating_sub(reserve(limit)) / shards.max(1)).max(FILES_PER_SEGMENT)
 }
 
 #[cfg(test)]
@@ -95,11 +64,9 @@ mod tests {
     }
 
     #[test]
-    fn room_to_open_is_refused_within_the_reserve() {
+    fn the_reserve_is_kept_from_the_logs() {
         let limit = open_files_limit();
         assert!(reserve(limit) >= FD_RESERVE_MIN.min(limit / 2) && reserve(limit) >= limit / FD_RESERVE_SHARE);
-        ESTIMATE.with(|e| e.set((limit, 1)));
-        assert!(room_to_open_partition().is_err(), "no room when the estimate says the limit is reached");
-        assert!(room_to_open_partition().is_ok(), "a refusal recounts: this test process has few files open");
+        assert!(log_files_per_shard(2) * 2 <= limit - reserve(limit) || limit < 2 * FILES_PER_SEGMENT);
     }
 }

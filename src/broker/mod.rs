@@ -134,9 +134,6 @@ pub struct Partition {
     pub producers: RefCell<produce::Producers>,
     /// What produce does to batches, from the topic's configs (refreshed when they change).
     pub rules: std::cell::Cell<config::ProduceRules>,
-    /// When a request last asked for it: the least recently used idle partitions are closed when
-    /// the file descriptors run short (`partitions`).
-    pub last_used: std::cell::Cell<std::time::Instant>,
 }
 
 /// Everything one shard knows. Lives in a thread-local; never sent to another shard.
@@ -246,6 +243,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         opening: RefCell::new(HashMap::new()),
     });
     STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
+    crate::storage::file_budget::set_limit(admission::log_files_per_shard(state.shard.count));
     if let Err(e) = shards::prime_direct_io(&state.cfg.data_dir).await {
         tracing::error!(error = %e, "data directory is not usable");
         std::process::exit(1);

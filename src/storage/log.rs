@@ -140,9 +140,11 @@ struct State {
     slab: BytesMut,
     /// The active segment's file holds written bytes (data or zeros) up to here, block aligned.
     prealloc_end: u64,
-    /// Bytes written since `window_start`, and in the window before it (the preallocation rate).
+    /// Bytes and writes since `window_start`, and in the window before it (the preallocation rate).
     window_bytes: u64,
     last_window_bytes: u64,
+    window_writes: u32,
+    last_window_writes: u32,
     window_start: Instant,
     /// Last partial block of the active segment, already on disk, rewritten with the next write.
     tail_block: Vec<u8>,
@@ -160,6 +162,8 @@ struct State {
 
 /// One partition's log. Shared on its shard as `Rc<Log>`.
 pub struct Log {
+    /// This log, for the shard's file cache to close its files (`file_budget`).
+    me: std::rc::Weak<Log>,
     shard: Option<usize>,
     state: RefCell<State>,
     /// Fired when `written` moves: new data for readers.
@@ -220,6 +224,7 @@ pub struct Offsets {
 impl Log {
     /// Opens (recovering) or creates the log in `dir` and starts its writer task on this shard.
     pub async fn open(dir: &Path, cfg: LogConfig) -> Result<Rc<Log>, LogError> {
+        let _turn = super::file_budget::opening().await;
         assert!(cfg.segment_bytes <= u64::from(u32::MAX), "positions are u32 in the index");
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
@@ -256,7 +261,8 @@ impl Log {
         let log_start = super::log_start::read(dir).unwrap_or(0).clamp(segments[0].base, next_offset);
         let next_prealloc_end = active.size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
         tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned = total.batches_scanned, "log opened");
-        let log = Rc::new(Log {
+        let log = Rc::new_cyclic(|me| Log {
+            me: me.clone(),
             shard: shards::current_shard(),
             state: RefCell::new(State {
                 dir: dir.to_path_buf(),
@@ -274,6 +280,8 @@ impl Log {
                 prealloc_end: next_prealloc_end,
                 window_bytes: 0,
                 last_window_bytes: 0,
+                window_writes: 0,
+                last_window_writes: 0,
                 window_start: Instant::now(),
                 tail_block,
                 unflushed_messages: 0,
@@ -288,6 +296,9 @@ impl Log {
             progressed: Notify::default(),
             writer_wake: Notify::default(),
         });
+        if log.state().segments.iter().any(Segment::holds_files) {
+            super::file_budget::note_holder(&log.me); // a new segment, open for its writer
+        }
         let writer = log.clone();
         shards::spawn_local(async move { writer.write_loop().await }).detach();
         Ok(log)
@@ -419,7 +430,7 @@ impl Log {
             let seg = &s.segments[seg_at];
             (seg.base, seg.lookup_entry(offset), seg.size)
         };
-        let Handles { file, reader, direct } = self.files_of(seg_base).await?;
+        let Handles { file, reader, direct, .. } = self.files_of(seg_base).await?;
         // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
         // consumer reading on, since reads end on indexed batches); another is found by its header.
         let (start, first_end) = if entry.0 == offset {
@@ -562,7 +573,9 @@ impl Log {
             }
             seg.path.clone()
         };
+        super::file_budget::make_room(super::segment::FILES_PER_SEGMENT, Some(self));
         let opened = Handles::open(&path).await?;
+        super::file_budget::note_holder(&self.me);
         let mut guard = self.state();
         let s = &mut *guard;
         let active = s.segments.last().is_some_and(|seg| seg.base == base);
@@ -588,6 +601,21 @@ impl Log {
         // The writer closes the files again once the partition is idle.
         self.writer_wake.notify_all();
         Ok(opened)
+    }
+
+    /// When the log was last written or read.
+    pub fn last_used(&self) -> Instant {
+        self.state().last_used
+    }
+
+    /// Closes every file the log holds (the shard's file budget needs them); they are opened again
+    /// on next use.
+    pub fn release_files(&self) {
+        let mut s = self.state();
+        s.reading.clear();
+        for seg in &mut s.segments {
+            seg.release_files();
+        }
     }
 
     /// Totals for tests and metrics: (segments, index entries in all segments, cached bytes).

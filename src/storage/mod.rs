@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod file_budget;
 pub mod log;
 mod log_start;
 pub mod segment;

@@ -13,6 +13,7 @@
 //! rebuilds them from the `.log`, which is the source of truth.
 
 use super::batch::{self, BatchInfo};
+use super::file_budget;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -52,7 +53,7 @@ pub struct Segment {
     /// (max timestamp so far, relative base offset).
     time_index: Vec<(i64, u32)>,
     /// The index files, open while entries are being appended to them.
-    index_files: Option<(File, File)>,
+    index_files: Option<(File, File, file_budget::Held)>,
     /// Entries of `index` and `time_index` already in their files.
     index_on_disk: usize,
     time_index_on_disk: usize,
@@ -81,6 +82,8 @@ pub struct Handles {
     pub reader: Arc<File>,
     /// ... and O_DIRECT reads of the ranges it does not.
     pub direct: Arc<File>,
+    /// These three files, counted in the shard's budget until the last clone goes.
+    _held: Rc<file_budget::Held>,
 }
 
 impl Handles {
@@ -88,7 +91,7 @@ impl Handles {
         let file = shards::OpenOptions::new().read(true).write(true).create(true).dma_open(log).await?;
         let reader = File::open(log)?;
         let direct = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(log)?;
-        Ok(Handles { file: Rc::new(file), reader: Arc::new(reader), direct: Arc::new(direct) })
+        Ok(Handles { file: Rc::new(file), reader: Arc::new(reader), direct: Arc::new(direct), _held: Rc::new(file_budget::hold(3)) })
     }
 }
 
@@ -121,6 +124,7 @@ impl Segment {
     /// files are created with their second entry: a segment's first batch needs none (see `persist_indexes`).
     pub async fn create(dir: &Path, base: u64) -> std::io::Result<Segment> {
         let (log, idx, tidx) = Self::paths(dir, base);
+        file_budget::make_room(FILES_PER_SEGMENT, None);
         let handles = Handles::open(&log).await?;
         handles.file.truncate(0).await?;
         remove_if_present(&idx)?;
@@ -318,10 +322,10 @@ impl Segment {
             None => {
                 let (_, idx, tidx) = Self::paths(self.dir(), self.base);
                 let open = |p: &Path| std::fs::OpenOptions::new().read(true).append(true).create(true).open(p);
-                (open(&idx)?, open(&tidx)?)
+                (open(&idx)?, open(&tidx)?, file_budget::hold(2))
             }
         };
-        let (index_file, time_index_file) = self.index_files.insert(files);
+        let (index_file, time_index_file, _) = self.index_files.insert(files);
         if self.index_files_stale {
             index_file.set_len(0)?;
             time_index_file.set_len(0)?;
@@ -364,7 +368,7 @@ impl Segment {
             return Ok(());
         }
         match &self.index_files {
-            Some((index, time_index)) => {
+            Some((index, time_index, _)) => {
                 index.sync_data()?;
                 time_index.sync_data()?;
             }

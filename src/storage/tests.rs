@@ -401,12 +401,14 @@ fn preallocation_follows_the_write_rate_and_is_given_back_when_idle() {
             shards::sleep(std::time::Duration::from_millis(10)).await;
             assert!(file_len() <= 16 << 10, "{} bytes for one small batch", file_len());
         }
-        // Written to fast, it preallocates up to the most ahead of its tail.
-        let mut last = 0;
-        for _ in 0..64 {
-            last = log.append(batch::build(1, 64 << 10, 1_000).into()).unwrap().last_offset;
+        // Written to fast, again and again, it preallocates up to the most ahead of its tail.
+        for _ in 0..4 {
+            let mut last = 0;
+            for _ in 0..16 {
+                last = log.append(batch::build(1, 64 << 10, 1_000).into()).unwrap().last_offset;
+            }
+            log.wait_written(last).await.unwrap();
         }
-        log.wait_written(last).await.unwrap();
         wait_for_len(&dir, "preallocated ahead of a busy tail", |len| len >= (4 << 20) + (1 << 20)).await;
         // Idle, it gives the zeros back.
         wait_for_len(&dir, "zeros given back when idle", |len| len < (4 << 20) + (128 << 10)).await;
@@ -477,4 +479,36 @@ fn an_idle_log_closes_its_files_and_a_few_records_need_no_index_file() {
         log.close().await.unwrap();
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_shard_file_budget_closes_the_least_recently_used_logs_files() {
+    use super::file_budget;
+    let dirs: Vec<_> = (0..3).map(|i| temp_dir(&format!("budget-{i}"))).collect();
+    shards::run_local(async {
+        file_budget::set_limit(8);
+        let mut logs = Vec::new();
+        for dir in &dirs {
+            let log = Log::open(dir, small_cfg()).await.unwrap();
+            let a = log.append(batch::build(1, 100, 1_000).into()).unwrap();
+            log.wait_written(a.last_offset).await.unwrap();
+            logs.push(log);
+            assert!(file_budget::held() <= 8, "{} files held over a budget of 8", file_budget::held());
+        }
+        assert!(files_open_under(&dirs[0]) == 0, "the least recently used log gave its files up");
+        // Every log still reads and writes: it opens its files again, closing another's.
+        for log in &logs {
+            let b = log.append(batch::build(2, 100, 1_000).into()).unwrap();
+            log.wait_durable(b.last_offset).await.unwrap();
+            assert_eq!(read_all(log, 0).await, vec![(0, 1), (1, 2)]);
+            assert!(file_budget::held() <= 8, "{} files held over a budget of 8", file_budget::held());
+        }
+        for log in &logs {
+            log.close().await.unwrap();
+        }
+        file_budget::set_limit(usize::MAX);
+    });
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -51,10 +51,10 @@ def read_one_each(bootstrap, topics, partitions):
     return got
 
 
-def test_more_partitions_than_open_files_allow_are_served_by_closing_idle_ones():
+def test_more_partitions_than_open_files_allow_are_served_by_closing_idle_files():
     if not shutil.which("prlimit"):
         pytest.skip("prlimit (util-linux) not installed")
-    # 1,400 open files, 700 kept for connections: room for ~130 open partitions; 300 exist.
+    # 1,400 open files, 700 kept for connections: room for the files of ~130 partitions; 300 exist.
     b = Broker(shards=2, prefix=["prlimit", "--nofile=1400:1400"], extra=["--max-partitions", "300"])
     try:
         admin = AdminClient({"bootstrap.servers": b.bootstrap})

@@ -8,8 +8,8 @@ use super::*;
 const WRITE_BYTES_MAX: usize = 8 << 20;
 /// How far ahead of the tail an idle writer writes zeros at most, and in what steps (a step delays
 /// a data write that arrives meanwhile by its duration, so it is small). Below the most, a
-/// partition preallocates twice what it wrote in the last `RATE_WINDOW`: a partition written to
-/// slowly costs KiB of zeros, not MiB.
+/// partition written more than once lately preallocates twice what it wrote in the last
+/// `RATE_WINDOW`: a partition written to slowly costs KiB of zeros, not MiB, and one written once none.
 const PREALLOC_AHEAD_BYTES: u64 = 2 << 20;
 const PREALLOC_CHUNK_BYTES: u64 = 256 << 10;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
@@ -117,7 +117,11 @@ impl Log {
             let active = s.segments.last().expect("active segment");
             // A partition nobody writes to preallocates nothing (a thousand idle partitions would
             // otherwise write gigabytes of zeros), one written slowly little.
-            let ahead = (2 * s.window_bytes.max(s.last_window_bytes)).next_multiple_of(BLOCK_BYTES).min(PREALLOC_AHEAD_BYTES);
+            // Only a partition written again and again: one written once (a producer spreading its
+            // batches over thousands of partitions) would pay the zeros and gain nothing.
+            let repeated = s.window_writes + s.last_window_writes >= 2;
+            let rate = if repeated { s.window_bytes.max(s.last_window_bytes) } else { 0 };
+            let ahead = (2 * rate).next_multiple_of(BLOCK_BYTES).min(PREALLOC_AHEAD_BYTES);
             let end = (active.size + ahead).next_multiple_of(BLOCK_BYTES).min(s.cfg.segment_bytes / BLOCK_BYTES * BLOCK_BYTES);
             let paused = s.prealloc_paused_until.is_some_and(|until| Instant::now() < until);
             if s.queued > 0 || active.size == 0 || s.closing || s.prealloc_end >= end || paused {
@@ -183,12 +187,12 @@ impl Log {
         if let Err(e) = self.trim_preallocation().await {
             tracing::warn!(error = %e, "giving back preallocated space failed");
         }
-        let mut s = self.state();
-        if s.queued == 0 && !s.closing && s.last_used.elapsed() >= IDLE_AFTER {
-            s.reading.clear();
-            for seg in &mut s.segments {
-                seg.release_files();
-            }
+        let idle = {
+            let s = self.state();
+            s.queued == 0 && !s.closing && s.last_used.elapsed() >= IDLE_AFTER
+        };
+        if idle {
+            self.release_files();
         }
     }
 
@@ -204,7 +208,7 @@ impl Log {
     async fn trim_preallocation(&self) -> Result<(), LogError> {
         let keep = {
             let mut s = self.state();
-            (s.window_bytes, s.last_window_bytes) = (0, 0);
+            (s.window_bytes, s.last_window_bytes, s.window_writes, s.last_window_writes) = (0, 0, 0, 0);
             let keep = s.written_blocks_end();
             if s.queued > 0 || s.closing || s.prealloc_end <= keep {
                 return Ok(());
@@ -287,10 +291,13 @@ impl Log {
             s.last_used = Instant::now();
             s.prealloc_end = s.prealloc_end.max(write_pos + expect as u64);
             if s.window_start.elapsed() >= RATE_WINDOW {
-                s.last_window_bytes = if s.window_start.elapsed() < 2 * RATE_WINDOW { s.window_bytes } else { 0 };
-                (s.window_bytes, s.window_start) = (0, Instant::now());
+                let recent = s.window_start.elapsed() < 2 * RATE_WINDOW;
+                s.last_window_bytes = if recent { s.window_bytes } else { 0 };
+                s.last_window_writes = if recent { s.window_writes } else { 0 };
+                (s.window_bytes, s.window_writes, s.window_start) = (0, 0, Instant::now());
             }
             s.window_bytes += pos - start;
+            s.window_writes += 1;
             s.tail_block = next_tail;
             s.unflushed_messages += messages;
             s.evict_cache();
