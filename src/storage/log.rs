@@ -19,19 +19,14 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+mod files;
+mod read;
 mod writer;
 
 /// O_DIRECT alignment of writes (the block size of every disk we target).
 const BLOCK_BYTES: u64 = 4096;
 /// Bytes appended but not yet written, per partition, beyond which producers wait for the writer.
 const PENDING_BYTES_MAX: usize = 16 << 20;
-/// Closed segments per partition whose files stay open after a read (a consumer reading old data
-/// reads on in the same segment; the active segment's are open anyway).
-const READ_FILES_MAX: usize = 2;
-/// Most bytes one read returns (more than one batch only up to this); bounds memory per fetch.
-const READ_BYTES_MAX: usize = 16 << 20;
-/// Read size when looking for a batch by its header (the index points within 4 KiB of it).
-const HEADER_SCAN_BYTES: u64 = 16 << 10;
 /// Batches at least this big are kept by reference to the appender's buffer rather than copied:
 /// a copy of a large batch costs as much as writing it (measured: one copy fewer took 1 MiB
 /// appends from 66% of fio's write rate to 84–113%). Smaller ones are copied, so that a small
@@ -409,87 +404,6 @@ impl Log {
         }
     }
 
-    /// Whole batches from the one containing `offset`, up to `max_bytes` (at least one batch), never
-    /// past the high watermark. Empty when `offset` is the high watermark.
-    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Chunk>, LogError> {
-        let max_bytes = max_bytes.min(READ_BYTES_MAX);
-        let (seg_base, entry, size) = {
-            let mut s = self.state();
-            s.last_used = Instant::now();
-            if offset < s.log_start || offset > s.next_offset {
-                return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
-            }
-            let hw = s.written;
-            if offset >= hw {
-                return Ok(Vec::new());
-            }
-            if s.cache.front().is_some_and(|c| c.base() <= offset) {
-                return Ok(s.read_cache(offset, max_bytes, hw));
-            }
-            let seg_at = s.segments.partition_point(|seg| seg.base <= offset).max(1) - 1;
-            let seg = &s.segments[seg_at];
-            (seg.base, seg.lookup_entry(offset), seg.size)
-        };
-        let Handles { file, reader, direct, .. } = self.files_of(seg_base).await?;
-        // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
-        // consumer reading on, since reads end on indexed batches); another is found by its header.
-        let (start, first_end) = if entry.0 == offset {
-            (entry.1, None)
-        } else {
-            let holds = |h: &BatchHeader| h.base_offset.get() as u64 + h.last_offset_delta.get() as u64 >= offset;
-            match find_batch(&file, entry.1, size, holds).await? {
-                Some(found) => (found.pos, Some(found.pos + found.len as u64)),
-                None => return Ok(Vec::new()),
-            }
-        };
-        // End on a known boundary within `max_bytes`, or after the first batch if none is that close.
-        let end = match (self.boundary_within(seg_base, start, start + max_bytes as u64)?, first_end) {
-            (Some(end), _) | (None, Some(end)) => end,
-            (None, None) => match find_batch(&file, start, size, |_| true).await? {
-                Some(found) => found.pos + found.len as u64,
-                None => return Ok(Vec::new()),
-            },
-        };
-        Ok(vec![Chunk::File(shards::FileRange { file: reader, direct, pos: start, len: (end - start) as usize })])
-    }
-
-    fn boundary_within(&self, seg_base: u64, after: u64, limit: u64) -> Result<Option<u64>, LogError> {
-        // The segment may have been deleted by retention while we read its headers.
-        Ok(self.state().segment(seg_base)?.boundary_within(after, limit))
-    }
-
-    /// The first written batch at or past the log start whose max timestamp is ≥ `ts` (`None` past
-    /// the end), whole: the record itself is found inside it by the caller (it may be compressed).
-    pub async fn batch_at_timestamp(&self, ts: i64) -> Result<Option<Bytes>, LogError> {
-        let (base, pos, size, log_start) = {
-            let s = self.state();
-            let log_start = s.log_start;
-            let Some(seg) = s.segments.iter().find(|seg| seg.max_timestamp >= ts && seg.next_offset > log_start) else {
-                return Ok(None);
-            };
-            (seg.base, seg.lookup_time(ts), seg.size, log_start)
-        };
-        let file = self.files_of(base).await?.file;
-        let holds = |h: &BatchHeader| h.max_timestamp.get() >= ts && last_offset(h) >= log_start;
-        read_found(&file, find_batch(&file, pos, size, holds).await?).await
-    }
-
-    /// The first written batch holding the log's greatest timestamp (ListOffsets MAX_TIMESTAMP).
-    pub async fn batch_with_max_timestamp(&self) -> Result<Option<Bytes>, LogError> {
-        let (base, pos, size, max) = {
-            let s = self.state();
-            let log_start = s.log_start;
-            let live = s.segments.iter().filter(|seg| seg.next_offset > log_start && seg.max_timestamp >= 0);
-            // The first segment holding the greatest timestamp.
-            let Some(seg) = live.rev().max_by_key(|seg| seg.max_timestamp) else {
-                return Ok(None);
-            };
-            (seg.base, seg.lookup_time(seg.max_timestamp), seg.size, seg.max_timestamp)
-        };
-        let file = self.files_of(base).await?.file;
-        read_found(&file, find_batch(&file, pos, size, |h| h.max_timestamp.get() == max).await?).await
-    }
-
     /// DeleteRecords: moves the log start up to `offset` (at most the high watermark), durably, and
     /// deletes the closed segments wholly below it. Returns the new log start (the low watermark).
     pub fn delete_records(&self, offset: u64) -> Result<u64, LogError> {
@@ -561,63 +475,6 @@ impl Log {
         Ok(())
     }
 
-    /// The open files of the segment starting at `base`, opened now if they were closed. A closed
-    /// segment's files stay open for the reads that follow, at most `READ_FILES_MAX` segments' per
-    /// partition; all close when the partition is idle (`writer`).
-    async fn files_of(&self, base: u64) -> Result<Handles, LogError> {
-        let path = {
-            let s = self.state();
-            let seg = s.segment(base)?;
-            if let Some(handles) = seg.handles() {
-                return Ok(handles);
-            }
-            seg.path.clone()
-        };
-        super::file_budget::make_room(super::segment::FILES_PER_SEGMENT, Some(self));
-        let opened = Handles::open(&path).await?;
-        super::file_budget::note_holder(&self.me);
-        let mut guard = self.state();
-        let s = &mut *guard;
-        let active = s.segments.last().is_some_and(|seg| seg.base == base);
-        let Ok(at) = s.segments.binary_search_by_key(&base, |seg| seg.base) else {
-            return Ok(opened); // deleted meanwhile: this read still has its files
-        };
-        if let Some(handles) = s.segments[at].handles() {
-            return Ok(handles); // another task opened them first
-        }
-        s.segments[at].set_handles(opened.clone());
-        if !active {
-            s.reading.push_back(base);
-            while s.reading.len() > READ_FILES_MAX {
-                let oldest = s.reading.pop_front().expect("checked");
-                if let Ok(i) = s.segments.binary_search_by_key(&oldest, |seg| seg.base) {
-                    if i + 1 < s.segments.len() {
-                        s.segments[i].release_files();
-                    }
-                }
-            }
-        }
-        drop(guard);
-        // The writer closes the files again once the partition is idle.
-        self.writer_wake.notify_all();
-        Ok(opened)
-    }
-
-    /// When the log was last written or read.
-    pub fn last_used(&self) -> Instant {
-        self.state().last_used
-    }
-
-    /// Closes every file the log holds (the shard's file budget needs them); they are opened again
-    /// on next use.
-    pub fn release_files(&self) {
-        let mut s = self.state();
-        s.reading.clear();
-        for seg in &mut s.segments {
-            seg.release_files();
-        }
-    }
-
     /// Totals for tests and metrics: (segments, index entries in all segments, cached bytes).
     pub fn stats(&self) -> (usize, usize, usize) {
         let s = self.state();
@@ -687,54 +544,4 @@ impl State {
             self.cache_bytes -= c.held.len();
         }
     }
-}
-
-/// A batch found by `find_batch`.
-struct Found {
-    pos: u64,
-    len: usize,
-}
-
-/// The offset of a batch's last record.
-fn last_offset(h: &BatchHeader) -> u64 {
-    (h.base_offset.get() + i64::from(h.last_offset_delta.get())) as u64
-}
-
-/// The bytes of a batch found by `find_batch`.
-async fn read_found(file: &shards::DmaFile, found: Option<Found>) -> Result<Option<Bytes>, LogError> {
-    let Some(found) = found else { return Ok(None) };
-    let bytes = file.read_at(found.pos, found.len).await?;
-    if bytes.len() != found.len {
-        return Err(LogError::Storage(format!("short read of a batch at position {}", found.pos)));
-    }
-    Ok(Some(Bytes::copy_from_slice(&bytes)))
-}
-
-/// The first batch at or after `pos` (a batch boundary, below `size`) whose header satisfies
-/// `wanted`. Reads headers only and steps over batch bodies: these bytes were validated when they
-/// were appended.
-async fn find_batch(
-    file: &shards::DmaFile,
-    mut pos: u64,
-    size: u64,
-    wanted: impl Fn(&BatchHeader) -> bool,
-) -> Result<Option<Found>, LogError> {
-    while pos < size {
-        let chunk = file.read_at(pos, (size - pos).min(HEADER_SCAN_BYTES) as usize).await?;
-        let mut at = 0;
-        while let (Ok(h), Ok(len)) = (batch::header(&chunk[at..]), batch::framed_len(&chunk[at..])) {
-            if wanted(h) {
-                return Ok(Some(Found { pos: pos + at as u64, len }));
-            }
-            at += len;
-            if at >= chunk.len() {
-                break;
-            }
-        }
-        if at == 0 {
-            return Err(LogError::Storage(format!("unreadable batch header at position {pos}")));
-        }
-        pos += at as u64;
-    }
-    Ok(None)
 }
