@@ -36,6 +36,12 @@ pub async fn within<T>(limit: std::time::Duration, fut: impl std::future::Future
     .await
 }
 
+/// The executor running the caller: a state kept per executor (a background task it runs) is kept
+/// under this id, since a thread may run more than one executor in turn (tests).
+pub fn executor_id() -> usize {
+    glommio::executor().id()
+}
+
 /// Errors of the runtime's I/O operations.
 pub type RuntimeError = glommio::GlommioError<()>;
 

@@ -50,14 +50,51 @@ impl Drop for Held {
     }
 }
 
-/// Notes that `log` holds files, so that `make_room` may close them.
+/// Notes that `log` holds files, so that `make_room` may close them and the sweeper close them
+/// once it is idle.
 pub fn note_holder(log: &Weak<Log>) {
+    start_sweeper();
     HOLDERS.with(|h| {
         let mut h = h.borrow_mut();
         if !h.iter().any(|w| w.ptr_eq(log)) {
             h.push(log.clone());
         }
     });
+}
+
+/// Notes that `log` holds no file any more.
+pub fn forget_holder(log: &Weak<Log>) {
+    HOLDERS.with(|h| h.borrow_mut().retain(|w| !w.ptr_eq(log)));
+}
+
+/// How often the shard looks for idle logs holding files.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts this shard's sweeper once: every `SWEEP_EVERY` it wakes the writers of logs that hold
+/// files and have been idle long enough to let them go. One timer a shard, instead of one per
+/// writer each time it waits.
+fn start_sweeper() {
+    thread_local! {
+        static STARTED_ON: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+    let executor = shards::executor_id();
+    if STARTED_ON.with(|s| s.replace(Some(executor))) == Some(executor) {
+        return;
+    }
+    shards::spawn_local(async {
+        loop {
+            shards::sleep(SWEEP_EVERY).await;
+            let holders: Vec<Rc<Log>> = HOLDERS.with(|h| {
+                let mut h = h.borrow_mut();
+                h.retain(|w| w.strong_count() > 0);
+                h.iter().filter_map(Weak::upgrade).collect()
+            });
+            for log in holders {
+                log.wake_if_idle();
+            }
+        }
+    })
+    .detach();
 }
 
 /// Closes the files of the least recently used logs other than `except` until `files` more fit
@@ -79,7 +116,6 @@ pub fn make_room(files: usize, except: Option<&Log>) {
             break;
         }
         log.release_files();
-        HOLDERS.with(|h| h.borrow_mut().retain(|w| w.as_ptr() != Rc::as_ptr(&log)));
     }
 }
 

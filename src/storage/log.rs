@@ -149,7 +149,7 @@ struct State {
     prealloc_paused_until: Option<Instant>,
     failed: Option<String>,
     closing: bool,
-    /// Last write or read: files of a partition unused for `writer::IDLE_AFTER` are closed.
+    /// Last write or read: files of a partition unused for `files::IDLE_AFTER` are closed.
     last_used: Instant,
     /// Closed segments whose files reads opened, oldest first; at most `READ_FILES_MAX` stay open.
     reading: VecDeque<u64>,

@@ -8,7 +8,19 @@ use super::*;
 /// reads on in the same segment; the active segment's are open anyway).
 const READ_FILES_MAX: usize = 2;
 
+/// A partition with nothing to write or read for this long gives preallocated zeros back to the
+/// disk and closes its files (they are opened again on next use).
+pub(super) const IDLE_AFTER: Duration = Duration::from_secs(5);
+
 impl Log {
+    /// Wakes the writer of a log that holds files and has been idle for `IDLE_AFTER`, so that it
+    /// lets them go (the shard's sweeper calls this).
+    pub fn wake_if_idle(&self) {
+        if self.state().last_used.elapsed() >= IDLE_AFTER {
+            self.writer_wake.notify_all();
+        }
+    }
+
     /// The open files of the segment starting at `base`, opened now if they were closed. A closed
     /// segment's files stay open for the reads that follow, at most `READ_FILES_MAX` segments' per
     /// partition; all close when the partition is idle (`writer`).
@@ -64,5 +76,6 @@ impl Log {
         for seg in &mut s.segments {
             seg.release_files();
         }
+        crate::storage::file_budget::forget_holder(&self.me);
     }
 }

@@ -2,6 +2,7 @@
 //! preallocation ahead of the tail while idle, and, once the partition is idle, giving back the
 //! preallocated zeros and its open files.
 
+use super::files::IDLE_AFTER;
 use super::*;
 
 /// Largest single write the writer issues; more waits for the next turn.
@@ -15,9 +16,6 @@ const PREALLOC_CHUNK_BYTES: u64 = 256 << 10;
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// After a failed preallocation (a full disk, usually) none is tried for this long.
 const PREALLOC_PAUSE: Duration = Duration::from_secs(30);
-/// A partition with nothing to write or read for this long gives preallocated zeros back to the
-/// disk and closes its files (they are opened again on next use).
-const IDLE_AFTER: Duration = Duration::from_secs(5);
 
 /// A partition out of space looks for room again after this, doubling up to the most.
 const SPACE_CHECK_FIRST: Duration = Duration::from_millis(250);
@@ -72,16 +70,11 @@ impl Log {
             };
             match wait {
                 None => {
-                    let holds = {
-                        let s = self.state();
-                        s.prealloc_end > s.written_blocks_end() || s.segments.iter().any(Segment::holds_files)
-                    };
-                    if !holds {
-                        self.writer_wake.notified().await;
-                    } else if shards::within(IDLE_AFTER, self.writer_wake.notified()).await.is_none() {
-                        // Appends made meanwhile are written below: the turn goes on.
-                        self.let_go_if_idle().await;
-                    }
+                    // No timer per idle turn (a busy partition goes idle thousands of times a
+                    // second): the shard's sweeper wakes writers whose partitions have been idle
+                    // (`file_budget::sweep`). Appends made meanwhile are written below.
+                    self.writer_wake.notified().await;
+                    self.let_go_if_idle().await;
                 }
                 Some(d) if !d.is_zero() => {
                     futures_lite::future::or(self.writer_wake.notified(), async {
