@@ -88,13 +88,19 @@ def produce_one_eventually(bootstrap, topic, deadline_s=60):
         time.sleep(0.5)
 
 
+def two_topics(bootstrap):
+    """Creates a topic to fill the disk with and one to write to: (admin client, filler, main)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    filler, main = unique("filler"), unique("main")
+    for t in (filler, main):
+        admin.create_topics([NewTopic(t, 1)])[t].result(30)
+    return admin, filler, main
+
+
 def test_a_full_disk_refuses_appends_then_recovers_without_a_restart(small_fs):
     b = Broker(data_dir=small_fs)
     try:
-        admin = AdminClient({"bootstrap.servers": b.bootstrap})
-        filler, main = unique("filler"), unique("main")
-        for t in (filler, main):
-            admin.create_topics([NewTopic(t, 1)])[t].result(30)
+        admin, filler, main = two_topics(b.bootstrap)
         p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all"})
         for _ in range(300):
             p.produce(filler, value=VALUE, partition=0)
@@ -114,10 +120,7 @@ def test_a_full_disk_refuses_appends_then_recovers_without_a_restart(small_fs):
 def test_the_broker_starts_on_a_full_disk_and_deleting_a_topic_frees_it(small_fs):
     b = Broker(data_dir=small_fs)
     try:
-        admin = AdminClient({"bootstrap.servers": b.bootstrap})
-        filler, main = unique("filler"), unique("main")
-        for t in (main, filler):
-            admin.create_topics([NewTopic(t, 1)])[t].result(30)
+        _, filler, main = two_topics(b.bootstrap)
         acked = produce_until_full(b.bootstrap, filler)
         b.stop()
         fill_the_rest(os.path.dirname(small_fs))
