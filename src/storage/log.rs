@@ -414,12 +414,16 @@ impl Log {
         if offset <= s.log_start {
             return Ok(s.log_start);
         }
-        super::log_start::write(&s.dir, offset)?;
-        s.log_start = offset;
+        // Whole segments go first: on a full disk that frees the room the checkpoint needs. A crash
+        // before the checkpoint leaves the start at the first remaining segment's base, as retention does.
         while s.segments.len() > 1 && s.segments[0].next_offset <= offset {
             let seg = s.segments.remove(0);
+            s.log_start = s.log_start.max(s.segments[0].base);
             seg.remove_files()?;
         }
+        s.drop_cache_below_start();
+        super::log_start::write(&s.dir, offset)?;
+        s.log_start = offset;
         s.drop_cache_below_start();
         Ok(offset)
     }

@@ -89,11 +89,12 @@ def produce_one_eventually(bootstrap, topic, deadline_s=60):
 
 
 def two_topics(bootstrap):
-    """Creates a topic to fill the disk with and one to write to: (admin client, filler, main)."""
+    """Creates a topic to fill the disk with (1 MiB segments) and one to write to: (admin client,
+    filler, main)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     filler, main = unique("filler"), unique("main")
-    for t in (filler, main):
-        admin.create_topics([NewTopic(t, 1)])[t].result(30)
+    admin.create_topics([NewTopic(filler, 1, config={"segment.bytes": str(1 << 20)})])[filler].result(30)
+    admin.create_topics([NewTopic(main, 1)])[main].result(30)
     return admin, filler, main
 
 
@@ -117,7 +118,7 @@ def test_a_full_disk_refuses_appends_then_recovers_without_a_restart(small_fs):
         b.close()
 
 
-def test_the_broker_starts_on_a_full_disk_and_deleting_a_topic_frees_it(small_fs):
+def test_the_broker_starts_on_a_full_disk_and_delete_records_and_topics_free_it(small_fs):
     b = Broker(data_dir=small_fs)
     try:
         _, filler, main = two_topics(b.bootstrap)
@@ -127,9 +128,14 @@ def test_the_broker_starts_on_a_full_disk_and_deleting_a_topic_frees_it(small_fs
         b.start()
         assert count_records(b.bootstrap, filler) == acked, "reads are served on a full disk"
         admin = AdminClient({"bootstrap.servers": b.bootstrap})
-        admin.delete_topics([filler])[filler].result(30)
+        # DeleteRecords drops the filler's closed segments, which frees the disk.
+        [deleted] = admin.delete_records([TopicPartition(filler, 0, acked)]).values()
+        assert deleted.result(30).low_watermark == acked
         produce_one_eventually(b.bootstrap, main)
         assert count_records(b.bootstrap, main) == 1
+        admin.delete_topics([filler])[filler].result(30)
+        produce_one_eventually(b.bootstrap, main)
+        assert count_records(b.bootstrap, main) == 2
     finally:
         assert b.alive()
         b.close()
