@@ -5,8 +5,9 @@
 //!
 //! Appends are synchronous: they validate, assign offsets and queue the batch (O(1)). The writer
 //! task takes everything queued since its last write and writes it with one O_DIRECT write (group
-//! commit), then fsyncs per the flush policy. Offsets below `written` are on disk and visible to
-//! readers (the high watermark); offsets below `durable` are also fsynced when the policy asks it.
+//! commit), then fsyncs per the flush policy. Offsets below `written` are on disk, offsets below
+//! `durable` also fsynced; readers see up to the high watermark: `durable` under flush-every-batch,
+//! `written` otherwise.
 
 use super::batch::{self, BatchError, BatchHeader, BatchInfo};
 use super::config::{FlushPolicy, LogConfig};
@@ -125,6 +126,8 @@ struct State {
     next_offset: u64,
     written: u64,
     durable: u64,
+    /// Where `durable` ends in the files: (segment base, byte position).
+    durable_end: (u64, u64),
     /// Recent batches, oldest first. The last `queued` of them are not written yet: they are the
     /// writer's queue, and never evicted.
     cache: VecDeque<Cached>,
@@ -212,7 +215,10 @@ pub struct Appended {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offsets {
     pub log_start: u64,
+    /// What readers see: `durable` under flush-every-batch, the written offset otherwise.
     pub high_watermark: u64,
+    /// Offsets below this are fsynced (or were on disk when the log was opened).
+    pub durable: u64,
     pub log_end: u64,
 }
 
@@ -252,6 +258,7 @@ impl Log {
         let Recovered { file_len, tail_block, .. } = total;
         let active = segments.last().expect("at least one segment");
         let next_offset = active.next_offset;
+        let (active_base, active_size) = (active.base, active.size);
         // DeleteRecords may have moved the start past the first segment's base.
         let log_start = super::log_start::read(dir).unwrap_or(0).clamp(segments[0].base, next_offset);
         let next_prealloc_end = active.size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
@@ -267,6 +274,7 @@ impl Log {
                 next_offset,
                 written: next_offset,
                 durable: next_offset,
+                durable_end: (active_base, active_size),
                 cache: VecDeque::new(),
                 cache_bytes: 0,
                 queued: 0,
@@ -308,7 +316,7 @@ impl Log {
 
     pub fn offsets(&self) -> Offsets {
         let s = self.state();
-        Offsets { log_start: s.log_start, high_watermark: s.written, log_end: s.next_offset }
+        Offsets { log_start: s.log_start, high_watermark: s.high_watermark(), durable: s.durable, log_end: s.next_offset }
     }
 
     pub fn config(&self) -> LogConfig {
@@ -408,8 +416,8 @@ impl Log {
     /// deletes the closed segments wholly below it. Returns the new log start (the low watermark).
     pub fn delete_records(&self, offset: u64) -> Result<u64, LogError> {
         let mut s = self.state();
-        if offset > s.written {
-            return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.written });
+        if offset > s.high_watermark() {
+            return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.high_watermark() });
         }
         if offset <= s.log_start {
             return Ok(s.log_start);
@@ -487,6 +495,26 @@ impl Log {
 }
 
 impl State {
+    /// What readers may see: under flush-every-batch only what is fsynced, so that a power loss
+    /// never takes back a record a consumer read (its offset would later name another record);
+    /// under looser policies what is written, which survives a crash of the process.
+    /// The bytes of segment `seg` readers may see (see `high_watermark`).
+    fn readable_size(&self, seg: &Segment) -> u64 {
+        if self.cfg.flush == FlushPolicy::EveryBatch && seg.base == self.durable_end.0 {
+            seg.size.min(self.durable_end.1)
+        } else {
+            seg.size
+        }
+    }
+
+    fn high_watermark(&self) -> u64 {
+        if self.cfg.flush == FlushPolicy::EveryBatch {
+            self.durable
+        } else {
+            self.written
+        }
+    }
+
     /// The segment starting at `base`; gone (retention, DeleteRecords) is out of range.
     fn segment(&self, base: u64) -> Result<&Segment, LogError> {
         match self.segments.binary_search_by_key(&base, |seg| seg.base) {

@@ -413,7 +413,7 @@ fn preallocation_follows_the_write_rate_and_is_given_back_when_idle() {
         // Idle, it gives the zeros back.
         wait_for_len(&dir, "zeros given back when idle", |len| len < (4 << 20) + (128 << 10)).await;
         let again = log.append(batch::build(1, 100, 1_000).into()).unwrap();
-        log.wait_written(again.last_offset).await.unwrap();
+        log.wait_durable(again.last_offset).await.unwrap();
         assert_eq!(read_all(&log, 0).await.len(), 66, "every batch reads back after the trim");
         log.close().await.unwrap();
     });
@@ -511,4 +511,48 @@ fn the_shard_file_budget_closes_the_least_recently_used_logs_files() {
     for dir in dirs {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+#[test]
+fn under_flush_every_batch_readers_see_only_fsynced_records() {
+    let dir = temp_dir("hw-durable");
+    shards::run_local(async {
+        let cfg = LogConfig { flush: FlushPolicy::EveryBatch, segment_bytes: 256 << 10, cache_bytes: 0, ..small_cfg() };
+        let log = Log::open(&dir, cfg).await.unwrap();
+        let done = std::rc::Rc::new(std::cell::Cell::new(false));
+        let (watched, stop) = (log.clone(), done.clone());
+        // Looks between every step of the writer: written and not yet fsynced must never be visible.
+        let watcher = shards::spawn_local(async move {
+            let (mut looks, mut pending_seen) = (0, 0);
+            while !stop.get() {
+                let o = watched.offsets();
+                assert!(o.high_watermark <= o.durable, "high watermark {} past the durable offset {}", o.high_watermark, o.durable);
+                if o.high_watermark < o.log_end {
+                    pending_seen += 1;
+                    let visible = read_bytes(&watched, o.log_start, 1 << 20).await;
+                    if let Some((_, last)) = batch::split(&visible).unwrap().last() {
+                        let end = last.base_offset as u64 + u64::from(last.offset_count);
+                        assert!(end <= watched.offsets().durable, "a read returned offsets up to {end}, past the durable offset");
+                    }
+                }
+                looks += 1;
+                futures_lite::future::yield_now().await;
+            }
+            (looks, pending_seen)
+        });
+        let mut last = 0;
+        for i in 0..300 {
+            last = log.append(batch::build(1 + i % 3, 900, 1_000).into()).unwrap().last_offset;
+            if i % 7 == 0 {
+                futures_lite::future::yield_now().await;
+            }
+        }
+        log.wait_durable(last).await.unwrap();
+        assert_eq!(log.offsets().high_watermark, last + 1, "everything fsynced is visible");
+        done.set(true);
+        let (looks, pending_seen) = watcher.await;
+        assert!(looks > 10 && pending_seen > 0, "the watcher looked {looks} times, {pending_seen} with records pending");
+        log.close().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }

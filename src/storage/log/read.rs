@@ -19,7 +19,7 @@ impl Log {
             if offset < s.log_start || offset > s.next_offset {
                 return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
             }
-            let hw = s.written;
+            let hw = s.high_watermark();
             if offset >= hw {
                 return Ok(Vec::new());
             }
@@ -28,7 +28,7 @@ impl Log {
             }
             let seg_at = s.segments.partition_point(|seg| seg.base <= offset).max(1) - 1;
             let seg = &s.segments[seg_at];
-            (seg.base, seg.lookup_entry(offset), seg.size)
+            (seg.base, seg.lookup_entry(offset), s.readable_size(seg))
         };
         let Handles { file, reader, direct, .. } = self.files_of(seg_base).await?;
         // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
@@ -43,7 +43,7 @@ impl Log {
             }
         };
         // End on a known boundary within `max_bytes`, or after the first batch if none is that close.
-        let end = match (self.boundary_within(seg_base, start, start + max_bytes as u64)?, first_end) {
+        let end = match (self.boundary_within(seg_base, start, (start + max_bytes as u64).min(size))?, first_end) {
             (Some(end), _) | (None, Some(end)) => end,
             (None, None) => match find_batch(&file, start, size, |_| true).await? {
                 Some(found) => found.pos + found.len as u64,

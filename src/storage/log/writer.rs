@@ -314,15 +314,22 @@ impl Log {
             if !due {
                 return Ok(());
             }
-            s.written
+            let active = s.segments.last().expect("active segment");
+            (s.written, (active.base, active.size))
         };
+        let (target, end) = target;
         let file = self.active_file().await?;
         file.fdatasync().await?;
         let mut s = self.state();
         s.durable = target;
+        s.durable_end = end;
         s.unflushed_messages = 0;
         s.last_flush = Instant::now();
+        let moved_high_watermark = s.cfg.flush == FlushPolicy::EveryBatch;
         drop(s);
+        if moved_high_watermark {
+            self.appended.notify_all();
+        }
         self.progressed.notify_all();
         Ok(())
     }
@@ -359,6 +366,7 @@ impl Log {
         s.tail_block.clear();
         s.prealloc_end = 0;
         s.durable = s.durable.max(s.written);
+        s.durable_end = (base, 0);
         s.unflushed_messages = 0;
         Ok(())
     }
