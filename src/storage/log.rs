@@ -240,29 +240,29 @@ impl Log {
             .collect();
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len().max(1));
-        let mut total = Recovered::default();
+        let mut scanned = 0;
+        // The last segment's report: its zeros and last partial block (a fresh log has neither).
+        let mut last = Recovered::default();
         for (i, &base) in bases.iter().enumerate() {
             let (seg, report) = Segment::recover(dir, base, bases.get(i + 1).copied(), cfg.index_interval_bytes).await?;
             if report.bytes_cut > 0 {
                 tracing::warn!(dir = %dir.display(), segment = base, bytes_cut = report.bytes_cut, "recovery cut an invalid tail");
             }
-            total.batches_scanned += report.batches_scanned;
-            total.bytes_cut += report.bytes_cut;
-            (total.file_len, total.tail_block) = (report.file_len, report.tail_block);
+            scanned += report.batches_scanned;
+            last = report;
             segments.push(seg);
         }
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0).await?);
         }
-        // What the last segment's recovery found: its zeros and last partial block.
-        let Recovered { file_len, tail_block, .. } = total;
+        let Recovered { file_len, tail_block, .. } = last;
         let active = segments.last().expect("at least one segment");
         let next_offset = active.next_offset;
         let (active_base, active_size) = (active.base, active.size);
         // DeleteRecords may have moved the start past the first segment's base.
         let log_start = super::log_start::read(dir).unwrap_or(0).clamp(segments[0].base, next_offset);
         let next_prealloc_end = active.size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
-        tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned = total.batches_scanned, "log opened");
+        tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned, "log opened");
         let log = Rc::new_cyclic(|me| Log {
             me: me.clone(),
             shard: shards::current_shard(),

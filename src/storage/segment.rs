@@ -192,7 +192,7 @@ impl Segment {
         };
         if kept > 0 {
             seg.index = loaded_index.as_ref().map(|i| i[..kept - 1].to_vec()).unwrap_or_default(); // the scan re-adds the entry it starts at
-            seg.time_index = loaded_time_index.as_ref().map(|t| t.clone()).unwrap_or_default();
+            seg.time_index = loaded_time_index.as_ref().cloned().unwrap_or_default();
             seg.time_index.retain(|&(_, rel)| base + u64::from(rel) < start_offset);
             seg.max_timestamp = seg.time_index.last().map_or(-1, |e| e.0);
             seg.last_indexed_pos = seg.index.last().map(|e| u64::from(e.1));
