@@ -9,20 +9,20 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod fs;
 mod mailbox;
 mod notify;
 mod placement;
 mod sendfile;
 
 pub use mailbox::{Job, Mailboxes};
-pub use notify::{Notified, Notify};
+pub use notify::{Notified, Notify, Turn, TurnHeld};
 pub use placement::{placement, stable_hash};
 pub use sendfile::{send_file, FileRange};
 
 use std::cell::Cell;
 use std::sync::Arc;
 
-pub use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::timer::{sleep, Timer};
 pub use glommio::{spawn_local, yield_if_needed, Task};
@@ -139,58 +139,4 @@ impl Shards {
 /// Runs `fut` to completion on a fresh executor on the calling thread (tests, tools, benchmarks).
 pub fn run_local<T>(fut: impl std::future::Future<Output = T>) -> T {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().expect("local executor").run(fut)
-}
-
-/// Makes glommio's one-time "does this disk support polled I/O" probe see a real block of data.
-///
-/// glommio probes the first DMA file it opens on each device with a read, and caches the answer for
-/// the process. On an empty file that read "succeeds" (end of file), polled I/O is wrongly enabled,
-/// and every later read on the device fails with EOPNOTSUPP. Call this before opening DMA files under
-/// `dir`: it opens a file holding one written block first, so the probe gets a true answer. glommio
-/// keeps that answer per thread, so this primes the calling shard only.
-pub async fn prime_direct_io(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    thread_local! {
-        static PRIMED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let dev = std::fs::metadata(dir)?.dev();
-    if PRIMED.with(|p| p.borrow().contains(&dev)) {
-        return Ok(());
-    }
-    let path = dir.join(format!(".weir-direct-io-probe-{}-{:?}", std::process::id(), std::thread::current().id()));
-    let written = std::fs::write(&path, vec![0u8; 4096]).and_then(|()| std::fs::File::open(&path)?.sync_all());
-    let probe = match written {
-        Ok(()) => path.clone(),
-        // A full disk: a file already holding a block does as well, and start-up must not need space.
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) => {
-            let _ = std::fs::remove_file(&path);
-            match file_with_a_block(dir) {
-                Some(existing) => existing,
-                None => return Err(e),
-            }
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-    };
-    let file = glommio::io::DmaFile::open(&probe).await.map_err(std::io::Error::from)?;
-    file.close().await.map_err(std::io::Error::from)?;
-    if probe == path {
-        std::fs::remove_file(&path)?;
-    }
-    PRIMED.with(|p| p.borrow_mut().push(dev));
-    Ok(())
-}
-
-/// A regular file of at least one block in `dir` or one level below it.
-fn file_with_a_block(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    let big_enough = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() >= 4096);
-    let entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir).ok()?.filter_map(|e| Some(e.ok()?.path())).collect();
-    entries.iter().find(|p| big_enough(p)).cloned().or_else(|| {
-        entries
-            .iter()
-            .filter(|p| p.is_dir())
-            .find_map(|sub| std::fs::read_dir(sub).ok()?.filter_map(|e| Some(e.ok()?.path())).find(|p| big_enough(p)))
-    })
 }

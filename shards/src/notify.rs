@@ -48,3 +48,30 @@ impl Future for Notified<'_> {
         Poll::Pending
     }
 }
+
+/// One task at a time through a section that awaits (an async mutex holding no data), on one shard.
+#[derive(Default)]
+pub struct Turn {
+    busy: Cell<bool>,
+    freed: Notify,
+}
+
+/// Held while it is the holder's turn; the next waiter goes when it is dropped.
+pub struct TurnHeld<'a>(&'a Turn);
+
+impl Turn {
+    pub async fn take(&self) -> TurnHeld<'_> {
+        while self.busy.get() {
+            self.freed.notified().await;
+        }
+        self.busy.set(true);
+        TurnHeld(self)
+    }
+}
+
+impl Drop for TurnHeld<'_> {
+    fn drop(&mut self) {
+        self.0.busy.set(false);
+        self.0.freed.notify_all();
+    }
+}

@@ -6,7 +6,6 @@
 //! `name TAB partitions TAB id (32 hex digits) TAB key=value;key=value`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +35,8 @@ pub fn valid_topic_name(name: &str) -> bool {
 }
 
 pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
-    let text = match std::fs::read_to_string(dir.join(FILE)) {
-        Ok(t) => t,
+    let text = match shards::fs::read(&dir.join(FILE)) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(e) => return Err(e),
     };
@@ -62,18 +61,19 @@ pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
     Ok(topics)
 }
 
-pub fn save(dir: &Path, topics: &BTreeMap<String, TopicMeta>) -> std::io::Result<()> {
+/// The catalog's file content for `topics`.
+pub fn encode(topics: &BTreeMap<String, TopicMeta>) -> Vec<u8> {
     let mut text = String::new();
     for t in topics.values() {
         let configs: Vec<String> = t.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         text.push_str(&format!("{}\t{}\t{:032x}\t{}\n", t.name, t.partitions, t.id, configs.join(";")));
     }
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    text.into_bytes()
+}
+
+/// Replaces the catalog in `dir` with `encoded` (see `encode`), durably.
+pub async fn save(dir: &Path, encoded: Vec<u8>) -> std::io::Result<()> {
+    shards::fs::write_durably(&dir.join(FILE), encoded).await
 }
 
 /// A new topic id: unique enough without a random source (time, counter, name hash).
@@ -97,7 +97,7 @@ mod tests {
         let configs = [("retention.ms".to_string(), "1000".to_string())].into_iter().collect();
         topics.insert("a.b-c_d".into(), TopicMeta { name: "a.b-c_d".into(), partitions: 3, id: new_topic_id("a"), configs });
         topics.insert("e".into(), TopicMeta { name: "e".into(), partitions: 1, id: 7, configs: BTreeMap::new() });
-        save(&dir, &topics).unwrap();
+        shards::run_local(save(&dir, encode(&topics))).unwrap();
         assert_eq!(load(&dir).unwrap(), topics);
         assert!(valid_topic_name("ok-name.1") && !valid_topic_name("bad name") && !valid_topic_name(".."));
     }

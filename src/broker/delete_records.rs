@@ -25,7 +25,7 @@ pub async fn delete_records(req: &Request) -> Result<Option<Bytes>, ProtocolErro
                         o if o >= 0 => o as u64,
                         _ => return (errors::OFFSET_OUT_OF_RANGE, -1),
                     };
-                    match part.log.delete_records(target) {
+                    match part.log.delete_records(target).await {
                         Ok(start) => (errors::NONE, start as i64),
                         Err(e) => (produce::log_error_code(&e), -1),
                     }

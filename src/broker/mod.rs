@@ -244,7 +244,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
     });
     STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
     crate::storage::file_budget::set_limit(admission::log_files_per_shard(state.shard.count));
-    if let Err(e) = shards::prime_direct_io(&state.cfg.data_dir).await {
+    if let Err(e) = shards::fs::prime_direct_io(&state.cfg.data_dir).await {
         tracing::error!(error = %e, "data directory is not usable");
         std::process::exit(1);
     }

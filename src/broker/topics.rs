@@ -28,6 +28,10 @@ pub struct Controller {
     creating: RefCell<HashMap<String, Rc<Notify>>>,
     /// Topics created by naming them, at most `auto.create.topics.rate` a second.
     auto_creates: super::auto_create::Rate,
+    /// One catalog write at a time, each writing the catalog as it is when its turn comes.
+    saving: shards::Turn,
+    /// One dynamic broker config change at a time (read, change, persist, apply).
+    configuring: shards::Turn,
 }
 
 impl Controller {
@@ -37,6 +41,8 @@ impl Controller {
             catalog: RefCell::new(None),
             creating: RefCell::new(HashMap::new()),
             auto_creates: super::auto_create::Rate::new(auto_create_rate),
+            saving: shards::Turn::default(),
+            configuring: shards::Turn::default(),
         }
     }
 
@@ -50,9 +56,10 @@ impl Controller {
         Ok(f(cat.as_mut().expect("loaded")))
     }
 
-    fn save(&self) -> Result<(), Refusal> {
-        let cat = self.catalog.borrow();
-        catalog::save(&state().cfg.data_dir, cat.as_ref().expect("loaded")).map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))
+    async fn save(&self) -> Result<(), Refusal> {
+        let _turn = self.saving.take().await;
+        let encoded = catalog::encode(self.catalog.borrow().as_ref().expect("loaded"));
+        catalog::save(&state().cfg.data_dir, encoded).await.map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))
     }
 }
 
@@ -129,7 +136,7 @@ async fn create_as(name: String, partitions: i32, configs: BTreeMap<String, Stri
         })??;
         let done = Rc::new(Notify::default());
         ctl.creating.borrow_mut().insert(name.clone(), done.clone());
-        let result = match ctl.save() {
+        let result = match ctl.save().await {
             Ok(()) => match broadcast_apply(meta.clone()).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
@@ -200,7 +207,7 @@ async fn drop_topic(name: String) -> Result<(), Refusal> {
     }
     let ctl = &state().controller;
     ctl.with_catalog(|c| c.remove(&name))?;
-    ctl.save()
+    ctl.save().await
 }
 
 /// Changes a topic's partition count (growth only) or configs, then applies it everywhere.
@@ -222,12 +229,12 @@ pub async fn update(
             c.insert(name.clone(), next.clone());
             Ok((current, next))
         })??;
-        ctl.save()?;
+        ctl.save().await?;
         if let Err(e) = broadcast_apply(meta.clone()).await {
             // New partitions that did not all open are taken back, with whatever data they hold.
             tracing::warn!(topic = %name, error = %e.1, "topic change failed; restoring the topic as it was");
             ctl.with_catalog(|c| c.insert(name.clone(), before.clone()))?;
-            ctl.save()?;
+            ctl.save().await?;
             let shard = state().shard.clone();
             for s in 0..shard.count {
                 let b = before.clone();
@@ -308,9 +315,10 @@ pub async fn update_broker_configs(
 ) -> Result<(), Refusal> {
     on_controller(move || async move {
         let st = state();
+        let _turn = st.controller.configuring.take().await;
         let mut next = st.dynamic_broker.borrow().clone();
         change(&mut next)?;
-        config::broker::save(&st.cfg.data_dir, &next).map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        config::broker::save(&st.cfg.data_dir, &next).await.map_err(|e| (errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
         let shard = st.shard.clone();
         for s in 0..shard.count {
             let n = next.clone();
@@ -347,7 +355,7 @@ pub async fn retention_loop() {
         let parts: Vec<(String, i32, Rc<Partition>)> =
             state().partitions.borrow().iter().map(|((t, p), v)| (t.clone(), *p, v.clone())).collect();
         for (topic, p, part) in parts {
-            match part.log.enforce_retention(now_ms) {
+            match part.log.enforce_retention(now_ms).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(%topic, partition = p, segments = n, "retention deleted segments")

@@ -13,7 +13,7 @@ use super::batch::{self, BatchError, BatchHeader, BatchInfo};
 use super::config::{FlushPolicy, LogConfig};
 use super::segment::{Handles, Recovered, Segment};
 use bytes::{Bytes, BytesMut};
-use shards::Notify;
+use shards::{fs, Notify};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,12 @@ pub const SHARED_BATCH_MIN_BYTES: usize = 256 << 10;
 /// gets an allocation of its own, so an abandoned slab's unused end is under a quarter of it.
 const SLAB_BYTES_MAX: usize = 256 << 10;
 const SLAB_BYTES_MIN: usize = 4 << 10;
+/// The recovery point is checkpointed when the durable part of the active segment has grown this
+/// much past it (then a restart after a crash validates at most about this much per partition),
+/// and at close if it has grown at least `CLOSE_CHECKPOINT_BYTES` (a clean restart validates less
+/// than that, and a shutdown writes no checkpoint for a partition that barely moved).
+const CHECKPOINT_BYTES: u64 = 16 << 20;
+const CLOSE_CHECKPOINT_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -122,12 +128,19 @@ struct State {
     cfg: LogConfig,
     segments: Vec<Segment>,
     log_start: u64,
+    /// The start a crash cannot move back: checkpointed (retention's starts are not).
+    log_start_durable: u64,
     /// Log end offset: the next offset to assign.
     next_offset: u64,
     written: u64,
     durable: u64,
     /// Where `durable` ends in the files: (segment base, byte position).
     durable_end: (u64, u64),
+    /// The last `durable_end` written to the recovery point checkpoint.
+    recovery_point: (u64, u64),
+    /// The directory holds names a crash may not have made durable (those recovery found): it is
+    /// fsynced before the first fsync that makes records durable.
+    dir_unsynced: bool,
     /// Recent batches, oldest first. The last `queued` of them are not written yet: they are the
     /// writer's queue, and never evicted.
     cache: VecDeque<Cached>,
@@ -170,6 +183,8 @@ pub struct Log {
     /// acks=1, acks=all and `wait_for_room`).
     progressed: Notify,
     writer_wake: Notify,
+    /// One checkpoint write at a time (DeleteRecords, the writer and `close` may each write one).
+    checkpointing: shards::Turn,
 }
 
 /// What a read returns, in log order. Together the chunks hold whole batches; one chunk may hold
@@ -227,24 +242,24 @@ impl Log {
     pub async fn open(dir: &Path, cfg: LogConfig) -> Result<Rc<Log>, LogError> {
         let _turn = super::file_budget::opening().await;
         assert!(cfg.segment_bytes <= u64::from(u32::MAX), "positions are u32 in the index");
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)?;
+        if !fs::exists(dir) {
+            fs::create_dir_all(dir).await?;
             if let Some(parent) = dir.parent() {
-                super::segment::sync_dir(parent)?;
+                fs::sync_dir(parent).await?;
             }
         }
-        shards::prime_direct_io(dir).await?;
-        let mut bases: Vec<u64> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-            .collect();
+        fs::prime_direct_io(dir).await?;
+        let mut bases: Vec<u64> = fs::list(dir)?.iter().filter_map(|name| name.strip_suffix(".log")?.parse().ok()).collect();
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut scanned = 0;
         // The last segment's report: its zeros and last partial block (a fresh log has neither).
         let mut last = Recovered::default();
+        let recovery_point = super::checkpoint::read::<2>(dir, super::checkpoint::RECOVERY_POINT).unwrap_or([0, 0]);
         for (i, &base) in bases.iter().enumerate() {
-            let (seg, report) = Segment::recover(dir, base, bases.get(i + 1).copied(), cfg.index_interval_bytes).await?;
+            let next_base = bases.get(i + 1).copied();
+            let trusted_to = if recovery_point[0] == base { recovery_point[1] } else { 0 };
+            let (seg, report) = Segment::recover(dir, base, next_base, cfg.index_interval_bytes, trusted_to).await?;
             if report.bytes_cut > 0 {
                 tracing::warn!(dir = %dir.display(), segment = base, bytes_cut = report.bytes_cut, "recovery cut an invalid tail");
             }
@@ -252,15 +267,31 @@ impl Log {
             last = report;
             segments.push(seg);
         }
-        if segments.is_empty() {
-            segments.push(Segment::create(dir, 0).await?);
+        // DeleteRecords' start is durable; records after it may not be. A log that now ends below it
+        // starts again, empty, at it (as Kafka does): no offset below it is given out again.
+        let checkpointed_start = super::checkpoint::read::<1>(dir, super::checkpoint::LOG_START).map(|[o]| o);
+        if let (Some(start), Some(seg)) = (checkpointed_start, segments.last()) {
+            if start > seg.next_offset {
+                tracing::warn!(dir = %dir.display(), log_end = seg.next_offset, log_start = start, "the log ends below its start: records after it were lost; it starts again there");
+                for seg in segments.drain(..) {
+                    seg.remove_files().await?;
+                }
+                last = Recovered::default();
+            }
         }
-        let Recovered { file_len, tail_block, .. } = last;
+        let fresh = segments.is_empty();
+        if fresh {
+            segments.push(Segment::create(dir, checkpointed_start.unwrap_or(0)).await?);
+        }
+        let Recovered { file_len, tail_block, trusted, .. } = last;
         let active = segments.last().expect("at least one segment");
         let next_offset = active.next_offset;
-        let (active_base, active_size) = (active.base, active.size);
+        let active_base = active.base;
+        // What recovery read past the recovery point may not be durable (a crash of the process
+        // keeps unsynced writes in the page cache): it is fsynced before it counts as durable.
+        let (durable, durable_pos) = if fresh { (next_offset, 0) } else { trusted };
         // DeleteRecords may have moved the start past the first segment's base.
-        let log_start = super::log_start::read(dir).unwrap_or(0).clamp(segments[0].base, next_offset);
+        let log_start = checkpointed_start.unwrap_or(0).clamp(segments[0].base, next_offset);
         let next_prealloc_end = active.size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
         tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned, "log opened");
         let log = Rc::new_cyclic(|me| Log {
@@ -269,12 +300,15 @@ impl Log {
             state: RefCell::new(State {
                 dir: dir.to_path_buf(),
                 log_start,
+                log_start_durable: checkpointed_start.unwrap_or(0).min(log_start),
                 cfg,
                 segments,
                 next_offset,
                 written: next_offset,
-                durable: next_offset,
-                durable_end: (active_base, active_size),
+                durable,
+                durable_end: (active_base, durable_pos),
+                recovery_point: (recovery_point[0], recovery_point[1]),
+                dir_unsynced: !fresh,
                 cache: VecDeque::new(),
                 cache_bytes: 0,
                 queued: 0,
@@ -287,7 +321,7 @@ impl Log {
                 last_window_writes: 0,
                 window_start: Instant::now(),
                 tail_block,
-                unflushed_messages: 0,
+                unflushed_messages: next_offset - durable,
                 last_flush: Instant::now(),
                 prealloc_paused_until: None,
                 failed: None,
@@ -298,6 +332,7 @@ impl Log {
             appended: Notify::default(),
             progressed: Notify::default(),
             writer_wake: Notify::default(),
+            checkpointing: shards::Turn::default(),
         });
         if log.state().segments.iter().any(Segment::holds_files) {
             super::file_budget::note_holder(&log.me); // a new segment, open for its writer
@@ -414,49 +449,69 @@ impl Log {
 
     /// DeleteRecords: moves the log start up to `offset` (at most the high watermark), durably, and
     /// deletes the closed segments wholly below it. Returns the new log start (the low watermark).
-    pub fn delete_records(&self, offset: u64) -> Result<u64, LogError> {
-        let mut s = self.state();
-        if offset > s.high_watermark() {
-            return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.high_watermark() });
-        }
-        if offset <= s.log_start {
-            return Ok(s.log_start);
-        }
+    pub async fn delete_records(&self, offset: u64) -> Result<u64, LogError> {
+        let (removed, dir) = {
+            let mut s = self.state();
+            if offset > s.high_watermark() {
+                return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.high_watermark() });
+            }
+            // The start answered must survive a crash, also when retention moved it there.
+            let offset = offset.max(s.log_start);
+            if offset <= s.log_start_durable {
+                return Ok(s.log_start);
+            }
+            let mut removed = Vec::new();
+            while s.segments.len() > 1 && s.segments[0].next_offset <= offset {
+                removed.push(s.segments.remove(0));
+                s.log_start = s.log_start.max(s.segments[0].base);
+            }
+            s.drop_cache_below_start();
+            (removed, s.dir.clone())
+        };
         // Whole segments go first: on a full disk that frees the room the checkpoint needs. A crash
         // before the checkpoint leaves the start at the first remaining segment's base, as retention does.
-        while s.segments.len() > 1 && s.segments[0].next_offset <= offset {
-            let seg = s.segments.remove(0);
-            s.log_start = s.log_start.max(s.segments[0].base);
-            seg.remove_files()?;
+        for seg in removed {
+            seg.remove_files().await?;
         }
+        {
+            let _turn = self.checkpointing.take().await;
+            let start = self.state().log_start.max(offset);
+            super::checkpoint::write(&dir, super::checkpoint::LOG_START, &[start]).await?;
+        }
+        let mut s = self.state();
+        s.log_start = s.log_start.max(offset);
+        s.log_start_durable = s.log_start_durable.max(offset);
         s.drop_cache_below_start();
-        super::log_start::write(&s.dir, offset)?;
-        s.log_start = offset;
-        s.drop_cache_below_start();
-        Ok(offset)
+        Ok(s.log_start)
     }
 
     /// Deletes whole oldest segments beyond `retention.bytes` or older than `retention.ms`; the
     /// active segment is never deleted. Returns how many segments went.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
-        let mut s = self.state();
-        let mut removed = 0;
-        let mut total: u64 = s.segments.iter().map(|seg| seg.size).sum();
-        while s.segments.len() > 1 {
-            let oldest = &s.segments[0];
-            let by_size = s.cfg.retention_bytes >= 0 && total - oldest.size >= s.cfg.retention_bytes as u64;
-            let by_time = s.cfg.retention_ms >= 0 && oldest.max_timestamp >= 0 && oldest.max_timestamp < now_ms - s.cfg.retention_ms;
-            if !(by_size || by_time) || oldest.next_offset > s.written {
-                break;
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let removed = {
+            let mut s = self.state();
+            let mut removed = Vec::new();
+            let mut total: u64 = s.segments.iter().map(|seg| seg.size).sum();
+            while s.segments.len() > 1 {
+                let oldest = &s.segments[0];
+                let by_size = s.cfg.retention_bytes >= 0 && total - oldest.size >= s.cfg.retention_bytes as u64;
+                let by_time = s.cfg.retention_ms >= 0 && oldest.max_timestamp >= 0 && oldest.max_timestamp < now_ms - s.cfg.retention_ms;
+                if !(by_size || by_time) || oldest.next_offset > s.written {
+                    break;
+                }
+                let seg = s.segments.remove(0);
+                total -= seg.size;
+                s.log_start = s.log_start.max(s.segments[0].base);
+                removed.push(seg);
             }
-            let seg = s.segments.remove(0);
-            total -= seg.size;
-            seg.remove_files()?;
-            s.log_start = s.log_start.max(s.segments[0].base);
-            removed += 1;
+            s.drop_cache_below_start();
+            removed
+        };
+        // The oldest first: a crash meanwhile leaves a log that starts later, never one with a hole.
+        for seg in &removed {
+            seg.remove_files().await?;
         }
-        s.drop_cache_below_start();
-        Ok(removed)
+        Ok(removed.len())
     }
 
     /// Writes what is queued, fsyncs, and stops the writer. Appends fail afterwards.
@@ -469,12 +524,24 @@ impl Log {
             (s.durable < s.written, s.segments.last().expect("active segment").base)
         };
         if unsynced {
-            self.files_of(active).await?.file.fdatasync().await?;
+            self.fsync_active(&self.files_of(active).await?.file).await?;
+            let mut s = self.state();
+            let end = s.segments.last().expect("active segment").size;
+            (s.durable, s.durable_end) = (s.written, (active, end));
         }
-        let mut s = self.state();
-        for seg in &mut s.segments {
-            seg.sync_indexes()?;
-            seg.release_files();
+        self.checkpoint_recovery_point(CLOSE_CHECKPOINT_BYTES).await?;
+        let unsynced: Vec<PathBuf> = {
+            let mut s = self.state();
+            s.segments
+                .iter_mut()
+                .flat_map(|seg| {
+                    seg.release_files();
+                    seg.unsynced_indexes()
+                })
+                .collect()
+        };
+        for path in unsynced {
+            fs::sync_file(&path).await?;
         }
         Ok(())
     }
@@ -483,7 +550,7 @@ impl Log {
     pub async fn delete(&self) -> Result<(), LogError> {
         self.close().await?;
         let dir = self.state().dir.clone();
-        std::fs::remove_dir_all(dir)?;
+        fs::remove_dir_all(&dir).await?;
         Ok(())
     }
 
@@ -509,7 +576,8 @@ impl State {
 
     fn high_watermark(&self) -> u64 {
         if self.cfg.flush == FlushPolicy::EveryBatch {
-            self.durable
+            // DeleteRecords may have moved the start past records not yet fsynced.
+            self.durable.max(self.log_start)
         } else {
             self.written
         }

@@ -3,10 +3,10 @@
 //! Kafka request types. See `docs/storage.md` for the byte layouts and recovery rules.
 
 pub mod batch;
+mod checkpoint;
 pub mod config;
 pub mod file_budget;
 pub mod log;
-mod log_start;
 pub mod segment;
 
 pub use self::config::{FlushPolicy, LogConfig};

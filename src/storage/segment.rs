@@ -14,13 +14,9 @@
 
 use super::batch::{self, BatchInfo};
 use super::file_budget;
-use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
-use std::os::unix::fs::OpenOptionsExt;
+use shards::fs::{self, AppendFile, DirectFile, ScanFile};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 const INDEX_ENTRY_BYTES: usize = 8;
@@ -53,7 +49,7 @@ pub struct Segment {
     /// (max timestamp so far, relative base offset).
     time_index: Vec<(i64, u32)>,
     /// The index files, open while entries are being appended to them.
-    index_files: Option<(File, File, file_budget::Held)>,
+    index_files: Option<(AppendFile, AppendFile, file_budget::Held)>,
     /// Entries of `index` and `time_index` already in their files.
     index_on_disk: usize,
     time_index_on_disk: usize,
@@ -71,27 +67,20 @@ pub struct Segment {
 /// and, while entries are appended to them, its two indexes.
 pub const FILES_PER_SEGMENT: usize = 5;
 
-/// A segment's log file, opened for what each path needs. Cheap to clone; the files close when the
-/// segment has released them and the last clone (a fetch response being sent) is gone.
+/// A segment's open log file (three descriptors on the real disk: DMA writes, buffered and direct
+/// reads). Cheap to clone; the file closes when the segment has released it and the last clone (a
+/// fetch response being sent) is gone.
 #[derive(Clone)]
 pub struct Handles {
-    /// DMA reads and writes through the ring.
-    pub file: Rc<shards::DmaFile>,
-    /// Buffered reads, which fetches send ranges of with sendfile when the page cache holds them
-    /// (O_DIRECT writes invalidate the cached pages they cover) ...
-    pub reader: Arc<File>,
-    /// ... and O_DIRECT reads of the ranges it does not.
-    pub direct: Arc<File>,
-    /// These three files, counted in the shard's budget until the last clone goes.
+    pub file: Rc<DirectFile>,
+    /// Its descriptors, counted in the shard's budget until the last clone goes.
     _held: Rc<file_budget::Held>,
 }
 
 impl Handles {
     pub async fn open(log: &Path) -> std::io::Result<Handles> {
-        let file = shards::OpenOptions::new().read(true).write(true).create(true).dma_open(log).await?;
-        let reader = File::open(log)?;
-        let direct = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(log)?;
-        Ok(Handles { file: Rc::new(file), reader: Arc::new(reader), direct: Arc::new(direct), _held: Rc::new(file_budget::hold(3)) })
+        let file = DirectFile::open(log).await?;
+        Ok(Handles { file: Rc::new(file), _held: Rc::new(file_budget::hold(3)) })
     }
 }
 
@@ -105,6 +94,9 @@ pub struct Recovered {
     pub file_len: u64,
     /// An active segment's last partial block of batches.
     pub tail_block: Vec<u8>,
+    /// Where the bytes known durable end in an active segment (the recovery point, or less if what
+    /// was below it is gone): (offset, byte position), a batch boundary.
+    pub trusted: (u64, u64),
 }
 
 /// Why an index file's entries cannot be used.
@@ -127,9 +119,9 @@ impl Segment {
         file_budget::make_room(FILES_PER_SEGMENT, None);
         let handles = Handles::open(&log).await?;
         handles.file.truncate(0).await?;
-        remove_if_present(&idx)?;
-        remove_if_present(&tidx)?;
-        sync_dir(dir)?;
+        fs::remove_file(&idx).await?;
+        fs::remove_file(&tidx).await?;
+        fs::sync_dir(dir).await?;
         let mut seg = Self::empty(base, log);
         seg.handles = Some(handles);
         Ok(seg)
@@ -158,11 +150,20 @@ impl Segment {
 
     /// Opens an existing segment, holding no file open. A closed segment keeps its indexes if they
     /// pass the sanity check; the active one (`next_base` is `None`; otherwise it is the following
-    /// segment's base offset) is scanned from its last index entry and cut at the first invalid byte.
-    pub async fn recover(dir: &Path, base: u64, next_base: Option<u64>, interval: u32) -> std::io::Result<(Segment, Recovered)> {
+    /// segment's base offset) is scanned from its last index entry at or below `trusted_to` (its
+    /// recovery point: the bytes below were fsynced) and cut at the first invalid byte. An index
+    /// entry past the recovery point proves nothing: a power loss may have kept the index and lost
+    /// the bytes before the batch it points at.
+    pub async fn recover(
+        dir: &Path,
+        base: u64,
+        next_base: Option<u64>,
+        interval: u32,
+        trusted_to: u64,
+    ) -> std::io::Result<(Segment, Recovered)> {
         let (log, idx_path, tidx_path) = Self::paths(dir, base);
-        let std_file = File::open(&log)?;
-        let file_len = std_file.metadata()?.len();
+        let std_file = ScanFile::open(&log)?;
+        let file_len = std_file.size()?;
         let loaded_index = read_index(&idx_path, file_len);
         let loaded_time_index = read_time_index(&tidx_path);
         let mut report = Recovered::default();
@@ -182,12 +183,12 @@ impl Segment {
             }
         }
 
-        // Scan from the last trustworthy index entry (the active segment), or from the start.
+        // Scan from the last index entry within the recovery point (the active segment), or from the start.
         let (mut start_pos, mut start_offset, kept) = match (&loaded_index, next_base) {
-            (Ok(index), None) if !index.is_empty() => {
-                let &(rel, pos) = index.last().expect("non-empty");
-                (u64::from(pos), base + u64::from(rel), index.len())
-            }
+            (Ok(index), None) => match index.partition_point(|&(_, pos)| u64::from(pos) <= trusted_to) {
+                0 => (0, base, 0),
+                kept => (u64::from(index[kept - 1].1), base + u64::from(index[kept - 1].0), kept),
+            },
             _ => (0, base, 0),
         };
         if kept > 0 {
@@ -201,7 +202,7 @@ impl Segment {
         }
         // Ask for the bytes to scan, then let other partitions being opened ask for theirs: a restart
         // that opens thousands at once keeps the disk busy with many reads instead of one at a time.
-        read_ahead(&std_file, start_pos, file_len);
+        std_file.read_ahead(start_pos, file_len);
         futures_lite::future::yield_now().await;
         let (mut batches, mut end) = scan(&std_file, start_pos, file_len);
         if kept > 0 && batches.first().map(|(_, info)| info.base_offset as u64) != Some(start_offset) {
@@ -216,6 +217,7 @@ impl Segment {
         }
         let mut expected = start_offset;
         let mut valid_end = start_pos;
+        report.trusted = (start_offset, start_pos);
         for (pos, info) in batches {
             // Offsets within a segment are contiguous; a batch that breaks that is not ours to trust.
             if info.base_offset as u64 != expected {
@@ -224,7 +226,13 @@ impl Segment {
             expected = info.base_offset as u64 + u64::from(info.offset_count);
             seg.track_batch(pos, &info, interval);
             valid_end = pos + info.bytes as u64;
+            if valid_end <= trusted_to {
+                report.trusted = (expected, valid_end);
+            }
             report.batches_scanned += 1;
+        }
+        if next_base.is_none() && valid_end < trusted_to {
+            tracing::error!(segment = %log.display(), recovery_point = trusted_to, valid_end, "bytes below the recovery point are damaged or gone");
         }
         debug_assert!(valid_end <= end);
         seg.size = valid_end;
@@ -242,7 +250,7 @@ impl Segment {
         // An active segment keeps its zeros (writes go over them): no metadata write on a clean open.
         report.file_len = file_len;
         if file_len > valid_end && (!zeros_only || next_base.is_some()) {
-            File::options().write(true).open(&log)?.set_len(valid_end)?;
+            fs::set_len(&log, valid_end).await?;
             report.file_len = valid_end;
         }
         if next_base.is_none() {
@@ -257,6 +265,13 @@ impl Segment {
         seg.index_files_stale = stale_index || stale_time_index;
         if seg.index_files_stale {
             (seg.index_on_disk, seg.time_index_on_disk) = (0, 0);
+            if next_base.is_none() && seg.index.len() < 2 {
+                // An active segment this small keeps no index files (`persist_indexes`).
+                let (_, idx, tidx) = Self::paths(dir, base);
+                fs::remove_file(&idx).await?;
+                fs::remove_file(&tidx).await?;
+                seg.index_files_stale = false;
+            }
         }
         seg.persist_indexes(next_base.is_some())?;
         Ok((seg, report))
@@ -309,20 +324,13 @@ impl Segment {
             return Ok(());
         }
         if !all && self.index.len() < 2 {
-            if self.index_files_stale {
-                let (_, idx, tidx) = Self::paths(self.dir(), self.base);
-                remove_if_present(&idx)?;
-                remove_if_present(&tidx)?;
-                self.index_files_stale = false;
-            }
             return Ok(());
         }
         let files = match self.index_files.take() {
             Some(files) => files,
             None => {
                 let (_, idx, tidx) = Self::paths(self.dir(), self.base);
-                let open = |p: &Path| std::fs::OpenOptions::new().read(true).append(true).create(true).open(p);
-                (open(&idx)?, open(&tidx)?, file_budget::hold(2))
+                (AppendFile::open(&idx)?, AppendFile::open(&tidx)?, file_budget::hold(2))
             }
         };
         let (index_file, time_index_file, _) = self.index_files.insert(files);
@@ -331,8 +339,8 @@ impl Segment {
             time_index_file.set_len(0)?;
             self.index_files_stale = false;
         }
-        index_file.write_all(&encode_index(&self.index[self.index_on_disk..]))?;
-        time_index_file.write_all(&encode_time_index(&self.time_index[self.time_index_on_disk..]))?;
+        index_file.append(&encode_index(&self.index[self.index_on_disk..]))?;
+        time_index_file.append(&encode_time_index(&self.time_index[self.time_index_on_disk..]))?;
         (self.index_on_disk, self.time_index_on_disk) = (self.index.len(), self.time_index.len());
         self.indexes_unsynced = true;
         Ok(())
@@ -342,18 +350,18 @@ impl Segment {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
-    /// Completes the index files of a segment that is no longer active and makes them durable: the
-    /// time index ends with the segment's true max timestamp, so that a reopened closed segment
-    /// (which trusts its last entry) neither expires early nor hides from timestamp lookups.
-    pub fn seal(&mut self) -> std::io::Result<()> {
+    /// Completes the index files of a segment that is no longer active; returns them, for the
+    /// caller to fsync (`fs::sync_file`) without holding the log's state meanwhile. The time index
+    /// ends with the segment's true max timestamp, so that a reopened closed segment (which trusts
+    /// its last entry) neither expires early nor hides from timestamp lookups.
+    pub fn seal(&mut self) -> std::io::Result<Vec<PathBuf>> {
         if self.time_index.last().is_none_or(|&(ts, _)| ts < self.max_timestamp) && self.max_timestamp >= 0 {
             let rel = self.last_batch_rel.max(self.time_index.last().map_or(0, |e| e.1));
             self.time_index.push((self.max_timestamp, rel));
         }
         self.persist_indexes(true)?;
-        self.sync_indexes()?;
         self.index_files = None;
-        Ok(())
+        Ok(self.unsynced_indexes())
     }
 
     /// Whether the segment holds any file open.
@@ -361,26 +369,14 @@ impl Segment {
         self.handles.is_some() || self.index_files.is_some()
     }
 
-    /// Fsyncs the index files if entries were written since the last time (on seal and shutdown;
-    /// they can always be rebuilt from the log).
-    pub fn sync_indexes(&mut self) -> std::io::Result<()> {
-        if !self.indexes_unsynced {
-            return Ok(());
+    /// The index files holding entries written since they were last fsynced, now counted as synced:
+    /// the caller fsyncs them (on seal and shutdown; they can always be rebuilt from the log).
+    pub fn unsynced_indexes(&mut self) -> Vec<PathBuf> {
+        if !std::mem::take(&mut self.indexes_unsynced) {
+            return Vec::new();
         }
-        match &self.index_files {
-            Some((index, time_index, _)) => {
-                index.sync_data()?;
-                time_index.sync_data()?;
-            }
-            // Released since: a new descriptor flushes the same file.
-            None => {
-                let (_, idx, tidx) = Self::paths(self.dir(), self.base);
-                File::open(idx)?.sync_data()?;
-                File::open(tidx)?.sync_data()?;
-            }
-        }
-        self.indexes_unsynced = false;
-        Ok(())
+        let (_, idx, tidx) = Self::paths(self.dir(), self.base);
+        vec![idx, tidx]
     }
 
     /// Position of the last indexed batch at or before `offset` (O(log n)).
@@ -423,28 +419,12 @@ impl Segment {
     }
 
     /// Removes the segment's three files.
-    pub fn remove_files(&self) -> std::io::Result<()> {
+    pub async fn remove_files(&self) -> std::io::Result<()> {
         let (log, idx, tidx) = Self::paths(self.dir(), self.base);
         for p in [log, idx, tidx] {
-            remove_if_present(&p)?;
+            fs::remove_file(&p).await?;
         }
         Ok(())
-    }
-}
-
-/// Starts reading `[from, to)` of `file` into the page cache without waiting for it (a hint: an
-/// error only means the later read waits).
-fn read_ahead(file: &File, from: u64, to: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to.saturating_sub(from))) else { return };
-    // SAFETY: a hint on a descriptor we own; it touches no memory of ours.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
-}
-
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }
 
@@ -458,14 +438,9 @@ fn on_disk_prefix<T: PartialEq>(loaded: &Result<Vec<T>, Unusable>, believed: &[T
     }
 }
 
-/// Makes a directory's entries (new or removed files) durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()
-}
-
 /// An index file's bytes, or why there are none.
 fn read_entries(path: &Path, entry_bytes: usize) -> Result<Vec<u8>, Unusable> {
-    match std::fs::read(path) {
+    match fs::read(path) {
         Ok(bytes) if bytes.len() % entry_bytes == 0 => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Unusable::Missing),
         _ => Err(Unusable::Damaged),
@@ -512,7 +487,7 @@ fn encode_time_index(entries: &[(i64, u32)]) -> Vec<u8> {
 
 /// Walks valid batches from `pos` until the first invalid byte, zero length or end of file.
 /// Returns each batch's position and header, and where the valid bytes end.
-pub fn scan(file: &File, mut pos: u64, file_len: u64) -> (Vec<(u64, BatchInfo)>, u64) {
+pub fn scan(file: &ScanFile, mut pos: u64, file_len: u64) -> (Vec<(u64, BatchInfo)>, u64) {
     let mut out = Vec::new();
     let mut chunk = Vec::new();
     let mut chunk_start = pos;

@@ -11,7 +11,6 @@ use super::topic::{self, Kind};
 use super::{shard_topic_defaults, Source};
 use crate::broker::ShardState;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 const FILE: &str = "broker.meta";
@@ -100,19 +99,14 @@ pub fn check(st: &ShardState, name: &str, value: Option<&str>) -> Result<(), (i1
 }
 
 pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
-    match std::fs::read_to_string(dir.join(FILE)) {
+    match shards::fs::read(&dir.join(FILE)).map(|b| String::from_utf8_lossy(&b).into_owned()) {
         Ok(text) => Ok(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(e),
     }
 }
 
-pub fn save(dir: &Path, configs: &BTreeMap<String, String>) -> std::io::Result<()> {
+pub async fn save(dir: &Path, configs: &BTreeMap<String, String>) -> std::io::Result<()> {
     let text: String = configs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(FILE))?;
-    crate::storage::segment::sync_dir(dir)
+    shards::fs::write_durably(&dir.join(FILE), text.into_bytes()).await
 }

@@ -220,7 +220,7 @@ impl OffsetsFile {
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         if let Some(dir) = self.path.parent() {
-            crate::storage::segment::sync_dir(dir)?;
+            File::open(dir)?.sync_all()?;
         }
         self.file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
         self.bytes = buf.len() as u64;

@@ -30,7 +30,7 @@ impl Log {
             let seg = &s.segments[seg_at];
             (seg.base, seg.lookup_entry(offset), s.readable_size(seg))
         };
-        let Handles { file, reader, direct, .. } = self.files_of(seg_base).await?;
+        let file = self.files_of(seg_base).await?.file;
         // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
         // consumer reading on, since reads end on indexed batches); another is found by its header.
         let (start, first_end) = if entry.0 == offset {
@@ -50,7 +50,11 @@ impl Log {
                 None => return Ok(Vec::new()),
             },
         };
-        Ok(vec![Chunk::File(shards::FileRange { file: reader, direct, pos: start, len: (end - start) as usize })])
+        let len = (end - start) as usize;
+        Ok(vec![match file.zero_copy(start, len) {
+            Some(range) => Chunk::File(range),
+            None => Chunk::Memory(Bytes::copy_from_slice(&file.read_at(start, len).await?)),
+        }])
     }
 
     fn boundary_within(&self, seg_base: u64, after: u64, limit: u64) -> Result<Option<u64>, LogError> {
@@ -103,7 +107,7 @@ fn last_offset(h: &BatchHeader) -> u64 {
 }
 
 /// The bytes of a batch found by `find_batch`.
-async fn read_found(file: &shards::DmaFile, found: Option<Found>) -> Result<Option<Bytes>, LogError> {
+async fn read_found(file: &fs::DirectFile, found: Option<Found>) -> Result<Option<Bytes>, LogError> {
     let Some(found) = found else { return Ok(None) };
     let bytes = file.read_at(found.pos, found.len).await?;
     if bytes.len() != found.len {
@@ -116,7 +120,7 @@ async fn read_found(file: &shards::DmaFile, found: Option<Found>) -> Result<Opti
 /// `wanted`. Reads headers only and steps over batch bodies: these bytes were validated when they
 /// were appended.
 async fn find_batch(
-    file: &shards::DmaFile,
+    file: &fs::DirectFile,
     mut pos: u64,
     size: u64,
     wanted: impl Fn(&BatchHeader) -> bool,

@@ -23,18 +23,6 @@ const SPACE_CHECK_MAX: Duration = Duration::from_secs(5);
 /// Free space at which a partition that ran out tries appending again.
 const SPACE_TO_RESUME: u64 = 4 << 20;
 
-/// Bytes an unprivileged writer may still use on `dir`'s filesystem.
-fn available_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and statvfs writes only the struct we pass.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
 impl Log {
     pub(super) async fn write_loop(self: Rc<Self>) {
         loop {
@@ -62,6 +50,8 @@ impl Log {
                         FlushPolicy::Interval(ms) if s.unflushed_messages > 0 => {
                             Some(Duration::from_millis(ms).saturating_sub(s.last_flush.elapsed()))
                         }
+                        // What recovery found past the recovery point: readers wait for its fsync.
+                        FlushPolicy::EveryBatch if s.unflushed_messages > 0 => Some(Duration::ZERO),
                         _ => None,
                     }
                 } else {
@@ -123,7 +113,7 @@ impl Log {
             (s.prealloc_end, (end - s.prealloc_end).min(PREALLOC_CHUNK_BYTES) as usize)
         };
         let file = self.active_file().await?;
-        let mut zeros = file.alloc_dma_buffer(len);
+        let mut zeros = file.alloc(len);
         zeros.as_bytes_mut().fill(0);
         // The writer task is the only one writing or rolling, so the file is still the active one.
         let wrote = file.write_at(zeros, at).await?;
@@ -163,7 +153,7 @@ impl Log {
                 }
                 s.dir.clone()
             };
-            if available_bytes(&dir).is_some_and(|free| free >= SPACE_TO_RESUME) {
+            if fs::available_bytes(&dir).is_some_and(|free| free >= SPACE_TO_RESUME) {
                 return true;
             }
             futures_lite::future::or(self.writer_wake.notified(), shards::sleep(backoff)).await;
@@ -190,7 +180,7 @@ impl Log {
     }
 
     /// The active segment's DMA file, opened again if the partition was idle.
-    async fn active_file(&self) -> Result<Rc<shards::DmaFile>, LogError> {
+    async fn active_file(&self) -> Result<Rc<fs::DirectFile>, LogError> {
         let base = self.state().segments.last().expect("active segment").base;
         Ok(self.files_of(base).await?.file)
     }
@@ -242,7 +232,7 @@ impl Log {
             debug_assert_eq!(write_pos % BLOCK_BYTES, 0);
             let total = s.tail_block.len() + data_len;
             let aligned = total.div_ceil(BLOCK_BYTES as usize) * BLOCK_BYTES as usize;
-            let mut buf = file.alloc_dma_buffer(aligned);
+            let mut buf = file.alloc(aligned);
             let out = buf.as_bytes_mut();
             out[..s.tail_block.len()].copy_from_slice(&s.tail_block);
             let mut at = s.tail_block.len();
@@ -319,18 +309,58 @@ impl Log {
         };
         let (target, end) = target;
         let file = self.active_file().await?;
-        file.fdatasync().await?;
-        let mut s = self.state();
-        s.durable = target;
-        s.durable_end = end;
-        s.unflushed_messages = 0;
-        s.last_flush = Instant::now();
-        let moved_high_watermark = s.cfg.flush == FlushPolicy::EveryBatch;
-        drop(s);
+        self.fsync_active(&file).await?;
+        let moved_high_watermark = {
+            let mut s = self.state();
+            s.durable = target;
+            s.durable_end = end;
+            s.unflushed_messages = 0;
+            s.last_flush = Instant::now();
+            s.cfg.flush == FlushPolicy::EveryBatch
+        };
         if moved_high_watermark {
             self.appended.notify_all();
         }
         self.progressed.notify_all();
+        self.checkpoint_recovery_point(CHECKPOINT_BYTES).await
+    }
+
+    /// Fsyncs the active segment's file, after the partition's directory if recovery found names
+    /// there that a crash may not have made durable (a segment created just before it).
+    pub(super) async fn fsync_active(&self, file: &fs::DirectFile) -> Result<(), LogError> {
+        let dir = {
+            let s = self.state();
+            s.dir_unsynced.then(|| s.dir.clone())
+        };
+        if let Some(dir) = dir {
+            fs::sync_dir(&dir).await?;
+            self.state().dir_unsynced = false;
+        }
+        file.fdatasync().await?;
+        Ok(())
+    }
+
+    /// Writes the recovery point checkpoint if the durable part of the active segment has grown at
+    /// least `min_growth` bytes past it.
+    pub(super) async fn checkpoint_recovery_point(&self, min_growth: u64) -> Result<(), LogError> {
+        let due = |s: &State| {
+            let (base, pos) = s.durable_end;
+            let from = if s.recovery_point.0 == base { s.recovery_point.1 } else { 0 };
+            pos > from && pos - from >= min_growth
+        };
+        if !due(&self.state()) {
+            return Ok(());
+        }
+        let _turn = self.checkpointing.take().await;
+        let (dir, point) = {
+            let s = self.state();
+            if !due(&s) {
+                return Ok(());
+            }
+            (s.dir.clone(), s.durable_end)
+        };
+        super::super::checkpoint::write(&dir, super::super::checkpoint::RECOVERY_POINT, &[point.0, point.1]).await?;
+        self.state().recovery_point = point;
         Ok(())
     }
 
@@ -351,13 +381,15 @@ impl Log {
         let old_file = self.active_file().await?;
         // Seal: cut the block padding, make the segment and its indexes durable.
         old_file.truncate(size).await?;
-        old_file.fdatasync().await?;
-        let sealed = {
+        self.fsync_active(&old_file).await?;
+        let (sealed, indexes) = {
             let mut s = self.state();
             let active = s.segments.last_mut().expect("active segment");
-            active.seal()?;
-            active.base
+            (active.base, active.seal()?)
         };
+        for path in indexes {
+            fs::sync_file(&path).await?;
+        }
         let seg = Segment::create(&dir, base).await?;
         let mut s = self.state();
         s.segments.push(seg);

@@ -6,6 +6,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use std::path::Path;
 
+mod power_loss;
+
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data").join(format!(
         "weir-test-{name}-{}-{:?}",
@@ -14,6 +16,17 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Opens the log in `dir` and waits until what recovery found is durable (readers see it then,
+/// under flush-every-batch, once the writer's first turn fsynced it).
+async fn open(dir: &Path, cfg: LogConfig) -> std::rc::Rc<Log> {
+    let log = Log::open(dir, cfg).await.expect("open");
+    let end = log.offsets().log_end;
+    if end > 0 {
+        log.wait_durable(end - 1).await.expect("recovered tail fsynced");
+    }
+    log
 }
 
 fn small_cfg() -> LogConfig {
@@ -67,7 +80,7 @@ proptest! {
     fn append_read_roll_reopen_matches_model(sizes in proptest::collection::vec((1i32..20, 1usize..400), 1..60)) {
         let dir = temp_dir("model");
         let expected = shards::run_local(async {
-            let log = Log::open(&dir, small_cfg()).await.unwrap();
+            let log = open(&dir, small_cfg()).await;
             let model = append_all(&log, &sizes);
             let last = model.last().map(|&(b, c)| b + u64::from(c) - 1).unwrap();
             log.wait_durable(last).await.unwrap();
@@ -83,7 +96,7 @@ proptest! {
             Ok(model)
         })?;
         shards::run_local(async {
-            let log = Log::open(&dir, small_cfg()).await.unwrap();
+            let log = open(&dir, small_cfg()).await;
             prop_assert_eq!(read_all(&log, 0).await, expected);
             Ok(())
         })?;
@@ -103,7 +116,7 @@ fn torn_tail_is_cut_to_the_longest_valid_prefix() {
     let dir = temp_dir("torn");
     let sizes: Vec<(i32, usize)> = (0..40).map(|i| (1 + i % 5, 50 + (i as usize * 37) % 300)).collect();
     let model = shards::run_local(async {
-        let log = Log::open(&dir, LogConfig { segment_bytes: 1 << 20, ..small_cfg() }).await.unwrap();
+        let log = open(&dir, LogConfig { segment_bytes: 1 << 20, ..small_cfg() }).await;
         let model = append_all(&log, &sizes);
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
         log.close().await.unwrap();
@@ -131,7 +144,7 @@ fn torn_tail_is_cut_to_the_longest_valid_prefix() {
         std::fs::write(&path, &bytes).unwrap();
         let valid = ends.iter().filter(|&&e| e <= cut).count() - 1;
         let got = shards::run_local(async {
-            let log = Log::open(&dir, LogConfig { segment_bytes: 1 << 20, ..small_cfg() }).await.unwrap();
+            let log = open(&dir, LogConfig { segment_bytes: 1 << 20, ..small_cfg() }).await;
             let got = read_all(&log, 0).await;
             // The log accepts appends after recovery, at the next contiguous offset.
             let a = log.append(batch::build(1, 10, 5).into()).unwrap();
@@ -163,11 +176,11 @@ fn retention_deletes_oldest_segments_and_advances_start() {
     let dir = temp_dir("retention");
     shards::run_local(async {
         let cfg = LogConfig { retention_bytes: 20 << 10, ..small_cfg() };
-        let log = Log::open(&dir, cfg).await.unwrap();
+        let log = open(&dir, cfg).await;
         append_all(&log, &vec![(4, 250); 200]);
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
         let (segments_before, _, _) = log.stats();
-        let removed = log.enforce_retention(i64::MAX).unwrap();
+        let removed = log.enforce_retention(i64::MAX).await.unwrap();
         assert!(removed > 0);
         let (segments_after, _, _) = log.stats();
         assert_eq!(segments_before - removed, segments_after);
@@ -184,7 +197,7 @@ fn retention_deletes_oldest_segments_and_advances_start() {
 fn lookups_at_every_segment_boundary() {
     let dir = temp_dir("boundaries");
     shards::run_local(async {
-        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        let log = open(&dir, small_cfg()).await;
         let model = append_all(&log, &vec![(3, 200); 150]);
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
         let bases: Vec<u64> =
@@ -207,7 +220,7 @@ fn lookups_at_every_segment_boundary() {
 fn bad_batches_are_refused_and_leave_the_log_intact() {
     let dir = temp_dir("bad");
     shards::run_local(async {
-        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        let log = open(&dir, small_cfg()).await;
         let mut b = batch::build(2, 10, 1);
         b[30] ^= 1;
         assert!(matches!(log.append(b.into()), Err(super::LogError::Batch(batch::BatchError::Crc { .. }))));
@@ -226,7 +239,7 @@ fn bad_batches_are_refused_and_leave_the_log_intact() {
 fn lookup_by_timestamp_finds_first_batch_at_or_after() {
     let dir = temp_dir("time");
     shards::run_local(async {
-        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        let log = open(&dir, small_cfg()).await;
         for ts in 0..100i64 {
             log.append(batch::build(2, 100, 1000 + ts * 10).into()).unwrap();
         }
@@ -248,11 +261,11 @@ fn reads_after_reopen_come_from_cache_then_file() {
     let dir = temp_dir("reopen-read");
     shards::run_local(async {
         let cfg = LogConfig { cache_bytes: 64 << 20, flush: FlushPolicy::Never, ..LogConfig::default() };
-        let log = Log::open(&dir, cfg.clone()).await.unwrap();
+        let log = open(&dir, cfg.clone()).await;
         append_all(&log, &vec![(16, 1000); 600]);
         log.wait_written(log.offsets().log_end - 1).await.unwrap();
         log.close().await.unwrap();
-        let log = Log::open(&dir, cfg).await.unwrap();
+        let log = open(&dir, cfg).await;
         let before = log.offsets().high_watermark;
         append_all(&log, &vec![(16, 1000); 300]);
         log.wait_written(log.offsets().log_end - 1).await.unwrap();
@@ -269,7 +282,7 @@ fn file_ranges_hold_whole_batches_within_max_bytes() {
     shards::run_local(async {
         // Tiny cache: nearly everything is read as file ranges; mixed sizes, some above max_bytes.
         let cfg = LogConfig { cache_bytes: 1, ..small_cfg() };
-        let log = Log::open(&dir, cfg).await.unwrap();
+        let log = open(&dir, cfg).await;
         let sizes: Vec<(i32, usize)> = (0..200).map(|i| (1 + i % 7, [50, 700, 2500, 40][i as usize % 4])).collect();
         let model = append_all(&log, &sizes);
         let end = log.offsets().log_end;
@@ -301,7 +314,7 @@ fn large_batches_are_kept_by_reference_and_read_back_with_their_offsets() {
     let dir = temp_dir("shared");
     shards::run_local(async {
         let cfg = LogConfig { segment_bytes: 1 << 20, cache_bytes: 64 << 20, flush: FlushPolicy::Never, ..LogConfig::default() };
-        let log = Log::open(&dir, cfg.clone()).await.unwrap();
+        let log = open(&dir, cfg.clone()).await;
         // One request buffer appended again and again (the log must not write into it), with
         // small batches between, across segment rolls.
         let large = Bytes::from(batch::build(3, super::log::SHARED_BATCH_MIN_BYTES, 7));
@@ -341,7 +354,7 @@ fn large_batches_are_kept_by_reference_and_read_back_with_their_offsets() {
         let got = read_bytes(&log, large_base, 1).await;
         assert_eq!((got.len(), batch::split(&got).unwrap().len()), (large.len(), 1));
         log.close().await.unwrap();
-        let log = Log::open(&dir, cfg).await.unwrap();
+        let log = open(&dir, cfg).await;
         assert_eq!(read_all(&log, 0).await, model, "from the files after reopening");
         for (&(base, _), cached) in model.iter().zip(&from_cache) {
             assert_eq!(&read_bytes(&log, base, 1).await, cached, "file and cache hold the same bytes at {base}");
@@ -355,22 +368,22 @@ fn large_batches_are_kept_by_reference_and_read_back_with_their_offsets() {
 fn delete_records_moves_the_start_durably_and_drops_whole_segments() {
     let dir = temp_dir("delete-records");
     shards::run_local(async {
-        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        let log = open(&dir, small_cfg()).await;
         for ts in 0..100i64 {
             log.append(batch::build(2, 100, ts).into()).unwrap();
         }
         log.wait_durable(log.offsets().log_end - 1).await.unwrap();
         let (segments_before, _, _) = log.stats();
-        assert!(matches!(log.delete_records(201), Err(super::LogError::OutOfRange { .. })), "past the high watermark");
-        assert_eq!(log.delete_records(121).unwrap(), 121);
-        assert_eq!(log.delete_records(50).unwrap(), 121, "the start never moves back");
+        assert!(matches!(log.delete_records(201).await, Err(super::LogError::OutOfRange { .. })), "past the high watermark");
+        assert_eq!(log.delete_records(121).await.unwrap(), 121);
+        assert_eq!(log.delete_records(50).await.unwrap(), 121, "the start never moves back");
         assert_eq!(log.offsets().log_start, 121);
         assert!(log.stats().0 < segments_before, "segments wholly below the start are deleted");
         assert!(matches!(log.read(120, 1 << 20).await, Err(super::LogError::OutOfRange { .. })));
         let first = read_all(&log, 121).await;
         assert!(first[0].0 <= 121 && first[0].0 + u64::from(first[0].1) > 121, "reads start at the batch holding the start");
         log.close().await.unwrap();
-        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        let log = open(&dir, small_cfg()).await;
         assert_eq!(log.offsets().log_start, 121, "the start survives a restart");
         log.close().await.unwrap();
     });
@@ -392,7 +405,7 @@ fn preallocation_follows_the_write_rate_and_is_given_back_when_idle() {
     let dir = temp_dir("prealloc");
     let cfg = LogConfig { segment_bytes: 64 << 20, ..small_cfg() };
     shards::run_local(async {
-        let log = Log::open(&dir, cfg).await.unwrap();
+        let log = open(&dir, cfg).await;
         let file_len = || std::fs::metadata(active_log_file(&dir)).unwrap().len();
         // One small batch: a few blocks ahead at most, where a fixed 2 MiB used to be written.
         let a = log.append(batch::build(1, 100, 1_000).into()).unwrap();
@@ -438,7 +451,7 @@ fn an_idle_log_closes_its_files_and_a_few_records_need_no_index_file() {
     let dir = temp_dir("idle-files");
     let cfg = LogConfig { segment_bytes: 64 << 20, ..small_cfg() };
     shards::run_local(async {
-        let log = Log::open(&dir, cfg.clone()).await.unwrap();
+        let log = open(&dir, cfg.clone()).await;
         let a = log.append(batch::build(1, 100, 1_000).into()).unwrap();
         log.wait_written(a.last_offset).await.unwrap();
         assert!(files_open_under(&dir) >= 1, "the writer holds the active segment open");
@@ -471,6 +484,8 @@ fn an_idle_log_closes_its_files_and_a_few_records_need_no_index_file() {
     shards::run_local(async {
         let log = Log::open(&dir, cfg).await.unwrap();
         assert_eq!(files_open_under(&dir), 0, "opening a log opens no file until it is used");
+        // Under flush-every-batch what recovery found past the recovery point is fsynced first.
+        log.wait_durable(log.offsets().log_end - 1).await.unwrap();
         let batches = read_all(&log, 0).await;
         assert_eq!(batches.len(), 10);
         assert_eq!(batches[..2], [(0, 1), (1, 2)]);
@@ -489,7 +504,7 @@ fn the_shard_file_budget_closes_the_least_recently_used_logs_files() {
         file_budget::set_limit(8);
         let mut logs = Vec::new();
         for dir in &dirs {
-            let log = Log::open(dir, small_cfg()).await.unwrap();
+            let log = open(dir, small_cfg()).await;
             let a = log.append(batch::build(1, 100, 1_000).into()).unwrap();
             log.wait_written(a.last_offset).await.unwrap();
             logs.push(log);
@@ -518,7 +533,7 @@ fn under_flush_every_batch_readers_see_only_fsynced_records() {
     let dir = temp_dir("hw-durable");
     shards::run_local(async {
         let cfg = LogConfig { flush: FlushPolicy::EveryBatch, segment_bytes: 256 << 10, cache_bytes: 0, ..small_cfg() };
-        let log = Log::open(&dir, cfg).await.unwrap();
+        let log = open(&dir, cfg).await;
         let done = std::rc::Rc::new(std::cell::Cell::new(false));
         let (watched, stop) = (log.clone(), done.clone());
         // Looks between every step of the writer: written and not yet fsynced must never be visible.
