@@ -131,7 +131,6 @@ impl BrokerConfig {
 /// A partition owned by this shard.
 pub struct Partition {
     pub log: Rc<Log>,
-    pub producers: RefCell<produce::Producers>,
     /// What produce does to batches, from the topic's configs (refreshed when they change).
     pub rules: std::cell::Cell<config::ProduceRules>,
 }

@@ -13,10 +13,8 @@
 //! opened; the files they hold follow the partitions in use.
 
 use super::catalog::TopicMeta;
-use super::produce::Producers;
 use super::{config, errors, state, Partition};
 use crate::storage::{Log, LogConfig};
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -54,7 +52,7 @@ pub async fn open(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
     match Log::open(&dir, log_config).await.map_err(|e| e.to_string()) {
         Ok(log) => {
             st.closed.borrow_mut().remove(&key);
-            let part = Rc::new(Partition { log, producers: RefCell::new(Producers::default()), rules: std::cell::Cell::new(rules) });
+            let part = Rc::new(Partition { log, rules: std::cell::Cell::new(rules) });
             st.partitions.borrow_mut().insert(key, part.clone());
             Ok(part)
         }

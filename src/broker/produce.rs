@@ -2,79 +2,19 @@
 //!
 //! acks=0 gets no response; acks=1 is answered once offsets are assigned (the write is in flight);
 //! acks=all once the batches are written and, under `flush.messages=1`, fsynced.
-//! Idempotent producers (producer id ≥ 0) get Kafka's sequence checks per (producer, partition):
-//! a retried batch is answered with its original offset, a gap with OUT_OF_ORDER_SEQUENCE_NUMBER.
+//! Idempotent producers (producer id ≥ 0) get Kafka's sequence checks per (producer, partition),
+//! made by the log (`storage::producer_state`, rebuilt from the log at restart): a retried batch is
+//! answered with its original offset, a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, an old epoch with
+//! INVALID_PRODUCER_EPOCH.
 
-use super::{batch_rewrite, errors, partitions, state, topics, Partition};
+use super::{batch_rewrite, errors, partitions, state, topics};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
 use crate::storage::LogError;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
-
-/// Batches remembered per producer for duplicate detection (Kafka keeps 5).
-const RECENT_BATCHES: usize = 5;
-
-#[derive(Default)]
-pub struct Producers {
-    by_id: HashMap<i64, ProducerState>,
-}
-
-struct ProducerState {
-    epoch: i16,
-    /// (first sequence, last sequence, base offset) of recent batches, oldest first.
-    recent: VecDeque<(i32, i32, u64)>,
-}
-
-/// The idempotence fields of a batch header.
-struct Producer {
-    id: i64,
-    epoch: i16,
-    base_sequence: i32,
-}
-
-enum SeqCheck {
-    Fresh,
-    Duplicate(u64),
-    OutOfOrder,
-}
-
-impl Producers {
-    fn check(&self, info: &Producer) -> SeqCheck {
-        let Some(p) = self.by_id.get(&info.id) else {
-            return SeqCheck::Fresh;
-        };
-        if info.epoch != p.epoch {
-            // A new epoch starts its sequences afresh; an old epoch is a zombie.
-            return if info.epoch > p.epoch && info.base_sequence == 0 { SeqCheck::Fresh } else { SeqCheck::OutOfOrder };
-        }
-        if let Some(&(_, _, offset)) = p.recent.iter().find(|(first, _, _)| *first == info.base_sequence) {
-            return SeqCheck::Duplicate(offset);
-        }
-        let next = p.recent.back().map_or(0, |&(_, last, _)| last.wrapping_add(1) & i32::MAX);
-        if info.base_sequence == next {
-            SeqCheck::Fresh
-        } else {
-            SeqCheck::OutOfOrder
-        }
-    }
-
-    fn record(&mut self, info: &Producer, records_count: i32, base_offset: u64) {
-        let p = self.by_id.entry(info.id).or_insert(ProducerState { epoch: info.epoch, recent: VecDeque::new() });
-        if p.epoch != info.epoch {
-            p.epoch = info.epoch;
-            p.recent.clear();
-        }
-        let last = info.base_sequence.wrapping_add(records_count - 1) & i32::MAX;
-        p.recent.push_back((info.base_sequence, last, base_offset));
-        if p.recent.len() > RECENT_BATCHES {
-            p.recent.pop_front();
-        }
-    }
-}
 
 /// Outcome for one partition, sent back across shards.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +38,8 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::OutOfRange { .. } => errors::OFFSET_OUT_OF_RANGE,
         LogError::Storage(_) | LogError::NoSpace(_) => errors::KAFKA_STORAGE_ERROR,
         LogError::Deleted => errors::UNKNOWN_TOPIC_OR_PARTITION,
+        LogError::OutOfOrderSequence => errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        LogError::InvalidProducerEpoch => errors::INVALID_PRODUCER_EPOCH,
     }
 }
 
@@ -118,9 +60,8 @@ async fn append_local(topic: String, partition: i32, records: Records, acks: i16
         Err(code) => return refused(code),
     };
     let log_append_time = if rules.log_append_time { now_ms } else { -1 };
-    let appended = match append_checked(&part, records) {
-        Ok(Some(a)) => a,
-        Ok(None) => return refused(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
+    let appended = match part.log.append_from(records.bytes, records.request_bytes) {
+        Ok(a) => (a.base_offset, a.last_offset),
         Err(e) => {
             tracing::debug!(%topic, partition, error = %e, "produce refused");
             return refused(log_error_code(&e));
@@ -145,33 +86,6 @@ async fn append_local(topic: String, partition: i32, records: Records, acks: i16
         }
     }
     Outcome { error: errors::NONE, base_offset: appended.0 as i64, log_start, log_append_time }
-}
-
-/// Sequence-checks and appends. `Ok(None)`: out of order. For a pure retry of the latest batches,
-/// returns their original offsets without appending again.
-fn append_checked(part: &Partition, Records { bytes: records, request_bytes }: Records) -> Result<Option<(u64, u64)>, LogError> {
-    // Header fields only: the log validates every batch (CRC included) once, in `append`.
-    let first = batch::header(&records)?;
-    let producer = Producer { id: first.producer_id.get(), epoch: first.producer_epoch.get(), base_sequence: first.base_sequence.get() };
-    if producer.id < 0 {
-        let a = part.log.append_from(records, request_bytes)?;
-        return Ok(Some((a.base_offset, a.last_offset)));
-    }
-    let mut producers = part.producers.borrow_mut();
-    match producers.check(&producer) {
-        SeqCheck::Duplicate(offset) => return Ok(Some((offset, offset))),
-        SeqCheck::OutOfOrder => return Ok(None),
-        SeqCheck::Fresh => {}
-    }
-    let a = part.log.append_from(records.clone(), request_bytes)?;
-    let (mut rest, mut offset) = (&records[..], a.base_offset);
-    while let (Ok(h), Ok(len)) = (batch::header(rest), batch::framed_len(rest)) {
-        let p = Producer { id: h.producer_id.get(), epoch: h.producer_epoch.get(), base_sequence: h.base_sequence.get() };
-        producers.record(&p, h.records_count.get(), offset);
-        offset += h.last_offset_delta.get() as u64 + 1;
-        rest = &rest[len.min(rest.len())..];
-    }
-    Ok(Some((a.base_offset, a.last_offset)))
 }
 
 /// Produce versions before this cannot carry zstd batches (KIP-110), as Kafka checks.
@@ -272,25 +186,4 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         return Ok(None);
     }
     protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, &response).map(Some)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(pid: i64, epoch: i16, seq: i32) -> Producer {
-        Producer { id: pid, epoch, base_sequence: seq }
-    }
-
-    #[test]
-    fn sequences_fresh_duplicate_and_gap() {
-        let mut p = Producers::default();
-        assert!(matches!(p.check(&info(1, 0, 0)), SeqCheck::Fresh));
-        p.record(&info(1, 0, 0), 3, 10);
-        assert!(matches!(p.check(&info(1, 0, 3)), SeqCheck::Fresh));
-        assert!(matches!(p.check(&info(1, 0, 0)), SeqCheck::Duplicate(10)));
-        assert!(matches!(p.check(&info(1, 0, 7)), SeqCheck::OutOfOrder));
-        assert!(matches!(p.check(&info(1, 1, 0)), SeqCheck::Fresh), "a bumped epoch restarts at 0");
-        assert!(matches!(p.check(&info(2, 0, 42)), SeqCheck::Fresh), "unknown producers are accepted");
-    }
 }

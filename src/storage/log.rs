@@ -11,6 +11,7 @@
 
 use super::batch::{self, BatchError, BatchHeader, BatchInfo};
 use super::config::{FlushPolicy, LogConfig};
+use super::producer_state::Check;
 use super::segment::{Handles, Recovered, Segment};
 use bytes::{Bytes, BytesMut};
 use shards::{fs, Notify};
@@ -21,6 +22,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 mod files;
+mod producers;
 mod read;
 mod writer;
 
@@ -61,6 +63,12 @@ pub enum LogError {
     NoSpace(String),
     #[error("partition deleted")]
     Deleted,
+    /// An idempotent producer's batch does not follow its last one.
+    #[error("out of order sequence number")]
+    OutOfOrderSequence,
+    /// An idempotent producer's epoch is older than its current one (a zombie).
+    #[error("producer epoch is older than the current one")]
+    InvalidProducerEpoch,
 }
 
 impl From<shards::RuntimeError> for LogError {
@@ -161,6 +169,10 @@ struct State {
     tail_block: Vec<u8>,
     unflushed_messages: u64,
     last_flush: Instant,
+    /// Idempotent producers' last batches, up to `next_offset` (queued ones included).
+    producers: super::producer_state::ProducerState,
+    /// The offset of the newest producer state snapshot (or where the last rebuild began).
+    snapshot_at: u64,
     /// Preallocation failed (a full disk): not tried again before this.
     prealloc_paused_until: Option<Instant>,
     failed: Option<String>,
@@ -292,6 +304,7 @@ impl Log {
         let (durable, durable_pos) = if fresh { (next_offset, 0) } else { trusted };
         // DeleteRecords may have moved the start past the first segment's base.
         let log_start = checkpointed_start.unwrap_or(0).clamp(segments[0].base, next_offset);
+        let (producers, snapshot_at) = producers::rebuild(dir, &segments, log_start, next_offset).await?;
         let next_prealloc_end = active.size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
         tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned, "log opened");
         let log = Rc::new_cyclic(|me| Log {
@@ -323,6 +336,8 @@ impl Log {
                 tail_block,
                 unflushed_messages: next_offset - durable,
                 last_flush: Instant::now(),
+                producers,
+                snapshot_at,
                 prealloc_paused_until: None,
                 failed: None,
                 closing: false,
@@ -390,6 +405,13 @@ impl Log {
         if let Some((_, big)) = batches.iter().find(|(_, info)| info.bytes > s.cfg.max_message_bytes) {
             return Err(LogError::TooLarge(big.bytes));
         }
+        match s.producers.check_all(batches.iter().map(|(_, info)| info)) {
+            Check::Append => {}
+            // A retry of what is in the log: its offsets, which the caller waits on as for new ones.
+            Check::Duplicate { base_offset, last_offset } => return Ok(Appended { base_offset, last_offset }),
+            Check::OutOfOrder => return Err(LogError::OutOfOrderSequence),
+            Check::StaleEpoch => return Err(LogError::InvalidProducerEpoch),
+        }
         let base_offset = s.next_offset;
         for (at, info) in batches {
             let base = s.next_offset;
@@ -400,6 +422,8 @@ impl Log {
                 Held::Copied(s.copy_to_slab(&records[at..at + info.bytes], base))
             };
             let info = BatchInfo { base_offset: base as i64, ..info };
+            let written = s.written;
+            s.producers.record(&info, written);
             s.next_offset = base + u64::from(info.offset_count);
             s.cache_bytes += info.bytes;
             s.queued += 1;
@@ -482,7 +506,9 @@ impl Log {
         s.log_start = s.log_start.max(offset);
         s.log_start_durable = s.log_start_durable.max(offset);
         s.drop_cache_below_start();
-        Ok(s.log_start)
+        let start = s.log_start;
+        s.producers.expire(start, i64::MIN);
+        Ok(start)
     }
 
     /// Deletes whole oldest segments beyond `retention.bytes` or older than `retention.ms`; the
@@ -505,6 +531,8 @@ impl Log {
                 removed.push(seg);
             }
             s.drop_cache_below_start();
+            let (start, expiry) = (s.log_start, s.cfg.producer_id_expiration_ms);
+            s.producers.expire(start, now_ms.saturating_sub(expiry));
             removed
         };
         // The oldest first: a crash meanwhile leaves a log that starts later, never one with a hole.
@@ -530,6 +558,7 @@ impl Log {
             (s.durable, s.durable_end) = (s.written, (active, end));
         }
         self.checkpoint_recovery_point(CLOSE_CHECKPOINT_BYTES).await?;
+        self.snapshot_producers_at_close().await?;
         let unsynced: Vec<PathBuf> = {
             let mut s = self.state();
             s.segments

@@ -7,6 +7,7 @@ mod checkpoint;
 pub mod config;
 pub mod file_budget;
 pub mod log;
+pub mod producer_state;
 pub mod segment;
 
 pub use self::config::{FlushPolicy, LogConfig};

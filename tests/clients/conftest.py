@@ -36,6 +36,17 @@ def wait_listening(port, timeout=15):
     raise RuntimeError(f"broker did not listen on {port}")
 
 
+def wait_refused(port, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                time.sleep(0.05)
+        except OSError:
+            return
+    raise RuntimeError(f"port {port} still accepts connections after the broker ended")
+
+
 class Broker:
     """A running weir broker; `restart()` keeps the data directory."""
 
@@ -72,6 +83,12 @@ class Broker:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
+            # A killed process's listening sockets outlive it while the kernel tears down its
+            # io_uring (a pending accept holds them), and may accept a connection meanwhile, then
+            # reset it: wait until they refuse.
+            ports = 1 if "--single-port" in self.extra else self.shards
+            for i in range(ports):
+                wait_refused(self.port + i)
         self.log.close()
 
     def restart(self, sig=signal.SIGTERM):

@@ -137,6 +137,8 @@ impl Log {
         }
         (s.queued, s.queued_bytes) = (0, 0);
         s.next_offset = s.written;
+        let written = s.written;
+        s.producers.truncate_to(written);
         drop(s);
         self.progressed.notify_all();
     }
@@ -391,16 +393,19 @@ impl Log {
             fs::sync_file(&path).await?;
         }
         let seg = Segment::create(&dir, base).await?;
-        let mut s = self.state();
-        s.segments.push(seg);
-        // The sealed segment's log files stay open like a read's, within the same bound.
-        s.reading.push_back(sealed);
-        s.tail_block.clear();
-        s.prealloc_end = 0;
-        s.durable = s.durable.max(s.written);
-        s.durable_end = (base, 0);
-        s.unflushed_messages = 0;
-        Ok(())
+        {
+            let mut s = self.state();
+            s.segments.push(seg);
+            // The sealed segment's log files stay open like a read's, within the same bound.
+            s.reading.push_back(sealed);
+            s.tail_block.clear();
+            s.prealloc_end = 0;
+            s.durable = s.durable.max(s.written);
+            s.durable_end = (base, 0);
+            s.unflushed_messages = 0;
+        }
+        // Recovery then reads the headers of the active segment only.
+        self.snapshot_producers(base).await
     }
 }
 

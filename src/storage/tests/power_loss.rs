@@ -21,9 +21,14 @@ use shards::fs::{Rng, SimDisk};
 use std::path::Path;
 use std::rc::Rc;
 
+/// The idempotent producer of the workloads: its batches in the log, oldest first, as
+/// (first sequence, bytes as produced, base offset, last offset).
+const PRODUCER_ID: i64 = 7;
+
 /// What the workloads promised and observed, carried across crashes.
 #[derive(Default)]
 struct Model {
+    idempotent: Vec<(i32, Vec<u8>, u64, u64)>,
     /// Every batch appended and not known lost, by base offset: (record count, bytes as stored).
     batches: std::collections::BTreeMap<u64, (u32, Vec<u8>)>,
     /// Offsets below this were acknowledged durable (fsynced) before the crash.
@@ -42,6 +47,7 @@ pub struct Totals {
     pub cycles: u64,
     pub crashes_mid_workload: u64,
     pub power_losses: u64,
+    pub duplicates_refused: u64,
     pub batches_appended: u64,
     pub batches_lost_unsynced: u64,
     pub file_ops: u64,
@@ -62,6 +68,16 @@ fn config(rng: &mut Rng) -> LogConfig {
         flush,
         ..LogConfig::default()
     }
+}
+
+/// Makes `batch` an idempotent producer's batch with first sequence `seq` (CRC recomputed).
+fn as_idempotent(mut batch: Vec<u8>, seq: i32) -> Vec<u8> {
+    batch[43..51].copy_from_slice(&PRODUCER_ID.to_be_bytes());
+    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+    batch[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = batch::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
 }
 
 fn new_batch(rng: &mut Rng, id: u64) -> Vec<u8> {
@@ -87,7 +103,7 @@ pub fn run_seed(seed: u64) -> Result<Totals, String> {
     shards::run_local(async {
         for _ in 0..incarnations {
             let log = Log::open(dir, cfg.clone()).await.map_err(|e| format!("open failed without a fault: {e}"))?;
-            check(&log, &mut model).await?;
+            totals.duplicates_refused += check(&log, &mut model).await?;
             // How this incarnation ends: closed, killed, or in a power loss.
             let end = rng.below(8);
             let (clean, power_loss) = (end == 0, end >= 4);
@@ -122,6 +138,9 @@ pub fn run_seed(seed: u64) -> Result<Totals, String> {
             };
             let end = survivor.offsets().log_end;
             if std::env::var_os("WEIR_TRACE").is_some() {
+                for f in disk.files().iter().filter(|f| f.extension().is_some_and(|e| e == "snapshot")) {
+                    eprintln!("{}: {:?}", f.display(), super::super::producer_state::ProducerState::decode(&disk.file(f).unwrap()));
+                }
                 let o = survivor.offsets();
                 eprintln!(
                     "clean {clean}, power loss {power_loss}: durable was {}, recovered {o:?}, files {:?}",
@@ -130,7 +149,7 @@ pub fn run_seed(seed: u64) -> Result<Totals, String> {
                 );
             }
             totals.batches_lost_unsynced += model.batches.range(end..appended_end).count() as u64;
-            check(&survivor, &mut model).await?;
+            totals.duplicates_refused += check(&survivor, &mut model).await?;
             survivor.close().await.map_err(|e| format!("close after recovery failed: {e}"))?;
         }
         Ok(())
@@ -149,9 +168,17 @@ async fn workload(log: &Rc<Log>, disk: &SimDisk, rng: &mut Rng, model: &mut Mode
             0..=4 => {
                 for _ in 0..1 + rng.below(3) {
                     let id = rng.next_u64() >> 16;
-                    let bytes = new_batch(rng, id);
+                    let mut bytes = new_batch(rng, id);
+                    let seq = model.idempotent.last().map(|(seq, b, _, _)| seq + batch::validate(b).map_or(0, |i| i.records_count));
+                    let idempotent = rng.below(2) == 0;
+                    if idempotent {
+                        bytes = as_idempotent(bytes, seq.unwrap_or(0));
+                    }
                     match log.append(bytes.clone().into()) {
                         Ok(a) => {
+                            if idempotent {
+                                model.idempotent.push((seq.unwrap_or(0), bytes.clone(), a.base_offset, a.last_offset));
+                            }
                             let mut stored = bytes;
                             batch::set_base_offset(&mut stored, a.base_offset);
                             let count = (a.last_offset - a.base_offset + 1) as u32;
@@ -188,7 +215,8 @@ async fn workload(log: &Rc<Log>, disk: &SimDisk, rng: &mut Rng, model: &mut Mode
                     }
                 }
             }
-            8 => match log.enforce_retention(i64::MAX).await {
+            // Time 0: retention by size only, and no producer expires.
+            8 => match log.enforce_retention(0).await {
                 Ok(_) => {}
                 Err(_) if disk.is_down() => return Ok(()),
                 Err(e) => return Err(format!("retention failed without a fault: {e}")),
@@ -237,7 +265,8 @@ fn compare_read(model: &Model, from: u64, chunks: &[super::super::Chunk]) -> Res
 }
 
 /// The promises, checked on a freshly recovered log; then the model forgets what the crash took.
-async fn check(log: &Log, model: &mut Model) -> Result<(), String> {
+/// Returns how many retries of the idempotent producer's batches were answered as duplicates.
+async fn check(log: &Log, model: &mut Model) -> Result<u64, String> {
     let o = log.offsets();
     if o.log_end < model.durable {
         return Err(format!("log end {} after recovery, below the {} acknowledged durable", o.log_end, model.durable));
@@ -280,11 +309,33 @@ async fn check(log: &Log, model: &mut Model) -> Result<(), String> {
         return Err(format!("reads ended at {next}, the log end is {}", o.log_end));
     }
     model.batches.split_off(&o.log_end);
+    // The producer's last batches in the log are known: a retry of each gets its offsets back.
+    model.idempotent.retain(|&(_, _, base, _)| base < o.log_end);
+    let recent = model.idempotent.len().saturating_sub(super::super::producer_state::RECENT_BATCHES);
+    let mut retried = 0;
+    for (seq, bytes, base, last) in &model.idempotent[recent..] {
+        if *base < o.log_start {
+            continue;
+        }
+        retried += 1;
+        match log.append(bytes.clone().into()) {
+            Ok(a) if (a.base_offset, a.last_offset) == (*base, *last) => {}
+            other => {
+                let known: Vec<_> = model.idempotent.iter().map(|(s, _, b, l)| (*s, *b, *l)).collect();
+                return Err(format!(
+                    "a retry of sequence {seq} (offsets {base}..={last}) after recovery: {other:?}; the producer's batches: {known:?}"
+                ));
+            }
+        }
+    }
+    if log.offsets().log_end != o.log_end {
+        return Err(format!("retries after recovery appended: log end {} then {}", o.log_end, log.offsets().log_end));
+    }
     // What recovery found may not be fsynced yet (after a kill): only what the log says is durable.
     model.durable = o.durable;
     model.visible = o.log_end;
     model.visible_durable = o.durable;
-    Ok(())
+    Ok(retried)
 }
 
 fn seeds_from_env(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
@@ -304,6 +355,7 @@ fn run_seeds(seeds: std::ops::Range<u64>) -> Totals {
                 sum.cycles += t.cycles;
                 sum.crashes_mid_workload += t.crashes_mid_workload;
                 sum.power_losses += t.power_losses;
+                sum.duplicates_refused += t.duplicates_refused;
                 sum.batches_appended += t.batches_appended;
                 sum.batches_lost_unsynced += t.batches_lost_unsynced;
                 sum.file_ops += t.file_ops;
@@ -315,13 +367,14 @@ fn run_seeds(seeds: std::ops::Range<u64>) -> Totals {
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} file operations",
+        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} retries deduplicated, {} file operations",
         sum.cycles,
         sum.cycles as f64 / secs * 60.0,
         sum.power_losses,
         sum.crashes_mid_workload,
         sum.batches_appended,
         sum.batches_lost_unsynced,
+        sum.duplicates_refused,
         sum.file_ops
     );
     sum

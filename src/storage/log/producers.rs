@@ -1,0 +1,104 @@
+//! A log's idempotent-producer state (`storage::producer_state`): rebuilt when the log opens, from
+//! the newest sound snapshot at or below the log end and the batch headers after it; snapshots
+//! written when a segment rolls and at close.
+
+use super::*;
+use crate::storage::producer_state::ProducerState;
+
+const SNAPSHOT_SUFFIX: &str = ".snapshot";
+/// Snapshots kept: the newest, and the one before in case a crash makes the newest lie past the
+/// log end.
+const SNAPSHOTS_KEPT: usize = 2;
+/// Batch headers are read in chunks of this size (small batches: every byte is read anyway).
+const WALK_CHUNK_BYTES: u64 = 64 << 10;
+
+fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
+    dir.join(format!("{}{SNAPSHOT_SUFFIX}", super::super::segment::file_stem(offset)))
+}
+
+/// The offsets of the snapshots in `dir`, in increasing order.
+fn snapshots(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let mut offsets: Vec<u64> = fs::list(dir)?.iter().filter_map(|n| n.strip_suffix(SNAPSHOT_SUFFIX)?.parse().ok()).collect();
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// The producer state of a log just recovered: the newest sound snapshot at or below `log_end`,
+/// then every batch after it. Snapshots past the log end (a crash took what they describe) go.
+pub(super) async fn rebuild(dir: &Path, segments: &[Segment], log_start: u64, log_end: u64) -> Result<(ProducerState, u64), LogError> {
+    let offsets = snapshots(dir)?;
+    for &stale in offsets.iter().filter(|&&o| o > log_end) {
+        fs::remove_file(&snapshot_path(dir, stale)).await?;
+    }
+    let found = offsets
+        .iter()
+        .rev()
+        .filter(|&&o| o <= log_end)
+        .find_map(|&o| Some((ProducerState::decode(&fs::read(&snapshot_path(dir, o)).ok()?)?, o)));
+    let (mut state, from) = found.unwrap_or_else(|| (ProducerState::default(), log_start));
+    let snapshot_at = from;
+    let from = from.max(log_start);
+    for seg in segments.iter().filter(|seg| seg.next_offset > from) {
+        let pos = if seg.base >= from { 0 } else { seg.lookup(from) };
+        for info in headers_from(seg, pos)? {
+            if info.base_offset as u64 + u64::from(info.offset_count) > from {
+                state.record(&info, log_end);
+            }
+        }
+    }
+    Ok((state, snapshot_at))
+}
+
+/// The headers of segment `seg`'s batches from position `pos` (a batch boundary) on: bodies of
+/// large batches are stepped over, not read.
+fn headers_from(seg: &Segment, mut pos: u64) -> Result<Vec<batch::BatchInfo>, LogError> {
+    let file = fs::ScanFile::open(&seg.path)?;
+    let mut out = Vec::new();
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut chunk_at = pos;
+    while pos + (batch::HEADER_BYTES as u64) <= seg.size {
+        if pos + batch::HEADER_BYTES as u64 > chunk_at + chunk.len() as u64 || pos < chunk_at {
+            chunk.resize((seg.size - pos).min(WALK_CHUNK_BYTES) as usize, 0);
+            file.read_exact_at(&mut chunk, pos)?;
+            chunk_at = pos;
+        }
+        let info = batch::header_info(&chunk[(pos - chunk_at) as usize..])
+            .map_err(|e| LogError::Storage(format!("{}: batch header at position {pos}: {e}", seg.path.display())))?;
+        out.push(info);
+        pos += info.bytes as u64;
+    }
+    Ok(out)
+}
+
+impl Log {
+    /// Writes the producer state as it is below `offset` (the log end, or a new segment's base)
+    /// to a snapshot there, and removes all but the newest `SNAPSHOTS_KEPT`.
+    pub(super) async fn snapshot_producers(&self, offset: u64) -> Result<(), LogError> {
+        let (dir, bytes) = {
+            let mut s = self.state();
+            (s.dir.clone(), s.producers.encode_below(offset))
+        };
+        fs::write_durably(&snapshot_path(&dir, offset), bytes).await?;
+        self.state().snapshot_at = offset;
+        let offsets = snapshots(&dir)?;
+        for &old in offsets.iter().rev().skip(SNAPSHOTS_KEPT) {
+            fs::remove_file(&snapshot_path(&dir, old)).await?;
+        }
+        Ok(())
+    }
+
+    /// At close: a snapshot at the log end if the state changed since the last one, or if the
+    /// walk from the last one would read much of the active segment.
+    pub(super) async fn snapshot_producers_at_close(&self) -> Result<(), LogError> {
+        let end = {
+            let s = self.state();
+            let active = s.segments.last().expect("active segment");
+            let long_walk = s.snapshot_at < s.written && active.size >= super::CLOSE_CHECKPOINT_BYTES;
+            if !(s.producers.is_dirty() || long_walk) || s.snapshot_at == s.written {
+                return Ok(());
+            }
+            s.written
+        };
+        self.snapshot_producers(end).await
+    }
+}
