@@ -141,7 +141,7 @@ async fn delete_local(group: String) -> i16 {
     if !has_offsets {
         return errors::NONE;
     }
-    match coord.persist(&group, &[Record::DeleteGroup { group: group.clone() }]) {
+    match coord.persist(&group, &[Record::DeleteGroup { group: group.clone() }]).await {
         Ok(()) => errors::NONE,
         Err(_) => errors::KAFKA_STORAGE_ERROR,
     }

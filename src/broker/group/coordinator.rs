@@ -16,6 +16,9 @@ pub struct Coordinator {
     pub(super) groups: RefCell<HashMap<String, Rc<RefCell<Group>>>>,
     pub(super) offsets: RefCell<HashMap<String, GroupOffsets>>,
     files: RefCell<HashMap<u32, OffsetsFile>>,
+    /// One write to the offsets files at a time: records are applied in the order they were
+    /// persisted.
+    writing: shards::Turn,
     pub(super) min_session: i32,
     pub(super) max_session: i32,
     initial_rebalance_delay: Duration,
@@ -29,6 +32,7 @@ impl Coordinator {
             groups: RefCell::default(),
             offsets: RefCell::default(),
             files: RefCell::default(),
+            writing: shards::Turn::default(),
             min_session: cfg.group_min_session_timeout_ms,
             max_session: cfg.group_max_session_timeout_ms,
             initial_rebalance_delay: Duration::from_millis(cfg.group_initial_rebalance_delay_ms),
@@ -41,21 +45,26 @@ impl Coordinator {
         let st = state();
         let dir = st.cfg.data_dir.join("__consumer_offsets");
         let fsync = st.cfg.log.flush == FlushPolicy::EveryBatch;
-        let mut offsets = self.offsets.borrow_mut();
-        let mut files = self.files.borrow_mut();
         for n in 0..OFFSETS_PARTITIONS {
             if shards::placement("__consumer_offsets", n, st.shard.count) == self.shard {
-                files.insert(n, OffsetsFile::open(&dir, n, fsync, &mut offsets)?);
+                let mut offsets = std::mem::take(&mut *self.offsets.borrow_mut());
+                let opened = OffsetsFile::open(&dir, n, fsync, &mut offsets).await;
+                *self.offsets.borrow_mut() = offsets;
+                self.files.borrow_mut().insert(n, opened?);
             }
         }
         Ok(())
     }
 
     pub async fn close(&self) {
-        for f in self.files.borrow().values() {
-            if let Err(e) = f.sync() {
+        let _turn = self.writing.take().await;
+        let files: Vec<u32> = self.files.borrow().keys().copied().collect();
+        for n in files {
+            let Some(file) = self.files.borrow_mut().remove(&n) else { continue };
+            if let Err(e) = file.sync().await {
                 tracing::error!(error = %e, "fsync of committed offsets failed");
             }
+            self.files.borrow_mut().insert(n, file);
         }
     }
 
@@ -74,26 +83,40 @@ impl Coordinator {
         self.offsets.borrow().contains_key(id)
     }
 
-    /// Applies `records` in memory and appends them to the group's offsets file.
-    pub(super) fn persist(&self, group: &str, records: &[Record]) -> std::io::Result<()> {
+    /// Appends `records` to the group's offsets file and, once they are as durable as the flush
+    /// policy makes them, applies them in memory: a commit that failed to persist is never seen.
+    pub(super) async fn persist(&self, group: &str, records: &[Record]) -> std::io::Result<()> {
+        let _turn = self.writing.take().await;
+        let n = store::partition_for(group);
+        // Out of the map while it is written (no borrow across the await); back whatever happens.
+        let Some(mut file) = self.files.borrow_mut().remove(&n) else {
+            return Err(std::io::Error::other(format!("offsets partition {n} is not on this shard")));
+        };
+        let result = self.append_and_apply(&mut file, n, records).await;
+        self.files.borrow_mut().insert(n, file);
+        result
+    }
+
+    async fn append_and_apply(&self, file: &mut OffsetsFile, n: u32, records: &[Record]) -> std::io::Result<()> {
+        file.append(records).await?;
         {
             let mut offsets = self.offsets.borrow_mut();
             for r in records {
                 store::apply(&mut offsets, r.clone());
             }
         }
-        let n = store::partition_for(group);
-        let mut files = self.files.borrow_mut();
-        let Some(file) = files.get_mut(&n) else {
-            return Err(std::io::Error::other(format!("offsets partition {n} is not on this shard")));
+        if !file.compaction_due() {
+            return Ok(());
+        }
+        let live: Vec<(String, GroupOffsets)> = {
+            let offsets = self.offsets.borrow();
+            offsets.iter().filter(|(g, _)| store::partition_for(g) == n).map(|(g, o)| (g.clone(), o.clone())).collect()
         };
-        file.append(records)?;
-        let offsets = self.offsets.borrow();
-        file.compact_if_due(offsets.iter().filter(|(g, _)| store::partition_for(g) == n))
+        file.compact(live.iter().map(|(g, o)| (g, o))).await
     }
 
     /// The expiry tick: members past their session, groups left with nothing, offsets past retention.
-    pub(super) fn expire(&self, now: Instant) {
+    pub(super) async fn expire(&self, now: Instant) {
         let groups: Vec<Rc<RefCell<Group>>> = self.groups.borrow().values().cloned().collect();
         for g in groups {
             g.borrow_mut().expire(now);
@@ -113,7 +136,7 @@ impl Coordinator {
                 .collect()
         };
         for group in stale {
-            if let Err(e) = self.persist(&group, &[Record::DeleteGroup { group: group.clone() }]) {
+            if let Err(e) = self.persist(&group, &[Record::DeleteGroup { group: group.clone() }]).await {
                 tracing::warn!(%group, error = %e, "could not persist offsets expiry");
             }
         }

@@ -46,7 +46,7 @@ pub(super) async fn join_group(req: &Request) -> Result<Option<Bytes>, ProtocolE
 async fn join_local(q: JoinGroupRequest, version: i16, client_id: String, client_host: String) -> JoinReply {
     let coord = &shard_state().groups;
     let member_id = q.member_id.to_string();
-    if q.group_id.is_empty() {
+    if q.group_id.is_empty() || q.group_id.len() > super::GROUP_ID_MAX_BYTES {
         return JoinReply::error(&member_id, errors::INVALID_GROUP_ID);
     }
     if q.session_timeout_ms < coord.min_session || q.session_timeout_ms > coord.max_session {

@@ -35,6 +35,9 @@ const EXPIRY_CHECK: Duration = Duration::from_millis(250);
 
 /// Kafka's `offset.metadata.max.bytes`: longer commit metadata gets OFFSET_METADATA_TOO_LARGE.
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Longest group id: what Kafka's `__consumer_offsets` key (an int16-length string) holds, and
+/// our offsets records too; a longer one gets INVALID_GROUP_ID.
+const GROUP_ID_MAX_BYTES: usize = i16::MAX as usize;
 
 /// The shard coordinating `group`.
 pub fn coordinator_shard(group: &str) -> usize {
@@ -56,7 +59,7 @@ where
 pub async fn expiry_loop() {
     loop {
         shards::sleep(EXPIRY_CHECK).await;
-        shard_state().groups.expire(Instant::now());
+        shard_state().groups.expire(Instant::now()).await;
     }
 }
 

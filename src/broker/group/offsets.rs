@@ -2,7 +2,7 @@
 //! commit when (`state::Group::commit_error`) and which offsets may be deleted.
 
 use super::store::{Committed, Record};
-use super::{on_coordinator, shard_state, OFFSET_METADATA_MAX_BYTES};
+use super::{on_coordinator, shard_state, GROUP_ID_MAX_BYTES, OFFSET_METADATA_MAX_BYTES};
 use crate::broker::handlers::{respond, text};
 use crate::broker::{errors, unix_ms};
 use crate::protocol::{self, ProtocolError, Request};
@@ -47,6 +47,9 @@ pub(super) async fn commit(group: String, who: Committer, parts: Vec<CommitPart>
 
 async fn commit_local(group: String, (member, instance, generation): Committer, parts: Vec<CommitPart>) -> Vec<i16> {
     let coord = &shard_state().groups;
+    if group.len() > GROUP_ID_MAX_BYTES {
+        return vec![errors::INVALID_GROUP_ID; parts.len()];
+    }
     let known = coord.existing(&group).is_some() || coord.has_offsets(&group);
     if !known && generation >= 0 {
         // A generation of a group this coordinator never saw: from an older coordinator, refused.
@@ -66,7 +69,7 @@ async fn commit_local(group: String, (member, instance, generation): Committer, 
             committed: Committed { offset: *offset, leader_epoch: *epoch, metadata: metadata.clone(), commit_time_ms: ts },
         })
         .collect();
-    match coord.persist(&group, &records) {
+    match coord.persist(&group, &records).await {
         Ok(()) => vec![errors::NONE; parts.len()],
         Err(e) => {
             tracing::error!(%group, error = %e, "persisting committed offsets failed");
@@ -214,7 +217,7 @@ async fn offset_delete_local(group: String, parts: Vec<TopicPartition>) -> (i16,
         .iter()
         .map(|(topic, partition)| Record::DeleteOffset { group: group.clone(), topic: topic.clone(), partition: *partition })
         .collect();
-    let code = match coord.persist(&group, &records) {
+    let code = match coord.persist(&group, &records).await {
         Ok(()) => errors::NONE,
         Err(_) => errors::KAFKA_STORAGE_ERROR,
     };

@@ -11,12 +11,15 @@
 //!   leader_epoch i32 | metadata (i32 len, -1 = null, + UTF-8) | commit_time_ms i64
 //! ```
 //!
-//! Recovery replays a file and cuts it at the first record that is short or fails its CRC. When a
-//! file grows past four times its live content it is rewritten whole (write, fsync, rename).
+//! Every record is persisted (appended, and fsynced under flush-every-batch) before it is applied
+//! in memory. Recovery replays a file: a record that fails its CRC or decoding is skipped (the
+//! next sound record is found by its CRC) and reported, and the file is rewritten without it; only
+//! a torn tail (no sound record after it) is cut. When a file grows past four times its live
+//! content it is rewritten whole (write, fsync, rename, directory fsync). Names and metadata are
+//! bounded before they get here (group ids 32,767 bytes, topic names 249, metadata 4,096).
 
+use shards::fs::{self, AppendFile};
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const OFFSETS_PARTITIONS: u32 = 16;
@@ -44,13 +47,20 @@ pub fn partition_for(group: &str) -> u32 {
     (hash % u64::from(OFFSETS_PARTITIONS)) as u32
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
+/// Why a record cannot be written: a field longer than its length prefix allows (callers bound
+/// names and metadata before: `GROUP_ID_MAX_BYTES`, topic names, `offset.metadata.max.bytes`).
+fn too_long(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what} too long for an offsets record"))
 }
 
-fn encode(record: &Record, out: &mut Vec<u8>) {
+fn put_str(out: &mut Vec<u8>, s: &str, what: &str) -> std::io::Result<()> {
+    let len = u16::try_from(s.len()).map_err(|_| too_long(what))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn encode(record: &Record, out: &mut Vec<u8>) -> std::io::Result<()> {
     let mut p = Vec::with_capacity(64);
     let (kind, group, topic, partition, c) = match record {
         Record::Commit { group, topic, partition, committed } => (0u8, group, topic.as_str(), *partition, Some(committed)),
@@ -58,15 +68,16 @@ fn encode(record: &Record, out: &mut Vec<u8>) {
         Record::DeleteGroup { group } => (2, group, "", -1, None),
     };
     p.push(kind);
-    put_str(&mut p, group);
-    put_str(&mut p, topic);
+    put_str(&mut p, group, "group id")?;
+    put_str(&mut p, topic, "topic name")?;
     p.extend_from_slice(&partition.to_be_bytes());
     p.extend_from_slice(&c.map_or(-1, |c| c.offset).to_be_bytes());
     p.extend_from_slice(&c.map_or(-1, |c| c.leader_epoch).to_be_bytes());
     match c.and_then(|c| c.metadata.as_deref()) {
         None => p.extend_from_slice(&(-1i32).to_be_bytes()),
         Some(m) => {
-            p.extend_from_slice(&(m.len() as i32).to_be_bytes());
+            let len = i32::try_from(m.len()).map_err(|_| too_long("metadata"))?;
+            p.extend_from_slice(&len.to_be_bytes());
             p.extend_from_slice(m.as_bytes());
         }
     }
@@ -74,6 +85,7 @@ fn encode(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&(p.len() as u32).to_be_bytes());
     out.extend_from_slice(&crate::storage::batch::crc32c(&p).to_be_bytes());
     out.extend_from_slice(&p);
+    Ok(())
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -140,10 +152,55 @@ pub fn apply(offsets: &mut HashMap<String, GroupOffsets>, record: Record) {
     }
 }
 
+/// The record at `at` in `data`, and its length, if it is whole and sound.
+fn record_at(data: &[u8], at: usize) -> Option<(Record, usize)> {
+    let len = u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(data.get(at + 4..at + 8)?.try_into().ok()?);
+    let payload = data.get(at + 8..at.checked_add(8)?.checked_add(len)?)?;
+    if crate::storage::batch::crc32c(payload) != crc {
+        return None;
+    }
+    Some((decode(payload)?, 8 + len))
+}
+
+/// What replaying a file found.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Replayed {
+    /// Where the last sound record ends: a torn tail follows.
+    end: usize,
+    /// Bytes of damaged records skipped between sound ones.
+    skipped: usize,
+}
+
+/// Applies every sound record of `data` to `offsets`. A damaged record is skipped, and the next
+/// sound one found by looking for a record that checks out at each following byte (a record is
+/// only taken with its CRC); when none follows, the rest is a torn tail.
+fn replay(data: &[u8], offsets: &mut HashMap<String, GroupOffsets>) -> Replayed {
+    let mut r = Replayed::default();
+    let mut at = 0;
+    while at < data.len() {
+        if let Some((record, len)) = record_at(data, at) {
+            apply(offsets, record);
+            at += len;
+            r.end = at;
+            continue;
+        }
+        match (at + 1..data.len()).find(|&next| record_at(data, next).is_some()) {
+            Some(next) => {
+                r.skipped += next - at;
+                at = next;
+            }
+            None => break,
+        }
+    }
+    r
+}
+
 /// One offsets partition's file.
 pub struct OffsetsFile {
     path: PathBuf,
-    file: File,
+    /// `None` after a rewrite whose reopen failed: opened again by the next append.
+    file: Option<AppendFile>,
     bytes: u64,
     /// File size after the last rewrite (or the last check that found no need for one).
     bytes_after_compaction: u64,
@@ -151,116 +208,170 @@ pub struct OffsetsFile {
 }
 
 impl OffsetsFile {
-    /// Opens (replaying into `offsets`) or creates partition `n`'s file.
-    pub fn open(dir: &Path, n: u32, fsync: bool, offsets: &mut HashMap<String, GroupOffsets>) -> std::io::Result<OffsetsFile> {
-        std::fs::create_dir_all(dir)?;
+    /// Opens (replaying into `offsets`) or creates partition `n`'s file. A file holding damaged
+    /// records between sound ones is rewritten with what it holds of value.
+    pub async fn open(dir: &Path, n: u32, fsync: bool, offsets: &mut HashMap<String, GroupOffsets>) -> std::io::Result<OffsetsFile> {
+        fs::create_dir_all(dir).await?;
         let path = dir.join(format!("{n}.log"));
-        let data = match std::fs::read(&path) {
+        let data = match fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let mut at = 0usize;
-        while data.len() - at >= 8 {
-            let len = u32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
-            let crc = u32::from_be_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
-            let Some(payload) = data.get(at + 8..at + 8 + len) else {
-                break;
-            };
-            if crate::storage::batch::crc32c(payload) != crc {
-                break;
-            }
-            let Some(record) = decode(payload) else { break };
-            apply(offsets, record);
-            at += 8 + len;
+        let mut mine = HashMap::new();
+        let replayed = replay(&data, &mut mine);
+        let mut f = OffsetsFile { path, file: None, bytes: replayed.end as u64, bytes_after_compaction: 0, fsync };
+        if replayed.skipped > 0 {
+            tracing::warn!(path = %f.path.display(), bytes_skipped = replayed.skipped, "skipped damaged committed-offset records; rewriting the file");
+            f.replace_with(encode_live(mine.iter())?).await?;
+        } else if replayed.end < data.len() {
+            tracing::warn!(path = %f.path.display(), bytes_cut = data.len() - replayed.end, "cut a torn tail of committed offsets");
+            fs::set_len(&f.path, replayed.end as u64).await?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        if at < data.len() {
-            tracing::warn!(path = %path.display(), bytes_cut = data.len() - at, "cut a torn tail of committed offsets");
-            file.set_len(at as u64)?;
-        }
-        Ok(OffsetsFile { path, file, bytes: at as u64, bytes_after_compaction: 0, fsync })
+        offsets.extend(mine);
+        f.file()?;
+        Ok(f)
     }
 
-    pub fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
+    fn file(&mut self) -> std::io::Result<&AppendFile> {
+        if self.file.is_none() {
+            self.file = Some(AppendFile::open(&self.path)?);
+        }
+        Ok(self.file.as_ref().expect("just opened"))
+    }
+
+    /// Appends `records`, fsynced if the broker's flush policy asks it: on `Ok` they are as durable
+    /// as the policy makes them, and only then may they be applied.
+    pub async fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(records.len() * 64);
         for r in records {
-            encode(r, &mut buf);
+            encode(r, &mut buf)?;
         }
-        self.file.write_all(&buf)?;
-        if self.fsync {
-            self.file.sync_data()?;
-        }
+        self.file()?.append(&buf)?;
         self.bytes += buf.len() as u64;
+        if self.fsync {
+            fs::sync_file(&self.path).await?;
+        }
         Ok(())
     }
 
-    /// Rewrites the file with just `live` (this partition's groups) when it has grown far past them.
-    pub fn compact_if_due<'a>(&mut self, live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>) -> std::io::Result<()> {
-        // Cheap test first: only a file that doubled since its last rewrite is worth re-encoding.
-        if self.bytes < COMPACT_SLACK_BYTES + 2 * self.bytes_after_compaction {
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        for (group, offsets) in live {
-            for ((topic, partition), committed) in offsets {
-                encode(
-                    &Record::Commit { group: group.clone(), topic: topic.clone(), partition: *partition, committed: committed.clone() },
-                    &mut buf,
-                );
-            }
-        }
+    /// Whether the file doubled since its last rewrite: only then is it worth re-encoding.
+    pub fn compaction_due(&self) -> bool {
+        self.bytes >= COMPACT_SLACK_BYTES + 2 * self.bytes_after_compaction
+    }
+
+    /// Rewrites the file with just `live` (this partition's groups) if it has grown far past them.
+    pub async fn compact<'a>(&mut self, live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>) -> std::io::Result<()> {
+        let buf = encode_live(live)?;
         if self.bytes < COMPACT_SLACK_BYTES + 4 * buf.len() as u64 {
             self.bytes_after_compaction = self.bytes;
             return Ok(());
         }
-        let tmp = self.path.with_extension("log.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&buf)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        self.file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        self.replace_with(buf).await
+    }
+
+    /// Replaces the file with `buf`, durably.
+    async fn replace_with(&mut self, buf: Vec<u8>) -> std::io::Result<()> {
+        // The open file is the one being replaced: appends go to the new one from now on.
+        self.file = None;
+        fs::write_durably(&self.path, buf.clone()).await?;
         self.bytes = buf.len() as u64;
         self.bytes_after_compaction = self.bytes;
+        self.file()?;
         Ok(())
     }
 
-    pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
+    pub async fn sync(&self) -> std::io::Result<()> {
+        fs::sync_file(&self.path).await
     }
+}
+
+/// The records that restore `live` (groups and their offsets).
+fn encode_live<'a>(live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    for (group, offsets) in live {
+        for ((topic, partition), committed) in offsets {
+            let record = Record::Commit { group: group.clone(), topic: topic.clone(), partition: *partition, committed: committed.clone() };
+            encode(&record, &mut buf)?;
+        }
+    }
+    Ok(buf)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn c(o: i64) -> Committed {
+        Committed { offset: o, leader_epoch: 0, metadata: Some("m".into()), commit_time_ms: 5 }
+    }
+
+    fn commit(group: &str, partition: i32, offset: i64) -> Record {
+        Record::Commit { group: group.into(), topic: "t".into(), partition, committed: c(offset) }
+    }
+
+    fn encoded(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            encode(r, &mut out).unwrap();
+        }
+        out
+    }
+
     #[test]
-    fn replay_and_torn_tail() {
+    fn a_damaged_record_is_skipped_not_the_ones_after_it() {
+        let before = encoded(&[commit("g", 0, 10), commit("g", 1, 20)]);
+        let damaged = encoded(&[commit("x", 0, 99)]);
+        let after = encoded(&[Record::DeleteOffset { group: "g".into(), topic: "t".into(), partition: 1 }, commit("h", 0, 30)]);
+        for flip in [0, 3, 5, 12, damaged.len() - 1] {
+            let mut data = [before.clone(), damaged.clone(), after.clone()].concat();
+            data[before.len() + flip] ^= 0x41;
+            let mut offsets = HashMap::new();
+            let r = replay(&data, &mut offsets);
+            assert_eq!(r, Replayed { end: data.len(), skipped: damaged.len() }, "byte {flip} of the damaged record flipped");
+            assert_eq!(offsets["g"].len(), 1, "the delete after the damage applied");
+            assert_eq!(offsets["h"][&("t".to_string(), 0)], c(30), "the commit after the damage applied");
+            assert!(!offsets.contains_key("x"));
+        }
+        let mut offsets = HashMap::new();
+        let torn = [before.clone(), damaged[..damaged.len() - 3].to_vec()].concat();
+        assert_eq!(replay(&torn, &mut offsets), Replayed { end: before.len(), skipped: 0 }, "a torn tail");
+    }
+
+    #[test]
+    fn names_longer_than_their_length_prefix_are_refused_not_cut() {
+        let long = "é".repeat(40_000);
+        let mut out = Vec::new();
+        assert!(encode(&Record::DeleteGroup { group: long }, &mut out).is_err());
+    }
+
+    #[test]
+    fn replay_rewrites_a_damaged_file_and_cuts_a_torn_tail() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/offsets-store");
         let _ = std::fs::remove_dir_all(&dir);
-        let c = |o| Committed { offset: o, leader_epoch: 0, metadata: Some("m".into()), commit_time_ms: 5 };
-        let mut offsets = HashMap::new();
-        let mut f = OffsetsFile::open(&dir, 3, false, &mut offsets).unwrap();
-        f.append(&[
-            Record::Commit { group: "g".into(), topic: "t".into(), partition: 0, committed: c(10) },
-            Record::Commit { group: "g".into(), topic: "t".into(), partition: 1, committed: c(20) },
-            Record::DeleteOffset { group: "g".into(), topic: "t".into(), partition: 1 },
-            Record::Commit { group: "h".into(), topic: "t".into(), partition: 0, committed: c(30) },
-        ])
-        .unwrap();
-        drop(f);
-        let path = dir.join("3.log");
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes.extend_from_slice(&[0, 0, 0, 50, 1, 2]);
-        std::fs::write(&path, &bytes).unwrap();
-        let mut replayed = HashMap::new();
-        OffsetsFile::open(&dir, 3, false, &mut replayed).unwrap();
-        assert_eq!(replayed["g"].len(), 1);
-        assert_eq!(replayed["g"][&("t".to_string(), 0)].offset, 10);
-        assert_eq!(replayed["h"][&("t".to_string(), 0)], c(30));
-        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, bytes.len() - 6, "torn tail cut");
+        shards::run_local(async {
+            let mut offsets = HashMap::new();
+            let mut f = OffsetsFile::open(&dir, 3, false, &mut offsets).await.unwrap();
+            f.append(&[commit("g", 0, 10), commit("g", 1, 20), commit("h", 0, 30)]).await.unwrap();
+            drop(f);
+            let path = dir.join("3.log");
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes.extend_from_slice(&[0, 0, 0, 50, 1, 2]);
+            std::fs::write(&path, &bytes).unwrap();
+            let mut replayed = HashMap::new();
+            OffsetsFile::open(&dir, 3, false, &mut replayed).await.unwrap();
+            assert_eq!(replayed["g"].len(), 2);
+            assert_eq!(replayed["h"][&("t".to_string(), 0)], c(30));
+            assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, bytes.len() - 6, "torn tail cut");
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[10] ^= 0xff; // inside the first record
+            std::fs::write(&path, &bytes).unwrap();
+            let mut replayed = HashMap::new();
+            OffsetsFile::open(&dir, 3, false, &mut replayed).await.unwrap();
+            assert_eq!((replayed["g"].len(), replayed["h"].len()), (1, 1), "only the damaged commit is gone");
+            let mut again = HashMap::new();
+            OffsetsFile::open(&dir, 3, false, &mut again).await.unwrap();
+            assert_eq!(again, replayed, "the rewritten file replays the same");
+        });
     }
 }
