@@ -33,6 +33,7 @@ fn refused(error: i16) -> Outcome {
 pub fn log_error_code(e: &LogError) -> i16 {
     match e {
         LogError::Batch(b) if b.is_corruption() => errors::CORRUPT_MESSAGE,
+        LogError::Corrupt(_) => errors::CORRUPT_MESSAGE,
         LogError::Batch(_) => errors::INVALID_RECORD,
         LogError::TooLarge(_) => errors::MESSAGE_TOO_LARGE,
         LogError::OutOfRange { .. } => errors::OFFSET_OUT_OF_RANGE,

@@ -63,6 +63,9 @@ pub enum LogError {
     NoSpace(String),
     #[error("partition deleted")]
     Deleted,
+    /// A stored batch that fails its checks where a read needs it.
+    #[error("damaged batch: {0}")]
+    Corrupt(String),
     /// An idempotent producer's batch does not follow its last one.
     #[error("out of order sequence number")]
     OutOfOrderSequence,
@@ -181,6 +184,11 @@ struct State {
     last_used: Instant,
     /// Closed segments whose files reads opened, oldest first; at most `READ_FILES_MAX` stay open.
     reading: VecDeque<u64>,
+    /// The offset the last read from a file started at: a read starting there again (a consumer
+    /// that could not use what it got) checks the batch it starts with.
+    last_file_read: Option<u64>,
+    /// Damaged batches already reported, (segment base, position): each is logged once.
+    reported_damage: Vec<(u64, u64)>,
 }
 
 /// One partition's log. Shared on its shard as `Rc<Log>`.
@@ -343,6 +351,8 @@ impl Log {
                 closing: false,
                 last_used: Instant::now(),
                 reading: VecDeque::new(),
+                last_file_read: None,
+                reported_damage: Vec::new(),
             }),
             appended: Notify::default(),
             progressed: Notify::default(),

@@ -89,6 +89,9 @@ impl Handles {
 pub struct Recovered {
     pub batches_scanned: u64,
     pub bytes_cut: u64,
+    /// Bytes of damaged batches skipped where sound ones were expected (kept in the file; a read
+    /// landing in them is answered CORRUPT_MESSAGE).
+    pub bytes_damaged: u64,
     pub index_rebuilt: bool,
     /// The log file's length after recovery: valid batches, then zeros in an active segment.
     pub file_len: u64,
@@ -204,7 +207,7 @@ impl Segment {
         // that opens thousands at once keeps the disk busy with many reads instead of one at a time.
         std_file.read_ahead(start_pos, file_len);
         futures_lite::future::yield_now().await;
-        let (mut batches, mut end) = scan(&std_file, start_pos, file_len);
+        let (mut batches, _) = scan(&std_file, start_pos, file_len);
         if kept > 0 && batches.first().map(|(_, info)| info.base_offset as u64) != Some(start_offset) {
             // The last index entry does not point at the batch it names: trust nothing, rescan.
             (start_pos, start_offset) = (0, base);
@@ -213,28 +216,46 @@ impl Segment {
             seg.max_timestamp = -1;
             seg.last_indexed_pos = None;
             report.index_rebuilt = true;
-            (batches, end) = scan(&std_file, 0, file_len);
+            (batches, _) = scan(&std_file, 0, file_len);
         }
         let mut expected = start_offset;
         let mut valid_end = start_pos;
         report.trusted = (start_offset, start_pos);
-        for (pos, info) in batches {
-            // Offsets within a segment are contiguous; a batch that breaks that is not ours to trust.
-            if info.base_offset as u64 != expected {
+        // Bytes known to hold sound batches: a closed segment's (sealed with an fsync), and the
+        // active one's below its recovery point. Damage there is skipped, and the batches after it
+        // kept: cutting would drop durable records and leave a hole below the log end.
+        let must_hold = if next_base.is_some() { file_len } else { trusted_to.min(file_len) };
+        let mut resumed = false;
+        loop {
+            for (pos, info) in batches {
+                // Offsets within a segment are contiguous (after skipped damage, they may jump).
+                let first = info.base_offset as u64;
+                if !(first == expected || resumed && first > expected) {
+                    break;
+                }
+                resumed = false;
+                expected = first + u64::from(info.offset_count);
+                seg.track_batch(pos, &info, interval);
+                valid_end = pos + info.bytes as u64;
+                if valid_end <= trusted_to {
+                    report.trusted = (expected, valid_end);
+                }
+                report.batches_scanned += 1;
+            }
+            if valid_end >= must_hold {
                 break;
             }
-            expected = info.base_offset as u64 + u64::from(info.offset_count);
-            seg.track_batch(pos, &info, interval);
-            valid_end = pos + info.bytes as u64;
-            if valid_end <= trusted_to {
-                report.trusted = (expected, valid_end);
-            }
-            report.batches_scanned += 1;
+            let Some(next) = resync(&std_file, valid_end + 1, file_len, expected, next_base) else { break };
+            tracing::error!(segment = %log.display(), position = valid_end, bytes = next - valid_end, "damaged bytes in a segment: skipped, the batches after them kept");
+            report.bytes_damaged += next - valid_end;
+            (batches, _) = scan(&std_file, next, file_len);
+            resumed = true;
+            // Index the first batch after the damage: lookups past it must not start before it.
+            seg.last_indexed_pos = None;
         }
         if next_base.is_none() && valid_end < trusted_to {
             tracing::error!(segment = %log.display(), recovery_point = trusted_to, valid_end, "bytes below the recovery point are damaged or gone");
         }
-        debug_assert!(valid_end <= end);
         seg.size = valid_end;
         seg.next_offset = if report.batches_scanned == 0 { start_offset } else { expected };
         if let Some(next_base) = next_base {
@@ -483,6 +504,37 @@ fn encode_index(entries: &[(u32, u32)]) -> Vec<u8> {
 
 fn encode_time_index(entries: &[(i64, u32)]) -> Vec<u8> {
     entries.iter().flat_map(|&(t, r)| t.to_be_bytes().into_iter().chain(r.to_be_bytes())).collect()
+}
+
+/// The position of the first sound batch at or after `from`, after damage: one whose header makes
+/// sense, whose offsets fit where the damaged ones were (from `min_offset`, below `next_base`) and
+/// whose CRC checks out. Looks at every byte position (the damage may have hit a length field).
+fn resync(file: &ScanFile, from: u64, file_len: u64, min_offset: u64, next_base: Option<u64>) -> Option<u64> {
+    const HEADER: u64 = batch::HEADER_BYTES as u64;
+    let mut chunk = Vec::new();
+    let mut chunk_at = from;
+    let mut pos = from;
+    while pos + HEADER <= file_len {
+        if pos + HEADER > chunk_at + chunk.len() as u64 {
+            chunk_at = pos;
+            chunk.resize((file_len - pos).min(SCAN_CHUNK_BYTES as u64) as usize, 0);
+            file.read_exact_at(&mut chunk, pos).ok()?;
+        }
+        let at = (pos - chunk_at) as usize;
+        // The magic byte first: one compare rules out almost every position.
+        if chunk[at + 16] == 2 {
+            if let Ok(info) = batch::header_info(&chunk[at..]) {
+                let first = info.base_offset as u64;
+                let fits = first >= min_offset && next_base.is_none_or(|n| first < n) && pos + info.bytes as u64 <= file_len;
+                let mut whole = vec![0u8; if fits { info.bytes } else { 0 }];
+                if fits && file.read_exact_at(&mut whole, pos).is_ok() && batch::validate(&whole).is_ok() {
+                    return Some(pos);
+                }
+            }
+        }
+        pos += 1;
+    }
+    None
 }
 
 /// Walks valid batches from `pos` until the first invalid byte, zero length or end of file.

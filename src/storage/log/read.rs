@@ -13,7 +13,7 @@ impl Log {
     /// past the high watermark. Empty when `offset` is the high watermark.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Chunk>, LogError> {
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
-        let (seg_base, entry, size) = {
+        let (seg_base, entry, size, repeated) = {
             let mut s = self.state();
             s.last_used = Instant::now();
             if offset < s.log_start || offset > s.next_offset {
@@ -26,9 +26,13 @@ impl Log {
             if s.cache.front().is_some_and(|c| c.base() <= offset) {
                 return Ok(s.read_cache(offset, max_bytes, hw));
             }
-            let seg_at = s.segments.partition_point(|seg| seg.base <= offset).max(1) - 1;
+            // The segment holding `offset`, or the next one if it falls in a gap between them: the
+            // read goes on from the next offset there is, as Kafka's does.
+            let seg_at = s.segments.partition_point(|seg| seg.next_offset <= offset).min(s.segments.len() - 1);
+            let repeated = s.last_file_read.replace(offset) == Some(offset);
             let seg = &s.segments[seg_at];
-            (seg.base, seg.lookup_entry(offset), s.readable_size(seg))
+            let entry = if seg.base > offset { (seg.base, 0) } else { seg.lookup_entry(offset) };
+            (seg.base, entry, s.readable_size(seg), repeated)
         };
         let file = self.files_of(seg_base).await?.file;
         // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
@@ -50,11 +54,35 @@ impl Log {
                 None => return Ok(Vec::new()),
             },
         };
+        if repeated {
+            self.check_batch_at(&file, seg_base, start, size).await?;
+        }
         let len = (end - start) as usize;
         Ok(vec![match file.zero_copy(start, len) {
             Some(range) => Chunk::File(range),
             None => Chunk::Memory(Bytes::copy_from_slice(&file.read_at(start, len).await?)),
         }])
+    }
+
+    /// Reads and validates (CRC included) the batch at `pos` of segment `seg_base`: a damaged one is
+    /// reported once and answered `Corrupt`, so that a consumer sees an error instead of bytes it
+    /// cannot use, again and again.
+    async fn check_batch_at(&self, file: &fs::DirectFile, seg_base: u64, pos: u64, size: u64) -> Result<(), LogError> {
+        let header = file.read_at(pos, batch::HEADER_BYTES.min((size - pos) as usize)).await?;
+        let checked = match batch::framed_len(&header) {
+            Ok(len) if pos + len as u64 <= size => batch::validate(&file.read_at(pos, len).await?).map(|_| ()),
+            Ok(len) => Err(BatchError::Truncated { have: (size - pos) as usize, need: len }),
+            Err(e) => Err(e),
+        };
+        let Err(e) = checked else { return Ok(()) };
+        let mut s = self.state();
+        if !s.reported_damage.contains(&(seg_base, pos)) {
+            tracing::error!(dir = %s.dir.display(), segment = seg_base, position = pos, error = %e, "a damaged batch where a consumer reads: answered CORRUPT_MESSAGE");
+            if s.reported_damage.len() < 64 {
+                s.reported_damage.push((seg_base, pos));
+            }
+        }
+        Err(LogError::Corrupt(format!("segment {seg_base} position {pos}: {e}")))
     }
 
     fn boundary_within(&self, seg_base: u64, after: u64, limit: u64) -> Result<Option<u64>, LogError> {
@@ -138,7 +166,7 @@ async fn find_batch(
             }
         }
         if at == 0 {
-            return Err(LogError::Storage(format!("unreadable batch header at position {pos}")));
+            return Err(LogError::Corrupt(format!("unreadable batch header at position {pos}")));
         }
         pos += at as u64;
     }

@@ -571,3 +571,61 @@ fn under_flush_every_batch_readers_see_only_fsynced_records() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Byte positions and offsets of the batches in a segment file.
+fn batches_in(path: &Path) -> Vec<(usize, u64, usize)> {
+    let bytes = std::fs::read(path).unwrap();
+    batch::split(&bytes[..ends_len(&bytes)]).unwrap().into_iter().map(|(at, info)| (at, info.base_offset as u64, info.bytes)).collect()
+}
+
+#[test]
+fn damage_in_closed_segments_is_skipped_and_answered_corrupt_not_cut() {
+    let dir = temp_dir("damage");
+    let cfg = LogConfig { segment_bytes: 8 << 10, ..small_cfg() };
+    let end = shards::run_local(async {
+        let log = open(&dir, cfg.clone()).await;
+        let a = append_all(&log, &vec![(1, 300); 80]);
+        log.wait_durable(a.last().unwrap().0).await.unwrap();
+        log.close().await.unwrap();
+        log.offsets().log_end
+    });
+    let mut segments: Vec<std::path::PathBuf> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    segments.sort();
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    // Segment 1: four bytes flipped inside a batch's records. Segment 2: a batch's length field.
+    // Both with their index garbled, so recovery scans them.
+    let body = batches_in(&segments[1])[5];
+    let length = batches_in(&segments[2])[4];
+    for (path, at) in [(&segments[1], body.0 + 100), (&segments[2], length.0 + 8)] {
+        let mut bytes = std::fs::read(path).unwrap();
+        for b in &mut bytes[at..at + 4] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(path, bytes).unwrap();
+        std::fs::write(path.with_extension("index"), [1, 2, 3]).unwrap();
+    }
+    shards::run_local(async {
+        let log = open(&dir, cfg).await;
+        assert_eq!(log.offsets().log_end, end, "nothing after the damage was cut");
+        for damaged in [body.1, length.1] {
+            // The first read may hand the batch out (its bytes are not read to plan a read); a
+            // consumer that asks again, having got nothing it could use, gets an error.
+            let first = log.read(damaged, 1 << 20).await;
+            if let Ok(chunks) = &first {
+                let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.to_bytes().unwrap()).collect();
+                assert!(batch::split(&bytes).is_err(), "the damaged batch at {damaged} came back sound");
+                let again = log.read(damaged, 1 << 20).await;
+                assert!(matches!(again, Err(super::LogError::Corrupt(_))), "read again at {damaged}: {again:?}");
+            } else {
+                assert!(matches!(first, Err(super::LogError::Corrupt(_))), "read at {damaged}: {first:?}");
+            }
+            // Past it, the batches are there.
+            let after = read_bytes(&log, damaged + 1, 1).await;
+            let first = batch::split(&after).unwrap().first().map(|(_, info)| info.base_offset as u64);
+            assert_eq!(first, Some(damaged + 1), "reading on after the damage at {damaged}");
+        }
+        log.close().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
