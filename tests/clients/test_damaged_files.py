@@ -28,6 +28,14 @@ def commit(bootstrap, group, topic, offset):
         c.close()
 
 
+def topic_with_a_record(b, prefix):
+    topic = unique(prefix)
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    p.produce(topic, value=b"x")
+    assert p.flush(15) == 0
+    return topic
+
+
 def offsets_files(data_dir):
     d = os.path.join(data_dir, "__consumer_offsets")
     return [os.path.join(d, f) for f in os.listdir(d) if os.path.getsize(os.path.join(d, f)) > 0]
@@ -38,10 +46,7 @@ def test_a_damaged_commit_record_loses_only_itself():
     take the later commits of the other groups with it (replay used to stop and cut there)."""
     b = Broker(shards=1)
     try:
-        topic = unique("offs")
-        p = Producer({"bootstrap.servers": b.bootstrap})
-        p.produce(topic, value=b"x")
-        assert p.flush(15) == 0
+        topic = topic_with_a_record(b, "offs")
         # 40 groups over 16 offsets files: some file holds several, in commit order.
         groups = [unique(f"g{i}") for i in range(40)]
         for i, g in enumerate(groups):
@@ -68,10 +73,7 @@ def test_a_damaged_commit_record_loses_only_itself():
 def test_a_commit_file_cut_mid_record_keeps_the_commits_before():
     b = Broker(shards=1)
     try:
-        topic = unique("offs-cut")
-        p = Producer({"bootstrap.servers": b.bootstrap})
-        p.produce(topic, value=b"x")
-        assert p.flush(15) == 0
+        topic = topic_with_a_record(b, "offs-cut")
         group = unique("g")
         for offset in (1, 2, 3):
             commit(b.bootstrap, group, topic, offset)
