@@ -126,7 +126,7 @@ pub async fn drop_from(topic: &str, first: i32) {
     st.closed.borrow_mut().retain(|(t, p), _| !doomed(t, *p));
     for p in closed {
         let dir = st.partition_dir(topic, p);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if let Err(e) = shards::fs::remove_dir_all(&dir).await {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), error = %e, "removing a closed partition's files failed");
             }
@@ -153,8 +153,8 @@ pub fn dormant_with_closed_segments() -> Vec<(String, i32)> {
     dormant
         .into_iter()
         .filter(|(t, p)| {
-            std::fs::read_dir(st.partition_dir(t, *p))
-                .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".log")).count() > 1)
+            shards::fs::list(&st.partition_dir(t, *p))
+                .map(|names| names.iter().filter(|n| n.ends_with(".log")).count() > 1)
                 .unwrap_or(false)
         })
         .collect()

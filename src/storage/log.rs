@@ -179,6 +179,8 @@ struct State {
     /// Preallocation failed (a full disk): not tried again before this.
     prealloc_paused_until: Option<Instant>,
     failed: Option<String>,
+    /// Writes that failed (`fail`): each dropped the batches queued then.
+    failures: u64,
     closing: bool,
     /// Last write or read: files of a partition unused for `files::IDLE_AFTER` are closed.
     last_used: Instant,
@@ -348,6 +350,7 @@ impl Log {
                 snapshot_at,
                 prealloc_paused_until: None,
                 failed: None,
+                failures: 0,
                 closing: false,
                 last_used: Instant::now(),
                 reading: VecDeque::new(),
@@ -453,14 +456,29 @@ impl Log {
     }
 
     /// Waits until every offset ≤ `offset` is written to disk (visible, survives a process crash).
+    /// Like `wait_durable`, to be called right after the append it waits for (see `wait_for`).
     pub async fn wait_written(&self, offset: u64) -> Result<(), LogError> {
-        self.wait_until(|s| s.written > offset).await
+        self.wait_for(|s| s.written > offset).await
     }
 
     /// Waits until every offset ≤ `offset` is as durable as the flush policy makes it: fsynced under
     /// `flush.messages=1`, written otherwise.
     pub async fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
-        self.wait_until(|s| if s.cfg.flush == FlushPolicy::EveryBatch { s.durable > offset } else { s.written > offset }).await
+        self.wait_for(|s| if s.cfg.flush == FlushPolicy::EveryBatch { s.durable > offset } else { s.written > offset }).await
+    }
+
+    /// `wait_until` for an append's offsets: a write that fails meanwhile fails the wait, even once
+    /// the log accepts appends again (a full disk freed), since it dropped the batches not written
+    /// and their offsets go to the next appends, which must not answer for them.
+    async fn wait_for(&self, done: impl Fn(&State) -> bool) -> Result<(), LogError> {
+        let failures = self.state().failures;
+        self.wait_until(|s| done(s) || s.failures != failures).await?;
+        let s = self.state();
+        if done(&s) {
+            Ok(())
+        } else {
+            Err(LogError::Storage(s.failed.clone().unwrap_or_else(|| "a write failed; the batch was not written".into())))
+        }
     }
 
     async fn wait_until(&self, done: impl Fn(&State) -> bool) -> Result<(), LogError> {

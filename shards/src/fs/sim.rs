@@ -87,6 +87,8 @@ struct Disk {
     ops: u64,
     crash_at: Option<u64>,
     fail_at: Option<(u64, io::ErrorKind)>,
+    /// Operations failed by `fail_after` since the last `crash` or `kill`.
+    faults: u64,
     down: bool,
     capacity: u64,
 }
@@ -114,6 +116,7 @@ impl SimDisk {
                 ops: 0,
                 crash_at: None,
                 fail_at: None,
+                faults: 0,
                 down: false,
                 capacity: u64::MAX,
             }),
@@ -135,6 +138,11 @@ impl SimDisk {
     /// Whether the process has died (`crash_after`): every operation fails until `crash`.
     pub fn is_down(&self) -> bool {
         self.state.borrow().down
+    }
+
+    /// Operations `fail_after` made fail since the disk last came up.
+    pub fn faults_injected(&self) -> u64 {
+        self.state.borrow().faults
     }
 
     /// File operations so far.
@@ -179,6 +187,7 @@ impl SimDisk {
         d.down = false;
         d.crash_at = None;
         d.fail_at = None;
+        d.faults = 0;
     }
 
     /// The process dies but the machine does not (kill -9): every write made stays, synced or
@@ -189,6 +198,7 @@ impl SimDisk {
         d.down = false;
         d.crash_at = None;
         d.fail_at = None;
+        d.faults = 0;
     }
 
     /// The bytes of the file at `path` as the process sees them.
@@ -230,6 +240,7 @@ impl SimDisk {
         if let Some((at, kind)) = d.fail_at {
             if at == d.ops {
                 d.fail_at = None;
+                d.faults += 1;
                 return Err(match kind {
                     io::ErrorKind::StorageFull => io::Error::from_raw_os_error(libc::ENOSPC),
                     _ => io::Error::from_raw_os_error(libc::EIO),
