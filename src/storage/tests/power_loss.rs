@@ -393,7 +393,7 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
 
 #[test]
 fn power_loss_keeps_every_promise() {
-    let totals = run_seeds(seeds_from_env(0..2_000));
+    let totals = run_seeds(seeds_from_env(0..20_000));
     assert!(totals.crashes_mid_workload > 0 && totals.batches_lost_unsynced > 0, "the crashes hit something: {totals:?}");
 }
 
