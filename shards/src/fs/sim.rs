@@ -523,8 +523,8 @@ impl Rng {
 mod tests {
     use super::*;
 
-    #[test]
-    fn synced_bytes_survive_and_unsynced_ones_may_not() {
+    /// A disk holding `/d/a`: one block written and synced, the next written and not synced.
+    fn one_synced_block_one_not() -> (Rc<SimDisk>, Handle) {
         let disk = SimDisk::new();
         disk.create_dir_all(Path::new("/d")).unwrap();
         let f = disk.open(Path::new("/d/a"), true).unwrap();
@@ -532,24 +532,23 @@ mod tests {
         f.sync().unwrap();
         disk.sync_dir(Path::new("/d")).unwrap();
         f.write_direct(&[2; 4096], 4096).unwrap();
+        (disk, f)
+    }
+
+    #[test]
+    fn synced_bytes_survive_and_unsynced_ones_may_not() {
         let mut outcomes = std::collections::HashSet::new();
         for seed in 0..64 {
-            let copy = SimDisk::new();
-            copy.create_dir_all(Path::new("/d")).unwrap();
-            let g = copy.open(Path::new("/d/a"), true).unwrap();
-            g.write_direct(&[1; 4096], 0).unwrap();
-            g.sync().unwrap();
-            copy.sync_dir(Path::new("/d")).unwrap();
-            g.write_direct(&[2; 4096], 4096).unwrap();
-            copy.crash(seed);
-            let data = copy.file(Path::new("/d/a")).expect("a synced name survives");
+            let (disk, f) = one_synced_block_one_not();
+            assert_eq!(f.len().unwrap(), 8192);
+            disk.crash(seed);
+            let data = disk.file(Path::new("/d/a")).expect("a synced name survives");
             assert_eq!(&data[..4096], &[1; 4096][..], "synced bytes survive");
             assert!(data[4096..].iter().all(|&b| b == 0 || b == 2));
             outcomes.insert(data.len() as u64 / SECTOR * 1000 + data.iter().filter(|&&b| b == 2).count() as u64 / SECTOR);
-            assert!(g.len().is_err(), "a handle of the dead process fails");
+            assert!(f.len().is_err(), "a handle of the dead process fails");
         }
         assert!(outcomes.len() > 3, "crashes keep, drop and tear: {outcomes:?}");
-        assert_eq!(f.len().unwrap(), 8192);
     }
 
     #[test]
