@@ -89,6 +89,15 @@ impl From<std::io::Error> for LogError {
     }
 }
 
+impl LogError {
+    /// After a failed fsync the kernel may have dropped what it could not write, and a retry can
+    /// succeed without it: nothing unsynced can be trusted, so the partition stops taking appends
+    /// (as Kafka takes the log directory offline), whatever the error, a full disk included.
+    fn fsync(e: std::io::Error) -> LogError {
+        LogError::Storage(format!("fsync failed: {e}"))
+    }
+}
+
 /// A batch in memory, with its assigned base offset.
 #[derive(Clone)]
 enum Held {
@@ -179,6 +188,11 @@ struct State {
     /// Preallocation failed (a full disk): not tried again before this.
     prealloc_paused_until: Option<Instant>,
     failed: Option<String>,
+    /// A roll began (the active segment was sealed, perhaps its successor's file created) and did
+    /// not complete: nothing more is written to the sealed segment, the roll is finished first.
+    rolling: bool,
+    /// The writer task has not returned: `close` waits for it, so no file is touched after.
+    writer_running: bool,
     /// Writes that failed (`fail`): each dropped the batches queued then.
     failures: u64,
     closing: bool,
@@ -349,6 +363,8 @@ impl Log {
                 producers,
                 snapshot_at,
                 prealloc_paused_until: None,
+                rolling: false,
+                writer_running: true,
                 failed: None,
                 failures: 0,
                 closing: false,
@@ -366,7 +382,12 @@ impl Log {
             super::file_budget::note_holder(&log.me); // a new segment, open for its writer
         }
         let writer = log.clone();
-        shards::spawn_local(async move { writer.write_loop().await }).detach();
+        shards::spawn_local(async move {
+            writer.clone().write_loop().await;
+            writer.state().writer_running = false;
+            writer.progressed.notify_all();
+        })
+        .detach();
         Ok(log)
     }
 
@@ -574,7 +595,10 @@ impl Log {
     pub async fn close(&self) -> Result<(), LogError> {
         self.state().closing = true;
         self.writer_wake.notify_all();
-        self.wait_until(|s| s.queued == 0).await.or_else(|e| if matches!(e, LogError::Deleted) { Ok(()) } else { Err(e) })?;
+        // The writer writes what is queued (or fails it) and returns.
+        while self.state().writer_running {
+            self.progressed.notified().await;
+        }
         let (unsynced, active) = {
             let s = self.state();
             (s.durable < s.written, s.segments.last().expect("active segment").base)

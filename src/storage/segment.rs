@@ -347,6 +347,17 @@ impl Segment {
         if !all && self.index.len() < 2 {
             return Ok(());
         }
+        let written = self.append_indexes();
+        if written.is_err() {
+            // What reached the files is unknown: the next call writes them whole again.
+            self.index_files = None;
+            self.index_files_stale = true;
+            (self.index_on_disk, self.time_index_on_disk) = (0, 0);
+        }
+        written
+    }
+
+    fn append_indexes(&mut self) -> std::io::Result<()> {
         let files = match self.index_files.take() {
             Some(files) => files,
             None => {
@@ -509,7 +520,7 @@ fn encode_time_index(entries: &[(i64, u32)]) -> Vec<u8> {
 /// The position of the first sound batch at or after `from`, after damage: one whose header makes
 /// sense, whose offsets fit where the damaged ones were (from `min_offset`, below `next_base`) and
 /// whose CRC checks out. Looks at every byte position (the damage may have hit a length field).
-fn resync(file: &ScanFile, from: u64, file_len: u64, min_offset: u64, next_base: Option<u64>) -> Option<u64> {
+pub fn resync(file: &ScanFile, from: u64, file_len: u64, min_offset: u64, next_base: Option<u64>) -> Option<u64> {
     const HEADER: u64 = batch::HEADER_BYTES as u64;
     let mut chunk = Vec::new();
     let mut chunk_at = from;

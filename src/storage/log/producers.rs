@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::storage::producer_state::ProducerState;
+use crate::storage::segment::resync;
 
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
 /// Snapshots kept: the newest, and the one before in case a crash makes the newest lie past the
@@ -50,10 +51,11 @@ pub(super) async fn rebuild(dir: &Path, segments: &[Segment], log_start: u64, lo
 }
 
 /// The headers of segment `seg`'s batches from position `pos` (a batch boundary) on: bodies of
-/// large batches are stepped over, not read.
+/// large batches are stepped over, not read. Damaged bytes that recovery stepped over in a trusted
+/// segment are stepped over the same way (their producers' state is then what the rest says).
 fn headers_from(seg: &Segment, mut pos: u64) -> Result<Vec<batch::BatchInfo>, LogError> {
     let file = fs::ScanFile::open(&seg.path)?;
-    let mut out = Vec::new();
+    let mut out: Vec<batch::BatchInfo> = Vec::new();
     let mut chunk: Vec<u8> = Vec::new();
     let mut chunk_at = pos;
     while pos + (batch::HEADER_BYTES as u64) <= seg.size {
@@ -62,10 +64,23 @@ fn headers_from(seg: &Segment, mut pos: u64) -> Result<Vec<batch::BatchInfo>, Lo
             file.read_exact_at(&mut chunk, pos)?;
             chunk_at = pos;
         }
-        let info = batch::header_info(&chunk[(pos - chunk_at) as usize..])
-            .map_err(|e| LogError::Storage(format!("{}: batch header at position {pos}: {e}", seg.path.display())))?;
-        out.push(info);
-        pos += info.bytes as u64;
+        let after = out.last().map_or(seg.base, |i| i.base_offset as u64 + u64::from(i.offset_count));
+        let header = batch::header_info(&chunk[(pos - chunk_at) as usize..]).map_err(|e| e.to_string()).and_then(|info| {
+            let fits = info.base_offset as u64 >= after && pos + info.bytes as u64 <= seg.size;
+            if fits { Ok(info) } else { Err(format!("batch at offset {} of {} bytes does not fit", info.base_offset, info.bytes)) }
+        });
+        match header {
+            Ok(info) => {
+                out.push(info);
+                pos += info.bytes as u64;
+            }
+            Err(e) => {
+                let resumed = resync(&file, pos + 1, seg.size, after, Some(seg.next_offset));
+                tracing::warn!(file = %seg.path.display(), pos, error = %e, ?resumed, "damaged batch header skipped while rebuilding producer state");
+                let Some(next) = resumed else { break };
+                pos = next;
+            }
+        }
     }
     Ok(out)
 }

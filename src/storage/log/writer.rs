@@ -65,6 +65,10 @@ impl Log {
                     // (`file_budget::sweep`). Appends made meanwhile are written below.
                     self.writer_wake.notified().await;
                     self.let_go_if_idle().await;
+                    if self.state().queued == 0 {
+                        // Woken to close, or by the sweeper: decided at the top.
+                        continue;
+                    }
                 }
                 Some(d) if !d.is_zero() => {
                     futures_lite::future::or(self.writer_wake.notified(), async {
@@ -107,7 +111,7 @@ impl Log {
             let ahead = (2 * rate).next_multiple_of(BLOCK_BYTES).min(PREALLOC_AHEAD_BYTES);
             let end = (active.size + ahead).next_multiple_of(BLOCK_BYTES).min(s.cfg.segment_bytes / BLOCK_BYTES * BLOCK_BYTES);
             let paused = s.prealloc_paused_until.is_some_and(|until| Instant::now() < until);
-            if s.queued > 0 || active.size == 0 || s.closing || s.prealloc_end >= end || paused {
+            if s.queued > 0 || active.size == 0 || s.closing || s.rolling || s.prealloc_end >= end || paused {
                 return Ok(false);
             }
             (s.prealloc_end, (end - s.prealloc_end).min(PREALLOC_CHUNK_BYTES) as usize)
@@ -273,7 +277,11 @@ impl Log {
             s.queued -= taken;
             debug_assert_eq!(seg.size, pos);
             debug_assert_eq!(seg.size % BLOCK_BYTES, next_tail.len() as u64);
-            seg.persist_indexes(false)?;
+            // The data is written whatever happens to the index: recovery rebuilds an index from
+            // its segment, and a failed one is written whole again at the next try (or the seal).
+            if let Err(e) = seg.persist_indexes(false) {
+                tracing::warn!(dir = %s.dir.display(), error = %e, "writing a segment's index failed; it is rewritten later");
+            }
             s.last_used = Instant::now();
             s.prealloc_end = s.prealloc_end.max(write_pos + expect as u64);
             if s.window_start.elapsed() >= RATE_WINDOW {
@@ -336,10 +344,10 @@ impl Log {
             s.dir_unsynced.then(|| s.dir.clone())
         };
         if let Some(dir) = dir {
-            fs::sync_dir(&dir).await?;
+            fs::sync_dir(&dir).await.map_err(LogError::fsync)?;
             self.state().dir_unsynced = false;
         }
-        file.fdatasync().await?;
+        file.fdatasync().await.map_err(LogError::fsync)?;
         Ok(())
     }
 
@@ -369,17 +377,23 @@ impl Log {
 
     async fn roll_if_due(&self) -> Result<(), LogError> {
         let (size, dir, base) = {
-            let s = self.state();
-            let Some(first) = s.unwritten().next() else {
-                return Ok(());
-            };
+            let mut s = self.state();
             let active = s.segments.last().expect("active segment");
-            let full = active.size + first.info.bytes as u64 > s.cfg.segment_bytes;
-            let old = active.created.elapsed() >= Duration::from_millis(s.cfg.segment_ms);
-            if active.size == 0 || !(full || old) {
-                return Ok(());
+            if !s.rolling {
+                let Some(first) = s.unwritten().next() else {
+                    return Ok(());
+                };
+                let full = active.size + first.info.bytes as u64 > s.cfg.segment_bytes;
+                let old = active.created.elapsed() >= Duration::from_millis(s.cfg.segment_ms);
+                if active.size == 0 || !(full || old) {
+                    return Ok(());
+                }
             }
-            (active.size, s.dir.clone(), s.written)
+            let rolled = (active.size, s.dir.clone(), s.written);
+            // A failure below leaves the roll to be retried, even if the batches that made it due
+            // are dropped: a successor's file may exist, so the sealed segment takes no more.
+            s.rolling = true;
+            rolled
         };
         let old_file = self.active_file().await?;
         // Seal: cut the block padding, make the segment and its indexes durable.
@@ -391,12 +405,13 @@ impl Log {
             (active.base, active.seal()?)
         };
         for path in indexes {
-            fs::sync_file(&path).await?;
+            fs::sync_file(&path).await.map_err(LogError::fsync)?;
         }
         let seg = Segment::create(&dir, base).await?;
         {
             let mut s = self.state();
             s.segments.push(seg);
+            s.rolling = false;
             // The sealed segment's log files stay open like a read's, within the same bound.
             s.reading.push_back(sealed);
             s.tail_block.clear();

@@ -74,6 +74,16 @@ fn append_all(log: &Log, sizes: &[(i32, usize)]) -> Vec<(u64, u32)> {
         .collect()
 }
 
+/// `batch` as the idempotent producer `producer_id`'s (epoch 0), starting at sequence `seq`.
+fn as_idempotent(mut batch: Vec<u8>, producer_id: i64, seq: i32) -> Vec<u8> {
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+    batch[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = batch::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
     #[test]
@@ -605,6 +615,13 @@ fn damage_in_closed_segments_is_skipped_and_answered_corrupt_not_cut() {
         std::fs::write(path, bytes).unwrap();
         std::fs::write(path.with_extension("index"), [1, 2, 3]).unwrap();
     }
+    // No producer snapshot either: rebuilding the producers' state walks the damaged headers too.
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|e| e == "snapshot") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
     shards::run_local(async {
         let log = open(&dir, cfg).await;
         assert_eq!(log.offsets().log_end, end, "nothing after the damage was cut");
@@ -625,6 +642,60 @@ fn damage_in_closed_segments_is_skipped_and_answered_corrupt_not_cut() {
             let first = batch::split(&after).unwrap().first().map(|(_, info)| info.base_offset as u64);
             assert_eq!(first, Some(damaged + 1), "reading on after the damage at {damaged}");
         }
+        log.close().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn producer_state_is_rebuilt_past_a_damaged_batch_header() {
+    let dir = temp_dir("producer-damage");
+    let cfg = small_cfg();
+    // One producer's batches until the log has rolled twice, then one more: the producer's last
+    // five batches are the closed segment's last three and the active segment's two.
+    let (batches, segments) = shards::run_local(async {
+        let log = open(&dir, cfg.clone()).await;
+        let mut batches = Vec::new();
+        let mut rolled_twice_at = None;
+        for seq in 0.. {
+            let bytes = as_idempotent(batch::build(1, 300, 1_000), 9, seq);
+            let a = log.append(bytes.clone().into()).unwrap();
+            log.wait_durable(a.last_offset).await.unwrap();
+            batches.push((bytes, a.base_offset));
+            if rolled_twice_at.is_none() && log.stats().0 == 3 {
+                rolled_twice_at = Some(seq);
+            } else if rolled_twice_at.is_some() {
+                break;
+            }
+        }
+        log.close().await.unwrap();
+        (batches, log.stats().0)
+    });
+    assert_eq!(segments, 3);
+    let mut logs: Vec<std::path::PathBuf> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    logs.sort();
+    let closed = batches_in(&logs[1]);
+    // The length of the closed segment's third batch from the end, damaged; no snapshot to start from.
+    let (at, damaged, _) = closed[closed.len() - 3];
+    let mut bytes = std::fs::read(&logs[1]).unwrap();
+    bytes[at + 8..at + 12].copy_from_slice(&0x2000_0000i32.to_be_bytes());
+    std::fs::write(&logs[1], bytes).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|e| e == "snapshot") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    shards::run_local(async {
+        let log = open(&dir, cfg).await;
+        let end = log.offsets().log_end;
+        // Retries of the batches after the damaged one get their offsets back and append nothing.
+        for (bytes, base) in batches.iter().filter(|(_, base)| *base > damaged) {
+            let a = log.append(bytes.clone().into());
+            assert_eq!(a.map(|a| a.base_offset).ok(), Some(*base), "a retry of the batch at {base}");
+        }
+        assert_eq!(log.offsets().log_end, end);
         log.close().await.unwrap();
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -4,7 +4,8 @@
 //! One seed is one scenario: a random log configuration, then incarnations of the log, each running
 //! a random workload (appends, waits, reads, retention, DeleteRecords) until the process dies at a
 //! random file operation (or, sometimes, closes cleanly), followed by a kill or a power loss and
-//! recovery.
+//! recovery. In one incarnation of four, one file operation fails first (EIO or ENOSPC): the log
+//! refuses or retries as it must, and keeps every promise made before.
 //! After every recovery:
 //! * everything acknowledged as durable is there, byte for byte;
 //! * the log is a contiguous prefix of what was appended: every batch read back is the one appended
@@ -22,13 +23,14 @@ use shards::fs::{Rng, SimDisk};
 use std::path::Path;
 use std::rc::Rc;
 
-/// The idempotent producer of the workloads: its batches in the log, oldest first, as
-/// (first sequence, bytes as produced, base offset, last offset).
+/// The idempotent producer of the workloads.
 const PRODUCER_ID: i64 = 7;
 
 /// What the workloads promised and observed, carried across crashes.
 #[derive(Default)]
 struct Model {
+    /// The idempotent producer's batches in the log, oldest first, as (first sequence, bytes as
+    /// produced, base offset, last offset).
     idempotent: Vec<(i32, Vec<u8>, u64, u64)>,
     /// Every batch appended and not known lost, by base offset: (record count, bytes as stored).
     batches: std::collections::BTreeMap<u64, (u32, Vec<u8>)>,
@@ -51,6 +53,7 @@ pub struct Totals {
     pub duplicates_refused: u64,
     pub batches_appended: u64,
     pub batches_lost_unsynced: u64,
+    pub faults_injected: u64,
     pub file_ops: u64,
 }
 
@@ -69,16 +72,6 @@ fn config(rng: &mut Rng) -> LogConfig {
         flush,
         ..LogConfig::default()
     }
-}
-
-/// Makes `batch` an idempotent producer's batch with first sequence `seq` (CRC recomputed).
-fn as_idempotent(mut batch: Vec<u8>, seq: i32) -> Vec<u8> {
-    batch[43..51].copy_from_slice(&PRODUCER_ID.to_be_bytes());
-    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
-    batch[53..57].copy_from_slice(&seq.to_be_bytes());
-    let crc = batch::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    batch
 }
 
 fn new_batch(rng: &mut Rng, id: u64) -> Vec<u8> {
@@ -111,6 +104,11 @@ async fn run_seed(seed: u64) -> Result<Totals, String> {
             if !clean {
                 disk.crash_after(1 + rng.below(80));
             }
+            // Sometimes one file operation fails (EIO, or a full disk) before the crash.
+            if rng.below(4) == 0 {
+                let kind = if rng.below(2) == 0 { std::io::ErrorKind::StorageFull } else { std::io::ErrorKind::Other };
+                disk.fail_after(1 + rng.below(60), kind);
+            }
             workload(&log, &disk, &mut rng, &mut model, &mut totals).await?;
             if disk.is_down() {
                 totals.crashes_mid_workload += 1;
@@ -126,6 +124,7 @@ async fn run_seed(seed: u64) -> Result<Totals, String> {
             }
             let _ = log.close().await; // the dead process's log: stops its writer
             let appended_end = model.batches.last_key_value().map_or(0, |(b, (c, _))| b + u64::from(*c));
+            totals.faults_injected += disk.faults_injected();
             if power_loss {
                 disk.crash(rng.next_u64());
                 totals.power_losses += 1;
@@ -175,7 +174,7 @@ async fn workload(log: &Rc<Log>, disk: &SimDisk, rng: &mut Rng, model: &mut Mode
                     let seq = model.idempotent.last().map(|(seq, b, _, _)| seq + batch::validate(b).map_or(0, |i| i.records_count));
                     let idempotent = rng.below(2) == 0;
                     if idempotent {
-                        bytes = as_idempotent(bytes, seq.unwrap_or(0));
+                        bytes = super::as_idempotent(bytes, PRODUCER_ID, seq.unwrap_or(0));
                     }
                     match log.append(bytes.clone().into()) {
                         Ok(a) => {
@@ -369,6 +368,7 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
                 sum.duplicates_refused += t.duplicates_refused;
                 sum.batches_appended += t.batches_appended;
                 sum.batches_lost_unsynced += t.batches_lost_unsynced;
+                sum.faults_injected += t.faults_injected;
                 sum.file_ops += t.file_ops;
             }
             Err(e) => {
@@ -378,7 +378,7 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} retries deduplicated, {} file operations",
+        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} retries deduplicated, {} file operations ({} failed on purpose)",
         sum.cycles,
         sum.cycles as f64 / secs * 60.0,
         sum.power_losses,
@@ -386,7 +386,8 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
         sum.batches_appended,
         sum.batches_lost_unsynced,
         sum.duplicates_refused,
-        sum.file_ops
+        sum.file_ops,
+        sum.faults_injected
     );
     sum
 }
