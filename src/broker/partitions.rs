@@ -45,7 +45,7 @@ pub fn register_dormant(meta: &TopicMeta, p: i32) {
 /// Opens one partition this shard owns, or marks it offline with the reason.
 pub async fn open(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
     let st = state();
-    let (log_config, rules) = config::partition_settings(&config::shard_topic_defaults(&st), meta);
+    let (log_config, rules) = config::partition_settings(&st.cfg, &config::shard_topic_defaults(&st), meta);
     let dir = st.partition_dir(&meta.name, p);
     let key = (meta.name.clone(), p);
     let log_config = LogConfig { cache_bytes: cache_share(), ..log_config };

@@ -301,7 +301,7 @@ fn rebalance_cache_and_configs() {
     let mut settings = HashMap::new();
     for ((topic, _), part) in parts.iter() {
         if let Some(meta) = topics.get(topic) {
-            let (cfg, rules) = settings.entry(topic.as_str()).or_insert_with(|| config::partition_settings(&defaults, meta));
+            let (cfg, rules) = settings.entry(topic.as_str()).or_insert_with(|| config::partition_settings(&st.cfg, &defaults, meta));
             part.log.set_config(LogConfig { cache_bytes: share, ..cfg.clone() });
             part.rules.set(*rules);
         }

@@ -87,6 +87,14 @@ pub struct ServeArgs {
     /// (group.initial.rebalance.delay.ms; default 3000).
     #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// How often retention (and producer expiry) runs, in ms (log.retention.check.interval.ms;
+    /// default 30000).
+    #[arg(long, env = "WEIR_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+    /// An idempotent producer whose last batch is this old, in ms, is forgotten
+    /// (producer.id.expiration.ms; default 86400000).
+    #[arg(long, env = "WEIR_PRODUCER_ID_EXPIRATION_MS")]
+    producer_id_expiration_ms: Option<u64>,
     /// Config file: `key = value` lines with the flag names (e.g. `data-dir = "/var/lib/weir"`).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
@@ -148,6 +156,8 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 "group-initial-rebalance-delay-ms" => {
                     a.group_initial_rebalance_delay_ms = a.group_initial_rebalance_delay_ms.or(Some(count(&v)?))
                 }
+                "retention-check-interval-ms" => a.retention_check_interval_ms = a.retention_check_interval_ms.or(Some(count(&v)?)),
+                "producer-id-expiration-ms" => a.producer_id_expiration_ms = a.producer_id_expiration_ms.or(Some(count(&v)?)),
                 _ => return Err(format!("{}: unknown setting {k}", path.display())),
             }
         }
@@ -183,6 +193,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.retention_bytes {
         log.retention_bytes = v;
+    }
+    if let Some(v) = a.producer_id_expiration_ms {
+        log.producer_id_expiration_ms = i64::try_from(v).unwrap_or(i64::MAX).max(1);
     }
     cfg.log = log;
     if let Some(v) = a.max_request_bytes {
@@ -223,6 +236,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.group_initial_rebalance_delay_ms {
         cfg.group_initial_rebalance_delay_ms = v;
+    }
+    if let Some(v) = a.retention_check_interval_ms {
+        cfg.retention_check_ms = v.max(1);
     }
     if cfg.group_min_session_timeout_ms > cfg.group_max_session_timeout_ms {
         return Err("--group-min-session-timeout-ms is above --group-max-session-timeout-ms".into());

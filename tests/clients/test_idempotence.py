@@ -24,10 +24,10 @@ OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
 
 
-def batch(pid, epoch, seq, values):
+def batch(pid, epoch, seq, values, timestamp_ms=1_700_000_000_000):
     b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=pid, producer_epoch=epoch, base_sequence=seq, batch_size=1 << 20)
     for i, v in enumerate(values):
-        b.append(i, timestamp=1_700_000_000_000 + i, key=None, value=v, headers=[])
+        b.append(i, timestamp=timestamp_ms + i, key=None, value=v, headers=[])
     return bytes(b.build())
 
 
@@ -113,6 +113,28 @@ def test_an_old_epoch_is_refused():
         assert produce(conn, topic, batch(pid, 2, 1, [b"b"]))[0] == INVALID_PRODUCER_EPOCH
         assert produce(conn, topic, batch(pid, 4, 5, [b"b"]))[0] == OUT_OF_ORDER_SEQUENCE_NUMBER, "a new epoch starts at 0"
         assert produce(conn, topic, batch(pid, 4, 0, [b"b"])) == (0, 1)
+        conn.close()
+    finally:
+        b.close()
+
+
+def test_an_idle_producer_expires_after_producer_id_expiration_ms():
+    """producer.id.expiration.ms: a producer whose last batch is older is forgotten, so a retry of
+    that batch is then taken as new (Kafka's behaviour: the bound on the producer state's size)."""
+    b = Broker(extra=["--producer-id-expiration-ms", "1500", "--retention-check-interval-ms", "200"])
+    try:
+        topic = unique("idem-expiry")
+        conn = open_leader(b, topic)
+        pid = conn.call(build(InitProducerIdRequest, 0, transactional_id=None, transaction_timeout_ms=60_000), InitProducerIdResponse).producer_id
+        first = batch(pid, 0, 0, [b"a"], timestamp_ms=int(time.time() * 1000))
+        assert produce(conn, topic, first) == (0, 0)
+        assert produce(conn, topic, first) == (0, 0), "a retry right away is a duplicate"
+        # Retried until the producer is forgotten: the same batch is then appended as a new one.
+        deadline = time.time() + 30
+        while (answer := produce(conn, topic, first)) == (0, 0):
+            assert time.time() < deadline, "the producer never expired"
+            time.sleep(0.1)
+        assert answer == (0, 1), answer
         conn.close()
     finally:
         b.close()

@@ -54,8 +54,9 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("max.connections", cfg.max_connections.to_string(), long, "--max-connections"),
         ("max.connections.per.ip", cfg.max_connections_per_ip.to_string(), long, "--max-connections-per-ip"),
         ("connections.max.idle.ms", cfg.connections_max_idle_ms.to_string(), long, "--connections-max-idle-ms"),
-        ("log.retention.check.interval.ms", cfg.retention_check_ms.to_string(), long, "retention check interval"),
+        ("log.retention.check.interval.ms", cfg.retention_check_ms.to_string(), long, "--retention-check-interval-ms"),
         ("log.retention.hours", retention_hours.to_string(), long, "log.retention.ms in hours"),
+        ("producer.id.expiration.ms", cfg.log.producer_id_expiration_ms.to_string(), long, "--producer-id-expiration-ms"),
         ("log.roll.hours", (cfg.log.segment_ms / 3_600_000).to_string(), long, "log.roll.ms in hours"),
     ]
 }

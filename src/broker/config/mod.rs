@@ -82,9 +82,13 @@ impl Default for ProduceRules {
     }
 }
 
-/// The log's settings and the produce rules of a topic, given the shard's topic defaults
-/// (`cache_bytes` is set by the caller).
-pub fn partition_settings(defaults: &BTreeMap<&'static str, Resolved>, meta: &TopicMeta) -> (LogConfig, ProduceRules) {
+/// The log's settings and the produce rules of a topic, given the broker's config and the shard's
+/// topic defaults (`cache_bytes` is set by the caller).
+pub fn partition_settings(
+    broker: &crate::broker::BrokerConfig,
+    defaults: &BTreeMap<&'static str, Resolved>,
+    meta: &TopicMeta,
+) -> (LogConfig, ProduceRules) {
     let values = topic::resolve(&meta.configs, defaults);
     let get = |name: &str| values.get(name).map_or("", |r| r.value.as_str());
     let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
@@ -99,5 +103,7 @@ pub fn partition_settings(defaults: &BTreeMap<&'static str, Resolved>, meta: &To
         timestamp_before_max_ms: long("message.timestamp.before.max.ms").min(difference),
         timestamp_after_max_ms: long("message.timestamp.after.max.ms").min(difference),
     };
-    (topic::log_config(&values), rules)
+    // Broker-wide, not a topic config in Kafka either.
+    let log = LogConfig { producer_id_expiration_ms: broker.log.producer_id_expiration_ms, ..topic::log_config(&values) };
+    (log, rules)
 }

@@ -67,7 +67,11 @@ fn headers_from(seg: &Segment, mut pos: u64) -> Result<Vec<batch::BatchInfo>, Lo
         let after = out.last().map_or(seg.base, |i| i.base_offset as u64 + u64::from(i.offset_count));
         let header = batch::header_info(&chunk[(pos - chunk_at) as usize..]).map_err(|e| e.to_string()).and_then(|info| {
             let fits = info.base_offset as u64 >= after && pos + info.bytes as u64 <= seg.size;
-            if fits { Ok(info) } else { Err(format!("batch at offset {} of {} bytes does not fit", info.base_offset, info.bytes)) }
+            if fits {
+                Ok(info)
+            } else {
+                Err(format!("batch at offset {} of {} bytes does not fit", info.base_offset, info.bytes))
+            }
         });
         match header {
             Ok(info) => {
