@@ -115,10 +115,7 @@ proptest! {
 }
 
 fn active_log_file(dir: &Path) -> std::path::PathBuf {
-    let mut logs: Vec<_> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
-    logs.sort();
-    logs.pop().unwrap()
+    files_with(dir, "log").pop().unwrap()
 }
 
 #[test]
@@ -582,6 +579,14 @@ fn under_flush_every_batch_readers_see_only_fsynced_records() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The files in `dir` named `*.<ext>`, in name order (segment files: offset order).
+fn files_with(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == ext)).collect();
+    files.sort();
+    files
+}
+
 /// Byte positions and offsets of the batches in a segment file.
 fn batches_in(path: &Path) -> Vec<(usize, u64, usize)> {
     let bytes = std::fs::read(path).unwrap();
@@ -599,9 +604,7 @@ fn damage_in_closed_segments_is_skipped_and_answered_corrupt_not_cut() {
         log.close().await.unwrap();
         log.offsets().log_end
     });
-    let mut segments: Vec<std::path::PathBuf> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
-    segments.sort();
+    let segments = files_with(&dir, "log");
     assert!(segments.len() >= 4, "{} segments", segments.len());
     // Segment 1: four bytes flipped inside a batch's records. Segment 2: a batch's length field.
     // Both with their index garbled, so recovery scans them.
@@ -616,12 +619,7 @@ fn damage_in_closed_segments_is_skipped_and_answered_corrupt_not_cut() {
         std::fs::write(path.with_extension("index"), [1, 2, 3]).unwrap();
     }
     // No producer snapshot either: rebuilding the producers' state walks the damaged headers too.
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.extension().is_some_and(|e| e == "snapshot") {
-            std::fs::remove_file(path).unwrap();
-        }
-    }
+    files_with(&dir, "snapshot").into_iter().for_each(|p| std::fs::remove_file(p).unwrap());
     shards::run_local(async {
         let log = open(&dir, cfg).await;
         assert_eq!(log.offsets().log_end, end, "nothing after the damage was cut");
@@ -672,21 +670,14 @@ fn producer_state_is_rebuilt_past_a_damaged_batch_header() {
         (batches, log.stats().0)
     });
     assert_eq!(segments, 3);
-    let mut logs: Vec<std::path::PathBuf> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
-    logs.sort();
+    let logs = files_with(&dir, "log");
     let closed = batches_in(&logs[1]);
     // The length of the closed segment's third batch from the end, damaged; no snapshot to start from.
     let (at, damaged, _) = closed[closed.len() - 3];
     let mut bytes = std::fs::read(&logs[1]).unwrap();
     bytes[at + 8..at + 12].copy_from_slice(&0x2000_0000i32.to_be_bytes());
     std::fs::write(&logs[1], bytes).unwrap();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.extension().is_some_and(|e| e == "snapshot") {
-            std::fs::remove_file(path).unwrap();
-        }
-    }
+    files_with(&dir, "snapshot").into_iter().for_each(|p| std::fs::remove_file(p).unwrap());
     shards::run_local(async {
         let log = open(&dir, cfg).await;
         let end = log.offsets().log_end;
