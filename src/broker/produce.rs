@@ -41,6 +41,9 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::Deleted => errors::UNKNOWN_TOPIC_OR_PARTITION,
         LogError::OutOfOrderSequence => errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
         LogError::InvalidProducerEpoch => errors::INVALID_PRODUCER_EPOCH,
+        LogError::InvalidTxnState => errors::INVALID_TXN_STATE,
+        LogError::CoordinatorFenced => errors::TRANSACTION_COORDINATOR_FENCED,
+        LogError::InvalidRecord(_) => errors::INVALID_RECORD,
     }
 }
 

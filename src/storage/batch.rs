@@ -77,6 +77,19 @@ pub struct BatchInfo {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    pub attributes: i16,
+}
+
+impl BatchInfo {
+    /// Part of a transaction (data or its commit/abort marker).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    /// A control batch: a transaction's commit or abort marker (`storage::control`).
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
 }
 
 /// Reads the header at the start of `bytes` without copying.
@@ -133,6 +146,7 @@ pub fn header_info(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
         producer_id: h.producer_id.get(),
         producer_epoch: h.producer_epoch.get(),
         base_sequence: h.base_sequence.get(),
+        attributes: h.attributes.get(),
     })
 }
 
@@ -159,6 +173,9 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
 /// timestamp is the log's append time" (`message.timestamp.type=LogAppendTime`).
 pub const ATTR_CODEC_MASK: i16 = 0x07;
 pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+/// The batch belongs to a transaction; a control batch is a transaction marker.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+pub const ATTR_CONTROL: i16 = 0x20;
 
 /// Compression codec from a batch's attributes.
 pub fn compression(bytes: &[u8]) -> Result<u8, BatchError> {

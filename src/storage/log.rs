@@ -11,7 +11,8 @@
 
 use super::batch::{self, BatchError, BatchHeader, BatchInfo};
 use super::config::{FlushPolicy, LogConfig};
-use super::producer_state::Check;
+use super::control::Marker;
+use super::producer_state::{Check, ProducerState, TxnGuard};
 use super::segment::{Handles, Recovered, Segment};
 use bytes::{Bytes, BytesMut};
 use shards::{fs, Notify};
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 mod files;
 mod producers;
 mod read;
+mod transactions;
 mod writer;
 
 /// O_DIRECT alignment of writes (the block size of every disk we target).
@@ -72,6 +74,16 @@ pub enum LogError {
     /// An idempotent producer's epoch is older than its current one (a zombie).
     #[error("producer epoch is older than the current one")]
     InvalidProducerEpoch,
+    /// A transactional batch for a transaction the coordinator does not know open here, or a plain
+    /// batch from a producer with a transaction open here.
+    #[error("not part of an ongoing transaction")]
+    InvalidTxnState,
+    /// A marker from a coordinator epoch older than the producer's last.
+    #[error("marker from an older coordinator epoch")]
+    CoordinatorFenced,
+    /// A batch a producer may not send.
+    #[error("invalid record: {0}")]
+    InvalidRecord(&'static str),
 }
 
 impl From<shards::RuntimeError> for LogError {
@@ -130,6 +142,8 @@ impl Held {
 struct Cached {
     held: Held,
     info: BatchInfo,
+    /// What it says, if it is a transaction marker.
+    marker: Option<Marker>,
 }
 
 impl Cached {
@@ -181,8 +195,14 @@ struct State {
     tail_block: Vec<u8>,
     unflushed_messages: u64,
     last_flush: Instant,
-    /// Idempotent producers' last batches, up to `next_offset` (queued ones included).
-    producers: super::producer_state::ProducerState,
+    /// Producers as appends left them, queued batches included: what new batches are checked against.
+    producers: ProducerState,
+    /// Producers as the written batches left them: snapshots, open transactions (the last stable
+    /// offset) and the aborted ones come from here. A failed write resets `producers` to it.
+    producers_written: ProducerState,
+    /// Transactions a written marker ended whose marker is not below the high watermark yet
+    /// (first offset → marker offset, flush-every-batch only): the last stable offset waits for it.
+    unstable_txns: std::collections::BTreeMap<u64, u64>,
     /// The offset of the newest producer state snapshot (or where the last rebuild began).
     snapshot_at: u64,
     /// Preallocation failed (a full disk): not tried again before this.
@@ -268,6 +288,9 @@ pub struct Offsets {
     pub log_start: u64,
     /// What readers see: `durable` under flush-every-batch, the written offset otherwise.
     pub high_watermark: u64,
+    /// What read_committed readers see: the high watermark, or where the oldest transaction not
+    /// yet ended (and stable) began.
+    pub last_stable: u64,
     /// Offsets below this are fsynced (or were on disk when the log was opened).
     pub durable: u64,
     pub log_end: u64,
@@ -291,6 +314,8 @@ impl Log {
         let mut scanned = 0;
         // The last segment's report: its zeros and last partial block (a fresh log has neither).
         let mut last = Recovered::default();
+        // A segment whose aborted transactions index is damaged: the walk at open starts there at the latest.
+        let mut txn_index_damaged_from = u64::MAX;
         let recovery_point = super::checkpoint::read::<2>(dir, super::checkpoint::RECOVERY_POINT).unwrap_or([0, 0]);
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
@@ -300,6 +325,10 @@ impl Log {
                 tracing::warn!(dir = %dir.display(), segment = base, bytes_cut = report.bytes_cut, "recovery cut an invalid tail");
             }
             scanned += report.batches_scanned;
+            if report.txn_index_damaged {
+                tracing::warn!(dir = %dir.display(), segment = base, "damaged .txnindex: its transactions are found again in the log");
+                txn_index_damaged_from = txn_index_damaged_from.min(base);
+            }
             last = report;
             segments.push(seg);
         }
@@ -321,15 +350,21 @@ impl Log {
         }
         let Recovered { file_len, tail_block, trusted, .. } = last;
         let active = segments.last().expect("at least one segment");
-        let next_offset = active.next_offset;
-        let active_base = active.base;
+        let (next_offset, active_base, active_size) = (active.next_offset, active.base, active.size);
         // What recovery read past the recovery point may not be durable (a crash of the process
         // keeps unsynced writes in the page cache): it is fsynced before it counts as durable.
         let (durable, durable_pos) = if fresh { (next_offset, 0) } else { trusted };
         // DeleteRecords may have moved the start past the first segment's base.
         let log_start = checkpointed_start.unwrap_or(0).clamp(segments[0].base, next_offset);
-        let (producers, snapshot_at) = producers::rebuild(dir, &segments, log_start, next_offset).await?;
-        let next_prealloc_end = active.size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
+        let (producers, snapshot_at, ended) =
+            producers::rebuild(dir, &mut segments, log_start, next_offset, txn_index_damaged_from).await?;
+        // Markers past what is durable keep their transactions unstable until the writer fsynced them.
+        let unstable_txns = if cfg.flush == FlushPolicy::EveryBatch {
+            ended.iter().filter(|t| t.marker_offset >= durable).map(|t| (t.first_offset, t.marker_offset)).collect()
+        } else {
+            std::collections::BTreeMap::new()
+        };
+        let next_prealloc_end = active_size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
         tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned, "log opened");
         let log = Rc::new_cyclic(|me| Log {
             me: me.clone(),
@@ -360,7 +395,9 @@ impl Log {
                 tail_block,
                 unflushed_messages: next_offset - durable,
                 last_flush: Instant::now(),
-                producers,
+                producers: producers.clone(),
+                producers_written: producers,
+                unstable_txns,
                 snapshot_at,
                 prealloc_paused_until: None,
                 rolling: false,
@@ -400,7 +437,13 @@ impl Log {
 
     pub fn offsets(&self) -> Offsets {
         let s = self.state();
-        Offsets { log_start: s.log_start, high_watermark: s.high_watermark(), durable: s.durable, log_end: s.next_offset }
+        Offsets {
+            log_start: s.log_start,
+            high_watermark: s.high_watermark(),
+            last_stable: s.last_stable_offset(),
+            durable: s.durable,
+            log_end: s.next_offset,
+        }
     }
 
     pub fn config(&self) -> LogConfig {
@@ -427,8 +470,32 @@ impl Log {
     /// cache, and with them the whole buffer, if the records are at least half of it; otherwise they
     /// are copied too, so that a cached batch never holds more than about twice its size.
     pub fn append_from(&self, records: Bytes, buffer_bytes: usize) -> Result<Appended, LogError> {
+        self.append_checked(records, buffer_bytes, None, None)
+    }
+
+    /// `append_from` of a producer's records, some of which may open a transaction here: `guard`
+    /// is what `txn_guard` said before the coordinator confirmed the partition is in it.
+    pub fn append_in_txn(&self, records: Bytes, buffer_bytes: usize, guard: TxnGuard) -> Result<Appended, LogError> {
+        self.append_checked(records, buffer_bytes, Some(guard), None)
+    }
+
+    fn append_checked(
+        &self,
+        records: Bytes,
+        buffer_bytes: usize,
+        guard: Option<TxnGuard>,
+        marker: Option<Marker>,
+    ) -> Result<Appended, LogError> {
         let share = records.len() * 2 >= buffer_bytes;
         let batches = batch::split(&records)?;
+        if marker.is_none() {
+            if batches.iter().any(|(_, info)| info.is_control()) {
+                return Err(LogError::InvalidRecord("control batches come from the transaction coordinator only"));
+            }
+            if batches.iter().any(|(_, info)| info.is_transactional() && info.producer_id < 0) {
+                return Err(LogError::InvalidRecord("a transactional batch without a producer id"));
+            }
+        }
         let mut s = self.state();
         if let Some(e) = &s.failed {
             return Err(LogError::Storage(e.clone()));
@@ -439,12 +506,18 @@ impl Log {
         if let Some((_, big)) = batches.iter().find(|(_, info)| info.bytes > s.cfg.max_message_bytes) {
             return Err(LogError::TooLarge(big.bytes));
         }
-        match s.producers.check_all(batches.iter().map(|(_, info)| info)) {
+        let check = match (marker, batches.first()) {
+            (Some(m), Some((_, info))) => s.producers.check_marker(info.producer_id, info.producer_epoch, m),
+            _ => s.producers.check_all(batches.iter().map(|(_, info)| info), guard),
+        };
+        match check {
             Check::Append => {}
             // A retry of what is in the log: its offsets, which the caller waits on as for new ones.
             Check::Duplicate { base_offset, last_offset } => return Ok(Appended { base_offset, last_offset }),
             Check::OutOfOrder => return Err(LogError::OutOfOrderSequence),
             Check::StaleEpoch => return Err(LogError::InvalidProducerEpoch),
+            Check::InvalidTxnState => return Err(LogError::InvalidTxnState),
+            Check::CoordinatorFenced => return Err(LogError::CoordinatorFenced),
         }
         let base_offset = s.next_offset;
         for (at, info) in batches {
@@ -456,13 +529,12 @@ impl Log {
                 Held::Copied(s.copy_to_slab(&records[at..at + info.bytes], base))
             };
             let info = BatchInfo { base_offset: base as i64, ..info };
-            let written = s.written;
-            s.producers.record(&info, written);
+            s.producers.record(&info, marker);
             s.next_offset = base + u64::from(info.offset_count);
             s.cache_bytes += info.bytes;
             s.queued += 1;
             s.queued_bytes += info.bytes;
-            s.cache.push_back(Cached { held, info });
+            s.cache.push_back(Cached { held, info, marker });
         }
         let last_offset = s.next_offset - 1;
         drop(s);
@@ -555,8 +627,8 @@ impl Log {
         s.log_start = s.log_start.max(offset);
         s.log_start_durable = s.log_start_durable.max(offset);
         s.drop_cache_below_start();
+        s.expire_producers(i64::MIN);
         let start = s.log_start;
-        s.producers.expire(start, i64::MIN);
         Ok(start)
     }
 
@@ -580,8 +652,8 @@ impl Log {
                 removed.push(seg);
             }
             s.drop_cache_below_start();
-            let (start, expiry) = (s.log_start, s.cfg.producer_id_expiration_ms);
-            s.producers.expire(start, now_ms.saturating_sub(expiry));
+            let expiry = s.cfg.producer_id_expiration_ms;
+            s.expire_producers(now_ms.saturating_sub(expiry));
             removed
         };
         // The oldest first: a crash meanwhile leaves a log that starts later, never one with a hole.
@@ -610,7 +682,7 @@ impl Log {
             (s.durable, s.durable_end) = (s.written, (active, end));
         }
         self.checkpoint_recovery_point(CLOSE_CHECKPOINT_BYTES).await?;
-        self.snapshot_producers_at_close().await?;
+        // The indexes first: a snapshot at the end says the aborted transactions below it are on disk.
         let unsynced: Vec<PathBuf> = {
             let mut s = self.state();
             s.segments
@@ -624,7 +696,7 @@ impl Log {
         for path in unsynced {
             fs::sync_file(&path).await?;
         }
-        Ok(())
+        self.snapshot_producers_at_close().await
     }
 
     /// Closes the log and removes its directory.
@@ -653,6 +725,14 @@ impl State {
         } else {
             seg.size
         }
+    }
+
+    /// Forgets producers whose last batch is below the log start or older than `before_ms` (and
+    /// have no transaction open), in both views of them.
+    fn expire_producers(&mut self, before_ms: i64) {
+        let start = self.log_start;
+        self.producers.expire(start, before_ms);
+        self.producers_written.expire(start, before_ms);
     }
 
     fn high_watermark(&self) -> u64 {

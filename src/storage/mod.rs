@@ -5,10 +5,12 @@
 pub mod batch;
 mod checkpoint;
 pub mod config;
+pub mod control;
 pub mod file_budget;
 pub mod log;
 pub mod producer_state;
 pub mod segment;
+pub mod txn_index;
 
 pub use self::config::{FlushPolicy, LogConfig};
 pub use self::log::{Appended, Chunk, Log, LogError, Offsets};

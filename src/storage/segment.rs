@@ -14,6 +14,7 @@
 
 use super::batch::{self, BatchInfo};
 use super::file_budget;
+use super::txn_index::TxnIndex;
 use shards::fs::{self, AppendFile, DirectFile, ScanFile};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -61,6 +62,8 @@ pub struct Segment {
     last_indexed_pos: Option<u64>,
     /// Relative base offset of the last batch.
     last_batch_rel: u32,
+    /// Its aborted transactions (`.txnindex`).
+    pub txns: TxnIndex,
 }
 
 /// Files an open segment holds at most: its log three ways (DMA writes, buffered and direct reads)
@@ -97,6 +100,8 @@ pub struct Recovered {
     pub file_len: u64,
     /// An active segment's last partial block of batches.
     pub tail_block: Vec<u8>,
+    /// The `.txnindex` did not make sense: its transactions must be found again in the log.
+    pub txn_index_damaged: bool,
     /// Where the bytes known durable end in an active segment (the recovery point, or less if what
     /// was below it is gone): (offset, byte position), a batch boundary.
     pub trusted: (u64, u64),
@@ -131,6 +136,7 @@ impl Segment {
     }
 
     fn empty(base: u64, path: PathBuf) -> Segment {
+        let txns = TxnIndex::new(TxnIndex::path_for(path.parent().unwrap_or(Path::new(".")), &file_stem(base)));
         Segment {
             base,
             path,
@@ -148,6 +154,7 @@ impl Segment {
             indexes_unsynced: false,
             last_indexed_pos: None,
             last_batch_rel: 0,
+            txns,
         }
     }
 
@@ -169,8 +176,10 @@ impl Segment {
         let file_len = std_file.size()?;
         let loaded_index = read_index(&idx_path, file_len);
         let loaded_time_index = read_time_index(&tidx_path);
-        let mut report = Recovered::default();
         let mut seg = Self::empty(base, log.clone());
+        let (txns, txn_index_damaged) = TxnIndex::load(TxnIndex::path_for(dir, &file_stem(base)));
+        seg.txns = txns;
+        let mut report = Recovered { txn_index_damaged, ..Recovered::default() };
 
         if let (Some(next_base), Ok(index), Ok(time_index)) = (next_base, &loaded_index, &loaded_time_index) {
             // Closed segment with sane indexes: trust them, the file was cut to size when it was sealed.
@@ -392,6 +401,7 @@ impl Segment {
             self.time_index.push((self.max_timestamp, rel));
         }
         self.persist_indexes(true)?;
+        self.txns.persist()?;
         self.index_files = None;
         Ok(self.unsynced_indexes())
     }
@@ -404,11 +414,12 @@ impl Segment {
     /// The index files holding entries written since they were last fsynced, now counted as synced:
     /// the caller fsyncs them (on seal and shutdown; they can always be rebuilt from the log).
     pub fn unsynced_indexes(&mut self) -> Vec<PathBuf> {
-        if !std::mem::take(&mut self.indexes_unsynced) {
-            return Vec::new();
+        let mut out: Vec<PathBuf> = self.txns.take_unsynced().into_iter().collect();
+        if std::mem::take(&mut self.indexes_unsynced) {
+            let (_, idx, tidx) = Self::paths(self.dir(), self.base);
+            out.extend([idx, tidx]);
         }
-        let (_, idx, tidx) = Self::paths(self.dir(), self.base);
-        vec![idx, tidx]
+        out
     }
 
     /// Position of the last indexed batch at or before `offset` (O(log n)).
@@ -453,7 +464,7 @@ impl Segment {
     /// Removes the segment's three files.
     pub async fn remove_files(&self) -> std::io::Result<()> {
         let (log, idx, tidx) = Self::paths(self.dir(), self.base);
-        for p in [log, idx, tidx] {
+        for p in [log, idx, tidx, self.txns.path().to_path_buf()] {
             fs::remove_file(&p).await?;
         }
         Ok(())

@@ -3,8 +3,11 @@
 //! written when a segment rolls and at close.
 
 use super::*;
+use crate::storage::control::{self, Marker};
+use crate::storage::producer_state::CompletedTxn;
 use crate::storage::producer_state::ProducerState;
 use crate::storage::segment::resync;
+use crate::storage::txn_index::AbortedTxn;
 
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
 /// Snapshots kept: the newest, and the one before in case a crash makes the newest lie past the
@@ -24,9 +27,18 @@ fn snapshots(dir: &Path) -> Result<Vec<u64>, LogError> {
     Ok(offsets)
 }
 
-/// The producer state of a log just recovered: the newest sound snapshot at or below `log_end`,
-/// then every batch after it. Snapshots past the log end (a crash took what they describe) go.
-pub(super) async fn rebuild(dir: &Path, segments: &[Segment], log_start: u64, log_end: u64) -> Result<(ProducerState, u64), LogError> {
+/// The producer state of a log just recovered: the newest sound snapshot at or below `log_end`
+/// (and `walk_from_at_most`: a segment whose `.txnindex` was damaged is walked again), then every
+/// batch after it. Snapshots past the log end (a crash took what they describe) go. The segments'
+/// aborted transactions from the walk's start on are found again; returns the transactions the
+/// walk saw end.
+pub(super) async fn rebuild(
+    dir: &Path,
+    segments: &mut [Segment],
+    log_start: u64,
+    log_end: u64,
+    walk_from_at_most: u64,
+) -> Result<(ProducerState, u64, Vec<CompletedTxn>), LogError> {
     let offsets = snapshots(dir)?;
     for &stale in offsets.iter().filter(|&&o| o > log_end) {
         fs::remove_file(&snapshot_path(dir, stale)).await?;
@@ -34,28 +46,46 @@ pub(super) async fn rebuild(dir: &Path, segments: &[Segment], log_start: u64, lo
     let found = offsets
         .iter()
         .rev()
-        .filter(|&&o| o <= log_end)
+        .filter(|&&o| o <= log_end && o <= walk_from_at_most)
         .find_map(|&o| Some((ProducerState::decode(&fs::read(&snapshot_path(dir, o)).ok()?)?, o)));
     let (mut state, from) = found.unwrap_or_else(|| (ProducerState::default(), log_start));
     let snapshot_at = from;
     let from = from.max(log_start);
-    for seg in segments.iter().filter(|seg| seg.next_offset > from) {
+    let mut ended = Vec::new();
+    for seg in segments.iter_mut() {
+        seg.txns.truncate_from(from);
+    }
+    for seg in segments.iter_mut().filter(|seg| seg.next_offset > from) {
         let pos = if seg.base >= from { 0 } else { seg.lookup(from) };
-        for info in headers_from(seg, pos)? {
-            if info.base_offset as u64 + u64::from(info.offset_count) > from {
-                state.record(&info, log_end);
+        for (info, marker) in headers_from(seg, pos)? {
+            if info.base_offset as u64 + u64::from(info.offset_count) <= from {
+                continue;
             }
+            let Some(done) = state.record(&info, marker) else { continue };
+            if done.aborted {
+                let next = done.marker_offset + 1;
+                let last_stable_offset = state.first_open_transaction().map_or(next, |f| f.min(next));
+                let (producer_id, first_offset, last_offset) = (done.producer_id, done.first_offset, done.marker_offset);
+                seg.txns.push(AbortedTxn { producer_id, first_offset, last_offset, last_stable_offset });
+            }
+            ended.push(done);
+        }
+        // What a snapshot after this says is found again from here need not be: durable first.
+        seg.txns.persist()?;
+        if let Some(path) = seg.txns.take_unsynced() {
+            fs::sync_file(&path).await?;
         }
     }
-    Ok((state, snapshot_at))
+    Ok((state, snapshot_at, ended))
 }
 
-/// The headers of segment `seg`'s batches from position `pos` (a batch boundary) on: bodies of
-/// large batches are stepped over, not read. Damaged bytes that recovery stepped over in a trusted
-/// segment are stepped over the same way (their producers' state is then what the rest says).
-fn headers_from(seg: &Segment, mut pos: u64) -> Result<Vec<batch::BatchInfo>, LogError> {
+/// The headers of segment `seg`'s batches from position `pos` (a batch boundary) on, with what
+/// each marker says: bodies of large batches are stepped over, not read. Damaged bytes that
+/// recovery stepped over in a trusted segment are stepped over the same way (their producers'
+/// state is then what the rest says).
+fn headers_from(seg: &Segment, mut pos: u64) -> Result<Vec<(batch::BatchInfo, Option<Marker>)>, LogError> {
     let file = fs::ScanFile::open(&seg.path)?;
-    let mut out: Vec<batch::BatchInfo> = Vec::new();
+    let mut out: Vec<(batch::BatchInfo, Option<Marker>)> = Vec::new();
     let mut chunk: Vec<u8> = Vec::new();
     let mut chunk_at = pos;
     while pos + (batch::HEADER_BYTES as u64) <= seg.size {
@@ -64,7 +94,7 @@ fn headers_from(seg: &Segment, mut pos: u64) -> Result<Vec<batch::BatchInfo>, Lo
             file.read_exact_at(&mut chunk, pos)?;
             chunk_at = pos;
         }
-        let after = out.last().map_or(seg.base, |i| i.base_offset as u64 + u64::from(i.offset_count));
+        let after = out.last().map_or(seg.base, |(i, _)| i.base_offset as u64 + u64::from(i.offset_count));
         let header = batch::header_info(&chunk[(pos - chunk_at) as usize..]).map_err(|e| e.to_string()).and_then(|info| {
             let fits = info.base_offset as u64 >= after && pos + info.bytes as u64 <= seg.size;
             if fits {
@@ -75,7 +105,8 @@ fn headers_from(seg: &Segment, mut pos: u64) -> Result<Vec<batch::BatchInfo>, Lo
         });
         match header {
             Ok(info) => {
-                out.push(info);
+                let marker = if info.is_control() { read_marker(&file, &mut chunk, &mut chunk_at, pos, &info)? } else { None };
+                out.push((info, marker));
                 pos += info.bytes as u64;
             }
             Err(e) => {
@@ -89,13 +120,32 @@ fn headers_from(seg: &Segment, mut pos: u64) -> Result<Vec<batch::BatchInfo>, Lo
     Ok(out)
 }
 
+/// What the control batch at `pos` says, reading it whole into `chunk` if it is not yet.
+fn read_marker(
+    file: &fs::ScanFile,
+    chunk: &mut Vec<u8>,
+    chunk_at: &mut u64,
+    pos: u64,
+    info: &batch::BatchInfo,
+) -> Result<Option<Marker>, LogError> {
+    let end = pos + info.bytes as u64;
+    if end > *chunk_at + chunk.len() as u64 {
+        chunk.resize(info.bytes.max(batch::HEADER_BYTES), 0);
+        file.read_exact_at(chunk, pos)?;
+        *chunk_at = pos;
+    }
+    let at = (pos - *chunk_at) as usize;
+    Ok(control::parse(&chunk[at..at + info.bytes]))
+}
+
 impl Log {
     /// Writes the producer state as it is below `offset` (the log end, or a new segment's base)
     /// to a snapshot there, and removes all but the newest `SNAPSHOTS_KEPT`.
     pub(super) async fn snapshot_producers(&self, offset: u64) -> Result<(), LogError> {
         let (dir, bytes) = {
             let mut s = self.state();
-            (s.dir.clone(), s.producers.encode_below(offset))
+            debug_assert_eq!(s.written, offset, "a snapshot is of the written batches");
+            (s.dir.clone(), s.producers_written.encode())
         };
         fs::write_durably(&snapshot_path(&dir, offset), bytes).await?;
         self.state().snapshot_at = offset;
@@ -113,7 +163,7 @@ impl Log {
             let s = self.state();
             let active = s.segments.last().expect("active segment");
             let long_walk = s.snapshot_at < s.written && active.size >= super::CLOSE_CHECKPOINT_BYTES;
-            if !(s.producers.is_dirty() || long_walk) || s.snapshot_at == s.written {
+            if !(s.producers_written.is_dirty() || long_walk) || s.snapshot_at == s.written {
                 return Ok(());
             }
             s.written

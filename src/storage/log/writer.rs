@@ -4,6 +4,7 @@
 
 use super::files::IDLE_AFTER;
 use super::*;
+use crate::storage::txn_index::AbortedTxn;
 
 /// Largest single write the writer issues; more waits for the next turn.
 const WRITE_BYTES_MAX: usize = 8 << 20;
@@ -142,8 +143,7 @@ impl Log {
         }
         (s.queued, s.queued_bytes) = (0, 0);
         s.next_offset = s.written;
-        let written = s.written;
-        s.producers.truncate_to(written);
+        s.producers = s.producers_written.clone();
         drop(s);
         self.progressed.notify_all();
     }
@@ -273,13 +273,24 @@ impl Log {
                 s.written = p.next();
                 s.queued_bytes -= p.info.bytes;
                 messages += u64::from(p.info.offset_count);
+                let Some(done) = s.producers_written.record(&p.info, p.marker) else { continue };
+                if done.aborted {
+                    // Kafka's stable offset for the entry: where the oldest other open transaction began.
+                    let next = done.marker_offset + 1;
+                    let last_stable_offset = s.producers_written.first_open_transaction().map_or(next, |f| f.min(next));
+                    let (producer_id, first_offset, last_offset) = (done.producer_id, done.first_offset, done.marker_offset);
+                    seg.txns.push(AbortedTxn { producer_id, first_offset, last_offset, last_stable_offset });
+                }
+                if s.cfg.flush == FlushPolicy::EveryBatch {
+                    s.unstable_txns.insert(done.first_offset, done.marker_offset);
+                }
             }
             s.queued -= taken;
             debug_assert_eq!(seg.size, pos);
             debug_assert_eq!(seg.size % BLOCK_BYTES, next_tail.len() as u64);
             // The data is written whatever happens to the index: recovery rebuilds an index from
             // its segment, and a failed one is written whole again at the next try (or the seal).
-            if let Err(e) = seg.persist_indexes(false) {
+            if let Err(e) = seg.persist_indexes(false).and_then(|()| seg.txns.persist()) {
                 tracing::warn!(dir = %s.dir.display(), error = %e, "writing a segment's index failed; it is rewritten later");
             }
             s.last_used = Instant::now();
@@ -325,6 +336,7 @@ impl Log {
             let mut s = self.state();
             s.durable = target;
             s.durable_end = end;
+            s.unstable_txns.retain(|_, marker| *marker >= target);
             s.unflushed_messages = 0;
             s.last_flush = Instant::now();
             s.cfg.flush == FlushPolicy::EveryBatch

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use std::path::Path;
 
 mod power_loss;
+mod transactions;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data").join(format!(

@@ -1,0 +1,190 @@
+//! A segment's aborted transactions (Kafka's `.txnindex`): one entry per transaction with data
+//! whose abort marker is in the segment, in marker order, so that a read_committed fetch can tell
+//! consumers which producers' batches to drop. Entries are 34 bytes, big-endian, Kafka's layout:
+//!
+//! ```text
+//! version u16 (0) | producer_id i64 | first_offset i64 | last_offset i64 (the marker) |
+//! last_stable_offset i64 (the partition's when the marker was written)
+//! ```
+//!
+//! Like the offset indexes the file is derived from the log: appended after the marker is written,
+//! fsynced when the segment is sealed and at close (before the producer snapshot that says entries
+//! below it need no rebuilding), and rebuilt at recovery from the log after that snapshot.
+
+use shards::fs::{self, AppendFile};
+use std::path::{Path, PathBuf};
+
+const ENTRY_BYTES: usize = 34;
+const VERSION: u16 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub last_stable_offset: u64,
+}
+
+pub struct TxnIndex {
+    path: PathBuf,
+    entries: Vec<AbortedTxn>,
+    /// Entries already in the file.
+    on_disk: usize,
+    /// The file holds entries that are not ours (damaged, or dropped by recovery): rewritten whole
+    /// before the next append.
+    stale: bool,
+    /// Appended to since the last fsync.
+    unsynced: bool,
+}
+
+impl TxnIndex {
+    pub fn path_for(dir: &Path, stem: &str) -> PathBuf {
+        dir.join(format!("{stem}.txnindex"))
+    }
+
+    pub fn new(path: PathBuf) -> TxnIndex {
+        TxnIndex { path, entries: Vec::new(), on_disk: 0, stale: false, unsynced: false }
+    }
+
+    /// The index in `path`, and whether its file was damaged (then it holds nothing and the
+    /// segment's transactions must be found again in the log).
+    pub fn load(path: PathBuf) -> (TxnIndex, bool) {
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (TxnIndex::new(path), false),
+            Err(_) => return (TxnIndex { stale: true, ..TxnIndex::new(path) }, true),
+        };
+        match decode(&bytes) {
+            Some(entries) => (TxnIndex { on_disk: entries.len(), entries, ..TxnIndex::new(path) }, false),
+            None => (TxnIndex { stale: true, ..TxnIndex::new(path) }, true),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn entries(&self) -> &[AbortedTxn] {
+        &self.entries
+    }
+
+    pub fn push(&mut self, t: AbortedTxn) {
+        self.entries.push(t);
+    }
+
+    /// Forgets the entries whose marker is at or past `offset` (recovery finds them again).
+    pub fn truncate_from(&mut self, offset: u64) {
+        let keep = self.entries.partition_point(|t| t.last_offset < offset);
+        if keep < self.entries.len() {
+            self.entries.truncate(keep);
+            self.stale |= self.on_disk > keep;
+            self.on_disk = self.on_disk.min(keep);
+        }
+    }
+
+    /// Writes the entries not in the file yet (page cache), the whole file if it is stale. On an
+    /// error the file is rewritten whole at the next call.
+    pub fn persist(&mut self) -> std::io::Result<()> {
+        if self.on_disk == self.entries.len() && !self.stale {
+            return Ok(());
+        }
+        let written = self.append_unwritten();
+        if written.is_err() {
+            self.stale = true;
+        }
+        written
+    }
+
+    fn append_unwritten(&mut self) -> std::io::Result<()> {
+        let file = AppendFile::open(&self.path)?;
+        if self.stale {
+            file.set_len(0)?;
+            self.on_disk = 0;
+            self.stale = false;
+        }
+        let mut out = Vec::with_capacity((self.entries.len() - self.on_disk) * ENTRY_BYTES);
+        for t in &self.entries[self.on_disk..] {
+            out.extend_from_slice(&VERSION.to_be_bytes());
+            out.extend_from_slice(&t.producer_id.to_be_bytes());
+            out.extend_from_slice(&t.first_offset.to_be_bytes());
+            out.extend_from_slice(&t.last_offset.to_be_bytes());
+            out.extend_from_slice(&t.last_stable_offset.to_be_bytes());
+        }
+        file.append(&out)?;
+        self.on_disk = self.entries.len();
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// The file, if written since its last fsync (the caller fsyncs it); counted as synced now.
+    pub fn take_unsynced(&mut self) -> Option<PathBuf> {
+        std::mem::take(&mut self.unsynced).then(|| self.path.clone())
+    }
+
+    /// Adds to `out` (producer id, first offset) of each aborted transaction with data in
+    /// [`from`, `upper`); `true` once no later segment can hold one (Kafka's early stop: an entry
+    /// written when the stable offset was already at or past `upper`).
+    pub fn collect(&self, from: u64, upper: u64, out: &mut Vec<(i64, u64)>) -> bool {
+        for t in &self.entries {
+            if t.last_offset >= from && t.first_offset < upper {
+                out.push((t.producer_id, t.first_offset));
+            }
+            if t.last_stable_offset >= upper {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A file's entries, if they make sense: whole, version 0, in marker order, each ending after it began.
+fn decode(bytes: &[u8]) -> Option<Vec<AbortedTxn>> {
+    if !bytes.len().is_multiple_of(ENTRY_BYTES) {
+        return None;
+    }
+    let mut out: Vec<AbortedTxn> = Vec::with_capacity(bytes.len() / ENTRY_BYTES);
+    for e in bytes.chunks_exact(ENTRY_BYTES) {
+        let u64_at = |at: usize| u64::from_be_bytes(e[at..at + 8].try_into().unwrap_or([0; 8]));
+        if u16::from_be_bytes([e[0], e[1]]) != VERSION {
+            return None;
+        }
+        let t =
+            AbortedTxn { producer_id: u64_at(2) as i64, first_offset: u64_at(10), last_offset: u64_at(18), last_stable_offset: u64_at(26) };
+        if t.first_offset >= t.last_offset || out.last().is_some_and(|prev| prev.last_offset >= t.last_offset) {
+            return None;
+        }
+        out.push(t);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_damage_is_noticed() {
+        let t = |first, last, lso| AbortedTxn { producer_id: 7, first_offset: first, last_offset: last, last_stable_offset: lso };
+        let mut index = TxnIndex::new(PathBuf::new());
+        for e in [t(0, 5, 6), t(3, 9, 10), t(12, 20, 21)] {
+            index.push(e);
+        }
+        let mut bytes = Vec::new();
+        for e in index.entries() {
+            bytes.extend_from_slice(&VERSION.to_be_bytes());
+            for v in [e.producer_id as u64, e.first_offset, e.last_offset, e.last_stable_offset] {
+                bytes.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        assert_eq!(decode(&bytes).as_deref(), Some(index.entries()));
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+        let mut swapped = bytes.clone();
+        swapped.rotate_left(ENTRY_BYTES);
+        assert_eq!(decode(&swapped), None, "out of marker order");
+        let mut out = Vec::new();
+        assert!(index.collect(4, 9, &mut out), "the second entry's stable offset is past 9");
+        assert_eq!(out, vec![(7, 0), (7, 3)]);
+        index.truncate_from(9);
+        assert_eq!(index.entries(), &[t(0, 5, 6)]);
+    }
+}
