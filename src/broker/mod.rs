@@ -22,6 +22,7 @@ mod list_offsets;
 pub mod panic_guard;
 mod partitions;
 mod produce;
+mod record_file;
 mod topics;
 
 use crate::storage::{Log, LogConfig};

@@ -5,7 +5,7 @@
 //! coordinates the group, so each file has exactly one writer. Record layout (big-endian):
 //!
 //! ```text
-//! payload_len u32 | crc32c(payload) u32 | payload:
+//! (a `record_file` record) payload:
 //!   kind u8 (0 commit, 1 delete one offset, 2 delete the group's offsets)
 //!   group (u16 len + UTF-8) | topic (u16 len + UTF-8) | partition i32 | offset i64
 //!   leader_epoch i32 | metadata (i32 len, -1 = null, + UTF-8) | commit_time_ms i64
@@ -18,12 +18,12 @@
 //! content it is rewritten whole (write, fsync, rename, directory fsync). Names and metadata are
 //! bounded before they get here (group ids 32,767 bytes, topic names 249, metadata 4,096).
 
-use shards::fs::{self, AppendFile};
+use crate::broker::record_file::{self, RecordFile};
+use shards::fs;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const OFFSETS_PARTITIONS: u32 = 16;
-const COMPACT_SLACK_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Committed {
@@ -82,9 +82,7 @@ fn encode(record: &Record, out: &mut Vec<u8>) -> std::io::Result<()> {
         }
     }
     p.extend_from_slice(&c.map_or(-1, |c| c.commit_time_ms).to_be_bytes());
-    out.extend_from_slice(&(p.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crate::storage::batch::crc32c(&p).to_be_bytes());
-    out.extend_from_slice(&p);
+    record_file::frame(&p, out);
     Ok(())
 }
 
@@ -152,137 +150,46 @@ pub fn apply(offsets: &mut HashMap<String, GroupOffsets>, record: Record) {
     }
 }
 
-/// The record at `at` in `data`, and its length, if it is whole and sound.
-fn record_at(data: &[u8], at: usize) -> Option<(Record, usize)> {
-    let len = u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize;
-    let crc = u32::from_be_bytes(data.get(at + 4..at + 8)?.try_into().ok()?);
-    let payload = data.get(at + 8..at.checked_add(8)?.checked_add(len)?)?;
-    if crate::storage::batch::crc32c(payload) != crc {
-        return None;
-    }
-    Some((decode(payload)?, 8 + len))
-}
-
-/// What replaying a file found.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Replayed {
-    /// Where the last sound record ends: a torn tail follows.
-    end: usize,
-    /// Bytes of damaged records skipped between sound ones.
-    skipped: usize,
-}
-
-/// Applies every sound record of `data` to `offsets`. A damaged record is skipped, and the next
-/// sound one found by looking for a record that checks out at each following byte (a record is
-/// only taken with its CRC); when none follows, the rest is a torn tail.
-fn replay(data: &[u8], offsets: &mut HashMap<String, GroupOffsets>) -> Replayed {
-    let mut r = Replayed::default();
-    let mut at = 0;
-    while at < data.len() {
-        if let Some((record, len)) = record_at(data, at) {
-            apply(offsets, record);
-            at += len;
-            r.end = at;
-            continue;
-        }
-        match (at + 1..data.len()).find(|&next| record_at(data, next).is_some()) {
-            Some(next) => {
-                r.skipped += next - at;
-                at = next;
-            }
-            None => break,
-        }
-    }
-    r
-}
-
 /// One offsets partition's file.
-pub struct OffsetsFile {
-    path: PathBuf,
-    /// `None` after a rewrite whose reopen failed: opened again by the next append.
-    file: Option<AppendFile>,
-    bytes: u64,
-    /// File size after the last rewrite (or the last check that found no need for one).
-    bytes_after_compaction: u64,
-    fsync: bool,
-}
+pub struct OffsetsFile(RecordFile);
 
 impl OffsetsFile {
     /// Opens (replaying into `offsets`) or creates partition `n`'s file. A file holding damaged
     /// records between sound ones is rewritten with what it holds of value.
     pub async fn open(dir: &Path, n: u32, fsync: bool, offsets: &mut HashMap<String, GroupOffsets>) -> std::io::Result<OffsetsFile> {
         fs::create_dir_all(dir).await?;
-        let path = dir.join(format!("{n}.log"));
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let (mut f, records, damaged) = RecordFile::open(dir.join(format!("{n}.log")), fsync, "committed-offset", decode).await?;
         let mut mine = HashMap::new();
-        let replayed = replay(&data, &mut mine);
-        let mut f = OffsetsFile { path, file: None, bytes: replayed.end as u64, bytes_after_compaction: 0, fsync };
-        if replayed.skipped > 0 {
-            tracing::warn!(path = %f.path.display(), bytes_skipped = replayed.skipped, "skipped damaged committed-offset records; rewriting the file");
+        for r in records {
+            apply(&mut mine, r);
+        }
+        if damaged {
             f.replace_with(encode_live(mine.iter())?).await?;
-        } else if replayed.end < data.len() {
-            tracing::warn!(path = %f.path.display(), bytes_cut = data.len() - replayed.end, "cut a torn tail of committed offsets");
-            fs::set_len(&f.path, replayed.end as u64).await?;
         }
         offsets.extend(mine);
-        f.file()?;
-        Ok(f)
+        Ok(OffsetsFile(f))
     }
 
-    fn file(&mut self) -> std::io::Result<&AppendFile> {
-        if self.file.is_none() {
-            self.file = Some(AppendFile::open(&self.path)?);
-        }
-        Ok(self.file.as_ref().expect("just opened"))
-    }
-
-    /// Appends `records`, fsynced if the broker's flush policy asks it: on `Ok` they are as durable
-    /// as the policy makes them, and only then may they be applied.
+    /// Appends `records` (see `RecordFile::append`).
     pub async fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(records.len() * 64);
         for r in records {
             encode(r, &mut buf)?;
         }
-        self.file()?.append(&buf)?;
-        self.bytes += buf.len() as u64;
-        if self.fsync {
-            fs::sync_file(&self.path).await?;
-        }
-        Ok(())
+        self.0.append(&buf).await
     }
 
-    /// Whether the file doubled since its last rewrite: only then is it worth re-encoding.
     pub fn compaction_due(&self) -> bool {
-        self.bytes >= COMPACT_SLACK_BYTES + 2 * self.bytes_after_compaction
+        self.0.compaction_due()
     }
 
     /// Rewrites the file with just `live` (this partition's groups) if it has grown far past them.
     pub async fn compact<'a>(&mut self, live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>) -> std::io::Result<()> {
-        let buf = encode_live(live)?;
-        if self.bytes < COMPACT_SLACK_BYTES + 4 * buf.len() as u64 {
-            self.bytes_after_compaction = self.bytes;
-            return Ok(());
-        }
-        self.replace_with(buf).await
-    }
-
-    /// Replaces the file with `buf`, durably.
-    async fn replace_with(&mut self, buf: Vec<u8>) -> std::io::Result<()> {
-        // The open file is the one being replaced: appends go to the new one from now on.
-        self.file = None;
-        fs::write_durably(&self.path, buf.clone()).await?;
-        self.bytes = buf.len() as u64;
-        self.bytes_after_compaction = self.bytes;
-        self.file()?;
-        Ok(())
+        self.0.compact(encode_live(live)?).await
     }
 
     pub async fn sync(&self) -> std::io::Result<()> {
-        fs::sync_file(&self.path).await
+        self.0.sync().await
     }
 }
 
@@ -326,16 +233,17 @@ mod tests {
         for flip in [0, 3, 5, 12, damaged.len() - 1] {
             let mut data = [before.clone(), damaged.clone(), after.clone()].concat();
             data[before.len() + flip] ^= 0x41;
+            let r = record_file::replay(&data, decode);
+            assert_eq!((r.end, r.skipped), (data.len(), damaged.len()), "byte {flip} of the damaged record flipped");
             let mut offsets = HashMap::new();
-            let r = replay(&data, &mut offsets);
-            assert_eq!(r, Replayed { end: data.len(), skipped: damaged.len() }, "byte {flip} of the damaged record flipped");
+            r.records.into_iter().for_each(|r| apply(&mut offsets, r));
             assert_eq!(offsets["g"].len(), 1, "the delete after the damage applied");
             assert_eq!(offsets["h"][&("t".to_string(), 0)], c(30), "the commit after the damage applied");
             assert!(!offsets.contains_key("x"));
         }
-        let mut offsets = HashMap::new();
         let torn = [before.clone(), damaged[..damaged.len() - 3].to_vec()].concat();
-        assert_eq!(replay(&torn, &mut offsets), Replayed { end: before.len(), skipped: 0 }, "a torn tail");
+        let r = record_file::replay(&torn, decode);
+        assert_eq!((r.end, r.skipped, r.records.len()), (before.len(), 0, 2), "a torn tail");
     }
 
     #[test]
