@@ -5,7 +5,7 @@
 //! with one log line; nothing a client sends can take the shard down.
 
 use super::connections::{connections, Slot};
-use super::{config, delete_records, fetch, group, handlers, list_offsets, panic_guard, produce, state};
+use super::{config, delete_records, fetch, group, handlers, list_offsets, panic_guard, produce, state, txn};
 use crate::protocol::fetch_response::Part;
 use crate::protocol::{self, frame::FrameReader, ProtocolError};
 use crate::storage::Chunk;
@@ -211,7 +211,9 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         ApiKey::IncrementalAlterConfigs => config::incremental_alter_configs(&req).await,
         ApiKey::AlterConfigs => config::alter_configs(&req).await,
         ApiKey::DescribeCluster => handlers::describe_cluster(&req),
-        ApiKey::InitProducerId => handlers::init_producer_id(&req),
+        ApiKey::InitProducerId => handlers::init_producer_id(&req).await,
+        ApiKey::AddPartitionsToTxn => txn::add_partitions_to_txn(&req).await,
+        ApiKey::EndTxn => txn::end_txn(&req).await,
         ApiKey::FindCoordinator => group::find_coordinator(&req),
         ApiKey::JoinGroup
         | ApiKey::SyncGroup

@@ -261,8 +261,11 @@ pub async fn create_partitions(req: &Request) -> Result<Option<Bytes>, ProtocolE
     respond(req, &r)
 }
 
-pub fn init_producer_id(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let q: InitProducerIdRequest = protocol::decode_body(req)?;
+pub async fn init_producer_id(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let mut q: InitProducerIdRequest = protocol::decode_body(req)?;
+    if let Some(id) = q.transactional_id.take() {
+        return super::txn::init_producer_id(req, q, id.0.to_string()).await;
+    }
     let mut r = InitProducerIdResponse::default();
     if q.producer_id.0 >= 0 {
         // A producer bumping its epoch keeps its id (KIP-360).
@@ -277,7 +280,7 @@ pub fn init_producer_id(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
 
 /// Producer ids unique across shards and restarts: milliseconds since the epoch, times 2^12, plus a
 /// per-process counter.
-fn new_producer_id() -> i64 {
+pub(super) fn new_producer_id() -> i64 {
     use std::sync::atomic::{AtomicI64, Ordering};
     static COUNTER: AtomicI64 = AtomicI64::new(0);
     (super::unix_ms() << 12) + (COUNTER.fetch_add(1, Ordering::Relaxed) & 0xfff)

@@ -24,6 +24,7 @@ mod partitions;
 mod produce;
 mod record_file;
 mod topics;
+mod txn;
 
 use crate::storage::{Log, LogConfig};
 use catalog::TopicMeta;
@@ -152,6 +153,7 @@ pub struct ShardState {
     pub request_budget: Rc<crate::protocol::budget::Budget>,
     pub controller: topics::Controller,
     pub groups: group::Coordinator,
+    pub txns: txn::TxnCoordinator,
     /// Incremental fetch sessions opened with this shard (KIP-227).
     pub fetch_sessions: RefCell<fetch_session::Sessions>,
     /// Broker configs altered at runtime (`config::broker`), the same on every shard.
@@ -234,6 +236,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         fetch_sessions: RefCell::new(fetch_session::Sessions::new(cfg.fetch_session_slots, (unix_ms() as i32) ^ (shard.id as i32) << 24)),
         controller: topics::Controller::new(shard.id == 0, cfg.auto_create_topics_rate),
         groups: group::Coordinator::new(&cfg, shard.id),
+        txns: txn::TxnCoordinator::new(shard.id),
         shard,
         cfg,
         topics: RefCell::new(BTreeMap::new()),
@@ -257,7 +260,12 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         std::process::exit(1);
     }
     shards::spawn_local(topics::retention_loop()).detach();
+    if let Err(e) = state.txns.recover().await {
+        tracing::error!(error = %e, "cannot recover the transaction coordinator's state");
+        std::process::exit(1);
+    }
     shards::spawn_local(group::expiry_loop()).detach();
+    shards::spawn_local(txn::timeout_loop()).detach();
     conn::serve(stop).await;
     // Shutdown: write what is queued and fsync every owned log.
     let logs: Vec<Rc<Partition>> = state.partitions.borrow().values().cloned().collect();
@@ -267,5 +275,6 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         }
     }
     state.groups.close().await;
+    state.txns.close().await;
     tracing::info!(shard = state.shard.id, "shard stopped");
 }

@@ -47,8 +47,15 @@ pub fn log_error_code(e: &LogError) -> i16 {
     }
 }
 
-/// Appends on the owning shard (the caller's job to be there).
-async fn append_local(topic: String, partition: i32, records: Records, acks: i16, timeout: Duration) -> Outcome {
+/// Appends on the owning shard (the caller's job to be there). `transactional_id`: the request's.
+async fn append_local(
+    topic: String,
+    partition: i32,
+    records: Records,
+    acks: i16,
+    timeout: Duration,
+    transactional_id: Option<String>,
+) -> Outcome {
     let part = match partitions::local(&topic, partition).await {
         Ok(p) => p,
         Err(code) => return refused(code),
@@ -64,12 +71,9 @@ async fn append_local(topic: String, partition: i32, records: Records, acks: i16
         Err(code) => return refused(code),
     };
     let log_append_time = if rules.log_append_time { now_ms } else { -1 };
-    let appended = match part.log.append_from(records.bytes, records.request_bytes) {
+    let appended = match append_checked(&part.log, &topic, partition, records, transactional_id.as_deref()).await {
         Ok(a) => (a.base_offset, a.last_offset),
-        Err(e) => {
-            tracing::debug!(%topic, partition, error = %e, "produce refused");
-            return refused(log_error_code(&e));
-        }
+        Err(refusal) => return refusal,
     };
     let log_start = part.log.offsets().log_start as i64;
     if acks != 0 {
@@ -90,6 +94,37 @@ async fn append_local(topic: String, partition: i32, records: Records, acks: i16
         }
     }
     Outcome { error: errors::NONE, base_offset: appended.0 as i64, log_start, log_append_time }
+}
+
+/// Appends `records`; a transactional producer's first batch here in a transaction is first
+/// checked with its coordinator: the partition must be in the transaction (KIP-890 part 1), or a
+/// late batch would open a transaction nobody ends.
+async fn append_checked(
+    log: &crate::storage::Log,
+    topic: &str,
+    partition: i32,
+    records: Records,
+    transactional_id: Option<&str>,
+) -> Result<crate::storage::Appended, Outcome> {
+    let transactional = batch::header_info(&records.bytes).ok().filter(|info| info.is_transactional());
+    let appended = match transactional {
+        Some(info) if !log.in_transaction(info.producer_id) => {
+            let Some(id) = transactional_id else {
+                return Err(refused(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
+            };
+            let guard = log.txn_guard(info.producer_id);
+            let code = super::txn::verify(id, info.producer_id, info.producer_epoch, topic, partition).await;
+            if code != errors::NONE {
+                return Err(refused(code));
+            }
+            log.append_in_txn(records.bytes, records.request_bytes, guard)
+        }
+        _ => log.append_from(records.bytes, records.request_bytes),
+    };
+    appended.map_err(|e| {
+        tracing::debug!(%topic, partition, error = %e, "produce refused");
+        refused(log_error_code(&e))
+    })
 }
 
 /// Produce versions before this cannot carry zstd batches (KIP-110), as Kafka checks.
@@ -123,6 +158,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let produce: ProduceRequest = protocol::decode_body(req)?;
     let st = state();
     let acks = produce.acks;
+    let transactional_id = produce.transactional_id.as_ref().map(|t| t.0.to_string());
     let timeout = Duration::from_millis(produce.timeout_ms.max(0) as u64);
     let mut pending = Vec::new();
     for topic in produce.topic_data {
@@ -154,12 +190,15 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
             }
             let owner = st.owner(&meta.name, index);
             let n = name.clone();
+            let txn = transactional_id.clone();
             // Every partition starts now, so partitions on other shards proceed in parallel.
             let task = if owner == st.shard.id {
-                shards::spawn_local(append_local(n, index, records, acks, timeout))
+                shards::spawn_local(append_local(n, index, records, acks, timeout, txn))
             } else {
                 let shard = st.shard.clone();
-                shards::spawn_local(async move { shard.submit_to(owner, move || append_local(n, index, records, acks, timeout)).await })
+                shards::spawn_local(
+                    async move { shard.submit_to(owner, move || append_local(n, index, records, acks, timeout, txn)).await },
+                )
             };
             parts.push((index, Ok(task)));
         }

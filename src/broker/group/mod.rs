@@ -86,9 +86,9 @@ pub fn find_coordinator(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let keys: Vec<StrBytes> = if version >= 4 { q.coordinator_keys } else { vec![q.key] };
     let mut r = FindCoordinatorResponse::default();
     for key in keys {
-        let node = st.cfg.node_for(coordinator_shard(&key));
+        let node = if q.key_type == 1 { super::txn::coordinator_node(&key) } else { st.cfg.node_for(coordinator_shard(&key)) };
         let port = st.cfg.nodes().into_iter().find(|(id, _)| *id == node).map_or(i32::from(st.cfg.port), |(_, p)| p);
-        let error = if q.key_type == 0 { errors::NONE } else { errors::COORDINATOR_NOT_AVAILABLE };
+        let error = if q.key_type <= 1 { errors::NONE } else { errors::INVALID_REQUEST };
         if version >= 4 {
             let mut c = find_coordinator_response::Coordinator::default();
             c.key = key;

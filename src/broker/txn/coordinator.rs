@@ -1,0 +1,280 @@
+//! The transactions one shard coordinates (those whose transactional id hashes to a
+//! transaction-state partition it owns), their durable state, and the markers that end them.
+//! Lives in the shard's `ShardState`; touched by that shard only (requests reach it through
+//! `super::on_coordinator`).
+//!
+//! Every transition is persisted (fsynced) before it is applied and answered. Ending a
+//! transaction is Kafka's two phases: PrepareCommit/PrepareAbort persisted, a marker appended to
+//! each of its partitions on the shard owning it (durably), then CompleteCommit/CompleteAbort
+//! persisted. EndTxn is answered after the markers, so a client's next transaction never meets
+//! CONCURRENT_TRANSACTIONS; if a partition cannot take its marker, the decision stands and the
+//! markers are retried in the background (and after a restart: a prepared state is finished when
+//! the coordinator loads).
+
+use super::metadata::{End, Init, TxnMetadata, TxnState};
+use super::store::{self, Record, TXN_PARTITIONS};
+use crate::broker::record_file::RecordFile;
+use crate::broker::{errors, state, unix_ms};
+use crate::storage::control::Marker;
+use crate::storage::LogError;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The coordinator epoch markers carry. One node, one coordinator that never moves: it never
+/// changes, and so never goes down across restarts (a partition refuses a marker from an older one).
+const COORDINATOR_EPOCH: i32 = 0;
+/// Kafka's `transaction.max.timeout.ms`.
+pub const MAX_TIMEOUT_MS: i32 = 900_000;
+const MARKER_RETRY: Duration = Duration::from_millis(500);
+
+pub struct TxnCoordinator {
+    shard: usize,
+    pub(super) txns: RefCell<HashMap<String, TxnMetadata>>,
+    files: RefCell<HashMap<u32, RecordFile>>,
+    /// One transition at a time: each reads, decides, persists and applies under it.
+    writing: shards::Turn,
+}
+
+impl TxnCoordinator {
+    pub fn new(shard: usize) -> TxnCoordinator {
+        TxnCoordinator { shard, txns: RefCell::default(), files: RefCell::default(), writing: shards::Turn::default() }
+    }
+
+    /// Replays the transaction-state partitions this shard owns, then finishes the transactions
+    /// a crash left prepared.
+    pub async fn recover(&self) -> std::io::Result<()> {
+        let st = state();
+        let dir = st.cfg.data_dir.join("__transaction_state");
+        shards::fs::create_dir_all(&dir).await?;
+        for n in 0..TXN_PARTITIONS {
+            if shards::placement("__transaction_state", n, st.shard.count) != self.shard {
+                continue;
+            }
+            let (mut file, records, damaged) =
+                RecordFile::open(dir.join(format!("{n}.log")), true, "transaction state", store::decode).await?;
+            let mut mine = HashMap::new();
+            records.into_iter().for_each(|r| store::apply(&mut mine, r));
+            if damaged {
+                file.replace_with(live_records(&mine)?).await?;
+            }
+            self.txns.borrow_mut().extend(mine);
+            self.files.borrow_mut().insert(n, file);
+        }
+        let prepared: Vec<(String, TxnMetadata)> =
+            self.txns.borrow().iter().filter(|(_, m)| m.is_prepared()).map(|(id, m)| (id.clone(), m.clone())).collect();
+        for (id, m) in prepared {
+            tracing::info!(transactional_id = %id, state = m.state.name(), "finishing a transaction prepared before the restart");
+            shards::spawn_local(finish(id, m)).detach();
+        }
+        Ok(())
+    }
+
+    /// Persists `next` as `id`'s state, then applies it. The caller holds `writing`.
+    async fn persist(&self, id: &str, next: TxnMetadata) -> Result<(), i16> {
+        let n = store::partition_for(id);
+        let record = Record::State(id.to_string(), next.clone());
+        let mut buf = Vec::new();
+        store::encode(&record, &mut buf).map_err(|_| errors::INVALID_REQUEST)?;
+        let Some(mut file) = self.files.borrow_mut().remove(&n) else {
+            return Err(errors::NOT_COORDINATOR);
+        };
+        let written = file.append(&buf).await;
+        let compact = written.is_ok() && file.compaction_due();
+        if written.is_ok() {
+            self.txns.borrow_mut().insert(id.to_string(), next);
+        }
+        if compact {
+            let live: HashMap<String, TxnMetadata> =
+                self.txns.borrow().iter().filter(|(t, _)| store::partition_for(t) == n).map(|(t, m)| (t.clone(), m.clone())).collect();
+            if let Err(e) = async { file.compact(live_records(&live)?).await }.await {
+                tracing::warn!(partition = n, error = %e, "rewriting the transaction state failed");
+            }
+        }
+        self.files.borrow_mut().insert(n, file);
+        written.map_err(|e| {
+            tracing::error!(transactional_id = %id, error = %e, "persisting a transaction's state failed");
+            errors::COORDINATOR_NOT_AVAILABLE
+        })
+    }
+
+    /// InitProducerId with a transactional id: (producer id, epoch).
+    pub async fn init_producer_id(&self, id: String, timeout_ms: i32, requested: Option<(i64, i16)>) -> Result<(i64, i16), i16> {
+        if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
+            return Err(errors::INVALID_TRANSACTION_TIMEOUT);
+        }
+        let fence = {
+            let _turn = self.writing.take().await;
+            let now = unix_ms();
+            let current = self.txns.borrow().get(&id).cloned();
+            let current = current.unwrap_or_else(|| TxnMetadata::new(crate::broker::handlers::new_producer_id(), timeout_ms, now));
+            match current.init(requested, timeout_ms, now, crate::broker::handlers::new_producer_id)? {
+                Init::Ready(next) => {
+                    let answer = (next.producer_id, next.epoch);
+                    self.persist(&id, next).await?;
+                    return Ok(answer);
+                }
+                Init::Fence(aborting) => {
+                    self.persist(&id, aborting.clone()).await?;
+                    aborting
+                }
+            }
+        };
+        tracing::info!(transactional_id = %id, epoch = fence.epoch, "a new producer fenced the open transaction: aborting it");
+        finish(id, fence).await;
+        Err(errors::CONCURRENT_TRANSACTIONS)
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn.
+    pub async fn add_partitions(&self, id: &str, producer_id: i64, epoch: i16, partitions: &[(String, i32)]) -> Result<(), i16> {
+        let _turn = self.writing.take().await;
+        let current = self.txns.borrow().get(id).cloned().ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+        match current.add_partitions(producer_id, epoch, partitions, unix_ms())? {
+            None => Ok(()),
+            Some(next) => self.persist(id, next).await,
+        }
+    }
+
+    /// EndTxn: answered once the markers are written (or, if a partition cannot take one now, once
+    /// the decision is durable: the markers follow).
+    pub async fn end_txn(&self, id: String, producer_id: i64, epoch: i16, commit: bool) -> Result<(), i16> {
+        let prepared = {
+            let _turn = self.writing.take().await;
+            let current = self.txns.borrow().get(&id).cloned().ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+            match current.end(producer_id, epoch, commit, unix_ms())? {
+                End::Done => return Ok(()),
+                End::Prepare(next) => {
+                    self.persist(&id, next.clone()).await?;
+                    next
+                }
+            }
+        };
+        finish(id, prepared).await;
+        Ok(())
+    }
+
+    /// Whether `producer_id` at `epoch` may write to `topic`/`partition` in its transaction (Kafka's
+    /// produce-side verification, KIP-890 part 1): NONE, or the error for the producer.
+    pub fn verify(&self, id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> i16 {
+        let txns = self.txns.borrow();
+        let Some(m) = txns.get(id) else { return errors::INVALID_PRODUCER_ID_MAPPING };
+        if let Err(code) = m.check_producer(producer_id, epoch) {
+            return code;
+        }
+        match m.state {
+            TxnState::Ongoing if m.partitions.iter().any(|(t, p)| t == topic && *p == partition) => errors::NONE,
+            TxnState::PrepareCommit | TxnState::PrepareAbort => errors::CONCURRENT_TRANSACTIONS,
+            _ => errors::INVALID_TXN_STATE,
+        }
+    }
+
+    async fn complete(&self, id: &str, prepared: &TxnMetadata) {
+        let _turn = self.writing.take().await;
+        if self.txns.borrow().get(id) != Some(prepared) {
+            return; // completed meanwhile (a retry's turn)
+        }
+        if let Err(code) = self.persist(id, prepared.completed(unix_ms())).await {
+            tracing::warn!(transactional_id = %id, code, "completing a transaction failed; it stays prepared until the next start");
+        }
+    }
+
+    /// Aborts the open transactions past their timeout, at a bumped epoch that fences their
+    /// producer (Kafka's `transaction.abort.timed.out.transaction.cleanup`).
+    pub async fn abort_timed_out(&self) {
+        let now = unix_ms();
+        let due: Vec<String> = self.txns.borrow().iter().filter(|(_, m)| m.timed_out(now)).map(|(id, _)| id.clone()).collect();
+        for id in due {
+            let fence = {
+                let _turn = self.writing.take().await;
+                let Some(m) = self.txns.borrow().get(&id).cloned().filter(|m| m.timed_out(now)) else { continue };
+                let fence = m.fenced(now);
+                if self.persist(&id, fence.clone()).await.is_err() {
+                    continue;
+                }
+                fence
+            };
+            tracing::info!(transactional_id = %id, "transaction timed out: aborting it");
+            finish(id, fence).await;
+        }
+    }
+
+    pub async fn close(&self) {
+        let _turn = self.writing.take().await;
+        // Every record was fsynced when written: nothing is pending.
+        self.files.borrow_mut().clear();
+    }
+}
+
+/// Writes the markers of a prepared end and completes it; if a partition cannot take its marker
+/// now, retries in the background until it can.
+async fn finish(id: String, prepared: TxnMetadata) {
+    if write_markers(&prepared).await {
+        state().txns.complete(&id, &prepared).await;
+        return;
+    }
+    shards::spawn_local(async move {
+        loop {
+            shards::sleep(MARKER_RETRY).await;
+            if write_markers(&prepared).await {
+                state().txns.complete(&id, &prepared).await;
+                return;
+            }
+        }
+    })
+    .detach();
+}
+
+/// The records that restore `live`.
+fn live_records(live: &HashMap<String, TxnMetadata>) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    for (id, m) in live {
+        store::encode(&Record::State(id.clone(), m.clone()), &mut buf)?;
+    }
+    Ok(buf)
+}
+
+/// Appends `prepared`'s marker to each of its partitions, on the shards owning them, and waits
+/// until each is durable; `false` if one could not be written (to try again).
+async fn write_markers(prepared: &TxnMetadata) -> bool {
+    let marker = Marker { commit: prepared.state == TxnState::PrepareCommit, coordinator_epoch: COORDINATOR_EPOCH };
+    let (producer_id, epoch) = (prepared.producer_id, prepared.epoch);
+    let tasks: Vec<_> = prepared
+        .partitions
+        .iter()
+        .map(|(topic, partition)| {
+            let (topic, partition) = (topic.clone(), *partition);
+            shards::spawn_local(async move {
+                let st = state();
+                let written = st
+                    .on_owner(&topic, partition, move |part| async move {
+                        let a = part.log.append_marker(producer_id, epoch, marker, unix_ms())?;
+                        part.log.wait_durable(a.last_offset).await
+                    })
+                    .await;
+                match written {
+                    Ok(Ok(())) => true,
+                    // The topic is gone: nothing to end there.
+                    Err(errors::UNKNOWN_TOPIC_OR_PARTITION) => true,
+                    // Refused for good (a newer epoch or coordinator there): Kafka drops it too.
+                    Ok(Err(e @ (LogError::InvalidProducerEpoch | LogError::CoordinatorFenced))) => {
+                        tracing::error!(%topic, partition, producer_id, error = %e, "a transaction marker was refused");
+                        true
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(%topic, partition, producer_id, error = %e, "writing a transaction marker failed; retrying");
+                        false
+                    }
+                    Err(code) => {
+                        tracing::warn!(%topic, partition, producer_id, code, "writing a transaction marker failed; retrying");
+                        false
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = true;
+    for t in tasks {
+        all &= t.await;
+    }
+    all
+}

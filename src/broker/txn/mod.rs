@@ -1,0 +1,145 @@
+//! The transaction coordinator (KIP-98): transactional producers' InitProducerId,
+//! AddPartitionsToTxn and EndTxn, and the produce-side check that a transactional batch belongs to
+//! a transaction the coordinator knows.
+//!
+//! A transactional id lives on the shard that owns its transaction-state partition
+//! (`store::partition_for`), as a group lives with its offsets partition; requests reaching another
+//! shard are forwarded there. `metadata` holds Kafka's state machine, `store` its durable records,
+//! `coordinator` the transitions and the markers.
+
+mod coordinator;
+mod metadata;
+mod store;
+
+pub use coordinator::TxnCoordinator;
+
+use super::handlers::respond;
+use super::{errors, state};
+use crate::protocol::{self, ProtocolError, Request};
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use std::time::Duration;
+
+/// How often open transactions are checked against their timeout (Kafka's
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms` is 10 s).
+const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
+
+/// The shard coordinating `transactional_id`.
+pub fn coordinator_shard(transactional_id: &str) -> usize {
+    shards::placement("__transaction_state", store::partition_for(transactional_id), state().shard.count)
+}
+
+/// Runs `f` with the coordinator of `transactional_id`, on its shard.
+async fn on_coordinator<F, Fut, R>(transactional_id: &str, f: F) -> R
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let target = coordinator_shard(transactional_id);
+    let shard = state().shard.clone();
+    shard.submit_to(target, f).await
+}
+
+/// Requests too old to know PRODUCER_FENCED get INVALID_PRODUCER_EPOCH, as Kafka answers them.
+fn for_version(code: i16, version: i16, first_knowing_fenced: i16) -> i16 {
+    if code == errors::PRODUCER_FENCED && version < first_knowing_fenced {
+        errors::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}
+
+pub async fn timeout_loop() {
+    loop {
+        shards::sleep(TIMEOUT_CHECK).await;
+        state().txns.abort_timed_out().await;
+    }
+}
+
+/// InitProducerId with a transactional id.
+pub async fn init_producer_id(req: &Request, q: InitProducerIdRequest, id: String) -> Result<Option<Bytes>, ProtocolError> {
+    let mut r = InitProducerIdResponse::default();
+    let (pid, epoch) = (q.producer_id.0, q.producer_epoch);
+    let outcome = if id.is_empty() || (pid < 0) != (epoch < 0) {
+        Err(errors::INVALID_REQUEST)
+    } else {
+        let requested = (pid >= 0).then_some((pid, epoch));
+        let timeout = q.transaction_timeout_ms;
+        on_coordinator(&id.clone(), move || async move { state().txns.init_producer_id(id, timeout, requested).await }).await
+    };
+    match outcome {
+        Ok((pid, epoch)) => {
+            r.producer_id = ProducerId(pid);
+            r.producer_epoch = epoch;
+        }
+        Err(code) => {
+            r.producer_id = ProducerId(-1);
+            r.producer_epoch = -1;
+            r.error_code = for_version(code, req.header.request_api_version, 4);
+        }
+    }
+    respond(req, &r)
+}
+
+pub async fn add_partitions_to_txn(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: AddPartitionsToTxnRequest = protocol::decode_body(req)?;
+    let version = req.header.request_api_version;
+    let st = state();
+    let id = q.v3_and_below_transactional_id.0.to_string();
+    let requested: Vec<(String, i32)> =
+        q.v3_and_below_topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p))).collect();
+    // Kafka adds all or none: an unknown partition fails the request, the others are not attempted.
+    let unknown = |(t, p): &(String, i32)| !st.partition_exists(t, *p);
+    let any_unknown = requested.iter().any(unknown);
+    let coordinator_code = if any_unknown {
+        errors::OPERATION_NOT_ATTEMPTED
+    } else {
+        let (pid, epoch, parts) = (q.v3_and_below_producer_id.0, q.v3_and_below_producer_epoch, requested.clone());
+        let outcome = on_coordinator(&id.clone(), move || async move { state().txns.add_partitions(&id, pid, epoch, &parts).await }).await;
+        for_version(outcome.err().unwrap_or(errors::NONE), version, 2)
+    };
+    let code_for = |tp: &(String, i32)| if any_unknown && unknown(tp) { errors::UNKNOWN_TOPIC_OR_PARTITION } else { coordinator_code };
+    let mut r = AddPartitionsToTxnResponse::default();
+    for t in &q.v3_and_below_topics {
+        let mut result = add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default();
+        result.name = t.name.clone();
+        for p in &t.partitions {
+            let mut pr = add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default();
+            pr.partition_index = *p;
+            pr.partition_error_code = code_for(&(t.name.0.to_string(), *p));
+            result.results_by_partition.push(pr);
+        }
+        r.results_by_topic_v3_and_below.push(result);
+    }
+    respond(req, &r)
+}
+
+pub async fn end_txn(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: EndTxnRequest = protocol::decode_body(req)?;
+    let id = q.transactional_id.0.to_string();
+    let (pid, epoch, commit) = (q.producer_id.0, q.producer_epoch, q.committed);
+    let outcome = on_coordinator(&id.clone(), move || async move { state().txns.end_txn(id, pid, epoch, commit).await }).await;
+    let mut r = EndTxnResponse::default();
+    r.error_code = for_version(outcome.err().unwrap_or(errors::NONE), req.header.request_api_version, 2);
+    respond(req, &r)
+}
+
+/// Whether `producer_id` at `epoch` may open its transaction in `topic`/`partition`: NONE, or
+/// the error for the produce response (Kafka's: a fenced producer gets INVALID_PRODUCER_EPOCH; a
+/// transaction being ended NOT_ENOUGH_REPLICAS, which producers retry).
+pub async fn verify(transactional_id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> i16 {
+    let (id, topic) = (transactional_id.to_string(), topic.to_string());
+    let code =
+        on_coordinator(transactional_id, move || async move { state().txns.verify(&id, producer_id, epoch, &topic, partition) }).await;
+    match code {
+        errors::PRODUCER_FENCED => errors::INVALID_PRODUCER_EPOCH,
+        errors::CONCURRENT_TRANSACTIONS => errors::NOT_ENOUGH_REPLICAS,
+        other => other,
+    }
+}
+
+/// The node coordinating `transactional_id` (FindCoordinator key type 1).
+pub fn coordinator_node(transactional_id: &str) -> i32 {
+    state().cfg.node_for(coordinator_shard(transactional_id))
+}
