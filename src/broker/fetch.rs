@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 struct Read {
     error: i16,
     high_watermark: i64,
+    last_stable: i64,
     log_start: i64,
     records: Vec<Chunk>,
+    /// Under read_committed: (producer id, first offset) of the aborted transactions `records` may hold.
+    aborted: Vec<(i64, u64)>,
 }
 
 impl Read {
@@ -29,7 +32,15 @@ impl Read {
 }
 
 fn failed(error: i16) -> Read {
-    Read { error, high_watermark: -1, log_start: -1, records: Vec::new() }
+    Read { error, high_watermark: -1, last_stable: -1, log_start: -1, records: Vec::new(), aborted: Vec::new() }
+}
+
+impl Read {
+    fn at(offsets: crate::storage::Offsets, error: i16, records: Vec<Chunk>, aborted: Vec<(i64, u64)>) -> Read {
+        let (high_watermark, last_stable, log_start) =
+            (offsets.high_watermark as i64, offsets.last_stable as i64, offsets.log_start as i64);
+        Read { error, high_watermark, last_stable, log_start, records, aborted }
+    }
 }
 
 /// Kafka's broker `fetch.max.bytes` (55 MiB): the most record bytes one Fetch response carries
@@ -39,7 +50,7 @@ const FETCH_MAX_BYTES: usize = 57_671_680;
 /// Fetch versions before this cannot carry zstd batches (KIP-110).
 const ZSTD_FETCH_VERSION_MIN: i16 = 10;
 
-async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize, version: i16) -> Read {
+async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize, version: i16, committed: bool) -> Read {
     let part = match partitions::local(&topic, partition).await {
         Ok(p) => p,
         Err(code) => return failed(code),
@@ -50,34 +61,28 @@ async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize
     }
     let offsets = part.log.offsets();
     if offset < 0 {
-        return Read {
-            error: errors::OFFSET_OUT_OF_RANGE,
-            high_watermark: offsets.high_watermark as i64,
-            log_start: offsets.log_start as i64,
-            records: Vec::new(),
-        };
+        return Read::at(offsets, errors::OFFSET_OUT_OF_RANGE, Vec::new(), Vec::new());
     }
-    match part.log.read(offset as u64, max_bytes).await {
-        Ok(records) => {
-            let offsets = part.log.offsets();
-            Read { error: errors::NONE, high_watermark: offsets.high_watermark as i64, log_start: offsets.log_start as i64, records }
-        }
-        Err(e) => Read {
-            error: log_error_code(&e),
-            high_watermark: offsets.high_watermark as i64,
-            log_start: offsets.log_start as i64,
-            records: Vec::new(),
-        },
+    let read = if committed {
+        part.log.read_committed(offset as u64, max_bytes).await
+    } else {
+        part.log.read(offset as u64, max_bytes).await.map(|records| (records, Vec::new()))
+    };
+    match read {
+        Ok((records, aborted)) => Read::at(part.log.offsets(), errors::NONE, records, aborted),
+        Err(e) => Read::at(offsets, log_error_code(&e), Vec::new(), Vec::new()),
     }
 }
 
-/// Waits on the owning shard until the partition's high watermark passes `mark`, or `wait` ends.
-async fn wait_local(topic: String, partition: i32, mark: i64, wait: Duration) {
+/// Waits on the owning shard until the partition's high watermark (its last stable offset, for a
+/// read_committed consumer) passes `mark`, or `wait` ends.
+async fn wait_local(topic: String, partition: i32, mark: i64, wait: Duration, committed: bool) {
     let Some(part) = state().partition(&topic, partition) else {
         return;
     };
     let appended = part.log.appended.notified();
-    if part.log.offsets().high_watermark as i64 > mark {
+    let o = part.log.offsets();
+    if (if committed { o.last_stable } else { o.high_watermark }) as i64 > mark {
         return;
     }
     futures_lite::future::or(appended, shards::sleep(wait)).await;
@@ -90,15 +95,16 @@ struct Want {
     max_bytes: usize,
     owner: usize,
     version: i16,
+    committed: bool,
 }
 
 async fn read_one(w: &Want, max_bytes: usize) -> Read {
     let st = state();
-    let (t, p, o, v) = (w.topic.clone(), w.partition, w.offset, w.version);
+    let (t, p, o, v, c) = (w.topic.clone(), w.partition, w.offset, w.version, w.committed);
     if w.owner == st.shard.id {
-        read_local(t, p, o, max_bytes, v).await
+        read_local(t, p, o, max_bytes, v, c).await
     } else {
-        st.shard.submit_to(w.owner, move || read_local(t, p, o, max_bytes, v)).await
+        st.shard.submit_to(w.owner, move || read_local(t, p, o, max_bytes, v, c)).await
     }
 }
 
@@ -151,7 +157,15 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         .iter()
         .map(|w| {
             let owner = if st.partition_exists(&w.topic, w.partition) { st.owner(&w.topic, w.partition) } else { usize::MAX };
-            Want { topic: w.topic.clone(), partition: w.partition, offset: w.offset, max_bytes: w.max_bytes, owner, version }
+            Want {
+                topic: w.topic.clone(),
+                partition: w.partition,
+                offset: w.offset,
+                max_bytes: w.max_bytes,
+                owner,
+                version,
+                committed: read_committed,
+            }
         })
         .collect();
     let reads = loop {
@@ -178,7 +192,8 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         if total >= min_bytes.max(1) || min_bytes == 0 || now >= deadline || errored || wants.is_empty() {
             break reads;
         }
-        let marks: Vec<i64> = reads.iter().zip(&wants).map(|(r, w)| r.high_watermark.max(w.offset)).collect();
+        let visible = |r: &Read| if read_committed { r.last_stable } else { r.high_watermark };
+        let marks: Vec<i64> = reads.iter().zip(&wants).map(|(r, w)| visible(r).max(w.offset)).collect();
         wait_any(&wants, &marks, deadline - now).await;
     };
     let answered: Vec<Answered> = reads
@@ -196,8 +211,10 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
             index: w.partition,
             error_code: r.error,
             high_watermark: r.high_watermark,
+            last_stable_offset: r.last_stable,
             log_start_offset: r.log_start,
             records: r.records,
+            aborted: r.aborted.into_iter().map(|(producer, first)| (producer, first as i64)).collect(),
         };
         match topics.last_mut() {
             Some(t) if t.name == w.topic && t.id == want.topic_id => t.partitions.push(p),
@@ -220,13 +237,13 @@ async fn wait_any(wants: &[Want], marks: &[i64], wait: Duration) {
     let st = state();
     let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::with_capacity(wants.len() + 1);
     for (w, &mark) in wants.iter().zip(marks).filter(|(w, _)| w.owner != usize::MAX) {
-        let (t, p, o) = (w.topic.clone(), w.partition, mark);
+        let (t, p, o, c) = (w.topic.clone(), w.partition, mark, w.committed);
         if w.owner == st.shard.id {
-            waits.push(Box::pin(wait_local(t, p, o, wait)));
+            waits.push(Box::pin(wait_local(t, p, o, wait, c)));
         } else {
             let shard = st.shard.clone();
             let owner = w.owner;
-            waits.push(Box::pin(async move { shard.submit_to(owner, move || wait_local(t, p, o, wait)).await }));
+            waits.push(Box::pin(async move { shard.submit_to(owner, move || wait_local(t, p, o, wait, c)).await }));
         }
     }
     waits.push(Box::pin(shards::sleep(wait).then_unit()));

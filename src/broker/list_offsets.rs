@@ -47,14 +47,16 @@ fn find_record(stored: &[u8], wanted: impl Fn(i64, i64) -> bool) -> Option<(i64,
     records.iter().find(|r| wanted(r.offset, r.timestamp_ms)).map(|r| (r.offset, r.timestamp_ms))
 }
 
-/// (error, timestamp, offset) for one partition's query, on the owning shard.
-async fn list_offset_local(part: Rc<Partition>, target: i64) -> (i16, i64, i64) {
+/// (error, timestamp, offset) for one partition's query, on the owning shard. A read_committed
+/// client (`committed`) sees up to the last stable offset, others up to the high watermark.
+async fn list_offset_local(part: Rc<Partition>, target: i64, committed: bool) -> (i16, i64, i64) {
     let o = part.log.offsets();
     let log_start = o.log_start as i64;
+    let visible = if committed { o.last_stable } else { o.high_watermark } as i64;
     let found = match target {
         EARLIEST | EARLIEST_LOCAL => return (errors::NONE, -1, log_start),
         LATEST_TIERED => return (errors::NONE, -1, -1),
-        LATEST => return (errors::NONE, -1, o.high_watermark as i64),
+        LATEST => return (errors::NONE, -1, visible),
         MAX_TIMESTAMP => part.log.batch_with_max_timestamp().await.map(|b| {
             let max = b.as_deref().and_then(|b| batch::header(b).ok()).map_or(-1, |h| h.max_timestamp.get());
             b.and_then(|b| find_record(&b, |o, ts| o >= log_start && ts == max))
@@ -63,8 +65,9 @@ async fn list_offset_local(part: Rc<Partition>, target: i64) -> (i16, i64, i64) 
         _ => return (errors::INVALID_REQUEST, -1, -1),
     };
     match found {
-        Ok(Some((offset, ts))) => (errors::NONE, ts, offset),
-        Ok(None) => (errors::NONE, -1, -1),
+        Ok(Some((offset, ts))) if offset < visible => (errors::NONE, ts, offset),
+        // Kafka's: a record past what the client may read is not found.
+        Ok(_) => (errors::NONE, -1, -1),
         Err(e) => (super::produce::log_error_code(&e), -1, -1),
     }
 }
@@ -89,6 +92,7 @@ fn v0_request(req: &Request) -> Result<ListOffsetsRequest, ProtocolError> {
 pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let version = req.header.request_api_version;
     let q: ListOffsetsRequest = if version == 0 { v0_request(req)? } else { protocol::decode_body(req)? };
+    let committed = q.isolation_level == 1;
     // Every partition's query starts now: partitions on several shards, and dormant ones being
     // opened, proceed in parallel.
     let pending: Vec<_> = q
@@ -102,7 +106,7 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
                     let (name, index, target) = (topic.name.to_string(), p.partition_index, p.timestamp);
                     let task = shards::spawn_local(async move {
                         state()
-                            .on_owner(&name, index, move |part| list_offset_local(part, target))
+                            .on_owner(&name, index, move |part| list_offset_local(part, target, committed))
                             .await
                             .unwrap_or_else(|code| (code, -1, -1))
                     });

@@ -25,9 +25,12 @@ pub struct Partition<R> {
     pub index: i32,
     pub error_code: i16,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
-    /// Whole batches, in order; the last stable offset is the high watermark (no transactions).
+    /// Whole batches, in order.
     pub records: Vec<R>,
+    /// Under read_committed: (producer id, first offset) of aborted transactions in `records`.
+    pub aborted: Vec<(i64, i64)>,
 }
 
 /// The response-level fields of v7+: a fetch session error, and the session's id (0: none).
@@ -38,7 +41,8 @@ pub struct Session {
 }
 
 /// Encodes a whole Fetch response frame (size, header, body) of `version`; `len` gives a chunk's
-/// size in bytes. Under read_committed the aborted-transactions list is empty rather than null.
+/// size in bytes. Under read_committed the aborted-transactions list is a list (empty rather than
+/// null); otherwise null.
 pub fn encode<R>(
     version: i16,
     correlation_id: i32,
@@ -72,12 +76,17 @@ pub fn encode<R>(
             out.put_i32(p.index);
             out.put_i16(p.error_code);
             out.put_i64(p.high_watermark);
-            out.put_i64(p.high_watermark); // last_stable_offset
+            out.put_i64(p.last_stable_offset);
             if version >= 5 {
                 out.put_i64(p.log_start_offset);
             }
             if read_committed {
-                w.len(&mut out, 0);
+                w.len(&mut out, p.aborted.len());
+                for (producer_id, first_offset) in &p.aborted {
+                    out.put_i64(*producer_id);
+                    out.put_i64(*first_offset);
+                    w.tags(&mut out);
+                }
             } else {
                 w.null_array(&mut out);
             }
@@ -181,10 +190,20 @@ mod tests {
                         index: 0,
                         error_code: 0,
                         high_watermark: 42,
+                        last_stable_offset: 40,
                         log_start_offset: 3,
                         records: vec![batch(1, 100), batch(2, 300)],
+                        aborted: vec![(77, 5), (78, 9)],
                     },
-                    Partition { index: 1, error_code: 1, high_watermark: -1, log_start_offset: -1, records: vec![] },
+                    Partition {
+                        index: 1,
+                        error_code: 1,
+                        high_watermark: -1,
+                        last_stable_offset: -1,
+                        log_start_offset: -1,
+                        records: vec![],
+                        aborted: vec![],
+                    },
                 ],
             },
             Topic {
@@ -194,8 +213,10 @@ mod tests {
                     index: 7,
                     error_code: 0,
                     high_watermark: 9,
+                    last_stable_offset: 9,
                     log_start_offset: 0,
                     records: vec![batch(3, 200)],
+                    aborted: vec![],
                 }],
             },
             Topic { name: "empty".into(), id: u128::MAX, partitions: vec![] },
@@ -221,11 +242,21 @@ mod tests {
                 data.partition_index = p.index;
                 data.error_code = p.error_code;
                 data.high_watermark = p.high_watermark;
-                data.last_stable_offset = p.high_watermark;
+                data.last_stable_offset = p.last_stable_offset;
                 if version >= 5 {
                     data.log_start_offset = p.log_start_offset;
                 }
-                data.aborted_transactions = read_committed.then(Vec::new);
+                data.aborted_transactions = read_committed.then(|| {
+                    p.aborted
+                        .iter()
+                        .map(|&(producer, first)| {
+                            let mut a = kafka_protocol::messages::fetch_response::AbortedTransaction::default();
+                            a.producer_id = kafka_protocol::messages::ProducerId(producer);
+                            a.first_offset = first;
+                            a
+                        })
+                        .collect()
+                });
                 let mut all = BytesMut::new();
                 for r in &p.records {
                     all.extend_from_slice(r);

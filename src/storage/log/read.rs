@@ -12,19 +12,33 @@ impl Log {
     /// Whole batches from the one containing `offset`, up to `max_bytes` (at least one batch), never
     /// past the high watermark. Empty when `offset` is the high watermark.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Chunk>, LogError> {
+        Ok(self.read_upto(offset, max_bytes, false).await?.0)
+    }
+
+    /// `read` for a read_committed consumer: never past the last stable offset, and with the
+    /// aborted transactions (producer id, first offset) whose batches it may hold.
+    pub async fn read_committed(&self, offset: u64, max_bytes: usize) -> Result<(Vec<Chunk>, Vec<(i64, u64)>), LogError> {
+        let (chunks, upper) = self.read_upto(offset, max_bytes, true).await?;
+        let aborted = if chunks.is_empty() { Vec::new() } else { self.aborted_transactions(offset, upper) };
+        Ok((chunks, aborted))
+    }
+
+    /// The read, and an offset the batches returned end at or before (for the aborted
+    /// transactions to name: Kafka's bound, generous but cheap).
+    async fn read_upto(&self, offset: u64, max_bytes: usize, committed: bool) -> Result<(Vec<Chunk>, u64), LogError> {
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
-        let (seg_base, entry, size, repeated) = {
+        let (seg_base, entry, size, repeated, cut) = {
             let mut s = self.state();
             s.last_used = Instant::now();
             if offset < s.log_start || offset > s.next_offset {
                 return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
             }
-            let hw = s.high_watermark();
-            if offset >= hw {
-                return Ok(Vec::new());
+            let upto = if committed { s.last_stable_offset() } else { s.high_watermark() };
+            if offset >= upto {
+                return Ok((Vec::new(), upto));
             }
             if s.cache.front().is_some_and(|c| c.base() <= offset) {
-                return Ok(s.read_cache(offset, max_bytes, hw));
+                return Ok((s.read_cache(offset, max_bytes, upto), upto));
             }
             // The segment holding `offset`, or the next one if it falls in a gap between them: the
             // read goes on from the next offset there is, as Kafka's does.
@@ -32,9 +46,18 @@ impl Log {
             let repeated = s.last_file_read.replace(offset) == Some(offset);
             let seg = &s.segments[seg_at];
             let entry = if seg.base > offset { (seg.base, 0) } else { seg.lookup_entry(offset) };
-            (seg.base, entry, s.readable_size(seg), repeated)
+            // A read_committed read stops where the oldest open transaction begins, if that is here.
+            let cut = (upto < seg.next_offset).then(|| (upto, seg.lookup_entry(upto)));
+            (seg.base, entry, s.readable_size(seg), repeated, cut)
         };
         let file = self.files_of(seg_base).await?.file;
+        let (size, upper) = match cut {
+            None => (size, self.state().segment(seg_base)?.next_offset),
+            Some((upto, at)) => match find_batch(&file, at.1, size, |h| last_offset(h) >= upto).await? {
+                Some(found) => (found.pos, upto),
+                None => (size, upto),
+            },
+        };
         // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
         // consumer reading on, since reads end on indexed batches); another is found by its header.
         let (start, first_end) = if entry.0 == offset {
@@ -43,7 +66,7 @@ impl Log {
             let holds = |h: &BatchHeader| h.base_offset.get() as u64 + h.last_offset_delta.get() as u64 >= offset;
             match find_batch(&file, entry.1, size, holds).await? {
                 Some(found) => (found.pos, Some(found.pos + found.len as u64)),
-                None => return Ok(Vec::new()),
+                None => return Ok((Vec::new(), upper)),
             }
         };
         // End on a known boundary within `max_bytes`, or after the first batch if none is that close.
@@ -51,17 +74,18 @@ impl Log {
             (Some(end), _) | (None, Some(end)) => end,
             (None, None) => match find_batch(&file, start, size, |_| true).await? {
                 Some(found) => found.pos + found.len as u64,
-                None => return Ok(Vec::new()),
+                None => return Ok((Vec::new(), upper)),
             },
         };
         if repeated {
             self.check_batch_at(&file, seg_base, start, size).await?;
         }
         let len = (end - start) as usize;
-        Ok(vec![match file.zero_copy(start, len) {
+        let chunk = match file.zero_copy(start, len) {
             Some(range) => Chunk::File(range),
             None => Chunk::Memory(Bytes::copy_from_slice(&file.read_at(start, len).await?)),
-        }])
+        };
+        Ok((vec![chunk], upper))
     }
 
     /// Reads and validates (CRC included) the batch at `pos` of segment `seg_base`: a damaged one is

@@ -1,0 +1,136 @@
+"""Transactions (issue 13) with confluent-kafka's transactional producer against the real broker:
+what a read_committed and a read_uncommitted consumer see, record by record, after commits and
+aborts; a read_committed consumer held at the last stable offset while a transaction is open; a
+zombie fenced by a new instance with the same transactional.id; a restart between the last send
+and the commit; a transaction past its timeout aborted by the coordinator."""
+
+import signal
+import time
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from conftest import Broker, unique
+
+
+def producer(b, txn_id, **extra):
+    p = Producer({"bootstrap.servers": b.bootstrap, "transactional.id": txn_id, **extra})
+    p.init_transactions(30)
+    return p
+
+
+def send(p, topic, values):
+    for v in values:
+        p.produce(topic, value=v)
+    p.flush(30)
+
+
+def read_all(b, topic, isolation, timeout=20):
+    """(offset, value) of every record a fresh consumer with `isolation` reads to the end."""
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "enable.partition.eof": True, "isolation.level": isolation})
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    got = []
+    deadline = time.time() + timeout
+    try:
+        while True:
+            assert time.time() < deadline, f"{isolation}: no end of partition; read {got}"
+            m = c.poll(1)
+            if m is None:
+                continue
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                return got
+            got.append((m.offset(), m.value()))
+    finally:
+        c.close()
+
+
+def test_committed_and_aborted_records_as_each_isolation_sees_them(shared_broker):
+    b = shared_broker
+    topic = unique("txn")
+    p = producer(b, unique("tid"))
+    p.begin_transaction()
+    send(p, topic, [b"c0", b"c1"])
+    p.commit_transaction(30)
+    p.begin_transaction()
+    send(p, topic, [b"a0", b"a1", b"a2"])
+    p.abort_transaction(30)
+    p.begin_transaction()
+    send(p, topic, [b"c2"])
+    p.commit_transaction(30)
+    # Offsets: c0 c1 | commit marker | a0 a1 a2 | abort marker | c2 | commit marker.
+    assert read_all(b, topic, "read_uncommitted") == [(0, b"c0"), (1, b"c1"), (3, b"a0"), (4, b"a1"), (5, b"a2"), (7, b"c2")]
+    assert read_all(b, topic, "read_committed") == [(0, b"c0"), (1, b"c1"), (7, b"c2")]
+
+
+def test_a_read_committed_consumer_stops_at_an_open_transaction(shared_broker):
+    b = shared_broker
+    topic = unique("txn-open")
+    p = producer(b, unique("tid"))
+    p.begin_transaction()
+    send(p, topic, [b"c0"])
+    p.commit_transaction(30)
+    p.begin_transaction()
+    send(p, topic, [b"open0", b"open1"])
+    other = Producer({"bootstrap.servers": b.bootstrap})
+    other.produce(topic, value=b"plain")
+    other.flush(30)
+    committed = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "isolation.level": "read_committed"})
+    low, high = committed.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    assert (low, high) == (0, 2), "ListOffsets latest under read_committed is the last stable offset"
+    committed.close()
+    assert read_all(b, topic, "read_committed") == [(0, b"c0")], "held at the open transaction"
+    assert [v for _, v in read_all(b, topic, "read_uncommitted")] == [b"c0", b"open0", b"open1", b"plain"]
+    p.commit_transaction(30)
+    assert [v for _, v in read_all(b, topic, "read_committed")] == [b"c0", b"open0", b"open1", b"plain"]
+
+
+def test_a_zombie_is_fenced_by_a_new_instance(shared_broker):
+    b = shared_broker
+    topic = unique("txn-zombie")
+    txn_id = unique("tid")
+    zombie = producer(b, txn_id)
+    zombie.begin_transaction()
+    send(zombie, topic, [b"zombie"])
+    fresh = producer(b, txn_id)  # aborts the zombie's open transaction and fences it
+    fresh.begin_transaction()
+    send(fresh, topic, [b"fresh"])
+    fresh.commit_transaction(30)
+    with pytest.raises(KafkaException) as fenced:
+        zombie.commit_transaction(30)
+    assert fenced.value.args[0].fatal() or "fenced" in str(fenced.value).lower(), fenced.value
+    assert [v for _, v in read_all(b, topic, "read_committed")] == [b"fresh"]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
+def test_a_restart_between_the_last_send_and_the_commit(stop_signal):
+    b = Broker()
+    try:
+        topic = unique("txn-restart")
+        p = producer(b, unique("tid"))
+        p.begin_transaction()
+        send(p, topic, [b"r0", b"r1"])
+        b.restart(stop_signal)
+        p.commit_transaction(60)
+        assert [v for _, v in read_all(b, topic, "read_committed")] == [b"r0", b"r1"]
+    finally:
+        b.close()
+
+
+def test_a_transaction_past_its_timeout_is_aborted_by_the_coordinator(shared_broker):
+    b = shared_broker
+    topic = unique("txn-timeout")
+    p = producer(b, unique("tid"), **{"transaction.timeout.ms": 2000})
+    p.begin_transaction()
+    send(p, topic, [b"late"])
+    # The coordinator aborts it (and fences the producer) once 2 s have passed: its abort marker
+    # at offset 1 ends it, and the last stable offset moves past it.
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "isolation.level": "read_committed"})
+    deadline = time.time() + 30
+    while c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1] != 2:
+        assert time.time() < deadline, "the transaction was never aborted"
+        time.sleep(0.2)
+    c.close()
+    with pytest.raises(KafkaException):
+        p.commit_transaction(30)
+    assert read_all(b, topic, "read_committed") == []
