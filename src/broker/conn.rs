@@ -224,7 +224,9 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         | ApiKey::DescribeGroups
         | ApiKey::ListGroups
         | ApiKey::DeleteGroups
-        | ApiKey::OffsetDelete => group::handle(&req).await,
+        | ApiKey::OffsetDelete
+        | ApiKey::TxnOffsetCommit => group::handle(&req).await,
+        ApiKey::AddOffsetsToTxn => txn::add_offsets_to_txn(&req).await,
         other => Err(ProtocolError::UnknownApi(other as i16)),
     };
     if tracing::enabled!(tracing::Level::TRACE) {

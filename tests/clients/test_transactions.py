@@ -134,3 +134,36 @@ def test_a_transaction_past_its_timeout_is_aborted_by_the_coordinator(shared_bro
     with pytest.raises(KafkaException):
         p.commit_transaction(30)
     assert read_all(b, topic, "read_committed") == []
+
+
+def test_consume_transform_produce_commits_offsets_with_the_transaction(shared_broker):
+    b = shared_broker
+    src, dst, group = unique("src"), unique("dst"), unique("g")
+    plain = Producer({"bootstrap.servers": b.bootstrap})
+    for i in range(10):
+        plain.produce(src, value=b"%d" % i)
+    plain.flush(30)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "enable.auto.commit": False, "isolation.level": "read_committed"})
+    c.assign([TopicPartition(src, 0, OFFSET_BEGINNING)])
+    p = producer(b, unique("tid"))
+
+    def committed():
+        return c.committed([TopicPartition(src, 0)], timeout=10)[0].offset
+
+    def process(n, commit):
+        got = []
+        while len(got) < n:
+            m = c.poll(10)
+            assert m is not None and not m.error(), m and m.error()
+            got.append(m)
+        p.begin_transaction()
+        send(p, dst, [b"out-" + m.value() for m in got])
+        p.send_offsets_to_transaction([TopicPartition(src, 0, got[-1].offset() + 1)], c.consumer_group_metadata(), 30)
+        (p.commit_transaction if commit else p.abort_transaction)(30)
+
+    process(5, commit=True)
+    assert committed() == 5, "the offsets committed with the transaction"
+    process(5, commit=False)
+    assert committed() == 5, "an aborted transaction's offsets are dropped"
+    c.close()
+    assert [v for _, v in read_all(b, dst, "read_committed")] == [b"out-%d" % i for i in range(5)]

@@ -3,7 +3,7 @@
 //! that shard only (requests for a group reach it through `super::on_coordinator`).
 
 use super::state::Group;
-use super::store::{self, GroupOffsets, OffsetsFile, Record, OFFSETS_PARTITIONS};
+use super::store::{self, GroupOffsets, OffsetsFile, Pending, Record, OFFSETS_PARTITIONS};
 use crate::broker::{state, unix_ms, BrokerConfig};
 use crate::storage::FlushPolicy;
 use std::cell::RefCell;
@@ -15,6 +15,8 @@ pub struct Coordinator {
     shard: usize,
     pub(super) groups: RefCell<HashMap<String, Rc<RefCell<Group>>>>,
     pub(super) offsets: RefCell<HashMap<String, GroupOffsets>>,
+    /// Transactional producers' offsets waiting for their transactions to end.
+    pub(super) pending: RefCell<Pending>,
     files: RefCell<HashMap<u32, OffsetsFile>>,
     /// One write to the offsets files at a time: records are applied in the order they were
     /// persisted.
@@ -31,6 +33,7 @@ impl Coordinator {
             shard,
             groups: RefCell::default(),
             offsets: RefCell::default(),
+            pending: RefCell::default(),
             files: RefCell::default(),
             writing: shards::Turn::default(),
             min_session: cfg.group_min_session_timeout_ms,
@@ -48,8 +51,10 @@ impl Coordinator {
         for n in 0..OFFSETS_PARTITIONS {
             if shards::placement("__consumer_offsets", n, st.shard.count) == self.shard {
                 let mut offsets = std::mem::take(&mut *self.offsets.borrow_mut());
-                let opened = OffsetsFile::open(&dir, n, fsync, &mut offsets).await;
+                let mut pending = std::mem::take(&mut *self.pending.borrow_mut());
+                let opened = OffsetsFile::open(&dir, n, fsync, &mut offsets, &mut pending).await;
                 *self.offsets.borrow_mut() = offsets;
+                *self.pending.borrow_mut() = pending;
                 self.files.borrow_mut().insert(n, opened?);
             }
         }
@@ -100,19 +105,41 @@ impl Coordinator {
     async fn append_and_apply(&self, file: &mut OffsetsFile, n: u32, records: &[Record]) -> std::io::Result<()> {
         file.append(records).await?;
         {
-            let mut offsets = self.offsets.borrow_mut();
+            let (mut offsets, mut pending) = (self.offsets.borrow_mut(), self.pending.borrow_mut());
             for r in records {
-                store::apply(&mut offsets, r.clone());
+                store::apply(&mut offsets, &mut pending, r.clone());
             }
         }
         if !file.compaction_due() {
             return Ok(());
         }
-        let live: Vec<(String, GroupOffsets)> = {
-            let offsets = self.offsets.borrow();
-            offsets.iter().filter(|(g, _)| store::partition_for(g) == n).map(|(g, o)| (g.clone(), o.clone())).collect()
-        };
-        file.compact(live.iter().map(|(g, o)| (g, o))).await
+        let mine = |g: &String| store::partition_for(g) == n;
+        let live: Vec<(String, GroupOffsets)> =
+            self.offsets.borrow().iter().filter(|(g, _)| mine(g)).map(|(g, o)| (g.clone(), o.clone())).collect();
+        let pending: Pending = self.pending.borrow().iter().filter(|(g, _)| mine(g)).map(|(g, p)| (g.clone(), p.clone())).collect();
+        file.compact(live.iter().map(|(g, o)| (g, o)), pending.iter()).await
+    }
+
+    /// The marker of `producer_id`'s transaction for offsets partition `n`: its pending offsets in
+    /// that partition's groups are committed (or dropped), durably.
+    pub async fn end_txn(&self, n: u32, producer_id: i64, commit: bool) -> std::io::Result<()> {
+        let groups: Vec<String> = self
+            .pending
+            .borrow()
+            .iter()
+            .filter(|(g, by_producer)| store::partition_for(g) == n && by_producer.contains_key(&producer_id))
+            .map(|(g, _)| g.clone())
+            .collect();
+        for group in groups {
+            self.persist(&group, &[Record::TxnEnd { group: group.clone(), producer_id, commit }]).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `group` has offsets of `topic`/`partition` waiting for a transaction to end.
+    pub(super) fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let key = (topic.to_string(), partition);
+        self.pending.borrow().get(group).is_some_and(|by_producer| by_producer.values().any(|o| o.contains_key(&key)))
     }
 
     /// The expiry tick: members past their session, groups left with nothing, offsets past retention.

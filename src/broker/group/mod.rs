@@ -19,8 +19,10 @@ mod offsets;
 mod state;
 mod store;
 mod subscription;
+mod txn_offsets;
 
 pub use coordinator::Coordinator;
+pub use txn_offsets::{end_txn as end_offsets_txn, offsets_partition};
 
 use super::handlers::{respond, text};
 use super::{errors, state as shard_state};
@@ -75,6 +77,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         ApiKey::DescribeGroups => admin::describe_groups(req).await,
         ApiKey::ListGroups => admin::list_groups(req).await,
         ApiKey::DeleteGroups => admin::delete_groups(req).await,
+        ApiKey::TxnOffsetCommit => txn_offsets::txn_offset_commit(req).await,
         other => Err(ProtocolError::UnknownApi(other as i16)),
     }
 }

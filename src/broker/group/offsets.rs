@@ -116,32 +116,45 @@ pub(super) async fn offset_commit(req: &Request) -> Result<Option<Bytes>, Protoc
 /// A partition of a topic, by name.
 type TopicPartition = (String, i32);
 
-type Found = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+/// A partition's committed offset, or the error when it is not stable.
+type Answer = (i32, Result<Option<Committed>, i16>);
+type Found = Vec<(String, Vec<Answer>)>;
 
-/// Committed offsets of `group`: for the listed (topic, partitions), or all when `None`.
-async fn fetch_offsets_local(group: String, wanted: Option<Vec<(String, Vec<i32>)>>) -> Found {
-    let offsets = shard_state().groups.offsets.borrow().get(&group).cloned().unwrap_or_default();
+/// Committed offsets of `group`: for the listed (topic, partitions), or all when `None`. With
+/// `require_stable`, a partition with offsets waiting for a transaction to end is answered
+/// UNSTABLE_OFFSET_COMMIT (clients retry).
+async fn fetch_offsets_local(group: String, wanted: Option<Vec<(String, Vec<i32>)>>, require_stable: bool) -> Found {
+    let coord = &shard_state().groups;
+    let offsets = coord.offsets.borrow().get(&group).cloned().unwrap_or_default();
+    let answer = |t: &str, p: i32, c: Option<Committed>| {
+        if require_stable && coord.has_pending(&group, t, p) {
+            Err(errors::UNSTABLE_OFFSET_COMMIT)
+        } else {
+            Ok(c)
+        }
+    };
     match wanted {
         Some(topics) => topics
             .into_iter()
             .map(|(t, parts)| {
-                let found = parts.into_iter().map(|p| (p, offsets.get(&(t.clone(), p)).cloned())).collect();
+                let found = parts.into_iter().map(|p| (p, answer(&t, p, offsets.get(&(t.clone(), p)).cloned()))).collect();
                 (t, found)
             })
             .collect(),
         None => {
-            let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
+            let mut by_topic: BTreeMap<String, Vec<Answer>> = BTreeMap::new();
             for ((t, p), c) in offsets {
-                by_topic.entry(t).or_default().push((p, Some(c)));
+                let a = answer(&t, p, Some(c));
+                by_topic.entry(t).or_default().push((p, a));
             }
             by_topic.into_iter().collect()
         }
     }
 }
 
-async fn fetch_offsets(group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Found {
+async fn fetch_offsets(group: &str, wanted: Option<Vec<(String, Vec<i32>)>>, require_stable: bool) -> Found {
     let g = group.to_string();
-    on_coordinator(group, move || fetch_offsets_local(g, wanted)).await
+    on_coordinator(group, move || fetch_offsets_local(g, wanted, require_stable)).await
 }
 
 pub(super) async fn offset_fetch(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
@@ -151,7 +164,7 @@ pub(super) async fn offset_fetch(req: &Request) -> Result<Option<Bytes>, Protoco
     if version >= 8 {
         for g in q.groups {
             let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
-            let found = fetch_offsets(&g.group_id, wanted).await;
+            let found = fetch_offsets(&g.group_id, wanted, q.require_stable).await;
             let mut rg = offset_fetch_response::OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id;
             for (topic, parts) in found {
@@ -160,6 +173,10 @@ pub(super) async fn offset_fetch(req: &Request) -> Result<Option<Bytes>, Protoco
                 for (p, c) in parts {
                     let mut rp = offset_fetch_response::OffsetFetchResponsePartitions::default();
                     rp.partition_index = p;
+                    let c = c.unwrap_or_else(|code| {
+                        rp.error_code = code;
+                        None
+                    });
                     rp.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
                     rp.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);
                     rp.metadata = Some(text(c.and_then(|c| c.metadata).unwrap_or_default()));
@@ -171,13 +188,17 @@ pub(super) async fn offset_fetch(req: &Request) -> Result<Option<Bytes>, Protoco
         }
     } else {
         let wanted = q.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
-        let found = fetch_offsets(&q.group_id, wanted).await;
+        let found = fetch_offsets(&q.group_id, wanted, q.require_stable).await;
         for (topic, parts) in found {
             let mut rt = offset_fetch_response::OffsetFetchResponseTopic::default();
             rt.name = TopicName(text(topic));
             for (p, c) in parts {
                 let mut rp = offset_fetch_response::OffsetFetchResponsePartition::default();
                 rp.partition_index = p;
+                let c = c.unwrap_or_else(|code| {
+                    rp.error_code = code;
+                    None
+                });
                 rp.committed_offset = c.as_ref().map_or(-1, |c| c.offset);
                 if version >= 5 {
                     rp.committed_leader_epoch = c.as_ref().map_or(-1, |c| c.leader_epoch);

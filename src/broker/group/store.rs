@@ -6,10 +6,15 @@
 //!
 //! ```text
 //! (a `record_file` record) payload:
-//!   kind u8 (0 commit, 1 delete one offset, 2 delete the group's offsets)
+//!   kind u8 (0 commit, 1 delete one offset, 2 delete the group's offsets, 3 a transactional
+//!     producer's pending commit, 4 its transaction's end: offset 1 commit, 0 abort)
 //!   group (u16 len + UTF-8) | topic (u16 len + UTF-8) | partition i32 | offset i64
 //!   leader_epoch i32 | metadata (i32 len, -1 = null, + UTF-8) | commit_time_ms i64
+//!   producer_id i64 (kinds 3 and 4 only)
 //! ```
+//!
+//! A transactional producer's offsets (TxnOffsetCommit) stay pending, apart from the committed
+//! ones, until its transaction ends: its commit marker commits them, its abort drops them.
 //!
 //! Every record is persisted (appended, and fsynced under flush-every-batch) before it is applied
 //! in memory. Recovery replays a file: a record that fails its CRC or decoding is skipped (the
@@ -35,11 +40,16 @@ pub struct Committed {
 
 pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
+/// Per group, per transactional producer: offsets waiting for the transaction's end.
+pub type Pending = HashMap<String, BTreeMap<i64, GroupOffsets>>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Commit { group: String, topic: String, partition: i32, committed: Committed },
     DeleteOffset { group: String, topic: String, partition: i32 },
     DeleteGroup { group: String },
+    TxnCommit { group: String, topic: String, partition: i32, committed: Committed, producer_id: i64 },
+    TxnEnd { group: String, producer_id: i64, commit: bool },
 }
 
 pub fn partition_for(group: &str) -> u32 {
@@ -62,10 +72,18 @@ fn put_str(out: &mut Vec<u8>, s: &str, what: &str) -> std::io::Result<()> {
 
 fn encode(record: &Record, out: &mut Vec<u8>) -> std::io::Result<()> {
     let mut p = Vec::with_capacity(64);
-    let (kind, group, topic, partition, c) = match record {
-        Record::Commit { group, topic, partition, committed } => (0u8, group, topic.as_str(), *partition, Some(committed)),
-        Record::DeleteOffset { group, topic, partition } => (1, group, topic.as_str(), *partition, None),
-        Record::DeleteGroup { group } => (2, group, "", -1, None),
+    let end_offset;
+    let (kind, group, topic, partition, c, producer) = match record {
+        Record::Commit { group, topic, partition, committed } => (0u8, group, topic.as_str(), *partition, Some(committed), None),
+        Record::DeleteOffset { group, topic, partition } => (1, group, topic.as_str(), *partition, None, None),
+        Record::DeleteGroup { group } => (2, group, "", -1, None, None),
+        Record::TxnCommit { group, topic, partition, committed, producer_id } => {
+            (3, group, topic.as_str(), *partition, Some(committed), Some(*producer_id))
+        }
+        Record::TxnEnd { group, producer_id, commit } => {
+            end_offset = Committed { offset: i64::from(*commit), leader_epoch: -1, metadata: None, commit_time_ms: -1 };
+            (4, group, "", -1, Some(&end_offset), Some(*producer_id))
+        }
     };
     p.push(kind);
     put_str(&mut p, group, "group id")?;
@@ -82,6 +100,9 @@ fn encode(record: &Record, out: &mut Vec<u8>) -> std::io::Result<()> {
         }
     }
     p.extend_from_slice(&c.map_or(-1, |c| c.commit_time_ms).to_be_bytes());
+    if let Some(producer_id) = producer {
+        p.extend_from_slice(&producer_id.to_be_bytes());
+    }
     record_file::frame(&p, out);
     Ok(())
 }
@@ -123,16 +144,32 @@ fn decode(payload: &[u8]) -> Option<Record> {
     let meta_len = c.i32()?;
     let metadata = if meta_len < 0 { None } else { Some(String::from_utf8(c.take(meta_len as usize)?.to_vec()).ok()?) };
     let commit_time_ms = c.i64()?;
+    let committed = Committed { offset, leader_epoch, metadata, commit_time_ms };
     match kind {
-        0 => Some(Record::Commit { group, topic, partition, committed: Committed { offset, leader_epoch, metadata, commit_time_ms } }),
+        0 => Some(Record::Commit { group, topic, partition, committed }),
         1 => Some(Record::DeleteOffset { group, topic, partition }),
         2 => Some(Record::DeleteGroup { group }),
+        3 => Some(Record::TxnCommit { group, topic, partition, committed, producer_id: c.i64()? }),
+        4 => Some(Record::TxnEnd { group, producer_id: c.i64()?, commit: offset == 1 }),
         _ => None,
     }
 }
 
-pub fn apply(offsets: &mut HashMap<String, GroupOffsets>, record: Record) {
+pub fn apply(offsets: &mut HashMap<String, GroupOffsets>, pending: &mut Pending, record: Record) {
     match record {
+        Record::TxnCommit { group, topic, partition, committed, producer_id } => {
+            pending.entry(group).or_default().entry(producer_id).or_default().insert((topic, partition), committed);
+        }
+        Record::TxnEnd { group, producer_id, commit } => {
+            let Some(by_producer) = pending.get_mut(&group) else { return };
+            let ended = by_producer.remove(&producer_id);
+            if by_producer.is_empty() {
+                pending.remove(&group);
+            }
+            if let Some(ended) = ended.filter(|_| commit) {
+                offsets.entry(group).or_default().extend(ended);
+            }
+        }
         Record::Commit { group, topic, partition, committed } => {
             offsets.entry(group).or_default().insert((topic, partition), committed);
         }
@@ -156,17 +193,24 @@ pub struct OffsetsFile(RecordFile);
 impl OffsetsFile {
     /// Opens (replaying into `offsets`) or creates partition `n`'s file. A file holding damaged
     /// records between sound ones is rewritten with what it holds of value.
-    pub async fn open(dir: &Path, n: u32, fsync: bool, offsets: &mut HashMap<String, GroupOffsets>) -> std::io::Result<OffsetsFile> {
+    pub async fn open(
+        dir: &Path,
+        n: u32,
+        fsync: bool,
+        offsets: &mut HashMap<String, GroupOffsets>,
+        pending: &mut Pending,
+    ) -> std::io::Result<OffsetsFile> {
         fs::create_dir_all(dir).await?;
         let (mut f, records, damaged) = RecordFile::open(dir.join(format!("{n}.log")), fsync, "committed-offset", decode).await?;
-        let mut mine = HashMap::new();
+        let (mut mine, mut mine_pending) = (HashMap::new(), Pending::new());
         for r in records {
-            apply(&mut mine, r);
+            apply(&mut mine, &mut mine_pending, r);
         }
         if damaged {
-            f.replace_with(encode_live(mine.iter())?).await?;
+            f.replace_with(encode_live(mine.iter(), mine_pending.iter())?).await?;
         }
         offsets.extend(mine);
+        pending.extend(mine_pending);
         Ok(OffsetsFile(f))
     }
 
@@ -184,8 +228,12 @@ impl OffsetsFile {
     }
 
     /// Rewrites the file with just `live` (this partition's groups) if it has grown far past them.
-    pub async fn compact<'a>(&mut self, live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>) -> std::io::Result<()> {
-        self.0.compact(encode_live(live)?).await
+    pub async fn compact<'a>(
+        &mut self,
+        live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>,
+        pending: impl Iterator<Item = (&'a String, &'a BTreeMap<i64, GroupOffsets>)>,
+    ) -> std::io::Result<()> {
+        self.0.compact(encode_live(live, pending)?).await
     }
 
     pub async fn sync(&self) -> std::io::Result<()> {
@@ -193,13 +241,25 @@ impl OffsetsFile {
     }
 }
 
-/// The records that restore `live` (groups and their offsets).
-fn encode_live<'a>(live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>) -> std::io::Result<Vec<u8>> {
+/// The records that restore `live` (groups and their offsets) and `pending` (transactional producers').
+fn encode_live<'a>(
+    live: impl Iterator<Item = (&'a String, &'a GroupOffsets)>,
+    pending: impl Iterator<Item = (&'a String, &'a BTreeMap<i64, GroupOffsets>)>,
+) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     for (group, offsets) in live {
         for ((topic, partition), committed) in offsets {
             let record = Record::Commit { group: group.clone(), topic: topic.clone(), partition: *partition, committed: committed.clone() };
             encode(&record, &mut buf)?;
+        }
+    }
+    for (group, by_producer) in pending {
+        for (producer_id, offsets) in by_producer {
+            for ((topic, partition), committed) in offsets {
+                let (group, topic, partition, committed, producer_id) =
+                    (group.clone(), topic.clone(), *partition, committed.clone(), *producer_id);
+                encode(&Record::TxnCommit { group, topic, partition, committed, producer_id }, &mut buf)?;
+            }
         }
     }
     Ok(buf)
@@ -236,7 +296,7 @@ mod tests {
             let r = record_file::replay(&data, decode);
             assert_eq!((r.end, r.skipped), (data.len(), damaged.len()), "byte {flip} of the damaged record flipped");
             let mut offsets = HashMap::new();
-            r.records.into_iter().for_each(|r| apply(&mut offsets, r));
+            r.records.into_iter().for_each(|r| apply(&mut offsets, &mut Pending::new(), r));
             assert_eq!(offsets["g"].len(), 1, "the delete after the damage applied");
             assert_eq!(offsets["h"][&("t".to_string(), 0)], c(30), "the commit after the damage applied");
             assert!(!offsets.contains_key("x"));
@@ -244,6 +304,38 @@ mod tests {
         let torn = [before.clone(), damaged[..damaged.len() - 3].to_vec()].concat();
         let r = record_file::replay(&torn, decode);
         assert_eq!((r.end, r.skipped, r.records.len()), (before.len(), 0, 2), "a torn tail");
+    }
+
+    #[test]
+    fn transactional_offsets_wait_for_their_transactions_end() {
+        let txn = |partition, offset, producer_id| Record::TxnCommit {
+            group: "g".into(),
+            topic: "t".into(),
+            partition,
+            committed: c(offset),
+            producer_id,
+        };
+        let end = |producer_id, commit| Record::TxnEnd { group: "g".into(), producer_id, commit };
+        let records = [commit("g", 0, 1), txn(0, 10, 7), txn(1, 11, 7), txn(0, 20, 8), end(7, true), end(8, false)];
+        let replayed = record_file::replay(&encoded(&records), decode);
+        assert_eq!(replayed.records, records, "every kind round-trips");
+        let (mut offsets, mut pending) = (HashMap::new(), Pending::new());
+        for r in records.iter().take(4).cloned() {
+            apply(&mut offsets, &mut pending, r);
+        }
+        assert_eq!(offsets["g"][&("t".to_string(), 0)], c(1), "pending offsets are not committed ones");
+        assert_eq!(pending["g"].len(), 2);
+        let mut live = Vec::new();
+        encode_live(offsets.iter(), pending.iter()).map(|b| live = b).unwrap();
+        let (mut again, mut again_pending) = (HashMap::new(), Pending::new());
+        record_file::replay(&live, decode).records.into_iter().for_each(|r| apply(&mut again, &mut again_pending, r));
+        assert_eq!((&again, &again_pending), (&offsets, &pending), "a rewrite keeps what is pending");
+        for r in records.iter().skip(4).cloned() {
+            apply(&mut offsets, &mut pending, r);
+        }
+        assert_eq!(offsets["g"][&("t".to_string(), 0)], c(10), "producer 7 committed");
+        assert_eq!(offsets["g"][&("t".to_string(), 1)], c(11));
+        assert!(pending.is_empty(), "producer 8 aborted: its offsets are dropped");
     }
 
     #[test]
@@ -259,7 +351,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         shards::run_local(async {
             let mut offsets = HashMap::new();
-            let mut f = OffsetsFile::open(&dir, 3, false, &mut offsets).await.unwrap();
+            let mut f = OffsetsFile::open(&dir, 3, false, &mut offsets, &mut Pending::new()).await.unwrap();
             f.append(&[commit("g", 0, 10), commit("g", 1, 20), commit("h", 0, 30)]).await.unwrap();
             drop(f);
             let path = dir.join("3.log");
@@ -267,7 +359,7 @@ mod tests {
             bytes.extend_from_slice(&[0, 0, 0, 50, 1, 2]);
             std::fs::write(&path, &bytes).unwrap();
             let mut replayed = HashMap::new();
-            OffsetsFile::open(&dir, 3, false, &mut replayed).await.unwrap();
+            OffsetsFile::open(&dir, 3, false, &mut replayed, &mut Pending::new()).await.unwrap();
             assert_eq!(replayed["g"].len(), 2);
             assert_eq!(replayed["h"][&("t".to_string(), 0)], c(30));
             assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, bytes.len() - 6, "torn tail cut");
@@ -275,10 +367,10 @@ mod tests {
             bytes[10] ^= 0xff; // inside the first record
             std::fs::write(&path, &bytes).unwrap();
             let mut replayed = HashMap::new();
-            OffsetsFile::open(&dir, 3, false, &mut replayed).await.unwrap();
+            OffsetsFile::open(&dir, 3, false, &mut replayed, &mut Pending::new()).await.unwrap();
             assert_eq!((replayed["g"].len(), replayed["h"].len()), (1, 1), "only the damaged commit is gone");
             let mut again = HashMap::new();
-            OffsetsFile::open(&dir, 3, false, &mut again).await.unwrap();
+            OffsetsFile::open(&dir, 3, false, &mut again, &mut Pending::new()).await.unwrap();
             assert_eq!(again, replayed, "the rewritten file replays the same");
         });
     }

@@ -244,6 +244,16 @@ async fn write_markers(prepared: &TxnMetadata) -> bool {
         .map(|(topic, partition)| {
             let (topic, partition) = (topic.clone(), *partition);
             shards::spawn_local(async move {
+                if topic == "__consumer_offsets" {
+                    // The group side: pending transactional offsets are committed or dropped.
+                    return match crate::broker::group::end_offsets_txn(partition, producer_id, marker.commit).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(partition, producer_id, error = %e, "ending transactional offsets failed; retrying");
+                            false
+                        }
+                    };
+                }
                 let st = state();
                 let written = st
                     .on_owner(&topic, partition, move |part| async move {

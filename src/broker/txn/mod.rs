@@ -115,6 +115,19 @@ pub async fn add_partitions_to_txn(req: &Request) -> Result<Option<Bytes>, Proto
     respond(req, &r)
 }
 
+/// AddOffsetsToTxn: the group's offsets partition joins the transaction, so that its marker
+/// commits (or drops) the offsets TxnOffsetCommit leaves pending.
+pub async fn add_offsets_to_txn(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: AddOffsetsToTxnRequest = protocol::decode_body(req)?;
+    let id = q.transactional_id.0.to_string();
+    let parts = vec![("__consumer_offsets".to_string(), super::group::offsets_partition(&q.group_id.0))];
+    let (pid, epoch) = (q.producer_id.0, q.producer_epoch);
+    let outcome = on_coordinator(&id.clone(), move || async move { state().txns.add_partitions(&id, pid, epoch, &parts).await }).await;
+    let mut r = AddOffsetsToTxnResponse::default();
+    r.error_code = for_version(outcome.err().unwrap_or(errors::NONE), req.header.request_api_version, 2);
+    respond(req, &r)
+}
+
 pub async fn end_txn(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: EndTxnRequest = protocol::decode_body(req)?;
     let id = q.transactional_id.0.to_string();
