@@ -92,3 +92,38 @@ def test_alter_and_describe_configs(shared_broker):
     # kafka-python 3 sends IncrementalAlterConfigs: segment.bytes is kept.
     assert "1048576" in text
     admin.close()
+
+
+def test_transactions_and_read_committed(shared_broker):
+    """kafka-python's transactional producer: commit, abort (sent data), commit; its read_committed
+    consumer skips the aborted record, its read_uncommitted one does not."""
+    topic = unique("kp-txn")
+    p = KafkaProducer(bootstrap_servers=shared_broker.bootstrap, transactional_id=unique("tid"))
+    p.init_transactions()
+    p.begin_transaction()
+    p.send(topic, b"c0")
+    p.send(topic, b"c1")
+    p.commit_transaction()
+    p.begin_transaction()
+    p.send(topic, b"a0")
+    p.flush()
+    p.abort_transaction()
+    p.begin_transaction()
+    p.send(topic, b"c2")
+    p.commit_transaction()
+    p.close()
+
+    def read(isolation):
+        c = KafkaConsumer(bootstrap_servers=shared_broker.bootstrap, isolation_level=isolation, consumer_timeout_ms=15000)
+        c.assign([TopicPartition(topic, 0)])
+        c.seek_to_beginning()
+        got = []
+        for m in c:  # ends at c2 (offset 5), the last record; a timeout ends it otherwise
+            got.append((m.offset, m.value))
+            if m.value == b"c2":
+                break
+        c.close()
+        return got
+
+    assert read("read_uncommitted") == [(0, b"c0"), (1, b"c1"), (3, b"a0"), (5, b"c2")]
+    assert read("read_committed") == [(0, b"c0"), (1, b"c1"), (5, b"c2")]

@@ -19,3 +19,9 @@ def test_kafkajs_round_trip_and_group(shared_broker):
     out = subprocess.run(["node", "roundtrip.js", shared_broker.bootstrap, unique("kjs")], cwd=HERE, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr + out.stdout
     assert out.stdout.strip() == "ok 600"
+
+
+def test_kafkajs_transactions(shared_broker):
+    out = subprocess.run(["node", "transactions.js", shared_broker.bootstrap, unique("kjs-txn")], cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert out.stdout.strip() == "ok 3"
