@@ -164,6 +164,17 @@ thread_local! {
     static STATE: RefCell<Option<Rc<ShardState>>> = const { RefCell::new(None) };
 }
 
+/// Runs `f` on shard `target` (through the mailboxes; at once when it is this one).
+pub async fn on_shard<F, Fut, R>(target: usize, f: F) -> R
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let shard = state().shard.clone();
+    shard.submit_to(target, f).await
+}
+
 /// This shard's state. Panics outside a running shard: a bug, not an input.
 pub fn state() -> Rc<ShardState> {
     STATE.with(|s| s.borrow().clone()).expect("broker state used outside a shard")

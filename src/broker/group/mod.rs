@@ -53,9 +53,7 @@ where
     Fut: std::future::Future<Output = R> + 'static,
     R: Send + 'static,
 {
-    let target = coordinator_shard(group);
-    let shard = shard_state().shard.clone();
-    shard.submit_to(target, f).await
+    super::on_shard(coordinator_shard(group), f).await
 }
 
 pub async fn expiry_loop() {

@@ -102,12 +102,8 @@ async fn store_pending(
 /// The marker of `producer_id`'s transaction for offsets partition `n`, on the shard owning it.
 pub async fn end_txn(n: i32, producer_id: i64, commit: bool) -> std::io::Result<()> {
     let target = shards::placement("__consumer_offsets", n as u32, shard_state().shard.count);
-    let shard = shard_state().shard.clone();
-    shard
-        .submit_to(
-            target,
-            move || async move { shard_state().groups.end_txn(n as u32, producer_id, commit).await.map_err(|e| e.to_string()) },
-        )
-        .await
-        .map_err(std::io::Error::other)
+    let ended = crate::broker::on_shard(target, move || async move {
+        shard_state().groups.end_txn(n as u32, producer_id, commit).await.map_err(|e| e.to_string())
+    });
+    ended.await.map_err(std::io::Error::other)
 }

@@ -14,7 +14,7 @@ mod store;
 pub use coordinator::TxnCoordinator;
 
 use super::handlers::respond;
-use super::{errors, state};
+use super::{errors, on_shard, state};
 use crate::protocol::{self, ProtocolError, Request};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
@@ -27,18 +27,6 @@ const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 /// The shard coordinating `transactional_id`.
 pub fn coordinator_shard(transactional_id: &str) -> usize {
     shards::placement("__transaction_state", store::partition_for(transactional_id), state().shard.count)
-}
-
-/// Runs `f` with the coordinator of `transactional_id`, on its shard.
-async fn on_coordinator<F, Fut, R>(transactional_id: &str, f: F) -> R
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = R> + 'static,
-    R: Send + 'static,
-{
-    let target = coordinator_shard(transactional_id);
-    let shard = state().shard.clone();
-    shard.submit_to(target, f).await
 }
 
 /// Requests too old to know PRODUCER_FENCED get INVALID_PRODUCER_EPOCH, as Kafka answers them.
@@ -66,7 +54,7 @@ pub async fn init_producer_id(req: &Request, q: InitProducerIdRequest, id: Strin
     } else {
         let requested = (pid >= 0).then_some((pid, epoch));
         let timeout = q.transaction_timeout_ms;
-        on_coordinator(&id.clone(), move || async move { state().txns.init_producer_id(id, timeout, requested).await }).await
+        on_shard(coordinator_shard(&id), move || async move { state().txns.init_producer_id(id, timeout, requested).await }).await
     };
     match outcome {
         Ok((pid, epoch)) => {
@@ -96,7 +84,8 @@ pub async fn add_partitions_to_txn(req: &Request) -> Result<Option<Bytes>, Proto
         errors::OPERATION_NOT_ATTEMPTED
     } else {
         let (pid, epoch, parts) = (q.v3_and_below_producer_id.0, q.v3_and_below_producer_epoch, requested.clone());
-        let outcome = on_coordinator(&id.clone(), move || async move { state().txns.add_partitions(&id, pid, epoch, &parts).await }).await;
+        let outcome =
+            on_shard(coordinator_shard(&id), move || async move { state().txns.add_partitions(&id, pid, epoch, &parts).await }).await;
         for_version(outcome.err().unwrap_or(errors::NONE), version, 2)
     };
     let code_for = |tp: &(String, i32)| if any_unknown && unknown(tp) { errors::UNKNOWN_TOPIC_OR_PARTITION } else { coordinator_code };
@@ -122,7 +111,7 @@ pub async fn add_offsets_to_txn(req: &Request) -> Result<Option<Bytes>, Protocol
     let id = q.transactional_id.0.to_string();
     let parts = vec![("__consumer_offsets".to_string(), super::group::offsets_partition(&q.group_id.0))];
     let (pid, epoch) = (q.producer_id.0, q.producer_epoch);
-    let outcome = on_coordinator(&id.clone(), move || async move { state().txns.add_partitions(&id, pid, epoch, &parts).await }).await;
+    let outcome = on_shard(coordinator_shard(&id), move || async move { state().txns.add_partitions(&id, pid, epoch, &parts).await }).await;
     let mut r = AddOffsetsToTxnResponse::default();
     r.error_code = for_version(outcome.err().unwrap_or(errors::NONE), req.header.request_api_version, 2);
     respond(req, &r)
@@ -132,7 +121,7 @@ pub async fn end_txn(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: EndTxnRequest = protocol::decode_body(req)?;
     let id = q.transactional_id.0.to_string();
     let (pid, epoch, commit) = (q.producer_id.0, q.producer_epoch, q.committed);
-    let outcome = on_coordinator(&id.clone(), move || async move { state().txns.end_txn(id, pid, epoch, commit).await }).await;
+    let outcome = on_shard(coordinator_shard(&id), move || async move { state().txns.end_txn(id, pid, epoch, commit).await }).await;
     let mut r = EndTxnResponse::default();
     r.error_code = for_version(outcome.err().unwrap_or(errors::NONE), req.header.request_api_version, 2);
     respond(req, &r)
@@ -144,7 +133,11 @@ pub async fn end_txn(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
 pub async fn verify(transactional_id: &str, producer_id: i64, epoch: i16, topic: &str, partition: i32) -> i16 {
     let (id, topic) = (transactional_id.to_string(), topic.to_string());
     let code =
-        on_coordinator(transactional_id, move || async move { state().txns.verify(&id, producer_id, epoch, &topic, partition) }).await;
+        on_shard(
+            coordinator_shard(transactional_id),
+            move || async move { state().txns.verify(&id, producer_id, epoch, &topic, partition) },
+        )
+        .await;
     match code {
         errors::PRODUCER_FENCED => errors::INVALID_PRODUCER_EPOCH,
         errors::CONCURRENT_TRANSACTIONS => errors::NOT_ENOUGH_REPLICAS,

@@ -1,15 +1,11 @@
 // kafkajs 2.x: admin, a gzip producer with acks=all, and a two-member consumer group with commits.
 // Usage: node roundtrip.js HOST:PORT TOPIC. Exits non-zero on any failure.
-const { Kafka, CompressionTypes, logLevel } = require('kafkajs');
+const { CompressionTypes } = require('kafkajs');
+const { kafkaFor, fail } = require('./common');
 
 const [bootstrap, topic] = process.argv.slice(2);
-const kafka = new Kafka({ clientId: 'weir-test', brokers: [bootstrap], logLevel: logLevel.ERROR });
+const kafka = kafkaFor(bootstrap, 'weir-test');
 const TOTAL = 600;
-
-function fail(msg) {
-  console.error(msg);
-  process.exit(1);
-}
 
 async function main() {
   const admin = kafka.admin();

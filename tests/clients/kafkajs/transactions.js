@@ -1,15 +1,10 @@
 // kafkajs 2.x transactions: a committed and an aborted transaction, offsets sent with a committed
 // one, and a read_committed consumer (kafkajs's default) that must see the committed records only.
 // Usage: node transactions.js HOST:PORT TOPIC. Prints "ok <records seen>"; exits non-zero on failure.
-const { Kafka, logLevel } = require('kafkajs');
+const { kafkaFor, fail } = require('./common');
 
 const [bootstrap, topic] = process.argv.slice(2);
-const kafka = new Kafka({ clientId: 'weir-txn-test', brokers: [bootstrap], logLevel: logLevel.ERROR });
-
-function fail(msg) {
-  console.error(msg);
-  process.exit(1);
-}
+const kafka = kafkaFor(bootstrap, 'weir-txn-test');
 
 async function main() {
   const admin = kafka.admin();
