@@ -227,6 +227,9 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         | ApiKey::OffsetDelete
         | ApiKey::TxnOffsetCommit => group::handle(&req).await,
         ApiKey::AddOffsetsToTxn => txn::add_offsets_to_txn(&req).await,
+        ApiKey::DescribeTransactions => txn::describe_transactions(&req).await,
+        ApiKey::ListTransactions => txn::list_transactions(&req).await,
+        ApiKey::DescribeProducers => txn::describe_producers(&req).await,
         other => Err(ProtocolError::UnknownApi(other as i16)),
     };
     if tracing::enabled!(tracing::Level::TRACE) {

@@ -36,6 +36,9 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::IncrementalAlterConfigs, 0..=1),
     (ApiKey::OffsetDelete, 0..=0),
     (ApiKey::DescribeCluster, 0..=1),
+    (ApiKey::DescribeProducers, 0..=0),
+    (ApiKey::DescribeTransactions, 0..=0),
+    (ApiKey::ListTransactions, 0..=1),
 ];
 
 /// Versions below `kafka-protocol`'s range, read and written by `super::legacy`.

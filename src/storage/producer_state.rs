@@ -97,6 +97,19 @@ pub struct CompletedTxn {
     pub aborted: bool,
 }
 
+/// One producer as operators see it (DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// -1 when it has no batch here (only markers).
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// Where its open transaction began here; -1 with none.
+    pub txn_start_offset: i64,
+}
+
 /// Idempotent and transactional producers of one partition.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerState {
@@ -133,6 +146,21 @@ impl ProducerState {
 
     pub fn in_transaction(&self, producer_id: i64) -> bool {
         self.producers.get(&producer_id).is_some_and(|p| p.txn_first.is_some())
+    }
+
+    /// Every producer, as DescribeProducers shows them.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        self.producers
+            .iter()
+            .map(|(&producer_id, p)| ActiveProducer {
+                producer_id,
+                epoch: p.epoch,
+                last_sequence: p.recent.back().map_or(-1, |r| r.last_seq),
+                last_timestamp: p.last_timestamp,
+                coordinator_epoch: p.coordinator_epoch,
+                txn_start_offset: p.txn_first.map_or(-1, |o| o as i64),
+            })
+            .collect()
     }
 
     /// The first offset of the oldest transaction open here.

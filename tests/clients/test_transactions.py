@@ -167,3 +167,30 @@ def test_consume_transform_produce_commits_offsets_with_the_transaction(shared_b
     assert committed() == 5, "an aborted transaction's offsets are dropped"
     c.close()
     assert [v for _, v in read_all(b, dst, "read_committed")] == [b"out-%d" % i for i in range(5)]
+
+
+def test_operators_describe_list_and_see_producers(shared_broker):
+    """KIP-664 through kafka-python's admin client: DescribeTransactions, ListTransactions (with a
+    state filter) and DescribeProducers while a transaction is open, then after its commit."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+
+    b = shared_broker
+    topic, txn_id = unique("txn-admin"), unique("tid")
+    p = producer(b, txn_id)
+    p.begin_transaction()
+    send(p, topic, [b"x", b"y"])
+    admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    d = admin.describe_transactions([txn_id])[txn_id]
+    assert d.state.value == "Ongoing" and d.topic_partitions == {KTopicPartition(topic, 0)}, d
+    listed = [t for per_broker in admin.list_transactions(state_filters=["Ongoing"]).values() for t in per_broker]
+    assert [(t.transactional_id, t.producer_id) for t in listed if t.transactional_id == txn_id] == [(txn_id, d.producer_id)]
+    producers = admin.describe_producers([KTopicPartition(topic, 0)])[KTopicPartition(topic, 0)].active_producers
+    assert [(s.producer_id, s.producer_epoch, s.last_sequence, s.current_transaction_start_offset) for s in producers] == [(d.producer_id, d.producer_epoch, 1, 0)]
+    p.commit_transaction(30)
+    assert admin.describe_transactions([txn_id])[txn_id].state.value == "CompleteCommit"
+    listed = [t for per_broker in admin.list_transactions(state_filters=["Ongoing"]).values() for t in per_broker]
+    assert txn_id not in [t.transactional_id for t in listed]
+    producers = admin.describe_producers([KTopicPartition(topic, 0)])[KTopicPartition(topic, 0)].active_producers
+    assert producers[0].current_transaction_start_offset == -1, "no transaction open after the commit"
+    admin.close()

@@ -7,10 +7,12 @@
 //! shard are forwarded there. `metadata` holds Kafka's state machine, `store` its durable records,
 //! `coordinator` the transitions and the markers.
 
+mod admin;
 mod coordinator;
 mod metadata;
 mod store;
 
+pub use admin::{describe_producers, describe_transactions, list_transactions};
 pub use coordinator::TxnCoordinator;
 
 use super::handlers::respond;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::storage::control;
+use crate::storage::producer_state::ActiveProducer;
 
 impl Log {
     /// What a transactional batch of `producer_id` needs to open a transaction here, to take before
@@ -14,6 +15,11 @@ impl Log {
     /// Whether `producer_id` has a transaction open here (its batches need no coordinator check).
     pub fn in_transaction(&self, producer_id: i64) -> bool {
         self.state().producers.in_transaction(producer_id)
+    }
+
+    /// Its producers, as its written batches left them (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.state().producers_written.active()
     }
 
     /// Appends the marker ending `producer_id`'s transaction (or none: a partition added to a
