@@ -76,6 +76,8 @@ pub struct BrokerConfig {
     /// (`group.initial.rebalance.delay.ms`).
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
+    /// A transactional id with no transaction for this long is forgotten (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: u64,
     /// Incremental fetch sessions kept per shard (`max.incremental.fetch.session.cache.slots`).
     pub fetch_session_slots: usize,
 }
@@ -105,6 +107,7 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 7 * 24 * 60,
+            transactional_id_expiration_ms: 7 * 24 * 3_600_000,
             fetch_session_slots: 1000,
         }
     }
@@ -247,7 +250,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         fetch_sessions: RefCell::new(fetch_session::Sessions::new(cfg.fetch_session_slots, (unix_ms() as i32) ^ (shard.id as i32) << 24)),
         controller: topics::Controller::new(shard.id == 0, cfg.auto_create_topics_rate),
         groups: group::Coordinator::new(&cfg, shard.id),
-        txns: txn::TxnCoordinator::new(shard.id),
+        txns: txn::TxnCoordinator::new(shard.id, cfg.transactional_id_expiration_ms),
         shard,
         cfg,
         topics: RefCell::new(BTreeMap::new()),

@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// (group.initial.rebalance.delay.ms; default 3000).
     #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// A transactional id with no transaction for this long, in ms, is forgotten
+    /// (transactional.id.expiration.ms; default 604800000).
+    #[arg(long, env = "WEIR_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    transactional_id_expiration_ms: Option<u64>,
     /// How often retention (and producer expiry) runs, in ms (log.retention.check.interval.ms;
     /// default 30000).
     #[arg(long, env = "WEIR_RETENTION_CHECK_INTERVAL_MS")]
@@ -155,6 +159,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 }
                 "group-initial-rebalance-delay-ms" => {
                     a.group_initial_rebalance_delay_ms = a.group_initial_rebalance_delay_ms.or(Some(count(&v)?))
+                }
+                "transactional-id-expiration-ms" => {
+                    a.transactional_id_expiration_ms = a.transactional_id_expiration_ms.or(Some(count(&v)?))
                 }
                 "retention-check-interval-ms" => a.retention_check_interval_ms = a.retention_check_interval_ms.or(Some(count(&v)?)),
                 "producer-id-expiration-ms" => a.producer_id_expiration_ms = a.producer_id_expiration_ms.or(Some(count(&v)?)),
@@ -236,6 +243,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.group_initial_rebalance_delay_ms {
         cfg.group_initial_rebalance_delay_ms = v;
+    }
+    if let Some(v) = a.transactional_id_expiration_ms {
+        cfg.transactional_id_expiration_ms = v.max(1);
     }
     if let Some(v) = a.retention_check_interval_ms {
         cfg.retention_check_ms = v.max(1);

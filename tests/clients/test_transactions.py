@@ -194,3 +194,36 @@ def test_operators_describe_list_and_see_producers(shared_broker):
     producers = admin.describe_producers([KTopicPartition(topic, 0)])[KTopicPartition(topic, 0)].active_producers
     assert producers[0].current_transaction_start_offset == -1, "no transaction open after the commit"
     admin.close()
+
+
+def test_an_idle_transactional_id_expires_durably():
+    """transactional.id.expiration.ms: an id with no transaction open is forgotten once idle that
+    long (DescribeTransactions: TRANSACTIONAL_ID_NOT_FOUND), and stays forgotten after a restart."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import TransactionalIdNotFoundError
+
+    b = Broker(extra=["--transactional-id-expiration-ms", "4000"])
+    try:
+        txn_id = unique("tid")
+        p = producer(b, txn_id)
+        p.begin_transaction()
+        send(p, unique("txn-exp"), [b"x"])
+        p.commit_transaction(30)
+        admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+        assert admin.describe_transactions([txn_id])[txn_id].state.value == "CompleteCommit", "known right after"
+        deadline = time.time() + 30
+        while True:
+            try:
+                admin.describe_transactions([txn_id])
+            except TransactionalIdNotFoundError:
+                break
+            assert time.time() < deadline, "the transactional id never expired"
+            time.sleep(0.2)
+        admin.close()
+        b.restart()
+        admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+        with pytest.raises(TransactionalIdNotFoundError):
+            admin.describe_transactions([txn_id])
+        admin.close()
+    finally:
+        b.close()

@@ -44,6 +44,7 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("offsets.topic.num.partitions", "16".into(), long, "offsets partitions (fixed)"),
         ("offsets.topic.replication.factor", "1".into(), long, "one replica"),
         ("transaction.state.log.replication.factor", "1".into(), long, "one replica"),
+        ("transactional.id.expiration.ms", cfg.transactional_id_expiration_ms.to_string(), long, "--transactional-id-expiration-ms"),
         ("offsets.retention.minutes", cfg.offsets_retention_minutes.to_string(), long, "--offsets-retention-minutes"),
         ("group.min.session.timeout.ms", cfg.group_min_session_timeout_ms.to_string(), long, "--group-min-session-timeout-ms"),
         ("group.max.session.timeout.ms", cfg.group_max_session_timeout_ms.to_string(), long, "--group-max-session-timeout-ms"),

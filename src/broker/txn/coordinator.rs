@@ -30,6 +30,8 @@ const MARKER_RETRY: Duration = Duration::from_millis(500);
 
 pub struct TxnCoordinator {
     shard: usize,
+    /// `transactional.id.expiration.ms`.
+    id_expiration_ms: i64,
     pub(super) txns: RefCell<HashMap<String, TxnMetadata>>,
     files: RefCell<HashMap<u32, RecordFile>>,
     /// One transition at a time: each reads, decides, persists and applies under it.
@@ -37,8 +39,9 @@ pub struct TxnCoordinator {
 }
 
 impl TxnCoordinator {
-    pub fn new(shard: usize) -> TxnCoordinator {
-        TxnCoordinator { shard, txns: RefCell::default(), files: RefCell::default(), writing: shards::Turn::default() }
+    pub fn new(shard: usize, id_expiration_ms: u64) -> TxnCoordinator {
+        let id_expiration_ms = i64::try_from(id_expiration_ms).unwrap_or(i64::MAX);
+        TxnCoordinator { shard, id_expiration_ms, txns: RefCell::default(), files: RefCell::default(), writing: shards::Turn::default() }
     }
 
     /// Replays the transaction-state partitions this shard owns, then finishes the transactions
@@ -72,8 +75,12 @@ impl TxnCoordinator {
 
     /// Persists `next` as `id`'s state, then applies it. The caller holds `writing`.
     async fn persist(&self, id: &str, next: TxnMetadata) -> Result<(), i16> {
+        self.persist_record(id, Record::State(id.to_string(), next)).await
+    }
+
+    /// Persists `record` (of `id`), then applies it. The caller holds `writing`.
+    async fn persist_record(&self, id: &str, record: Record) -> Result<(), i16> {
         let n = store::partition_for(id);
-        let record = Record::State(id.to_string(), next.clone());
         let mut buf = Vec::new();
         store::encode(&record, &mut buf).map_err(|_| errors::INVALID_REQUEST)?;
         let Some(mut file) = self.files.borrow_mut().remove(&n) else {
@@ -82,7 +89,7 @@ impl TxnCoordinator {
         let written = file.append(&buf).await;
         let compact = written.is_ok() && file.compaction_due();
         if written.is_ok() {
-            self.txns.borrow_mut().insert(id.to_string(), next);
+            store::apply(&mut self.txns.borrow_mut(), record);
         }
         if compact {
             let live: HashMap<String, TxnMetadata> =
@@ -195,6 +202,22 @@ impl TxnCoordinator {
             };
             tracing::info!(transactional_id = %id, "transaction timed out: aborting it");
             finish(id, fence).await;
+        }
+    }
+
+    /// Forgets the transactional ids with no transaction whose last change is older than
+    /// `transactional.id.expiration.ms`, durably (Kafka's expiry of idle ids).
+    pub async fn expire_ids(&self) {
+        let cutoff = unix_ms().saturating_sub(self.id_expiration_ms);
+        let idle = |m: &TxnMetadata| {
+            matches!(m.state, TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort) && m.last_update_ms < cutoff
+        };
+        let due: Vec<String> = self.txns.borrow().iter().filter(|(_, m)| idle(m)).map(|(id, _)| id.clone()).collect();
+        for id in due {
+            let _turn = self.writing.take().await;
+            if self.txns.borrow().get(&id).is_some_and(idle) && self.persist_record(&id, Record::Removed(id.clone())).await.is_ok() {
+                tracing::debug!(transactional_id = %id, "transactional id expired");
+            }
         }
     }
 

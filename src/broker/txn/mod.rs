@@ -22,8 +22,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use std::time::Duration;
 
-/// How often open transactions are checked against their timeout (Kafka's
-/// `transaction.abort.timed.out.transaction.cleanup.interval.ms` is 10 s).
+/// How often open transactions are checked against their timeout, and idle transactional ids
+/// against their expiry (Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms` is
+/// 10 s, `transaction.remove.expired.transaction.cleanup.interval.ms` 1 h).
 const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 
 /// The shard coordinating `transactional_id`.
@@ -44,6 +45,7 @@ pub async fn timeout_loop() {
     loop {
         shards::sleep(TIMEOUT_CHECK).await;
         state().txns.abort_timed_out().await;
+        state().txns.expire_ids().await;
     }
 }
 
