@@ -230,6 +230,7 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         ApiKey::DescribeTransactions => txn::describe_transactions(&req).await,
         ApiKey::ListTransactions => txn::list_transactions(&req).await,
         ApiKey::DescribeProducers => txn::describe_producers(&req).await,
+        ApiKey::WriteTxnMarkers => txn::write_txn_markers(&req).await,
         other => Err(ProtocolError::UnknownApi(other as i16)),
     };
     if tracing::enabled!(tracing::Level::TRACE) {

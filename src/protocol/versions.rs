@@ -27,6 +27,7 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::AddPartitionsToTxn, 0..=3),
     (ApiKey::AddOffsetsToTxn, 0..=3),
     (ApiKey::EndTxn, 0..=3),
+    (ApiKey::WriteTxnMarkers, 0..=1),
     (ApiKey::TxnOffsetCommit, 0..=3),
     (ApiKey::DescribeConfigs, 0..=4),
     (ApiKey::CreatePartitions, 0..=3),

@@ -227,3 +227,30 @@ def test_an_idle_transactional_id_expires_durably():
         admin.close()
     finally:
         b.close()
+
+
+def test_an_operator_aborts_an_open_transaction_in_a_partition(shared_broker):
+    """kafka-transactions.sh abort (KIP-664): WriteTxnMarkers from the admin client, with the
+    producer's id and epoch from DescribeProducers, ends the transaction in that partition; the
+    last stable offset moves on and read_committed consumers never see its records."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.admin import AbortTransactionSpec
+
+    b = shared_broker
+    topic = unique("txn-abort")
+    p = producer(b, unique("tid"))
+    p.begin_transaction()
+    send(p, topic, [b"hanging"])
+    plain = Producer({"bootstrap.servers": b.bootstrap})
+    plain.produce(topic, value=b"after")
+    plain.flush(30)
+    tp = KTopicPartition(topic, 0)
+    admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    (s,) = admin.describe_producers([tp])[tp].active_producers
+    assert s.current_transaction_start_offset == 0
+    admin.abort_transaction(AbortTransactionSpec(tp, s.producer_id, s.producer_epoch, s.coordinator_epoch))
+    (s,) = admin.describe_producers([tp])[tp].active_producers
+    assert s.current_transaction_start_offset == -1, "no transaction open here any more"
+    admin.close()
+    assert [v for _, v in read_all(b, topic, "read_committed")] == [b"after"]

@@ -117,3 +117,41 @@ pub async fn describe_producers(req: &Request) -> Result<Option<Bytes>, Protocol
     }
     respond(req, &r)
 }
+
+/// WriteTxnMarkers, as the admin client's `abortTransaction` sends it to a partition's leader to
+/// end a hanging transaction: each marker appended on the partition's shard and waited for until
+/// durable, with the partition's checks (an older epoch or coordinator epoch is refused).
+pub async fn write_txn_markers(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+    let q: WriteTxnMarkersRequest = protocol::decode_body(req)?;
+    let st = state();
+    let mut r = WriteTxnMarkersResponse::default();
+    for m in q.markers {
+        let marker = crate::storage::control::Marker { commit: m.transaction_result, coordinator_epoch: m.coordinator_epoch };
+        let (producer_id, epoch) = (m.producer_id.0, m.producer_epoch);
+        let mut result = write_txn_markers_response::WritableTxnMarkerResult::default();
+        result.producer_id = m.producer_id;
+        for t in m.topics {
+            let mut rt = write_txn_markers_response::WritableTxnMarkerTopicResult::default();
+            for p in t.partition_indexes {
+                let written = if t.name.0.as_str() == "__consumer_offsets" {
+                    crate::broker::group::end_offsets_txn(p, producer_id, marker.commit).await.map_err(|_| errors::KAFKA_STORAGE_ERROR)
+                } else {
+                    st.on_owner(&t.name.0, p, move |part| async move {
+                        let a = part.log.append_marker(producer_id, epoch, marker, crate::broker::unix_ms())?;
+                        part.log.wait_durable(a.last_offset).await
+                    })
+                    .await
+                    .and_then(|w| w.map_err(|e| crate::broker::produce::log_error_code(&e)))
+                };
+                let mut rp = write_txn_markers_response::WritableTxnMarkerPartitionResult::default();
+                rp.partition_index = p;
+                rp.error_code = written.err().unwrap_or(errors::NONE);
+                rt.partitions.push(rp);
+            }
+            rt.name = t.name;
+            result.topics.push(rt);
+        }
+        r.markers.push(result);
+    }
+    respond(req, &r)
+}

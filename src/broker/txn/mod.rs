@@ -12,7 +12,7 @@ mod coordinator;
 mod metadata;
 mod store;
 
-pub use admin::{describe_producers, describe_transactions, list_transactions};
+pub use admin::{describe_producers, describe_transactions, list_transactions, write_txn_markers};
 pub use coordinator::TxnCoordinator;
 
 use super::handlers::respond;
