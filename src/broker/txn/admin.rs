@@ -123,7 +123,6 @@ pub async fn describe_producers(req: &Request) -> Result<Option<Bytes>, Protocol
 /// durable, with the partition's checks (an older epoch or coordinator epoch is refused).
 pub async fn write_txn_markers(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: WriteTxnMarkersRequest = protocol::decode_body(req)?;
-    let st = state();
     let mut r = WriteTxnMarkersResponse::default();
     for m in q.markers {
         let marker = crate::storage::control::Marker { commit: m.transaction_result, coordinator_epoch: m.coordinator_epoch };
@@ -133,16 +132,7 @@ pub async fn write_txn_markers(req: &Request) -> Result<Option<Bytes>, ProtocolE
         for t in m.topics {
             let mut rt = write_txn_markers_response::WritableTxnMarkerTopicResult::default();
             for p in t.partition_indexes {
-                let written = if t.name.0.as_str() == "__consumer_offsets" {
-                    crate::broker::group::end_offsets_txn(p, producer_id, marker.commit).await.map_err(|_| errors::KAFKA_STORAGE_ERROR)
-                } else {
-                    st.on_owner(&t.name.0, p, move |part| async move {
-                        let a = part.log.append_marker(producer_id, epoch, marker, crate::broker::unix_ms())?;
-                        part.log.wait_durable(a.last_offset).await
-                    })
-                    .await
-                    .and_then(|w| w.map_err(|e| crate::broker::produce::log_error_code(&e)))
-                };
+                let written = super::coordinator::write_marker(&t.name.0, p, producer_id, epoch, marker).await;
                 let mut rp = write_txn_markers_response::WritableTxnMarkerPartitionResult::default();
                 rp.partition_index = p;
                 rp.error_code = written.err().unwrap_or(errors::NONE);

@@ -256,6 +256,25 @@ fn live_records(live: &HashMap<String, TxnMetadata>) -> std::io::Result<Vec<u8>>
     Ok(buf)
 }
 
+/// Appends `producer_id`'s `marker` at `epoch` to `topic`/`partition` on the shard owning it and
+/// waits until it is durable; an offsets partition's "marker" ends the producer's pending offsets
+/// there instead. The error code the partition answers, if any.
+pub(super) async fn write_marker(topic: &str, partition: i32, producer_id: i64, epoch: i16, marker: Marker) -> Result<(), i16> {
+    if topic == "__consumer_offsets" {
+        return crate::broker::group::end_offsets_txn(partition, producer_id, marker.commit).await.map_err(|e| {
+            tracing::warn!(partition, producer_id, error = %e, "ending transactional offsets failed");
+            errors::KAFKA_STORAGE_ERROR
+        });
+    }
+    let written = state()
+        .on_owner(topic, partition, move |part| async move {
+            let a = part.log.append_marker(producer_id, epoch, marker, unix_ms())?;
+            part.log.wait_durable(a.last_offset).await
+        })
+        .await?;
+    written.map_err(|e: LogError| crate::broker::produce::log_error_code(&e))
+}
+
 /// Appends `prepared`'s marker to each of its partitions, on the shards owning them, and waits
 /// until each is durable; `false` if one could not be written (to try again).
 async fn write_markers(prepared: &TxnMetadata) -> bool {
@@ -267,35 +286,14 @@ async fn write_markers(prepared: &TxnMetadata) -> bool {
         .map(|(topic, partition)| {
             let (topic, partition) = (topic.clone(), *partition);
             shards::spawn_local(async move {
-                if topic == "__consumer_offsets" {
-                    // The group side: pending transactional offsets are committed or dropped.
-                    return match crate::broker::group::end_offsets_txn(partition, producer_id, marker.commit).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!(partition, producer_id, error = %e, "ending transactional offsets failed; retrying");
-                            false
-                        }
-                    };
-                }
-                let st = state();
-                let written = st
-                    .on_owner(&topic, partition, move |part| async move {
-                        let a = part.log.append_marker(producer_id, epoch, marker, unix_ms())?;
-                        part.log.wait_durable(a.last_offset).await
-                    })
-                    .await;
-                match written {
-                    Ok(Ok(())) => true,
+                match write_marker(&topic, partition, producer_id, epoch, marker).await {
+                    Ok(()) => true,
                     // The topic is gone: nothing to end there.
                     Err(errors::UNKNOWN_TOPIC_OR_PARTITION) => true,
                     // Refused for good (a newer epoch or coordinator there): Kafka drops it too.
-                    Ok(Err(e @ (LogError::InvalidProducerEpoch | LogError::CoordinatorFenced))) => {
-                        tracing::error!(%topic, partition, producer_id, error = %e, "a transaction marker was refused");
+                    Err(code @ (errors::INVALID_PRODUCER_EPOCH | errors::TRANSACTION_COORDINATOR_FENCED)) => {
+                        tracing::error!(%topic, partition, producer_id, code, "a transaction marker was refused");
                         true
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(%topic, partition, producer_id, error = %e, "writing a transaction marker failed; retrying");
-                        false
                     }
                     Err(code) => {
                         tracing::warn!(%topic, partition, producer_id, code, "writing a transaction marker failed; retrying");
