@@ -26,6 +26,7 @@
 
 use super::batch::{crc32c, BatchInfo};
 use super::control::Marker;
+use super::txn_index::AbortedTxn;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Batches remembered per producer for duplicate detection (Kafka keeps 5: a producer has at most
@@ -161,6 +162,15 @@ impl ProducerState {
                 txn_start_offset: p.txn_first.map_or(-1, |o| o as i64),
             })
             .collect()
+    }
+
+    /// The aborted transactions index entry for `done`, just ended here, if it was aborted; its
+    /// stable offset is Kafka's: where the oldest other transaction still open began.
+    pub fn aborted_entry(&self, done: &CompletedTxn) -> Option<AbortedTxn> {
+        let next = done.marker_offset + 1;
+        let last_stable_offset = self.first_open_transaction().map_or(next, |f| f.min(next));
+        let (producer_id, first_offset, last_offset) = (done.producer_id, done.first_offset, done.marker_offset);
+        done.aborted.then_some(AbortedTxn { producer_id, first_offset, last_offset, last_stable_offset })
     }
 
     /// The first offset of the oldest transaction open here.

@@ -68,8 +68,9 @@ impl TxnIndex {
         &self.entries
     }
 
-    pub fn push(&mut self, t: AbortedTxn) {
-        self.entries.push(t);
+    /// Adds `ts` after the entries there are (in marker order), to be written by `persist`.
+    pub fn extend(&mut self, ts: impl IntoIterator<Item = AbortedTxn>) {
+        self.entries.extend(ts);
     }
 
     /// Forgets the entries whose marker is at or past `offset` (recovery finds them again).
@@ -166,9 +167,7 @@ mod tests {
     fn entries_round_trip_and_damage_is_noticed() {
         let t = |first, last, lso| AbortedTxn { producer_id: 7, first_offset: first, last_offset: last, last_stable_offset: lso };
         let mut index = TxnIndex::new(PathBuf::new());
-        for e in [t(0, 5, 6), t(3, 9, 10), t(12, 20, 21)] {
-            index.push(e);
-        }
+        index.extend([t(0, 5, 6), t(3, 9, 10), t(12, 20, 21)]);
         let mut bytes = Vec::new();
         for e in index.entries() {
             bytes.extend_from_slice(&VERSION.to_be_bytes());

@@ -7,7 +7,6 @@ use crate::storage::control::{self, Marker};
 use crate::storage::producer_state::CompletedTxn;
 use crate::storage::producer_state::ProducerState;
 use crate::storage::segment::resync;
-use crate::storage::txn_index::AbortedTxn;
 
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
 /// Snapshots kept: the newest, and the one before in case a crash makes the newest lie past the
@@ -62,12 +61,7 @@ pub(super) async fn rebuild(
                 continue;
             }
             let Some(done) = state.record(&info, marker) else { continue };
-            if done.aborted {
-                let next = done.marker_offset + 1;
-                let last_stable_offset = state.first_open_transaction().map_or(next, |f| f.min(next));
-                let (producer_id, first_offset, last_offset) = (done.producer_id, done.first_offset, done.marker_offset);
-                seg.txns.push(AbortedTxn { producer_id, first_offset, last_offset, last_stable_offset });
-            }
+            seg.txns.extend(state.aborted_entry(&done));
             ended.push(done);
         }
         // What a snapshot after this says is found again from here need not be: durable first.

@@ -27,13 +27,14 @@ impl Log {
     /// transactions to name: Kafka's bound, generous but cheap).
     async fn read_upto(&self, offset: u64, max_bytes: usize, committed: bool) -> Result<(Vec<Chunk>, u64), LogError> {
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
-        let (seg_base, entry, size, repeated, cut) = {
+        let (seg_base, entry, size, repeated, cut, seg_next) = {
             let mut s = self.state();
             s.last_used = Instant::now();
             if offset < s.log_start || offset > s.next_offset {
                 return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
             }
-            let upto = if committed { s.last_stable_offset() } else { s.high_watermark() };
+            let hw = s.high_watermark();
+            let upto = if committed { s.last_stable_offset() } else { hw };
             if offset >= upto {
                 return Ok((Vec::new(), upto));
             }
@@ -46,13 +47,14 @@ impl Log {
             let repeated = s.last_file_read.replace(offset) == Some(offset);
             let seg = &s.segments[seg_at];
             let entry = if seg.base > offset { (seg.base, 0) } else { seg.lookup_entry(offset) };
-            // A read_committed read stops where the oldest open transaction begins, if that is here.
-            let cut = (upto < seg.next_offset).then(|| (upto, seg.lookup_entry(upto)));
-            (seg.base, entry, s.readable_size(seg), repeated, cut)
+            // `readable_size` stops a read at the high watermark; a read_committed one stops earlier,
+            // where the oldest open transaction begins, if that is in this segment.
+            let cut = (upto < hw && upto < seg.next_offset).then(|| (upto, seg.lookup_entry(upto)));
+            (seg.base, entry, s.readable_size(seg), repeated, cut, seg.next_offset)
         };
         let file = self.files_of(seg_base).await?.file;
         let (size, upper) = match cut {
-            None => (size, self.state().segment(seg_base)?.next_offset),
+            None => (size, seg_next),
             Some((upto, at)) => match find_batch(&file, at.1, size, |h| last_offset(h) >= upto).await? {
                 Some(found) => (found.pos, upto),
                 None => (size, upto),

@@ -4,7 +4,6 @@
 
 use super::files::IDLE_AFTER;
 use super::*;
-use crate::storage::txn_index::AbortedTxn;
 
 /// Largest single write the writer issues; more waits for the next turn.
 const WRITE_BYTES_MAX: usize = 8 << 20;
@@ -274,13 +273,7 @@ impl Log {
                 s.queued_bytes -= p.info.bytes;
                 messages += u64::from(p.info.offset_count);
                 let Some(done) = s.producers_written.record(&p.info, p.marker) else { continue };
-                if done.aborted {
-                    // Kafka's stable offset for the entry: where the oldest other open transaction began.
-                    let next = done.marker_offset + 1;
-                    let last_stable_offset = s.producers_written.first_open_transaction().map_or(next, |f| f.min(next));
-                    let (producer_id, first_offset, last_offset) = (done.producer_id, done.first_offset, done.marker_offset);
-                    seg.txns.push(AbortedTxn { producer_id, first_offset, last_offset, last_stable_offset });
-                }
+                seg.txns.extend(s.producers_written.aborted_entry(&done));
                 if s.cfg.flush == FlushPolicy::EveryBatch {
                     s.unstable_txns.insert(done.first_offset, done.marker_offset);
                 }
