@@ -254,3 +254,57 @@ def test_an_operator_aborts_an_open_transaction_in_a_partition(shared_broker):
     assert s.current_transaction_start_offset == -1, "no transaction open here any more"
     admin.close()
     assert [v for _, v in read_all(b, topic, "read_committed")] == [b"after"]
+
+
+def test_add_partitions_v4_batches_and_verify_only_as_brokers_send_them(shared_broker):
+    """AddPartitionsToTxn v4+ (KIP-890): a batch of transactions, each added or, with verify_only,
+    asked whether its partitions are already in it; encoded by kafka-python's schema classes."""
+    from kafka.protocol.producer.transaction import (
+        AddPartitionsToTxnRequest,
+        AddPartitionsToTxnResponse,
+        EndTxnRequest,
+        EndTxnResponse,
+        InitProducerIdRequest,
+        InitProducerIdResponse,
+    )
+    from kafka_wire import Connection, build
+    from test_groups import make_topic
+
+    topic = make_topic(shared_broker.bootstrap, 2, 0)
+    conn = Connection(shared_broker.port)
+    try:
+        ids = [unique("tid"), unique("tid")]
+        producers = []
+        for tid in ids:
+            r = conn.call(build(InitProducerIdRequest, 2, transactional_id=tid, transaction_timeout_ms=60000), InitProducerIdResponse)
+            assert r.error_code == 0
+            producers.append((r.producer_id, r.producer_epoch))
+
+        def call(version, verify_only, parts_by_txn):
+            txns = [
+                {"transactional_id": tid, "producer_id": pid, "producer_epoch": epoch, "verify_only": verify_only, "topics": [{"name": t, "partitions": ps} for t, ps in parts]}
+                for (tid, (pid, epoch)), parts in zip(zip(ids, producers), parts_by_txn)
+            ]
+            r = conn.call(build(AddPartitionsToTxnRequest, version, transactions=txns), AddPartitionsToTxnResponse)
+            assert r.error_code == 0
+            return {
+                res.transactional_id: {(t.name, p.partition_index): p.partition_error_code for t in res.topic_results for p in t.results_by_partition}
+                for res in r.results_by_transaction
+            }
+
+        # The first transaction takes partition 0; the second names an unknown topic: not attempted.
+        added = call(4, False, [[(topic, [0])], [(topic, [1]), ("no-such-topic", [0])]])
+        assert added[ids[0]] == {(topic, 0): 0}
+        assert added[ids[1]] == {(topic, 1): 55, ("no-such-topic", 0): 3}  # OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION
+
+        verified = call(5, True, [[(topic, [0, 1])], [(topic, [1])]])
+        assert verified[ids[0]] == {(topic, 0): 0, (topic, 1): 48}  # partition 1 is not in it: INVALID_TXN_STATE
+        assert verified[ids[1]] == {(topic, 1): 48}  # nothing was added to the second
+
+        pid, epoch = producers[0]
+        r = conn.call(build(EndTxnRequest, 2, transactional_id=ids[0], producer_id=pid, producer_epoch=epoch, committed=False), EndTxnResponse)
+        assert r.error_code == 0
+        verified = call(5, True, [[(topic, [0])], []])
+        assert verified[ids[0]] == {(topic, 0): 48}  # ended: no longer in a transaction
+    finally:
+        conn.close()

@@ -74,38 +74,86 @@ pub async fn init_producer_id(req: &Request, q: InitProducerIdRequest, id: Strin
     respond(req, &r)
 }
 
+/// One transaction's partitions in an AddPartitionsToTxn request: v0-3 carry one (from its
+/// producer), v4+ a batch (from another broker; `verify_only` asks whether each partition is
+/// already in the transaction, KIP-890).
+struct TxnAdd {
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    verify_only: bool,
+    topics: Vec<add_partitions_to_txn_request::AddPartitionsToTxnTopic>,
+}
+
 pub async fn add_partitions_to_txn(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: AddPartitionsToTxnRequest = protocol::decode_body(req)?;
     let version = req.header.request_api_version;
-    let st = state();
-    let id = q.v3_and_below_transactional_id.0.to_string();
-    let requested: Vec<(String, i32)> =
-        q.v3_and_below_topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p))).collect();
-    // Kafka adds all or none: an unknown partition fails the request, the others are not attempted.
-    let unknown = |(t, p): &(String, i32)| !st.partition_exists(t, *p);
-    let any_unknown = requested.iter().any(unknown);
-    let coordinator_code = if any_unknown {
-        errors::OPERATION_NOT_ATTEMPTED
-    } else {
-        let (pid, epoch, parts) = (q.v3_and_below_producer_id.0, q.v3_and_below_producer_epoch, requested.clone());
-        let outcome =
-            on_shard(coordinator_shard(&id), move || async move { state().txns.add_partitions(&id, pid, epoch, &parts).await }).await;
-        for_version(outcome.err().unwrap_or(errors::NONE), version, 2)
-    };
-    let code_for = |tp: &(String, i32)| if any_unknown && unknown(tp) { errors::UNKNOWN_TOPIC_OR_PARTITION } else { coordinator_code };
     let mut r = AddPartitionsToTxnResponse::default();
-    for t in &q.v3_and_below_topics {
-        let mut result = add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default();
-        result.name = t.name.clone();
-        for p in &t.partitions {
-            let mut pr = add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default();
-            pr.partition_index = *p;
-            pr.partition_error_code = code_for(&(t.name.0.to_string(), *p));
-            result.results_by_partition.push(pr);
+    if version < 4 {
+        let add = TxnAdd {
+            id: q.v3_and_below_transactional_id.0.to_string(),
+            producer_id: q.v3_and_below_producer_id.0,
+            epoch: q.v3_and_below_producer_epoch,
+            verify_only: false,
+            topics: q.v3_and_below_topics,
+        };
+        r.results_by_topic_v3_and_below = add_one(add, version).await;
+    } else {
+        for t in q.transactions {
+            let add = TxnAdd {
+                id: t.transactional_id.0.to_string(),
+                producer_id: t.producer_id.0,
+                epoch: t.producer_epoch,
+                verify_only: t.verify_only,
+                topics: t.topics,
+            };
+            let mut result = add_partitions_to_txn_response::AddPartitionsToTxnResult::default();
+            result.transactional_id = t.transactional_id;
+            result.topic_results = add_one(add, version).await;
+            r.results_by_transaction.push(result);
         }
-        r.results_by_topic_v3_and_below.push(result);
     }
     respond(req, &r)
+}
+
+/// Adds (or verifies) one transaction's partitions: all or none, as Kafka does — an unknown
+/// partition fails the transaction's request and the others get OPERATION_NOT_ATTEMPTED.
+async fn add_one(add: TxnAdd, version: i16) -> Vec<add_partitions_to_txn_response::AddPartitionsToTxnTopicResult> {
+    let st = state();
+    let requested: Vec<(String, i32)> = add.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p))).collect();
+    let unknown = |(t, p): &(String, i32)| !st.partition_exists(t, *p);
+    let any_unknown = requested.iter().any(unknown);
+    let (id, pid, epoch) = (add.id, add.producer_id, add.epoch);
+    let codes: Vec<i16> = if any_unknown {
+        requested.iter().map(|tp| if unknown(tp) { errors::UNKNOWN_TOPIC_OR_PARTITION } else { errors::OPERATION_NOT_ATTEMPTED }).collect()
+    } else if add.verify_only {
+        let parts = requested.clone();
+        on_shard(
+            coordinator_shard(&id),
+            move || async move { parts.iter().map(|(t, p)| state().txns.verify(&id, pid, epoch, t, *p)).collect() },
+        )
+        .await
+    } else {
+        let parts = requested.clone();
+        let outcome =
+            on_shard(coordinator_shard(&id), move || async move { state().txns.add_partitions(&id, pid, epoch, &parts).await }).await;
+        vec![for_version(outcome.err().unwrap_or(errors::NONE), version, 2); requested.len()]
+    };
+    let mut codes = codes.into_iter();
+    add.topics
+        .into_iter()
+        .map(|t| {
+            let mut result = add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default();
+            for p in t.partitions {
+                let mut pr = add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default();
+                pr.partition_index = p;
+                pr.partition_error_code = codes.next().unwrap_or(errors::NONE);
+                result.results_by_partition.push(pr);
+            }
+            result.name = t.name;
+            result
+        })
+        .collect()
 }
 
 /// AddOffsetsToTxn: the group's offsets partition joins the transaction, so that its marker
