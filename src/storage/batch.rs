@@ -169,6 +169,20 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Makes the batch producer `producer_id`'s at `epoch` from sequence `base_sequence` (a
+/// transactional one's if `transactional`), and its CRC right again.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32, transactional: bool) {
+    assert!(batch.len() >= HEADER_BYTES);
+    if transactional {
+        let attributes = i16::from_be_bytes([batch[21], batch[22]]) | ATTR_TRANSACTIONAL;
+        batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    }
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    set_crc(batch);
+}
+
 /// Batch attribute bits: the codec (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), and "every record's
 /// timestamp is the log's append time" (`message.timestamp.type=LogAppendTime`).
 pub const ATTR_CODEC_MASK: i16 = 0x07;

@@ -30,8 +30,9 @@ pub struct TxnIndex {
     entries: Vec<AbortedTxn>,
     /// Entries already in the file.
     on_disk: usize,
-    /// The file holds entries that are not ours (damaged, or dropped by recovery): rewritten whole
-    /// before the next append.
+    /// The file may hold bytes past the `on_disk` entries (damage, entries recovery dropped, a
+    /// failed append): cut there before the next append. Never cut below them: they may be durable,
+    /// and a snapshot may rely on them (a rewrite from empty would lose them in a power loss).
     stale: bool,
     /// Appended to since the last fsync.
     unsynced: bool,
@@ -55,7 +56,9 @@ impl TxnIndex {
             Err(_) => return (TxnIndex { stale: true, ..TxnIndex::new(path) }, true),
         };
         match decode(&bytes) {
-            Some(entries) => (TxnIndex { on_disk: entries.len(), entries, ..TxnIndex::new(path) }, false),
+            // Entries a process that died wrote may be in the page cache only: fsynced before a
+            // snapshot relies on them.
+            Some(entries) => (TxnIndex { on_disk: entries.len(), unsynced: !entries.is_empty(), entries, ..TxnIndex::new(path) }, false),
             None => (TxnIndex { stale: true, ..TxnIndex::new(path) }, true),
         }
     }
@@ -83,8 +86,8 @@ impl TxnIndex {
         }
     }
 
-    /// Writes the entries not in the file yet (page cache), the whole file if it is stale. On an
-    /// error the file is rewritten whole at the next call.
+    /// Writes the entries not in the file yet (page cache), after cutting what a stale file holds
+    /// past those it has. On an error the next call cuts and writes again.
     pub fn persist(&mut self) -> std::io::Result<()> {
         if self.on_disk == self.entries.len() && !self.stale {
             return Ok(());
@@ -99,8 +102,7 @@ impl TxnIndex {
     fn append_unwritten(&mut self) -> std::io::Result<()> {
         let file = AppendFile::open(&self.path)?;
         if self.stale {
-            file.set_len(0)?;
-            self.on_disk = 0;
+            file.set_len((self.on_disk * ENTRY_BYTES) as u64)?;
             self.stale = false;
         }
         let mut out = Vec::with_capacity((self.entries.len() - self.on_disk) * ENTRY_BYTES);
@@ -120,6 +122,11 @@ impl TxnIndex {
     /// The file, if written since its last fsync (the caller fsyncs it); counted as synced now.
     pub fn take_unsynced(&mut self) -> Option<PathBuf> {
         std::mem::take(&mut self.unsynced).then(|| self.path.clone())
+    }
+
+    /// An fsync of the file taken by `take_unsynced` failed.
+    pub fn mark_unsynced(&mut self) {
+        self.unsynced = true;
     }
 
     /// Adds to `out` (producer id, first offset) of each aborted transaction with data in

@@ -28,9 +28,12 @@ fn snapshots(dir: &Path) -> Result<Vec<u64>, LogError> {
 
 /// The producer state of a log just recovered: the newest sound snapshot at or below `log_end`
 /// (and `walk_from_at_most`: a segment whose `.txnindex` was damaged is walked again), then every
-/// batch after it. Snapshots past the log end (a crash took what they describe) go. The segments'
-/// aborted transactions from the walk's start on are found again; returns the transactions the
-/// walk saw end.
+/// batch after it still in a segment, below the log start too (a marker there, DeleteRecords having
+/// moved the start past it, ended a transaction that would otherwise seem open forever). Snapshots
+/// past the log end (a crash took what they describe) go, and so do those below the first segment:
+/// retention removed batches after them, markers perhaps, so what they hold open may have ended
+/// (Kafka drops them too). The segments' aborted transactions from the walk's start on are found
+/// again; returns the transactions the walk saw end.
 pub(super) async fn rebuild(
     dir: &Path,
     segments: &mut [Segment],
@@ -38,18 +41,18 @@ pub(super) async fn rebuild(
     log_end: u64,
     walk_from_at_most: u64,
 ) -> Result<(ProducerState, u64, Vec<CompletedTxn>), LogError> {
+    let first_base = segments.first().map_or(log_start, |seg| seg.base);
     let offsets = snapshots(dir)?;
-    for &stale in offsets.iter().filter(|&&o| o > log_end) {
+    for &stale in offsets.iter().filter(|&&o| o > log_end || o < first_base) {
         fs::remove_file(&snapshot_path(dir, stale)).await?;
     }
     let found = offsets
         .iter()
         .rev()
-        .filter(|&&o| o <= log_end && o <= walk_from_at_most)
+        .filter(|&&o| o >= first_base && o <= log_end && o <= walk_from_at_most)
         .find_map(|&o| Some((ProducerState::decode(&fs::read(&snapshot_path(dir, o)).ok()?)?, o)));
-    let (mut state, from) = found.unwrap_or_else(|| (ProducerState::default(), log_start));
+    let (mut state, from) = found.unwrap_or_else(|| (ProducerState::default(), first_base));
     let snapshot_at = from;
-    let from = from.max(log_start);
     let mut ended = Vec::new();
     for seg in segments.iter_mut() {
         seg.txns.truncate_from(from);
@@ -136,6 +139,7 @@ impl Log {
     /// Writes the producer state as it is below `offset` (the log end, or a new segment's base)
     /// to a snapshot there, and removes all but the newest `SNAPSHOTS_KEPT`.
     pub(super) async fn snapshot_producers(&self, offset: u64) -> Result<(), LogError> {
+        self.sync_txn_indexes().await?;
         let (dir, bytes) = {
             let mut s = self.state();
             debug_assert_eq!(s.written, offset, "a snapshot is of the written batches");
@@ -146,6 +150,31 @@ impl Log {
         let offsets = snapshots(&dir)?;
         for &old in offsets.iter().rev().skip(SNAPSHOTS_KEPT) {
             fs::remove_file(&snapshot_path(&dir, old)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes each `.txnindex` whose last write failed, and fsyncs each written since its last
+    /// fsync (or loaded: the process that wrote it may have died before its fsync): a snapshot says
+    /// the aborted transactions below it are on disk, and recovery walks only from there.
+    async fn sync_txn_indexes(&self) -> Result<(), LogError> {
+        let paths = {
+            let mut s = self.state();
+            let mut paths = Vec::new();
+            for seg in s.segments.iter_mut() {
+                seg.txns.persist()?;
+                paths.extend(seg.txns.take_unsynced());
+            }
+            paths
+        };
+        for (i, path) in paths.iter().enumerate() {
+            if let Err(e) = fs::sync_file(path).await {
+                // Not synced after all: the next snapshot tries again.
+                for seg in self.state().segments.iter_mut().filter(|seg| paths[i..].iter().any(|p| p == seg.txns.path())) {
+                    seg.txns.mark_unsynced();
+                }
+                return Err(LogError::fsync(e));
+            }
         }
         Ok(())
     }

@@ -76,12 +76,13 @@ fn append_all(log: &Log, sizes: &[(i32, usize)]) -> Vec<(u64, u32)> {
 }
 
 /// `batch` as the idempotent producer `producer_id`'s (epoch 0), starting at sequence `seq`.
-fn as_idempotent(mut batch: Vec<u8>, producer_id: i64, seq: i32) -> Vec<u8> {
-    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
-    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
-    batch[53..57].copy_from_slice(&seq.to_be_bytes());
-    let crc = batch::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+fn as_idempotent(batch: Vec<u8>, producer_id: i64, seq: i32) -> Vec<u8> {
+    as_producer(batch, producer_id, 0, seq, false)
+}
+
+/// `batch` as producer `producer_id`'s at `epoch` from sequence `seq`, in a transaction or not.
+fn as_producer(mut batch: Vec<u8>, producer_id: i64, epoch: i16, seq: i32, transactional: bool) -> Vec<u8> {
+    batch::set_producer(&mut batch, producer_id, epoch, seq, transactional);
     batch
 }
 

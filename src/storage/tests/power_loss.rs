@@ -12,13 +12,17 @@
 //!   at its offset, and reads from the log start reach the high watermark with no hole;
 //! * under flush-every-batch, no offset a reader could see is lost (the high watermark never moves
 //!   back across a crash), so no offset ever names two records;
-//! * the log start is at least where an acknowledged DeleteRecords put it.
+//! * the log start is at least where an acknowledged DeleteRecords put it;
+//! * a read_committed reader never sees a batch of an aborted or undecided transaction and never
+//!   misses one of a committed transaction (`transactions`).
 //!
 //! A failing seed reproduces alone: `WEIR_SEEDS=<seed> cargo test --release --lib power_loss -- --ignored`
 //! (`WEIR_TRACE=1` prints each incarnation's end and recovery).
 
+mod transactions;
+
 use super::super::batch::{self, NewRecord};
-use super::super::{FlushPolicy, Log, LogConfig, LogError};
+use super::super::{Appended, FlushPolicy, Log, LogConfig, LogError};
 use shards::fs::{Rng, SimDisk};
 use std::path::Path;
 use std::rc::Rc;
@@ -42,6 +46,21 @@ struct Model {
     visible_durable: u64,
     /// Where an acknowledged DeleteRecords put the start.
     deleted_to: u64,
+    txns: transactions::Txns,
+}
+
+impl Model {
+    /// Batch `bytes` was appended at `a`: whatever the model held from there on was given back by
+    /// a failed write.
+    fn appended(&mut self, a: &Appended, bytes: Vec<u8>) {
+        self.idempotent.retain(|&(_, _, base, _)| base < a.base_offset);
+        self.txns.forget_from(a.base_offset);
+        let mut stored = bytes;
+        batch::set_base_offset(&mut stored, a.base_offset);
+        let count = (a.last_offset - a.base_offset + 1) as u32;
+        self.batches.split_off(&a.base_offset);
+        self.batches.insert(a.base_offset, (count, stored));
+    }
 }
 
 /// Totals of a run, to show the harness does what it claims.
@@ -55,6 +74,10 @@ pub struct Totals {
     pub batches_lost_unsynced: u64,
     pub faults_injected: u64,
     pub file_ops: u64,
+    pub txns_committed: u64,
+    pub txns_aborted: u64,
+    /// Transactional batches a read_committed reader was checked against.
+    pub read_committed_batches: u64,
 }
 
 fn config(rng: &mut Rng) -> LogConfig {
@@ -97,7 +120,7 @@ async fn run_seed(seed: u64) -> Result<Totals, String> {
     {
         for _ in 0..incarnations {
             let log = Log::open(dir, cfg.clone()).await.map_err(|e| format!("open failed without a fault: {e}"))?;
-            totals.duplicates_refused += check(&log, &mut model).await?;
+            check(&log, &disk, &mut model, &mut totals).await?;
             // How this incarnation ends: closed, killed, or in a power loss.
             let end = rng.below(8);
             let (clean, power_loss) = (end == 0, end >= 4);
@@ -152,7 +175,7 @@ async fn run_seed(seed: u64) -> Result<Totals, String> {
                 );
             }
             totals.batches_lost_unsynced += model.batches.range(end..appended_end).count() as u64;
-            totals.duplicates_refused += check(&survivor, &mut model).await?;
+            check(&survivor, &disk, &mut model, &mut totals).await?;
             survivor.close().await.map_err(|e| format!("close after recovery failed: {e}"))?;
         }
     }
@@ -166,7 +189,7 @@ async fn workload(log: &Rc<Log>, disk: &SimDisk, rng: &mut Rng, model: &mut Mode
         if disk.is_down() {
             return Ok(());
         }
-        match rng.below(10) {
+        match rng.below(12) {
             0..=4 => {
                 for _ in 0..1 + rng.below(3) {
                     let id = rng.next_u64() >> 16;
@@ -178,17 +201,10 @@ async fn workload(log: &Rc<Log>, disk: &SimDisk, rng: &mut Rng, model: &mut Mode
                     }
                     match log.append(bytes.clone().into()) {
                         Ok(a) => {
-                            // Batches a failed write dropped gave their offsets (and sequences) back.
-                            model.idempotent.retain(|&(_, _, base, _)| base < a.base_offset);
+                            model.appended(&a, bytes.clone());
                             if idempotent {
-                                model.idempotent.push((seq.unwrap_or(0), bytes.clone(), a.base_offset, a.last_offset));
+                                model.idempotent.push((seq.unwrap_or(0), bytes, a.base_offset, a.last_offset));
                             }
-                            let mut stored = bytes;
-                            batch::set_base_offset(&mut stored, a.base_offset);
-                            let count = (a.last_offset - a.base_offset + 1) as u32;
-                            // Offsets at and past this one that a crash took are given again.
-                            model.batches.split_off(&a.base_offset);
-                            model.batches.insert(a.base_offset, (count, stored));
                             totals.batches_appended += 1;
                         }
                         Err(_) => return Ok(()),
@@ -210,7 +226,16 @@ async fn workload(log: &Rc<Log>, disk: &SimDisk, rng: &mut Rng, model: &mut Mode
                 model.durable = model.durable.max(o.durable);
                 if o.high_watermark > o.log_start {
                     let from = o.log_start + rng.below(o.high_watermark - o.log_start);
-                    match log.read(from, 1 + rng.below(4000) as usize).await {
+                    let max_bytes = 1 + rng.below(4000) as usize;
+                    if rng.below(2) == 0 {
+                        match transactions::read_committed(log, model, from, max_bytes, totals).await {
+                            Ok(()) => {}
+                            Err(_) if disk.is_down() || disk.faults_injected() > 0 => return Ok(()),
+                            Err(e) => return Err(format!("while running ({:?}): {e}", log.offsets())),
+                        }
+                        continue;
+                    }
+                    match log.read(from, max_bytes).await {
                         Ok(chunks) => {
                             compare_read(model, from, &chunks).map_err(|e| format!("while running ({:?}): {e}", log.offsets()))?
                         }
@@ -225,6 +250,13 @@ async fn workload(log: &Rc<Log>, disk: &SimDisk, rng: &mut Rng, model: &mut Mode
                 Err(_) if disk.is_down() || disk.faults_injected() > 0 => return Ok(()),
                 Err(e) => return Err(format!("retention failed without a fault: {e}")),
             },
+            10 | 11 => {
+                for _ in 0..1 + rng.below(3) {
+                    if !transactions::step(log, disk, rng, model, totals).await? {
+                        return Ok(());
+                    }
+                }
+            }
             _ => {
                 let o = log.offsets();
                 let to = o.log_start + rng.below(o.high_watermark - o.log_start + 1);
@@ -269,8 +301,7 @@ fn compare_read(model: &Model, from: u64, chunks: &[super::super::Chunk]) -> Res
 }
 
 /// The promises, checked on a freshly recovered log; then the model forgets what the crash took.
-/// Returns how many retries of the idempotent producer's batches were answered as duplicates.
-async fn check(log: &Log, model: &mut Model) -> Result<u64, String> {
+async fn check(log: &Log, disk: &SimDisk, model: &mut Model, totals: &mut Totals) -> Result<(), String> {
     let o = log.offsets();
     if o.log_end < model.durable {
         return Err(format!("log end {} after recovery, below the {} acknowledged durable", o.log_end, model.durable));
@@ -313,6 +344,7 @@ async fn check(log: &Log, model: &mut Model) -> Result<u64, String> {
         return Err(format!("reads ended at {next}, the log end is {}", o.log_end));
     }
     model.batches.split_off(&o.log_end);
+    model.txns.forget_from(o.log_end);
     // The producer's last batches in the log are known: a retry of each gets its offsets back.
     model.idempotent.retain(|&(_, _, base, _)| base < o.log_end);
     let recent = model.idempotent.len().saturating_sub(super::super::producer_state::RECENT_BATCHES);
@@ -335,11 +367,13 @@ async fn check(log: &Log, model: &mut Model) -> Result<u64, String> {
     if log.offsets().log_end != o.log_end {
         return Err(format!("retries after recovery appended: log end {} then {}", o.log_end, log.offsets().log_end));
     }
+    totals.duplicates_refused += retried;
+    transactions::recovered(log, disk, model, totals).await?;
     // What recovery found may not be fsynced yet (after a kill): only what the log says is durable.
     model.durable = o.durable;
     model.visible = o.log_end;
     model.visible_durable = o.durable;
-    Ok(retried)
+    Ok(())
 }
 
 fn seeds_from_env(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
@@ -370,6 +404,9 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
                 sum.batches_lost_unsynced += t.batches_lost_unsynced;
                 sum.faults_injected += t.faults_injected;
                 sum.file_ops += t.file_ops;
+                sum.txns_committed += t.txns_committed;
+                sum.txns_aborted += t.txns_aborted;
+                sum.read_committed_batches += t.read_committed_batches;
             }
             Err(e) => {
                 panic!("seed {seed}: {e}\nreproduce: WEIR_SEEDS={seed} cargo test --release --lib power_loss -- --ignored --nocapture")
@@ -378,7 +415,7 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} retries deduplicated, {} file operations ({} failed on purpose)",
+        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} retries deduplicated, {} file operations ({} failed on purpose), transactions {} committed {} aborted, {} transactional batches read_committed",
         sum.cycles,
         sum.cycles as f64 / secs * 60.0,
         sum.power_losses,
@@ -387,7 +424,10 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
         sum.batches_lost_unsynced,
         sum.duplicates_refused,
         sum.file_ops,
-        sum.faults_injected
+        sum.faults_injected,
+        sum.txns_committed,
+        sum.txns_aborted,
+        sum.read_committed_batches
     );
     sum
 }
@@ -396,6 +436,7 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
 fn power_loss_keeps_every_promise() {
     let totals = run_seeds(seeds_from_env(0..20_000));
     assert!(totals.crashes_mid_workload > 0 && totals.batches_lost_unsynced > 0, "the crashes hit something: {totals:?}");
+    assert!(totals.txns_committed > 0 && totals.txns_aborted > 0 && totals.read_committed_batches > 0, "transactions ran: {totals:?}");
 }
 
 /// The long run: `WEIR_SEEDS=0..200000 cargo test --release --lib power_loss_long -- --ignored --nocapture`.

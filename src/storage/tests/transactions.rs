@@ -1,17 +1,13 @@
 //! Transactions in the log: markers, the last stable offset, the aborted transactions index, and
 //! all three across a restart and a damaged `.txnindex`.
 
-use super::super::batch::{self, ATTR_TRANSACTIONAL};
+use super::super::batch;
 use super::super::control::Marker;
 use super::super::{Log, LogConfig, LogError};
-use super::{as_idempotent, files_with, open, small_cfg, temp_dir};
+use super::{as_producer, files_with, open, small_cfg, temp_dir};
 
 fn txn_batch(pid: i64, seq: i32) -> bytes::Bytes {
-    let mut b = as_idempotent(batch::build(1, 200, 1_000), pid, seq);
-    let attributes = i16::from_be_bytes([b[21], b[22]]) | ATTR_TRANSACTIONAL;
-    b[21..23].copy_from_slice(&attributes.to_be_bytes());
-    batch::set_crc(&mut b);
-    b.into()
+    as_producer(batch::build(1, 200, 1_000), pid, 0, seq, true).into()
 }
 
 /// Appends `pid`'s transactional batch, asking no coordinator (the test is one).
