@@ -122,6 +122,14 @@ impl RecordFile {
         Ok(())
     }
 
+    /// Appends `framed` records without an fsync: durable with the next `append` (or rewrite), and
+    /// perhaps lost to a power loss before it — for records whose loss recovery redoes.
+    pub fn append_unsynced(&mut self, framed: &[u8]) -> std::io::Result<()> {
+        self.file()?.append(framed)?;
+        self.bytes += framed.len() as u64;
+        Ok(())
+    }
+
     /// Whether the file doubled since its last rewrite: only then is it worth re-encoding.
     pub fn compaction_due(&self) -> bool {
         self.bytes >= COMPACT_SLACK_BYTES + 2 * self.bytes_after_compaction

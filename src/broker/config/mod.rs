@@ -14,7 +14,7 @@ pub use handlers::{alter_configs, describe_configs, incremental_alter_configs};
 use super::catalog::TopicMeta;
 use super::{BrokerConfig, ShardState};
 use crate::protocol::compression::Codec;
-use crate::storage::LogConfig;
+use crate::storage::{FlushPolicy, LogConfig};
 use std::collections::BTreeMap;
 
 /// Kafka's `ConfigSource`.
@@ -79,6 +79,16 @@ impl Default for ProduceRules {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
         }
+    }
+}
+
+/// Whether `topic`'s partitions fsync every batch (`flush.messages=1`, its own or the broker's):
+/// what it acknowledges survives a power loss. `__consumer_offsets` follows the broker's setting,
+/// as the offsets store does.
+pub fn flushes_every_batch(st: &ShardState, topic: &str) -> bool {
+    match st.topic(topic) {
+        Some(meta) => partition_settings(&st.cfg, &shard_topic_defaults(st), &meta).0.flush == FlushPolicy::EveryBatch,
+        None => st.cfg.log.flush == FlushPolicy::EveryBatch,
     }
 }
 

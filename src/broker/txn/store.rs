@@ -9,8 +9,8 @@
 //! partitions u32 | per partition: topic (u16 len + UTF-8) | partition i32
 //! ```
 //!
-//! big-endian. Every record is fsynced before the transition is applied or answered, whatever the
-//! flush policy: a commit decision must survive a power loss.
+//! big-endian. Every record is written before the transition is applied or answered, and fsynced
+//! first when a power loss must keep it (`coordinator::must_fsync`, `docs/transactions.md`).
 
 use super::metadata::{TxnMetadata, TxnState};
 use crate::broker::record_file;
