@@ -62,6 +62,20 @@ pub struct Args {
     /// Batch codec: none, gzip, snappy, lz4 or zstd (batches are compressed once, up front).
     #[arg(long, default_value = "none")]
     pub compression: String,
+    /// An idempotent producer (InitProducerId, sequences); needs --acks -1.
+    #[arg(long)]
+    pub idempotent: bool,
+    /// A transactional producer with this id (each producer thread N of several: ID-N), committing
+    /// every --txn-ms; needs --acks -1.
+    #[arg(long)]
+    pub transactional_id: Option<String>,
+    /// With --transactional-id: commit the open transaction this often.
+    #[arg(long, default_value_t = 100.0)]
+    pub txn_ms: f64,
+    /// Consume with isolation_level=read_committed (up to the last stable offset, aborted
+    /// transactions' records skipped).
+    #[arg(long)]
+    pub read_committed: bool,
     /// Produce requests in flight per connection.
     #[arg(long, default_value_t = 8)]
     pub inflight: usize,

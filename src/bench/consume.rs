@@ -5,6 +5,7 @@ use super::{histogram, nanos_since, pin, Args, Stop, Totals};
 use crate::client::{self, Connection};
 use crate::protocol::compression::Codec;
 use crate::storage::batch;
+use crate::storage::control::ConsumerFilter;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::FetchRequest;
 use std::sync::atomic::Ordering;
@@ -54,7 +55,8 @@ pub fn run(
             }
             let wanted: Vec<(i32, i64)> = mine.iter().map(|&i| (parts[i].partition, offsets[i])).collect();
             let version = conn.version::<FetchRequest>(11);
-            let req = client::fetch_request_many(&args.topic, &wanted, 100, args.fetch_bytes);
+            let mut req = client::fetch_request_many(&args.topic, &wanted, 100, args.fetch_bytes);
+            req.isolation_level = i8::from(args.read_committed);
             let r = conn.call(req, version)?;
             let measured = stop.measuring(Instant::now());
             for t in &r.responses {
@@ -67,6 +69,8 @@ pub fn run(
                     }
                     let Some(i) = mine.iter().copied().find(|&i| parts[i].partition == p.partition_index) else { continue };
                     let mut records = p.records.clone().unwrap_or_default();
+                    let aborted = p.aborted_transactions.iter().flatten().map(|a| (a.producer_id.0, a.first_offset.max(0) as u64));
+                    let mut filter = ConsumerFilter::new(aborted.collect());
                     let (mut messages, mut bytes) = (0u64, 0u64);
                     let now_ns = nanos_since(base);
                     while let Ok(len) = batch::framed_len(&records) {
@@ -77,12 +81,16 @@ pub fn run(
                         let h = batch::header(&b).expect("framed");
                         let base_offset = h.base_offset.get();
                         let next = base_offset + i64::from(h.last_offset_delta.get()) + 1;
+                        let shown = batch::header_info(&b).is_ok_and(|info| filter.shows(&b, &info));
                         if next <= offsets[i] {
+                            continue;
+                        }
+                        offsets[i] = next;
+                        if !shown {
                             continue;
                         }
                         messages += h.records_count.get().max(0) as u64;
                         bytes += len as u64;
-                        offsets[i] = next;
                         if stamped && measured {
                             let codec = Codec::from_attributes(h.attributes.get()).unwrap_or(Codec::None);
                             let body = codec.decompress(&b[batch::HEADER_BYTES..])?;

@@ -1,15 +1,26 @@
 //! Producer threads: one writer and one reader per connection, a bounded window between them.
+//! An idempotent producer stamps its id and sequences into each batch; a transactional one also
+//! opens a transaction before its first batch and, every `--txn-ms`, waits for every batch in it to
+//! be acknowledged and commits it.
 
 use super::{histogram, nanos_since, pin, Args, Stop, Totals};
-use crate::client::{self, Connection};
+use crate::client::producer::Producer;
+use crate::client::{self, Cluster, Connection};
 use crate::protocol::compression::Codec;
 use crate::storage::batch;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::ProduceRequest;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// Responses a connection's reader has received, for a transactional writer to wait on.
+#[derive(Default)]
+struct Acked {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
 
 /// What the reader needs to know of a request in flight.
 struct InFlight {
@@ -109,6 +120,19 @@ pub fn run(index: usize, args: Args, partitions: Vec<(i32, String)>, shared: Sha
     let mut addrs: Vec<String> = partitions.iter().map(|(_, a)| a.clone()).collect();
     addrs.sort();
     addrs.dedup();
+    let mut producer = match (&args.transactional_id, args.idempotent) {
+        (None, false) => None,
+        (id, _) => {
+            let id = id.as_ref().map(|id| if args.producers > 1 { format!("{id}-{index}") } else { id.clone() });
+            Some(Producer::init(&mut Cluster::connect(&args.bootstrap)?, id.as_deref(), 60_000)?)
+        }
+    };
+    let transactional_id = producer.as_ref().and_then(Producer::transactional_id);
+    let transactional = transactional_id.is_some();
+    let txn_every = Duration::from_secs_f64(args.txn_ms.max(0.0) / 1000.0);
+    let mine: Vec<i32> = partitions.iter().map(|(p, _)| *p).collect();
+    let mut txn_started = Instant::now();
+    let mut commits = histogram();
     let mut writers = Vec::new();
     let mut readers = Vec::new();
     for addr in &addrs {
@@ -116,9 +140,11 @@ pub fn run(index: usize, args: Args, partitions: Vec<(i32, String)>, shared: Sha
         let reader_conn = conn.split()?;
         let (tx, rx) = crossbeam_channel::bounded::<InFlight>(args.inflight.max(1));
         let (stop_r, totals_r) = (stop.clone(), totals.clone());
+        let acked = Arc::new(Acked::default());
+        let acked_r = acked.clone();
         let pinned = !args.no_pin;
-        readers.push(std::thread::spawn(move || read_acks(pinned.then_some(index), reader_conn, rx, stop_r, totals_r, base)));
-        writers.push((conn, tx));
+        readers.push(std::thread::spawn(move || read_acks(pinned.then_some(index), reader_conn, rx, stop_r, totals_r, base, &acked_r)));
+        writers.push(Writer { conn, tx, sent: 0, acked });
     }
     let owner: Vec<usize> = partitions.iter().map(|(_, a)| addrs.iter().position(|x| x == a).expect("listed")).collect();
     let rate_per_producer = args.rate.map(|r| r / args.producers.max(1) as f64);
@@ -131,8 +157,13 @@ pub fn run(index: usize, args: Args, partitions: Vec<(i32, String)>, shared: Sha
     let mut lag = histogram();
     let result = loop {
         let now = Instant::now();
+        if let Some(p) = producer.as_mut().filter(|p| p.in_transaction() && now >= txn_started + txn_every) {
+            if let Err(e) = commit(p, &writers, &stop, &mut commits) {
+                break Err(e);
+            }
+        }
         if stop.finished(now, totals.messages.load(Ordering::Relaxed)) {
-            break Ok(());
+            break producer.as_mut().map_or(Ok(()), |p| commit(p, &writers, &stop, &mut commits));
         }
         // Open loop: wait until a full batch is due or the first due message lingered enough.
         let (count, first_ns, step) = match step_ns {
@@ -157,11 +188,24 @@ pub fn run(index: usize, args: Args, partitions: Vec<(i32, String)>, shared: Sha
             (false, false) => Template::new(count as usize, args.msg_size, codec).plain(),
         };
         let (partition, _) = &partitions[next_partition];
-        let (conn, tx) = &mut writers[owner[next_partition]];
+        let records = match producer.as_mut() {
+            Some(p) => {
+                if transactional && !p.in_transaction() {
+                    if let Err(e) = p.begin(&args.topic, &mine) {
+                        break Err(e);
+                    }
+                    txn_started = Instant::now();
+                }
+                p.stamp(&records, *partition, count as i32)
+            }
+            None => records,
+        };
+        let Writer { conn, tx, sent: requests, .. } = &mut writers[owner[next_partition]];
         next_partition = (next_partition + 1) % partitions.len();
         let bytes = records.len() as u64;
         let version = conn.version::<ProduceRequest>(9);
-        let req = client::produce_request(&args.topic, *partition, records, args.acks, 30_000);
+        let mut req = client::produce_request(&args.topic, *partition, records, args.acks, 30_000);
+        req.transactional_id = transactional_id.clone();
         let measured = stop.measuring(now);
         let sent_ns = if step == 0 { nanos_since(base) } else { first_ns };
         if step != 0 && measured {
@@ -183,8 +227,17 @@ pub fn run(index: usize, args: Args, partitions: Vec<(i32, String)>, shared: Sha
         if tx.send(InFlight { correlation, version, first_ns: sent_ns, step_ns: step, count, bytes, measured }).is_err() {
             break Err(client::ClientError::Protocol("ack reader stopped".into()));
         }
+        *requests += 1;
     };
     drop(writers);
+    if transactional {
+        eprintln!(
+            "producer {index}: {} transactions committed; commit (last acknowledgement + EndTxn) p50 {} µs, p99 {} µs",
+            commits.len(),
+            commits.value_at_quantile(0.5),
+            commits.value_at_quantile(0.99)
+        );
+    }
     send_lag.lock().expect("send-lag histogram").add(&lag).expect("same bounds");
     let mut hist = histogram();
     for r in readers {
@@ -197,6 +250,41 @@ pub fn run(index: usize, args: Args, partitions: Vec<(i32, String)>, shared: Sha
     result.map(|()| hist)
 }
 
+/// One connection's sending side.
+struct Writer {
+    conn: Connection,
+    tx: crossbeam_channel::Sender<InFlight>,
+    /// Requests sent that expect a response.
+    sent: u64,
+    acked: Arc<Acked>,
+}
+
+/// Waits until every request sent has been answered (all of the transaction's batches are in),
+/// then commits; the time it took goes to `commits`.
+fn commit(p: &mut Producer, writers: &[Writer], stop: &Stop, commits: &mut Histogram<u64>) -> client::Result<()> {
+    if !p.in_transaction() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    for w in writers {
+        let mut count = w.acked.count.lock().map_err(|_| client::ClientError::Protocol("ack reader panicked".into()))?;
+        while *count < w.sent {
+            if stop.done.load(Ordering::Relaxed) != 0 {
+                return Err(client::ClientError::Protocol("a produce failed inside the transaction".into()));
+            }
+            count = w
+                .acked
+                .changed
+                .wait_timeout(count, Duration::from_millis(100))
+                .map_err(|_| client::ClientError::Protocol("ack reader panicked".into()))?
+                .0;
+        }
+    }
+    p.end(true)?;
+    commits.saturating_record(started.elapsed().as_micros() as u64);
+    Ok(())
+}
+
 fn read_acks(
     pin_to: Option<usize>,
     mut conn: Connection,
@@ -204,6 +292,7 @@ fn read_acks(
     stop: Stop,
     totals: Arc<Totals>,
     base: Instant,
+    acked: &Acked,
 ) -> client::Result<Histogram<u64>> {
     if let Some(core) = pin_to {
         pin(core);
@@ -216,6 +305,10 @@ fn read_acks(
         if code != 0 {
             stop.done.store(1, Ordering::Relaxed);
             return Err(client::ClientError::Broker { code, what: "produce".into() });
+        }
+        if let Ok(mut count) = acked.count.lock() {
+            *count += 1;
+            acked.changed.notify_all();
         }
         if !f.measured {
             continue;

@@ -25,6 +25,9 @@ fn main() {
 
 fn run(mut args: Args) -> Result<(), String> {
     args.compression.parse::<weir::protocol::compression::Codec>()?;
+    if (args.idempotent || args.transactional_id.is_some()) && args.acks != -1 {
+        return Err("--idempotent and --transactional-id need --acks -1, as Kafka's producers do".into());
+    }
     if args.messages.is_none() && args.duration.is_none() {
         args.duration = Some(Duration::from_secs(10));
     }
@@ -42,7 +45,8 @@ fn run(mut args: Args) -> Result<(), String> {
     let mut consume_parts = Vec::new();
     if args.mode != Mode::Produce {
         for (p, addr) in &partitions {
-            let (start, end) = cluster.offsets(&args.topic, *p, layout.leaders[*p as usize]).map_err(|e| e.to_string())?;
+            let (start, end) =
+                cluster.offsets_as(&args.topic, *p, layout.leaders[*p as usize], args.read_committed).map_err(|e| e.to_string())?;
             consume_parts.push(match args.mode {
                 Mode::Consume => Assigned { partition: *p, addr: addr.clone(), from: start, until: Some(end) },
                 _ => Assigned { partition: *p, addr: addr.clone(), from: end, until: None },

@@ -66,20 +66,11 @@ pub struct GroupMember {
 impl GroupMember {
     /// Finds the coordinator and joins; `assigned()` then tells the partitions.
     pub fn join(cluster: &mut Cluster, group: &str, topic: &str, partitions: i32) -> Result<(GroupMember, Vec<i32>)> {
-        let node = {
-            let conn = cluster.conn(-1)?;
-            let v = conn.version::<FindCoordinatorRequest>(3);
-            let mut req = FindCoordinatorRequest::default();
-            req.key = text(group);
-            let r = conn.call(req, v)?;
-            check(r.error_code, format!("find coordinator of {group}"))?;
-            r.node_id.0
-        };
-        let addr = cluster.brokers.get(&node).cloned().ok_or_else(|| ClientError::Protocol(format!("coordinator {node} unknown")))?;
+        let coordinator = cluster.coordinator(0, group)?;
         let mut m = GroupMember {
             group: group.into(),
             topic: topic.into(),
-            coordinator: Connection::connect(&addr)?,
+            coordinator,
             member_id: String::new(),
             generation: -1,
             last_heartbeat: Instant::now(),

@@ -5,6 +5,7 @@
 //! `Cluster` keeps a connection per broker and knows which broker leads which partition.
 
 pub mod group;
+pub mod producer;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
@@ -193,6 +194,22 @@ impl Cluster {
         Ok(out)
     }
 
+    /// A connection to the coordinator of `key`: a group's (key type 0) or a transactional id's (1).
+    pub fn coordinator(&mut self, key_type: i8, key: &str) -> Result<Connection> {
+        let node = {
+            let conn = self.conn(-1)?;
+            let v = conn.version::<FindCoordinatorRequest>(3);
+            let mut req = FindCoordinatorRequest::default();
+            req.key = StrBytes::from_string(key.to_string());
+            req.key_type = key_type;
+            let r = conn.call(req, v)?;
+            check(r.error_code, format!("find coordinator of {key}"))?;
+            r.node_id.0
+        };
+        let addr = self.brokers.get(&node).cloned().ok_or_else(|| proto(format!("coordinator {node} unknown")))?;
+        Connection::connect(&addr)
+    }
+
     pub fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(String, String)]) -> Result<()> {
         let conn = self.conn(-1)?;
         let v = conn.version::<CreateTopicsRequest>(5);
@@ -251,6 +268,12 @@ impl Cluster {
 
     /// (log start, high watermark) of a partition.
     pub fn offsets(&mut self, topic: &str, partition: i32, leader: i32) -> Result<(i64, i64)> {
+        self.offsets_as(topic, partition, leader, false)
+    }
+
+    /// (log start, end) of a partition, the end as a read_committed consumer sees it (the last
+    /// stable offset) or not (the high watermark).
+    pub fn offsets_as(&mut self, topic: &str, partition: i32, leader: i32, read_committed: bool) -> Result<(i64, i64)> {
         let mut get = |ts: i64| -> Result<i64> {
             let conn = self.conn(leader)?;
             let v = conn.version::<ListOffsetsRequest>(4);
@@ -262,6 +285,7 @@ impl Cluster {
             t.partitions = vec![p];
             let mut req = ListOffsetsRequest::default();
             req.replica_id = BrokerId(-1);
+            req.isolation_level = i8::from(read_committed);
             req.topics = vec![t];
             let r = conn.call(req, v)?;
             let p = &r.topics[0].partitions[0];
