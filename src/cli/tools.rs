@@ -216,7 +216,7 @@ impl Printer<'_> {
     /// Prints the records at or after `*offset` in `bytes` (whole batches) and advances `*offset`.
     /// Returns true once `--count` records have been printed.
     fn batches(&mut self, mut bytes: bytes::Bytes, offset: &mut i64) -> client::Result<bool> {
-        while let Ok(info) = batch::validate(&bytes) {
+        while let Ok(info) = batch::validate_stored(&bytes) {
             let this = bytes.split_to(info.bytes);
             let Some(records) = batch::records(&this) else {
                 return Err(client::ClientError::Protocol(format!(

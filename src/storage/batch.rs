@@ -107,9 +107,20 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
     Ok(LOG_OVERHEAD_BYTES + length as usize)
 }
 
-/// Validates the batch at the start of `bytes` (which may hold more after it): lengths, magic, CRC,
-/// counts. Never panics, whatever the input.
+/// Validates a producer's batch at the start of `bytes` (which may hold more after it): lengths,
+/// magic, CRC, and dense counts (a record at every offset it spans). Never panics, whatever the input.
 pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
+    let info = validate_stored(bytes)?;
+    // Producers write dense batches; a gap or an empty batch would break offset contiguity.
+    if info.records_count <= 0 || info.offset_count as i64 != i64::from(info.records_count) {
+        return Err(BatchError::Counts { count: info.records_count, last_offset_delta: info.offset_count as i32 - 1 });
+    }
+    Ok(info)
+}
+
+/// `validate` for a batch as the log may hold it: compaction may have removed records from it (its
+/// offsets keep their span), all of them even.
+pub fn validate_stored(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     let len = framed_len(bytes)?;
     if bytes.len() < len {
         return Err(BatchError::Truncated { have: bytes.len(), need: len });
@@ -124,7 +135,8 @@ pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
 }
 
 /// What the header at the start of `bytes` says of its batch, checked for sense (length, magic,
-/// counts) but not against the batch's bytes: for walking batches already validated once.
+/// counts: at most one record per offset it spans) but not against the batch's bytes: for walking
+/// batches already validated once.
 pub fn header_info(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     let len = framed_len(bytes)?;
     let h = header(bytes)?;
@@ -133,8 +145,7 @@ pub fn header_info(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     }
     let count = h.records_count.get();
     let last_offset_delta = h.last_offset_delta.get();
-    // Producers write dense batches; a gap or an empty batch would break offset contiguity.
-    if count <= 0 || last_offset_delta != count - 1 {
+    if count < 0 || last_offset_delta < 0 || count > last_offset_delta.saturating_add(1) {
         return Err(BatchError::Counts { count, last_offset_delta });
     }
     Ok(BatchInfo {
@@ -336,19 +347,28 @@ pub fn records(batch: &[u8]) -> Option<Vec<ReadRecord<'_>>> {
 
 /// The records of a (decompressed) records section, given its batch's base offset and timestamp.
 pub fn records_in(body: &[u8], base: i64, ts: i64, count: i32) -> Option<Vec<ReadRecord<'_>>> {
-    let (batch, end) = (body, body.len());
+    Some(record_spans(body, base, ts, count)?.into_iter().map(|(_, r)| r).collect())
+}
+
+/// `records_in`, with where each record's bytes (its length prefix included) lie in `body`.
+pub fn record_spans(body: &[u8], base: i64, ts: i64, count: i32) -> Option<Vec<(std::ops::Range<usize>, ReadRecord<'_>)>> {
+    let end = body.len();
     let mut at = 0;
     // The count is untrusted: a record takes at least 7 bytes, so the bytes bound it.
     let mut out = Vec::with_capacity((count.max(0) as usize).min(end / 7));
     while at < end {
-        let len = get_varint(batch, &mut at)? as usize;
+        let start = at;
+        let len = get_varint(body, &mut at)? as usize;
         let rec_end = at.checked_add(len)?;
+        if rec_end > end {
+            return None;
+        }
         at += 1; // attributes
-        let ts_delta = get_varint(batch, &mut at)?;
-        let offset_delta = get_varint(batch, &mut at)?;
-        let key = get_bytes(batch, &mut at)?;
-        let value = get_bytes(batch, &mut at)?;
-        out.push(ReadRecord { offset: base + offset_delta, timestamp_ms: ts + ts_delta, key, value });
+        let ts_delta = get_varint(body, &mut at)?;
+        let offset_delta = get_varint(body, &mut at)?;
+        let key = get_bytes(body, &mut at)?;
+        let value = get_bytes(body, &mut at)?;
+        out.push((start..rec_end, ReadRecord { offset: base + offset_delta, timestamp_ms: ts + ts_delta, key, value }));
         at = rec_end;
     }
     Some(out)

@@ -4,6 +4,7 @@
 
 pub mod batch;
 mod checkpoint;
+pub mod compaction;
 pub mod config;
 pub mod control;
 pub mod file_budget;

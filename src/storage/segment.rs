@@ -549,7 +549,7 @@ pub fn resync(file: &ScanFile, from: u64, file_len: u64, min_offset: u64, next_b
                 let first = info.base_offset as u64;
                 let fits = first >= min_offset && next_base.is_none_or(|n| first < n) && pos + info.bytes as u64 <= file_len;
                 let mut whole = vec![0u8; if fits { info.bytes } else { 0 }];
-                if fits && file.read_exact_at(&mut whole, pos).is_ok() && batch::validate(&whole).is_ok() {
+                if fits && file.read_exact_at(&mut whole, pos).is_ok() && batch::validate_stored(&whole).is_ok() {
                     return Some(pos);
                 }
             }
@@ -584,7 +584,7 @@ pub fn scan(file: &ScanFile, mut pos: u64, file_len: u64) -> (Vec<(u64, BatchInf
             chunk_start = pos;
             continue;
         }
-        match batch::validate(&chunk[in_chunk..]) {
+        match batch::validate_stored(&chunk[in_chunk..]) {
             Ok(info) => {
                 out.push((pos, info));
                 pos += info.bytes as u64;

@@ -96,7 +96,7 @@ impl Log {
     async fn check_batch_at(&self, file: &fs::DirectFile, seg_base: u64, pos: u64, size: u64) -> Result<(), LogError> {
         let header = file.read_at(pos, batch::HEADER_BYTES.min((size - pos) as usize)).await?;
         let checked = match batch::framed_len(&header) {
-            Ok(len) if pos + len as u64 <= size => batch::validate(&file.read_at(pos, len).await?).map(|_| ()),
+            Ok(len) if pos + len as u64 <= size => batch::validate_stored(&file.read_at(pos, len).await?).map(|_| ()),
             Ok(len) => Err(BatchError::Truncated { have: (size - pos) as usize, need: len }),
             Err(e) => Err(e),
         };
