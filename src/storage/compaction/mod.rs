@@ -1,6 +1,8 @@
 //! Log compaction (`cleanup.policy=compact`, Kafka's log cleaner): the latest record of each key is
 //! kept, older ones removed, kept records keep their offsets. `offset_map` holds each key's latest
-//! offset in bounded memory; `filter` rewrites one batch with the records that stay.
+//! offset in bounded memory; `filter` rewrites one batch with the records that stay; `clean` is one
+//! pass over batches with Kafka's rules.
 
+pub mod clean;
 pub mod filter;
 pub mod offset_map;

@@ -23,15 +23,21 @@ impl OffsetMap {
         OffsetMap { latest: HashMap::with_capacity(capacity.min(1 << 20)), capacity, last_offset: None }
     }
 
-    /// Records that `key`'s latest record so far is at `offset` (offsets come in increasing order).
-    /// `false` when the map is full and `key` is not in it: the cleaning pass ends before `offset`.
-    pub fn put(&mut self, key: &[u8], offset: u64) -> bool {
-        let hash = hash128(key);
-        if self.latest.len() >= self.capacity && !self.latest.contains_key(&hash) {
+    /// Records that each key's latest record so far is at its offset (offsets come in increasing
+    /// order), all of them or, if the map cannot hold their new keys, none (`false`): the pass
+    /// then ends before them.
+    pub fn put_all(&mut self, records: &[(&[u8], u64)]) -> bool {
+        let hashes: Vec<(u128, u64)> = records.iter().map(|&(key, offset)| (hash128(key), offset)).collect();
+        let mut new: Vec<u128> = hashes.iter().map(|h| h.0).filter(|h| !self.latest.contains_key(h)).collect();
+        new.sort_unstable();
+        new.dedup();
+        if self.latest.len() + new.len() > self.capacity {
             return false;
         }
-        self.latest.insert(hash, offset);
-        self.last_offset = Some(self.last_offset.map_or(offset, |o| o.max(offset)));
+        for (hash, offset) in hashes {
+            self.latest.insert(hash, offset);
+            self.last_offset = Some(self.last_offset.map_or(offset, |o| o.max(offset)));
+        }
         true
     }
 
@@ -72,9 +78,10 @@ mod tests {
     #[test]
     fn latest_offset_per_key_within_a_bounded_number_of_keys() {
         let mut m = OffsetMap::with_memory(3 * ENTRY_BYTES);
-        assert!(m.put(b"a", 1) && m.put(b"b", 2) && m.put(b"a", 3) && m.put(b"c", 4));
-        assert!(!m.put(b"d", 5), "full: a fourth key does not fit");
-        assert!(m.put(b"b", 6), "a key already in it still updates");
+        assert!(m.put_all(&[(b"a", 1), (b"b", 2), (b"a", 3)]) && m.put_all(&[(b"c", 4)]));
+        assert!(!m.put_all(&[(b"b", 5), (b"d", 6)]), "full: a fourth key does not fit, and nothing of them goes in");
+        assert_eq!(m.get(b"b"), Some(2));
+        assert!(m.put_all(&[(b"b", 6)]), "a key already in it still updates");
         assert_eq!((m.get(b"a"), m.get(b"b"), m.get(b"c"), m.get(b"d")), (Some(3), Some(6), Some(4), None));
         assert_eq!((m.len(), m.last_offset()), (3, Some(6)));
     }
