@@ -9,9 +9,8 @@
 //! would reopen the transaction for recovery's walk); a batch left without records stays, empty, if it
 //! is its producer's last in the pass (its sequences are what an idempotent retry is checked against).
 
-use super::filter::{filter_batch, Filtered};
+use super::filter::{filter_batch, records_section, Filtered};
 use super::offset_map::OffsetMap;
-use crate::protocol::compression::Codec;
 use crate::storage::batch::{self, BatchInfo, ReadRecord, ATTR_CODEC_MASK, HEADER_BYTES};
 use std::collections::HashMap;
 
@@ -61,18 +60,10 @@ fn in_aborted(info: &BatchInfo, aborted: &[Aborted]) -> bool {
 
 /// The records of a batch, inflated.
 fn with_records<T>(bytes: &[u8], info: &BatchInfo, f: impl FnOnce(&[ReadRecord<'_>]) -> T) -> Result<T, String> {
-    let codec = Codec::from_attributes(info.attributes).ok_or("unknown codec")?;
-    let stored = &bytes[HEADER_BYTES..info.bytes];
-    let inflated;
-    let body = if codec == Codec::None {
-        stored
-    } else {
-        inflated = codec.decompress(stored).map_err(|e| e.to_string())?;
-        &inflated[..]
-    };
+    let (_, body) = records_section(bytes)?;
     let h = batch::header(bytes).map_err(|e| e.to_string())?;
     let records =
-        batch::records_in(body, info.base_offset, h.base_timestamp.get(), info.records_count).ok_or("records that do not parse")?;
+        batch::records_in(&body, info.base_offset, h.base_timestamp.get(), info.records_count).ok_or("records that do not parse")?;
     Ok(f(&records))
 }
 
@@ -172,6 +163,7 @@ fn emptied(batch: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::compression::Codec;
     use crate::storage::batch::NewRecord;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
