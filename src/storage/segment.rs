@@ -183,7 +183,8 @@ impl Segment {
 
         if let (Some(next_base), Ok(index), Ok(time_index)) = (next_base, &loaded_index, &loaded_time_index) {
             // Closed segment with sane indexes: trust them, the file was cut to size when it was sealed.
-            if index.first().is_none_or(|&(rel, pos)| rel == 0 && pos == 0) {
+            // (Its first batch may start past its base: compaction removes whole batches.)
+            if index.first().is_none_or(|&(_, pos)| pos == 0) {
                 seg.size = file_len;
                 seg.next_offset = next_base;
                 seg.max_timestamp = time_index.last().map_or(-1, |e| e.0);
@@ -237,9 +238,11 @@ impl Segment {
         let mut resumed = false;
         loop {
             for (pos, info) in batches {
-                // Offsets within a segment are contiguous (after skipped damage, they may jump).
+                // Offsets within a segment are contiguous, except after skipped damage and in a closed
+                // segment, which compaction may have left with gaps. An active segment's gap is damage:
+                // past a crash, stale batches from before it can follow the rewritten ones.
                 let first = info.base_offset as u64;
-                if !(first == expected || resumed && first > expected) {
+                if !(first == expected || (resumed || next_base.is_some()) && first > expected) {
                     break;
                 }
                 resumed = false;

@@ -25,69 +25,81 @@ impl Log {
 
     /// The read, and an offset the batches returned end at or before (for the aborted
     /// transactions to name: Kafka's bound, generous but cheap).
-    async fn read_upto(&self, offset: u64, max_bytes: usize, committed: bool) -> Result<(Vec<Chunk>, u64), LogError> {
+    async fn read_upto(&self, mut offset: u64, max_bytes: usize, committed: bool) -> Result<(Vec<Chunk>, u64), LogError> {
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
-        let (seg_base, entry, size, repeated, cut, seg_next) = {
-            let mut s = self.state();
-            s.last_used = Instant::now();
-            if offset < s.log_start || offset > s.next_offset {
-                return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
+        // Goes round again only when a segment holds no batch at or after `offset` (compaction removed
+        // its last ones): the read goes on in the next segment.
+        loop {
+            let (seg_base, entry, size, repeated, cut, seg_next) = {
+                let mut s = self.state();
+                s.last_used = Instant::now();
+                if offset < s.log_start || offset > s.next_offset {
+                    return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
+                }
+                let hw = s.high_watermark();
+                let upto = if committed { s.last_stable_offset() } else { hw };
+                if offset >= upto {
+                    return Ok((Vec::new(), upto));
+                }
+                if s.cache.front().is_some_and(|c| c.base() <= offset) {
+                    return Ok((s.read_cache(offset, max_bytes, upto), upto));
+                }
+                // The segment holding `offset`, or the next one if it falls in a gap between them: the
+                // read goes on from the next offset there is, as Kafka's does.
+                let seg_at = s.segments.partition_point(|seg| seg.next_offset <= offset).min(s.segments.len() - 1);
+                let repeated = s.last_file_read.replace(offset) == Some(offset);
+                let seg = &s.segments[seg_at];
+                let entry = if seg.base > offset { (seg.base, 0) } else { seg.lookup_entry(offset) };
+                // `readable_size` stops a read at the high watermark; a read_committed one stops earlier,
+                // where the oldest open transaction begins, if that is in this segment.
+                let cut = (upto < hw && upto < seg.next_offset).then(|| (upto, seg.lookup_entry(upto)));
+                (seg.base, entry, s.readable_size(seg), repeated, cut, seg.next_offset)
+            };
+            let file = self.files_of(seg_base).await?.file;
+            let (size, upper) = match cut {
+                None => (size, seg_next),
+                Some((upto, at)) => match find_batch(&file, at.1, size, |h| last_offset(h) >= upto).await? {
+                    Some(found) => (found.pos, upto),
+                    None => (size, upto),
+                },
+            };
+            // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
+            // consumer reading on, since reads end on indexed batches); another is found by its header.
+            let (start, first_end) = if entry.0 == offset {
+                (entry.1, None)
+            } else {
+                let holds = |h: &BatchHeader| h.base_offset.get() as u64 + h.last_offset_delta.get() as u64 >= offset;
+                match find_batch(&file, entry.1, size, holds).await? {
+                    Some(found) => (found.pos, Some(found.pos + found.len as u64)),
+                    None if cut.is_none() => {
+                        offset = seg_next;
+                        continue;
+                    }
+                    None => return Ok((Vec::new(), upper)),
+                }
+            };
+            // End on a known boundary within `max_bytes`, or after the first batch if none is that close.
+            let end = match (self.boundary_within(seg_base, start, (start + max_bytes as u64).min(size))?, first_end) {
+                (Some(end), _) | (None, Some(end)) => end,
+                (None, None) => match find_batch(&file, start, size, |_| true).await? {
+                    Some(found) => found.pos + found.len as u64,
+                    None if cut.is_none() => {
+                        offset = seg_next;
+                        continue;
+                    }
+                    None => return Ok((Vec::new(), upper)),
+                },
+            };
+            if repeated {
+                self.check_batch_at(&file, seg_base, start, size).await?;
             }
-            let hw = s.high_watermark();
-            let upto = if committed { s.last_stable_offset() } else { hw };
-            if offset >= upto {
-                return Ok((Vec::new(), upto));
-            }
-            if s.cache.front().is_some_and(|c| c.base() <= offset) {
-                return Ok((s.read_cache(offset, max_bytes, upto), upto));
-            }
-            // The segment holding `offset`, or the next one if it falls in a gap between them: the
-            // read goes on from the next offset there is, as Kafka's does.
-            let seg_at = s.segments.partition_point(|seg| seg.next_offset <= offset).min(s.segments.len() - 1);
-            let repeated = s.last_file_read.replace(offset) == Some(offset);
-            let seg = &s.segments[seg_at];
-            let entry = if seg.base > offset { (seg.base, 0) } else { seg.lookup_entry(offset) };
-            // `readable_size` stops a read at the high watermark; a read_committed one stops earlier,
-            // where the oldest open transaction begins, if that is in this segment.
-            let cut = (upto < hw && upto < seg.next_offset).then(|| (upto, seg.lookup_entry(upto)));
-            (seg.base, entry, s.readable_size(seg), repeated, cut, seg.next_offset)
-        };
-        let file = self.files_of(seg_base).await?.file;
-        let (size, upper) = match cut {
-            None => (size, seg_next),
-            Some((upto, at)) => match find_batch(&file, at.1, size, |h| last_offset(h) >= upto).await? {
-                Some(found) => (found.pos, upto),
-                None => (size, upto),
-            },
-        };
-        // The batch holding `offset`: an indexed batch is known without a read (the usual case for a
-        // consumer reading on, since reads end on indexed batches); another is found by its header.
-        let (start, first_end) = if entry.0 == offset {
-            (entry.1, None)
-        } else {
-            let holds = |h: &BatchHeader| h.base_offset.get() as u64 + h.last_offset_delta.get() as u64 >= offset;
-            match find_batch(&file, entry.1, size, holds).await? {
-                Some(found) => (found.pos, Some(found.pos + found.len as u64)),
-                None => return Ok((Vec::new(), upper)),
-            }
-        };
-        // End on a known boundary within `max_bytes`, or after the first batch if none is that close.
-        let end = match (self.boundary_within(seg_base, start, (start + max_bytes as u64).min(size))?, first_end) {
-            (Some(end), _) | (None, Some(end)) => end,
-            (None, None) => match find_batch(&file, start, size, |_| true).await? {
-                Some(found) => found.pos + found.len as u64,
-                None => return Ok((Vec::new(), upper)),
-            },
-        };
-        if repeated {
-            self.check_batch_at(&file, seg_base, start, size).await?;
+            let len = (end - start) as usize;
+            let chunk = match file.zero_copy(start, len) {
+                Some(range) => Chunk::File(range),
+                None => Chunk::Memory(Bytes::copy_from_slice(&file.read_at(start, len).await?)),
+            };
+            return Ok((vec![chunk], upper));
         }
-        let len = (end - start) as usize;
-        let chunk = match file.zero_copy(start, len) {
-            Some(range) => Chunk::File(range),
-            None => Chunk::Memory(Bytes::copy_from_slice(&file.read_at(start, len).await?)),
-        };
-        Ok((vec![chunk], upper))
     }
 
     /// Reads and validates (CRC included) the batch at `pos` of segment `seg_base`: a damaged one is

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use std::path::Path;
 
+mod compacted;
 mod power_loss;
 mod transactions;
 
