@@ -79,7 +79,7 @@ impl ConsumerFilter {
 
     /// Whether the batch `bytes` (whole; `info` its header), next in the response, is shown.
     pub fn shows(&mut self, bytes: &[u8], info: &batch::BatchInfo) -> bool {
-        let last = info.base_offset as u64 + u64::from(info.offset_count).max(1) - 1;
+        let last = info.base_offset as u64 + u64::from(info.offset_count) - 1;
         while self.aborted.last().is_some_and(|&(_, first)| first <= last) {
             self.skipping.extend(self.aborted.pop().map(|(producer, _)| producer));
         }

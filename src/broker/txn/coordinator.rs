@@ -228,8 +228,13 @@ impl TxnCoordinator {
 
     pub async fn close(&self) {
         let _turn = self.writing.take().await;
-        // Every record was fsynced when written: nothing is pending.
-        self.files.borrow_mut().clear();
+        // Records written without an fsync (`must_fsync`) are made durable by a clean stop.
+        let files = std::mem::take(&mut *self.files.borrow_mut());
+        for file in files.values() {
+            if let Err(e) = file.sync().await {
+                tracing::error!(error = %e, "fsync of the transaction state failed");
+            }
+        }
     }
 }
 

@@ -36,7 +36,8 @@ impl Log {
     pub fn aborted_transactions(&self, from: u64, upper: u64) -> Vec<(i64, u64)> {
         let s = self.state();
         let mut out = Vec::new();
-        for seg in s.segments.iter().filter(|seg| seg.next_offset > from || seg.base >= from) {
+        let first = s.segments.partition_point(|seg| seg.next_offset <= from);
+        for seg in &s.segments[first..] {
             if seg.txns.collect(from, upper, &mut out) {
                 break;
             }
