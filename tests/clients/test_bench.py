@@ -5,6 +5,7 @@ aborted is not counted."""
 import os
 import re
 import subprocess
+import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
@@ -24,12 +25,14 @@ def messages(out):
 
 
 def count_committed(bootstrap, topic, partitions):
-    """Records a read_committed confluent consumer reads, and whether any value repeats."""
+    """How many records a read_committed confluent consumer reads to the end of every partition."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("g"), "enable.partition.eof": True, "isolation.level": "read_committed"})
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     n, ended = 0, set()
+    deadline = time.time() + 60
     try:
         while len(ended) < partitions:
+            assert time.time() < deadline, f"no end of every partition; read {n}"
             for m in c.consume(10000, 5):
                 if m.error():
                     assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
