@@ -12,12 +12,16 @@
 //!   position were fsynced, so recovery validates only what follows (Kafka's
 //!   `recovery-point-offset-checkpoint`). Closed segments are fsynced when sealed. None, or one of
 //!   another segment: the whole active segment is validated.
+//! * `cleaner-offset` (one value): the log cleaner's first dirty offset: below it, every segment
+//!   was cleaned with the keys of everything below it (Kafka's `cleaner-offset-checkpoint`). None:
+//!   the log start (the next pass cleans everything again).
 
 use super::batch::crc32c;
 use std::path::Path;
 
 pub const LOG_START: &str = "log-start-offset";
 pub const RECOVERY_POINT: &str = "recovery-point";
+pub const CLEANER_OFFSET: &str = "cleaner-offset";
 
 /// The `N` values of checkpoint `name` in `dir`, if a sound file is there.
 pub fn read<const N: usize>(dir: &Path, name: &str) -> Option<[u64; N]> {

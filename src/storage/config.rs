@@ -29,6 +29,38 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms`: an idempotent producer whose last batch's timestamp is this old
     /// is forgotten (its next batch may start at any sequence).
     pub producer_id_expiration_ms: i64,
+    /// `cleanup.policy` and the cleaner's settings.
+    pub cleanup: Cleanup,
+}
+
+/// What happens to old records (`cleanup.policy`): retention deletes whole segments (`delete`), the
+/// cleaner keeps the latest record of each key (`compact`), or both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cleanup {
+    pub delete: bool,
+    pub compact: bool,
+    /// `min.cleanable.dirty.ratio`: the share of the closed segments' bytes not cleaned yet above
+    /// which the cleaner takes the log.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record this old is compacted whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone stays once its batch is older than it.
+    pub delete_retention_ms: i64,
+}
+
+impl Default for Cleanup {
+    fn default() -> Self {
+        Cleanup {
+            delete: true,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 86_400_000,
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -43,6 +75,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             cache_bytes: 16 << 20,
             producer_id_expiration_ms: 86_400_000,
+            cleanup: Cleanup::default(),
         }
     }
 }

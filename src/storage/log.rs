@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+mod compact;
 mod files;
 mod producers;
 mod read;
@@ -200,8 +201,9 @@ struct State {
     /// Producers as the written batches left them: snapshots, open transactions (the last stable
     /// offset) and the aborted ones come from here. A failed write resets `producers` to it.
     producers_written: ProducerState,
-    /// Transactions a written marker ended whose marker is not below the high watermark yet
-    /// (first offset → marker offset, flush-every-batch only): the last stable offset waits for it.
+    /// Transactions a written marker ended whose marker is not durable yet (first offset → marker
+    /// offset): under flush-every-batch the last stable offset waits for it; the cleaner never
+    /// cleans from its first offset on (a power loss may take the marker back, and the decision).
     unstable_txns: std::collections::BTreeMap<u64, u64>,
     /// The offset of the newest producer state snapshot (or where the last rebuild began).
     snapshot_at: u64,
@@ -225,9 +227,13 @@ struct State {
     last_file_read: Option<u64>,
     /// Damaged batches already reported, (segment base, position): each is logged once.
     reported_damage: Vec<(u64, u64)>,
+    /// The cleaner's first dirty offset (`checkpoint::CLEANER_OFFSET`).
+    first_dirty: u64,
 }
 
 /// One partition's log. Shared on its shard as `Rc<Log>`.
+pub use compact::{Budget, Dirt, Outcome as CleanOutcome, Pass as CleanPass};
+
 pub struct Log {
     /// This log, for the shard's file cache to close its files (`file_budget`).
     me: std::rc::Weak<Log>,
@@ -241,6 +247,9 @@ pub struct Log {
     writer_wake: Notify,
     /// One checkpoint write at a time (DeleteRecords, the writer and `close` may each write one).
     checkpointing: shards::Turn,
+    /// Held by whoever removes or replaces closed segments' files (retention, DeleteRecords, the
+    /// cleaner, `close`): a segment one of them dropped is never brought back by another.
+    segment_files: shards::Turn,
 }
 
 /// What a read returns, in log order. Together the chunks hold whole batches; one chunk may hold
@@ -308,7 +317,12 @@ impl Log {
             }
         }
         fs::prime_direct_io(dir).await?;
-        let mut bases: Vec<u64> = fs::list(dir)?.iter().filter_map(|name| name.strip_suffix(".log")?.parse().ok()).collect();
+        let names = fs::list(dir)?;
+        // A cleaning pass a crash interrupted before its rename: the segment it cleaned is whole.
+        for name in names.iter().filter(|name| compact::is_leftover(name)) {
+            fs::remove_file(&dir.join(name)).await?;
+        }
+        let mut bases: Vec<u64> = names.iter().filter_map(|name| name.strip_suffix(".log")?.parse().ok()).collect();
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut scanned = 0;
@@ -359,11 +373,8 @@ impl Log {
         let (producers, snapshot_at, ended) =
             producers::rebuild(dir, &mut segments, log_start, next_offset, txn_index_damaged_from).await?;
         // Markers past what is durable keep their transactions unstable until the writer fsynced them.
-        let unstable_txns = if cfg.flush == FlushPolicy::EveryBatch {
-            ended.iter().filter(|t| t.marker_offset >= durable).map(|t| (t.first_offset, t.marker_offset)).collect()
-        } else {
-            std::collections::BTreeMap::new()
-        };
+        let unstable_txns = ended.iter().filter(|t| t.marker_offset >= durable).map(|t| (t.first_offset, t.marker_offset)).collect();
+        let first_dirty = super::checkpoint::read::<1>(dir, super::checkpoint::CLEANER_OFFSET).map_or(0, |[o]| o);
         let next_prealloc_end = active_size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
         tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned, "log opened");
         let log = Rc::new_cyclic(|me| Log {
@@ -409,11 +420,13 @@ impl Log {
                 reading: VecDeque::new(),
                 last_file_read: None,
                 reported_damage: Vec::new(),
+                first_dirty,
             }),
             appended: Notify::default(),
             progressed: Notify::default(),
             writer_wake: Notify::default(),
             checkpointing: shards::Turn::default(),
+            segment_files: shards::Turn::default(),
         });
         if log.state().segments.iter().any(Segment::holds_files) {
             super::file_budget::note_holder(&log.me); // a new segment, open for its writer
@@ -615,8 +628,11 @@ impl Log {
         };
         // Whole segments go first: on a full disk that frees the room the checkpoint needs. A crash
         // before the checkpoint leaves the start at the first remaining segment's base, as retention does.
-        for seg in removed {
-            seg.remove_files().await?;
+        {
+            let _files = self.segment_files.take().await;
+            for seg in removed {
+                seg.remove_files().await?;
+            }
         }
         {
             let _turn = self.checkpointing.take().await;
@@ -632,14 +648,15 @@ impl Log {
         Ok(start)
     }
 
-    /// Deletes whole oldest segments beyond `retention.bytes` or older than `retention.ms`; the
-    /// active segment is never deleted. Returns how many segments went.
+    /// Deletes whole oldest segments beyond `retention.bytes` or older than `retention.ms` (under
+    /// `cleanup.policy` `delete`); the active segment is never deleted. Returns how many segments went.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let removed = {
             let mut s = self.state();
             let mut removed = Vec::new();
+            let delete = s.cfg.cleanup.delete;
             let mut total: u64 = s.segments.iter().map(|seg| seg.size).sum();
-            while s.segments.len() > 1 {
+            while delete && s.segments.len() > 1 {
                 let oldest = &s.segments[0];
                 let by_size = s.cfg.retention_bytes >= 0 && total - oldest.size >= s.cfg.retention_bytes as u64;
                 let by_time = s.cfg.retention_ms >= 0 && oldest.max_timestamp >= 0 && oldest.max_timestamp < now_ms - s.cfg.retention_ms;
@@ -652,14 +669,20 @@ impl Log {
                 removed.push(seg);
             }
             s.drop_cache_below_start();
-            let expiry = s.cfg.producer_id_expiration_ms;
-            s.expire_producers(now_ms.saturating_sub(expiry));
             removed
         };
         // The oldest first: a crash meanwhile leaves a log that starts later, never one with a hole.
-        for seg in &removed {
-            seg.remove_files().await?;
+        {
+            let _files = self.segment_files.take().await;
+            for seg in &removed {
+                seg.remove_files().await?;
+            }
         }
+        // Only once their files are gone: a producer forgotten while its batches stay on disk (a
+        // removal that failed) would have its retries appended twice after a restart.
+        let mut s = self.state();
+        let expiry = s.cfg.producer_id_expiration_ms;
+        s.expire_producers(now_ms.saturating_sub(expiry));
         Ok(removed.len())
     }
 
@@ -667,6 +690,8 @@ impl Log {
     pub async fn close(&self) -> Result<(), LogError> {
         self.state().closing = true;
         self.writer_wake.notify_all();
+        // A cleaning pass stops at its next step; one replacing a segment finishes that first.
+        drop(self.segment_files.take().await);
         // The writer writes what is queued (or fails it) and returns.
         while self.state().writer_running {
             self.progressed.notified().await;
@@ -680,6 +705,8 @@ impl Log {
             let mut s = self.state();
             let end = s.segments.last().expect("active segment").size;
             (s.durable, s.durable_end) = (s.written, (active, end));
+            let durable = s.durable;
+            s.unstable_txns.retain(|_, marker| *marker >= durable);
         }
         self.checkpoint_recovery_point(CLOSE_CHECKPOINT_BYTES).await?;
         // The indexes first: a snapshot at the end says the aborted transactions below it are on disk.

@@ -13,7 +13,7 @@ pub mod producer_state;
 pub mod segment;
 pub mod txn_index;
 
-pub use self::config::{FlushPolicy, LogConfig};
+pub use self::config::{Cleanup, FlushPolicy, LogConfig};
 pub use self::log::{Appended, Chunk, Log, LogError, Offsets};
 
 #[cfg(test)]

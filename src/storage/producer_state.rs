@@ -122,8 +122,9 @@ pub struct ProducerState {
 }
 
 fn last_sequence(info: &BatchInfo) -> i32 {
-    // Sequences wrap at i32::MAX to 0, as Kafka's do.
-    ((i64::from(info.base_sequence) + i64::from(info.records_count) - 1) % (i64::from(i32::MAX) + 1)) as i32
+    // Sequences wrap at i32::MAX to 0, as Kafka's do. By the offsets the batch spans, not its record
+    // count: a batch compaction emptied keeps its header, the sequences its producer sent.
+    ((i64::from(info.base_sequence) + i64::from(info.offset_count) - 1) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 fn in_sequence(last: i32, next: i32) -> bool {
@@ -162,6 +163,12 @@ impl ProducerState {
                 txn_start_offset: p.txn_first.map_or(-1, |o| o as i64),
             })
             .collect()
+    }
+
+    /// Whether the batch at `base_offset` is `producer_id`'s last (the cleaner keeps it, emptied if
+    /// need be: its sequences are what the producer's next batch is checked against).
+    pub fn is_last_batch(&self, producer_id: i64, base_offset: u64) -> bool {
+        self.producers.get(&producer_id).and_then(|p| p.recent.back()).is_some_and(|r| r.base_offset == base_offset)
     }
 
     /// The aborted transactions index entry for `done`, just ended here, if it was aborted; its

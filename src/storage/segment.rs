@@ -135,7 +135,9 @@ impl Segment {
         Ok(seg)
     }
 
-    fn empty(base: u64, path: PathBuf) -> Segment {
+    /// A segment holding nothing yet, no file open: recovery fills it from the file, the cleaner
+    /// from the batches it writes (`track_batch`).
+    pub fn empty(base: u64, path: PathBuf) -> Segment {
         let txns = TxnIndex::new(TxnIndex::path_for(path.parent().unwrap_or(Path::new(".")), &file_stem(base)));
         Segment {
             base,
@@ -460,11 +462,24 @@ impl Segment {
         }
     }
 
+    /// The max timestamp of its first batch (the time index's first entry), if it has one.
+    pub fn first_timestamp(&self) -> Option<i64> {
+        self.time_index.first().map(|e| e.0)
+    }
+
     pub fn index_entries(&self) -> usize {
         self.index.len()
     }
 
-    /// Removes the segment's three files.
+    /// Removes the offset and time indexes of the segment at `base` (the cleaner, before it replaces the log they describe:
+    /// recovery rebuilds missing ones from whichever log it finds).
+    pub async fn remove_offset_indexes(dir: &Path, base: u64) -> std::io::Result<()> {
+        let (_, idx, tidx) = Self::paths(dir, base);
+        fs::remove_file(&idx).await?;
+        fs::remove_file(&tidx).await
+    }
+
+    /// Removes the segment's files.
     pub async fn remove_files(&self) -> std::io::Result<()> {
         let (log, idx, tidx) = Self::paths(self.dir(), self.base);
         for p in [log, idx, tidx, self.txns.path().to_path_buf()] {

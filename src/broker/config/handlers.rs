@@ -50,7 +50,6 @@ fn describe_topic(st: &ShardState, name: &str) -> Option<Vec<Described>> {
                 kind: c.kind,
                 doc: match c.effect {
                     Effect::Honoured => c.doc.to_string(),
-                    Effect::ForCompaction => format!("{} (kept; takes effect with log compaction)", c.doc),
                     Effect::None => format!("{} (accepted; no effect in Weir)", c.doc),
                 },
                 synonyms,

@@ -1,11 +1,10 @@
 //! Topic configs with Kafka's names, types, defaults and broker synonyms (Kafka 3.9's `LogConfig`):
 //! every one a Kafka client or tool may send is accepted and described. Those with meaning on one
-//! node are honoured; the compaction settings are kept for the cleaner to come; the rest (tiered
-//! storage, replication throttles, file-deletion delays) are accepted without effect, as listed in
-//! `docs/operations.md`.
+//! node are honoured; the rest (tiered storage, replication throttles, file-deletion delays) are
+//! accepted without effect, as listed in `docs/operations.md`.
 
 use super::{Resolved, Source};
-use crate::storage::{FlushPolicy, LogConfig};
+use crate::storage::{Cleanup, FlushPolicy, LogConfig};
 use std::collections::BTreeMap;
 
 /// A config value's type (DescribeConfigs v3 `config_type`) and the values it accepts.
@@ -90,8 +89,6 @@ pub fn list(value: &str) -> impl Iterator<Item = &str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
     Honoured,
-    /// Kept and described; used once log compaction exists.
-    ForCompaction,
     /// Accepted and described; has no meaning on one node without tiered storage.
     None,
 }
@@ -123,7 +120,7 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         "delete",
         Kind::List(&["delete", "compact"]),
         Honoured,
-        "delete: segments go by retention (compact: not yet, refused)"
+        "delete: old segments go by retention; compact: the latest record of each key stays"
     ),
     config!(
         "compression.type",
@@ -162,7 +159,7 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         "log.cleaner.delete.retention.ms",
         "86400000",
         Kind::Long { min: 0 },
-        ForCompaction,
+        Honoured,
         "how long tombstones stay in compacted topics"
     ),
     config!("file.delete.delay.ms", "log.segment.delete.delay.ms", "60000", Kind::Long { min: 0 }, None, "Weir deletes segments at once"),
@@ -213,7 +210,7 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         "log.cleaner.max.compaction.lag.ms",
         LONG_MAX,
         Kind::Long { min: 1 },
-        ForCompaction,
+        Honoured,
         "longest a record stays uncompacted"
     ),
     config!(
@@ -277,7 +274,7 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         "log.cleaner.min.cleanable.ratio",
         "0.5",
         Kind::Double { min: 0.0, max: 1.0 },
-        ForCompaction,
+        Honoured,
         "when a log is worth compacting"
     ),
     config!(
@@ -285,7 +282,7 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         "log.cleaner.min.compaction.lag.ms",
         "0",
         Kind::Long { min: 0 },
-        ForCompaction,
+        Honoured,
         "shortest a record stays uncompacted"
     ),
     config!(
@@ -346,9 +343,6 @@ pub fn check(name: &str, value: &str) -> Result<(), String> {
     };
     def.kind.check(name, value)?;
     match name {
-        "cleanup.policy" if list(value).any(|p| p == "compact") => {
-            Err("cleanup.policy=compact is not supported yet (log compaction is not implemented)".into())
-        }
         "remote.storage.enable" if value.eq_ignore_ascii_case("true") => {
             Err("Tiered Storage functionality is disabled in the broker".into())
         }
@@ -380,9 +374,12 @@ pub fn log_config(values: &BTreeMap<&'static str, Resolved>) -> LogConfig {
     let at_least = |name: &str, min: i64| num(values, name).map(|v| v.max(min));
     let flush_messages = at_least("flush.messages", 1).map(|v| v as u64).filter(|v| *v < i64::MAX as u64);
     let flush_ms = at_least("flush.ms", 0).map(|v| v as u64).filter(|v| *v < i64::MAX as u64);
+    let cleanup = cleanup(values);
+    let segment_ms = at_least("segment.ms", 1).map_or(d.segment_ms, |v| v as u64);
     LogConfig {
         segment_bytes: at_least("segment.bytes", 4096).map_or(d.segment_bytes, |v| v.min(i64::from(u32::MAX)) as u64),
-        segment_ms: at_least("segment.ms", 1).map_or(d.segment_ms, |v| v as u64),
+        // The active segment is never cleaned: a compacted log rolls by max.compaction.lag.ms too, as Kafka's does.
+        segment_ms: if cleanup.compact { segment_ms.min(cleanup.max_compaction_lag_ms as u64) } else { segment_ms },
         retention_bytes: num(values, "retention.bytes").unwrap_or(d.retention_bytes),
         retention_ms: num(values, "retention.ms").unwrap_or(d.retention_ms),
         flush: LogConfig::flush_from(flush_messages, flush_ms),
@@ -390,6 +387,25 @@ pub fn log_config(values: &BTreeMap<&'static str, Resolved>) -> LogConfig {
         max_message_bytes: at_least("max.message.bytes", 0).map_or(d.max_message_bytes, |v| v as usize),
         cache_bytes: d.cache_bytes,
         producer_id_expiration_ms: d.producer_id_expiration_ms,
+        cleanup,
+    }
+}
+
+/// `cleanup.policy` and the cleaner's settings. An empty policy list is Kafka's `none`: neither
+/// retention nor the cleaner removes anything.
+fn cleanup(values: &BTreeMap<&'static str, Resolved>) -> Cleanup {
+    let d = Cleanup::default();
+    let policy: Vec<&str> = values.get("cleanup.policy").map(|r| list(&r.value).collect()).unwrap_or_else(|| vec!["delete"]);
+    Cleanup {
+        delete: policy.contains(&"delete"),
+        compact: policy.contains(&"compact"),
+        min_cleanable_dirty_ratio: values
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|r| r.value.trim().parse().ok())
+            .unwrap_or(d.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: num(values, "min.compaction.lag.ms").unwrap_or(d.min_compaction_lag_ms).max(0),
+        max_compaction_lag_ms: num(values, "max.compaction.lag.ms").unwrap_or(d.max_compaction_lag_ms).max(1),
+        delete_retention_ms: num(values, "delete.retention.ms").unwrap_or(d.delete_retention_ms).max(0),
     }
 }
 
@@ -427,7 +443,8 @@ mod tests {
         assert!(check("message.format.version", "2.8").is_ok(), "deprecated, accepted");
         assert!(check("retention.ms", "-2").is_err());
         assert!(check("min.cleanable.dirty.ratio", "1.5").is_err());
-        assert!(check("cleanup.policy", "compact,delete").is_err(), "compaction is not built yet");
+        assert!(check("cleanup.policy", "compact,delete").is_ok());
+        assert!(check("cleanup.policy", "compact,shred").is_err());
         assert!(check("retention.ms", "1;x=2").is_err(), "would break the catalog");
         assert!(check("no.such.config", "1").is_err());
     }

@@ -12,7 +12,6 @@
 use super::filter::{filter_batch, records_section, Filtered};
 use super::offset_map::OffsetMap;
 use crate::storage::batch::{self, BatchInfo, ReadRecord, ATTR_CODEC_MASK, HEADER_BYTES};
-use std::collections::HashMap;
 
 /// An aborted transaction's data in the log: its producer and offsets from its first batch to its
 /// marker (the aborted-transactions index's entries).
@@ -30,6 +29,16 @@ pub struct Stats {
     pub records_kept: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, other: &Stats) {
+        self.batches += other.batches;
+        self.records_in += other.records_in;
+        self.records_kept += other.records_kept;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+    }
 }
 
 /// One batch of `bytes` as the log holds it, with its header.
@@ -68,45 +77,39 @@ fn with_records<T>(bytes: &[u8], info: &BatchInfo, f: impl FnOnce(&[ReadRecord<'
 }
 
 /// Puts the keyed records of `bytes` (whole batches, in offset order) into `map`, skipping markers
-/// and aborted transactions. Returns the offset up to which the map knows every key: the end of the
-/// batches, or the base of the first batch whose keys no longer fit.
-pub fn index(bytes: &[u8], map: &mut OffsetMap, aborted: &[Aborted]) -> Result<u64, String> {
-    let mut end = None;
+/// and aborted transactions. Returns the base offset of the first batch whose keys no longer fit
+/// (the map knows every key below it), or `None` if all did.
+pub fn index(bytes: &[u8], map: &mut OffsetMap, aborted: &[Aborted]) -> Result<Option<u64>, String> {
     for item in batches(bytes) {
         let (b, info) = item?;
-        let base = info.base_offset as u64;
         if !info.is_control() && !in_aborted(&info, aborted) {
             let fitted = with_records(b, &info, |records| {
                 let keyed: Vec<(&[u8], u64)> = records.iter().filter_map(|r| Some((r.key?, r.offset as u64))).collect();
                 map.put_all(&keyed)
             })?;
             if !fitted {
-                return Ok(base);
+                return Ok(Some(info.base_offset as u64));
             }
         }
-        end = Some(base + u64::from(info.offset_count));
     }
-    Ok(end.unwrap_or(0))
+    Ok(None)
 }
 
-/// Writes to `out` the batches of `bytes` (whole, in offset order) as cleaning leaves them: below
+/// Appends to `out` the batches of `bytes` (whole, in offset order) as cleaning leaves them: below
 /// `indexed_to` a keyed record stays if it is the latest of its key in `map` (or its key is not
-/// there); from `indexed_to` on, every record stays.
+/// there), a tombstone only while its batch is at least `tombstones_before_ms` old; from
+/// `indexed_to` on, every record stays. A batch left without records stays, empty, when
+/// `last_of_producer(producer id, base offset)` says it is its producer's last.
 pub fn clean(
     bytes: &[u8],
     map: &OffsetMap,
     indexed_to: u64,
     aborted: &[Aborted],
     tombstones_before_ms: i64,
+    last_of_producer: &dyn Fn(i64, u64) -> bool,
     out: &mut Vec<u8>,
 ) -> Result<Stats, String> {
-    let mut last_of_producer: HashMap<i64, u64> = HashMap::new();
-    for item in batches(bytes) {
-        let (_, info) = item?;
-        if info.producer_id >= 0 && !info.is_control() {
-            last_of_producer.insert(info.producer_id, info.base_offset as u64);
-        }
-    }
+    let start = out.len();
     let mut stats = Stats::default();
     for item in batches(bytes) {
         let (b, info) = item?;
@@ -137,7 +140,7 @@ pub fn clean(
                 out.extend_from_slice(&kept);
                 batch::header(&kept).map_err(|e| e.to_string())?.records_count.get() as u64
             }
-            Filtered::Emptied if info.producer_id >= 0 && last_of_producer.get(&info.producer_id) == Some(&base) => {
+            Filtered::Emptied if info.producer_id >= 0 && last_of_producer(info.producer_id, base) => {
                 out.extend_from_slice(&emptied(b));
                 0
             }
@@ -145,7 +148,7 @@ pub fn clean(
         };
         stats.records_kept += written;
     }
-    stats.bytes_out = out.len() as u64;
+    stats.bytes_out = (out.len() - start) as u64;
     Ok(stats)
 }
 
@@ -217,10 +220,10 @@ mod tests {
         ) {
             let (bytes, model) = log(&spec);
             let mut map = OffsetMap::with_memory(map_keys * super::super::offset_map::ENTRY_BYTES);
-            let indexed_to = index(&bytes, &mut map, &[]).unwrap();
+            let indexed_to = index(&bytes, &mut map, &[]).unwrap().unwrap_or(model.len() as u64);
             let mut out = Vec::new();
             // Tombstones in batches stamped 0 are past the horizon (1), those stamped 1 are not.
-            let stats = clean(&bytes, &map, indexed_to, &[], 1, &mut out).unwrap();
+            let stats = clean(&bytes, &map, indexed_to, &[], 1, &|_, _| false, &mut out).unwrap();
             let mut latest: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
             for (offset, key, _, _) in model.iter().filter(|r| r.0 < indexed_to) {
                 if let Some(k) = key {
@@ -265,10 +268,12 @@ mod tests {
         bytes.extend(batch_at(5, "a", 9, false)); // supersedes producer 7's last batch
         let aborted = [Aborted { producer_id: 8, first: 1, marker: 4 }];
         let mut map = OffsetMap::with_memory(1 << 10);
-        let end = index(&bytes, &mut map, &aborted).unwrap();
-        assert_eq!((end, map.get(b"a"), map.get(b"b")), (6, Some(5), None), "aborted keys are not indexed");
+        assert_eq!(index(&bytes, &mut map, &aborted).unwrap(), None);
+        assert_eq!((map.get(b"a"), map.get(b"b")), (Some(5), None), "aborted keys are not indexed");
         let mut out = Vec::new();
-        clean(&bytes, &map, end, &aborted, 0, &mut out).unwrap();
+        // The producers' last batches, as the log's producer state knows them.
+        let last = |producer: i64, base: u64| matches!((producer, base), (7, 3) | (8, 1) | (9, 5));
+        clean(&bytes, &map, 6, &aborted, 0, &last, &mut out).unwrap();
         let kept: Vec<(i64, i32, bool)> =
             batches(&out).map(|b| b.unwrap().1).map(|i| (i.base_offset, i.records_count, i.is_control())).collect();
         assert_eq!(kept, vec![(1, 0, false), (3, 0, false), (4, 1, true), (5, 1, false)]);

@@ -52,7 +52,8 @@ impl State {
     pub(super) fn last_stable_offset(&self) -> u64 {
         let hw = self.high_watermark();
         let open = self.producers_written.first_open_transaction();
-        let unstable = self.unstable_txns.iter().find(|(_, marker)| **marker >= hw).map(|(first, _)| *first);
+        let every_batch = self.cfg.flush == FlushPolicy::EveryBatch;
+        let unstable = self.unstable_txns.iter().find(|(_, marker)| every_batch && **marker >= hw).map(|(first, _)| *first);
         open.into_iter().chain(unstable).fold(hw, u64::min).max(self.log_start).min(hw)
     }
 }

@@ -274,9 +274,7 @@ impl Log {
                 messages += u64::from(p.info.offset_count);
                 let Some(done) = s.producers_written.record(&p.info, p.marker) else { continue };
                 seg.txns.extend(s.producers_written.aborted_entry(&done));
-                if s.cfg.flush == FlushPolicy::EveryBatch {
-                    s.unstable_txns.insert(done.first_offset, done.marker_offset);
-                }
+                s.unstable_txns.insert(done.first_offset, done.marker_offset);
             }
             s.queued -= taken;
             debug_assert_eq!(seg.size, pos);
@@ -307,7 +305,7 @@ impl Log {
     }
 
     async fn flush_if_due(&self) -> Result<(), LogError> {
-        let target = {
+        {
             let s = self.state();
             let due = s.unflushed_messages > 0
                 && match s.cfg.flush {
@@ -319,19 +317,34 @@ impl Log {
             if !due {
                 return Ok(());
             }
+        };
+        self.sync_written().await
+    }
+
+    /// Makes everything written durable: fsyncs the active segment (the writer per the flush
+    /// policy; the cleaner before a pass, which must not act on a decision a power loss could
+    /// take back).
+    pub(super) async fn sync_written(&self) -> Result<(), LogError> {
+        let (target, end) = {
+            let s = self.state();
             let active = s.segments.last().expect("active segment");
             (s.written, (active.base, active.size))
         };
-        let (target, end) = target;
         let file = self.active_file().await?;
         self.fsync_active(&file).await?;
         let moved_high_watermark = {
             let mut s = self.state();
-            s.durable = target;
-            s.durable_end = end;
+            // A roll meanwhile made more durable, and moved the active segment on.
+            if target > s.durable || s.durable_end.0 == end.0 && end.1 > s.durable_end.1 {
+                s.durable = target;
+                s.durable_end = end;
+            }
             s.unstable_txns.retain(|_, marker| *marker >= target);
-            s.unflushed_messages = 0;
-            s.last_flush = Instant::now();
+            // Writes since (the cleaner's call may overlap the writer's) still count for the next.
+            if s.written == target {
+                s.unflushed_messages = 0;
+                s.last_flush = Instant::now();
+            }
             s.cfg.flush == FlushPolicy::EveryBatch
         };
         if moved_high_watermark {
@@ -422,6 +435,8 @@ impl Log {
             s.tail_block.clear();
             s.prealloc_end = 0;
             s.durable = s.durable.max(s.written);
+            let durable = s.durable;
+            s.unstable_txns.retain(|_, marker| *marker >= durable);
             s.durable_end = (base, 0);
             s.unflushed_messages = 0;
         }

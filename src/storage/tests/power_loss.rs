@@ -14,11 +14,14 @@
 //!   back across a crash), so no offset ever names two records;
 //! * the log start is at least where an acknowledged DeleteRecords put it;
 //! * a read_committed reader never sees a batch of an aborted or undecided transaction and never
-//!   misses one of a committed transaction (`transactions`).
+//!   misses one of a committed transaction (`transactions`);
+//! * in a compacted log, every batch read is the one appended or a cleaning of it, and the latest
+//!   record of every key is there (`compaction`).
 //!
 //! A failing seed reproduces alone: `WEIR_SEEDS=<seed> cargo test --release --lib power_loss -- --ignored`
 //! (`WEIR_TRACE=1` prints each incarnation's end and recovery).
 
+mod compaction;
 mod transactions;
 
 use super::super::batch::{self, NewRecord};
@@ -47,6 +50,8 @@ struct Model {
     /// Where an acknowledged DeleteRecords put the start.
     deleted_to: u64,
     txns: transactions::Txns,
+    /// The log is compacted: its records have keys, and the cleaner runs.
+    compact: bool,
 }
 
 impl Model {
@@ -78,15 +83,17 @@ pub struct Totals {
     pub txns_aborted: u64,
     /// Transactional batches a read_committed reader was checked against.
     pub read_committed_batches: u64,
+    pub cleaning_passes: u64,
+    pub segments_cleaned: u64,
 }
 
-fn config(rng: &mut Rng) -> LogConfig {
+fn config(rng: &mut Rng) -> (LogConfig, bool) {
     let flush = match rng.below(3) {
         0 => FlushPolicy::EveryBatch,
         1 => FlushPolicy::Messages(1 + rng.below(8)),
         _ => FlushPolicy::Never,
     };
-    LogConfig {
+    let mut cfg = LogConfig {
         segment_bytes: 4096 * (1 + rng.below(4)),
         index_interval_bytes: 256 << rng.below(3),
         cache_bytes: (rng.below(3) * 4096) as usize,
@@ -94,15 +101,21 @@ fn config(rng: &mut Rng) -> LogConfig {
         retention_ms: -1,
         flush,
         ..LogConfig::default()
-    }
+    };
+    let compact = compaction::configure(rng, &mut cfg);
+    (cfg, compact)
 }
 
-fn new_batch(rng: &mut Rng, id: u64) -> Vec<u8> {
+/// A batch of one to four records; keyed ones (some tombstones) for a compacted log.
+fn new_batch(rng: &mut Rng, id: u64, keyed: bool) -> Vec<u8> {
     let count = 1 + rng.below(4) as usize;
     let len = rng.below(700) as usize;
     let values: Vec<Vec<u8>> = (0..count)
         .map(|i| format!("{id}.{i}.").bytes().chain(std::iter::repeat(b'a' + (id % 26) as u8)).take(len.max(8)).collect())
         .collect();
+    if keyed {
+        return compaction::keyed_batch(rng, &values, 1_000 + id as i64);
+    }
     let records: Vec<NewRecord<'_>> = values.iter().map(|v| NewRecord { key: None, value: Some(v), headers: &[] }).collect();
     batch::encode(&records, 1_000 + id as i64)
 }
@@ -113,8 +126,8 @@ async fn run_seed(seed: u64) -> Result<Totals, String> {
     let _sim = shards::fs::simulate(disk.clone());
     let dir = Path::new("/data/topic-0");
     let mut rng = Rng(seed);
-    let cfg = config(&mut rng);
-    let mut model = Model::default();
+    let (cfg, compact) = config(&mut rng);
+    let mut model = Model { compact, ..Model::default() };
     let mut totals = Totals::default();
     let incarnations = 2 + rng.below(5);
     {
@@ -189,11 +202,11 @@ async fn workload(log: &Rc<Log>, disk: &SimDisk, rng: &mut Rng, model: &mut Mode
         if disk.is_down() {
             return Ok(());
         }
-        match rng.below(12) {
+        match rng.below(13) {
             0..=4 => {
                 for _ in 0..1 + rng.below(3) {
                     let id = rng.next_u64() >> 16;
-                    let mut bytes = new_batch(rng, id);
+                    let mut bytes = new_batch(rng, id, model.compact);
                     let seq = model.idempotent.last().map(|(seq, b, _, _)| seq + batch::validate(b).map_or(0, |i| i.records_count));
                     let idempotent = rng.below(2) == 0;
                     if idempotent {
@@ -257,6 +270,11 @@ async fn workload(log: &Rc<Log>, disk: &SimDisk, rng: &mut Rng, model: &mut Mode
                     }
                 }
             }
+            12 if model.compact => {
+                if !compaction::step(log, disk, rng, totals).await? {
+                    return Ok(());
+                }
+            }
             _ => {
                 let o = log.offsets();
                 let to = o.log_start + rng.below(o.high_watermark - o.log_start + 1);
@@ -281,23 +299,38 @@ fn compare_read(model: &Model, from: u64, chunks: &[super::super::Chunk]) -> Res
     for c in chunks {
         bytes.extend_from_slice(&c.to_bytes().map_err(|e| e.to_string())?);
     }
-    let batches = batch::split(&bytes).map_err(|e| format!("read at {from} returned invalid batches: {e}"))?;
+    let batches = split_stored(&bytes).map_err(|e| format!("read at {from} returned invalid batches: {e}"))?;
     let Some((_, first)) = batches.first() else {
         return Err(format!("read at {from}, below the high watermark, returned nothing"));
     };
+    // Cleaning may have removed the batch holding `from`: the read starts with the next one left.
     let first_base = first.base_offset as u64;
-    if first_base > from || first_base + u64::from(first.offset_count) <= from {
+    if first_base > from && !model.compact || first_base + u64::from(first.offset_count) <= from {
         return Err(format!("read at {from} started with the batch at {first_base}"));
     }
     for (at, info) in batches {
         let base = info.base_offset as u64;
+        let read = &bytes[at..at + info.bytes];
         match model.batches.get(&base) {
-            Some((_, stored)) if stored[..] == bytes[at..at + info.bytes] => {}
+            Some((_, stored)) if stored[..] == *read => {}
+            Some((_, stored)) if model.compact => compaction::same_or_cleaned(stored, read)?,
             Some(_) => return Err(format!("the batch at offset {base} differs from the one appended there")),
             None => return Err(format!("a batch at offset {base} that was never appended there")),
         }
     }
     Ok(())
+}
+
+/// Stored batches (compaction leaves some with fewer records than offsets), with their positions.
+fn split_stored(mut bytes: &[u8]) -> Result<Vec<(usize, batch::BatchInfo)>, String> {
+    let (mut out, mut at) = (Vec::new(), 0);
+    while !bytes.is_empty() {
+        let info = batch::validate_stored(bytes).map_err(|e| e.to_string())?;
+        out.push((at, info));
+        at += info.bytes;
+        bytes = &bytes[info.bytes..];
+    }
+    Ok(out)
 }
 
 /// The promises, checked on a freshly recovered log; then the model forgets what the crash took.
@@ -330,6 +363,7 @@ async fn check(log: &Log, disk: &SimDisk, model: &mut Model, totals: &mut Totals
     }
     // Read everything from the start: contiguous, no hole, every batch the one appended there.
     let mut next = o.log_start;
+    let mut everything = Vec::new();
     while next < o.log_end {
         let chunks = log.read(next, 1 << 16).await.map_err(|e| format!("read at {next} after recovery: {e}"))?;
         compare_read(model, next, &chunks).map_err(|e| format!("after recovery ({o:?}): {e}"))?;
@@ -337,17 +371,23 @@ async fn check(log: &Log, disk: &SimDisk, model: &mut Model, totals: &mut Totals
         for c in &chunks {
             bytes.extend_from_slice(&c.to_bytes().map_err(|e: LogError| e.to_string())?);
         }
-        let (_, last) = *batch::split(&bytes).map_err(|e| e.to_string())?.last().expect("compare_read saw a batch");
+        let (_, last) = *split_stored(&bytes)?.last().expect("compare_read saw a batch");
         next = last.base_offset as u64 + u64::from(last.offset_count);
+        everything.extend_from_slice(&bytes);
     }
     if next != o.log_end {
         return Err(format!("reads ended at {next}, the log end is {}", o.log_end));
+    }
+    if model.compact {
+        compaction::check_keys(model, &o, &everything)?;
     }
     model.batches.split_off(&o.log_end);
     model.txns.forget_from(o.log_end);
     // The producer's last batches in the log are known: a retry of each gets its offsets back.
     model.idempotent.retain(|&(_, _, base, _)| base < o.log_end);
-    let recent = model.idempotent.len().saturating_sub(super::super::producer_state::RECENT_BATCHES);
+    // A compacted log keeps a producer's last batch only (as Kafka's does): only its retry is known.
+    let known = if model.compact { 1 } else { super::super::producer_state::RECENT_BATCHES };
+    let recent = model.idempotent.len().saturating_sub(known);
     let mut retried = 0;
     for (seq, bytes, base, last) in &model.idempotent[recent..] {
         if *base < o.log_start {
@@ -407,6 +447,8 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
                 sum.txns_committed += t.txns_committed;
                 sum.txns_aborted += t.txns_aborted;
                 sum.read_committed_batches += t.read_committed_batches;
+                sum.cleaning_passes += t.cleaning_passes;
+                sum.segments_cleaned += t.segments_cleaned;
             }
             Err(e) => {
                 panic!("seed {seed}: {e}\nreproduce: WEIR_SEEDS={seed} cargo test --release --lib power_loss -- --ignored --nocapture")
@@ -415,7 +457,7 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} retries deduplicated, {} file operations ({} failed on purpose), transactions {} committed {} aborted, {} transactional batches read_committed",
+        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} retries deduplicated, {} file operations ({} failed on purpose), transactions {} committed {} aborted, {} transactional batches read_committed, {} cleaning passes replaced {} segments",
         sum.cycles,
         sum.cycles as f64 / secs * 60.0,
         sum.power_losses,
@@ -427,7 +469,9 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
         sum.faults_injected,
         sum.txns_committed,
         sum.txns_aborted,
-        sum.read_committed_batches
+        sum.read_committed_batches,
+        sum.cleaning_passes,
+        sum.segments_cleaned
     );
     sum
 }
@@ -437,6 +481,7 @@ fn power_loss_keeps_every_promise() {
     let totals = run_seeds(seeds_from_env(0..20_000));
     assert!(totals.crashes_mid_workload > 0 && totals.batches_lost_unsynced > 0, "the crashes hit something: {totals:?}");
     assert!(totals.txns_committed > 0 && totals.txns_aborted > 0 && totals.read_committed_batches > 0, "transactions ran: {totals:?}");
+    assert!(totals.segments_cleaned > 0, "the cleaner replaced segments: {totals:?}");
 }
 
 /// The long run: `WEIR_SEEDS=0..200000 cargo test --release --lib power_loss_long -- --ignored --nocapture`.
