@@ -1,6 +1,7 @@
 //! Batches rewritten on the way in, as their topic's configs ask: recompressed into
 //! `compression.type`, stamped with the broker's clock for `message.timestamp.type=LogAppendTime`,
-//! and refused when a CreateTime is further from the clock than `message.timestamp.*.max.ms`.
+//! and refused when a CreateTime is further from the clock than `message.timestamp.*.max.ms`, or
+//! when a record without a key is sent to a compacted topic (`keyless_records`).
 //!
 //! Off by default (`compression.type=producer`, CreateTime, unbounded): then nothing here copies or
 //! inflates anything, and batches reach the log as produced. A rewrite validates the batch first
@@ -34,6 +35,29 @@ pub fn apply(records: &Bytes, rules: &ProduceRules, now_ms: i64) -> Result<Optio
         rest = &rest[info.bytes..];
     }
     Ok(Some(Bytes::from(out)))
+}
+
+/// The records without a key in `records`, by batch: (index of the batch, index of the record in
+/// it). A compacted topic refuses them (Kafka's INVALID_RECORD with per-record errors). `Err` is the
+/// Kafka error when the batches themselves are unsound.
+pub fn keyless_records(records: &[u8]) -> Result<Vec<(usize, i32)>, i16> {
+    let mut out = Vec::new();
+    let mut rest = records;
+    let mut batch_no = 0;
+    while !rest.is_empty() {
+        let info = batch::validate(rest).map_err(|e| if e.is_corruption() { errors::CORRUPT_MESSAGE } else { errors::INVALID_RECORD })?;
+        let one = &rest[..info.bytes];
+        if !info.is_control() {
+            let (_, body) = crate::storage::compaction::filter::records_section(one).map_err(|_| errors::CORRUPT_MESSAGE)?;
+            let h = batch::header(one).map_err(|_| errors::CORRUPT_MESSAGE)?;
+            let parsed =
+                batch::records_in(&body, info.base_offset, h.base_timestamp.get(), info.records_count).ok_or(errors::CORRUPT_MESSAGE)?;
+            out.extend(parsed.iter().enumerate().filter(|(_, r)| r.key.is_none()).map(|(i, _)| (batch_no, i as i32)));
+        }
+        rest = &rest[info.bytes..];
+        batch_no += 1;
+    }
+    Ok(out)
 }
 
 /// Kafka's `message.timestamp.before/after.max.ms`, judged by the batch header: its first
@@ -85,6 +109,22 @@ mod tests {
 
     fn rules() -> ProduceRules {
         ProduceRules::default()
+    }
+
+    #[test]
+    fn records_without_keys_are_found_in_every_codec() {
+        let (k, v) = (b"k".to_vec(), b"v".to_vec());
+        let records = [
+            batch::NewRecord { key: Some(&k), value: Some(&v), headers: &[] },
+            batch::NewRecord { key: None, value: Some(&v), headers: &[] },
+            batch::NewRecord { key: Some(&k), value: None, headers: &[] },
+        ];
+        let mut two = Vec::new();
+        for codec in [Codec::None, Codec::Lz4] {
+            two.extend(batch::frame(&codec.compress(&batch::encode_records(&records)), 3, 1_000, codec as i16));
+        }
+        assert_eq!(keyless_records(&two), Ok(vec![(0, 1), (1, 1)]));
+        assert_eq!(keyless_records(&two[..two.len() - 1]), Err(errors::CORRUPT_MESSAGE));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod admission;
 mod auto_create;
 mod batch_rewrite;
 pub mod catalog;
+mod cleaner;
 mod config;
 mod conn;
 mod connections;
@@ -80,6 +81,27 @@ pub struct BrokerConfig {
     pub transactional_id_expiration_ms: u64,
     /// Incremental fetch sessions kept per shard (`max.incremental.fetch.session.cache.slots`).
     pub fetch_session_slots: usize,
+    pub cleaner: CleanerConfig,
+}
+
+/// The log cleaner's settings (Kafka's `log.cleaner.*`): one cleaner per shard, for the shard's
+/// compacted partitions.
+#[derive(Debug, Clone)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enabled: bool,
+    /// `log.cleaner.backoff.ms`: how long a cleaner with nothing to clean sleeps.
+    pub backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the key maps of all the shards' cleaners.
+    pub dedupe_buffer_bytes: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: reads and writes of all the shards' cleaners.
+    pub io_max_bytes_per_second: f64,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig { enabled: true, backoff_ms: 15_000, dedupe_buffer_bytes: 128 << 20, io_max_bytes_per_second: f64::MAX }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -109,6 +131,7 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             transactional_id_expiration_ms: 7 * 24 * 3_600_000,
             fetch_session_slots: 1000,
+            cleaner: CleanerConfig::default(),
         }
     }
 }
@@ -274,6 +297,9 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         std::process::exit(1);
     }
     shards::spawn_local(topics::retention_loop()).detach();
+    if state.cfg.cleaner.enabled {
+        shards::spawn_local(cleaner::run()).detach();
+    }
     if let Err(e) = state.txns.recover().await {
         tracing::error!(error = %e, "cannot recover the transaction coordinator's state");
         std::process::exit(1);

@@ -17,17 +17,35 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use std::time::Duration;
 
 /// Outcome for one partition, sent back across shards.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Outcome {
     error: i16,
     base_offset: i64,
     log_start: i64,
     /// The broker's stamp for `LogAppendTime` topics, else −1.
     log_append_time: i64,
+    /// Produce v8+: the records that failed (index in their batch, why), and a message.
+    record_errors: Vec<(i32, String)>,
+    error_message: Option<String>,
 }
 
 fn refused(error: i16) -> Outcome {
-    Outcome { error, base_offset: -1, log_start: -1, log_append_time: -1 }
+    Outcome { error, base_offset: -1, log_start: -1, log_append_time: -1, record_errors: Vec::new(), error_message: None }
+}
+
+/// Kafka's answer to records without a key for a compacted topic: INVALID_RECORD, each named.
+fn keyless_refused(topic: &str, partition: i32, keyless: &[(usize, i32)]) -> Outcome {
+    let why = format!("Compacted topic cannot accept message without key in topic partition {topic}-{partition}.");
+    let shown: Vec<String> = keyless.iter().take(3).map(|(_, i)| format!("record {i}: {why}")).collect();
+    Outcome {
+        record_errors: keyless.iter().map(|&(_, i)| (i, why.clone())).collect(),
+        error_message: Some(format!(
+            "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+            keyless.len(),
+            shown.join(", ")
+        )),
+        ..refused(errors::INVALID_RECORD)
+    }
 }
 
 pub fn log_error_code(e: &LogError) -> i16 {
@@ -70,6 +88,13 @@ async fn append_local(
         Ok(Some(bytes)) => Records { request_bytes: bytes.len(), bytes },
         Err(code) => return refused(code),
     };
+    if rules.compacted {
+        match batch_rewrite::keyless_records(&records.bytes) {
+            Ok(keyless) if keyless.is_empty() => {}
+            Ok(keyless) => return keyless_refused(&topic, partition, &keyless),
+            Err(code) => return refused(code),
+        }
+    }
     let log_append_time = if rules.log_append_time { now_ms } else { -1 };
     let appended = match append_checked(&part.log, &topic, partition, records, transactional_id.as_deref()).await {
         Ok(a) => (a.base_offset, a.last_offset),
@@ -93,7 +118,7 @@ async fn append_local(
             Some(Ok(())) => {}
         }
     }
-    Outcome { error: errors::NONE, base_offset: appended.0 as i64, log_start, log_append_time }
+    Outcome { error: errors::NONE, base_offset: appended.0 as i64, log_start, log_append_time, ..refused(errors::NONE) }
 }
 
 /// Appends `records`; a transactional producer's first batch here in a transaction is first
@@ -221,6 +246,18 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                 r.log_start_offset = o.log_start;
             }
             r.log_append_time_ms = o.log_append_time;
+            if req.header.request_api_version >= 8 {
+                r.record_errors = o
+                    .record_errors
+                    .into_iter()
+                    .map(|(index, message)| {
+                        kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage::default()
+                            .with_batch_index(index)
+                            .with_batch_index_error_message(Some(message.into()))
+                    })
+                    .collect();
+                r.error_message = o.error_message.map(Into::into);
+            }
             t.partition_responses.push(r);
         }
         response.responses.push(t);

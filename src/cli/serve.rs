@@ -99,6 +99,22 @@ pub struct ServeArgs {
     /// (producer.id.expiration.ms; default 86400000).
     #[arg(long, env = "WEIR_PRODUCER_ID_EXPIRATION_MS")]
     producer_id_expiration_ms: Option<u64>,
+    /// Default cleanup.policy: delete, compact, or compact,delete.
+    #[arg(long, env = "WEIR_CLEANUP_POLICY")]
+    cleanup_policy: Option<String>,
+    /// Do not run the log cleaner: compacted topics keep every record (log.cleaner.enable=false).
+    #[arg(long, env = "WEIR_NO_LOG_CLEANER")]
+    no_log_cleaner: bool,
+    /// How long a shard's cleaner with nothing due sleeps, in ms (log.cleaner.backoff.ms; default 15000).
+    #[arg(long, env = "WEIR_LOG_CLEANER_BACKOFF_MS")]
+    log_cleaner_backoff_ms: Option<u64>,
+    /// Memory for the cleaners' key maps, over all shards (log.cleaner.dedupe.buffer.size; default 134217728).
+    #[arg(long, env = "WEIR_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    log_cleaner_dedupe_buffer_size: Option<u64>,
+    /// The cleaners' reads and writes, bytes a second over all shards
+    /// (log.cleaner.io.max.bytes.per.second; default unlimited).
+    #[arg(long, env = "WEIR_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
+    log_cleaner_io_max_bytes_per_second: Option<f64>,
     /// Config file: `key = value` lines with the flag names (e.g. `data-dir = "/var/lib/weir"`).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
@@ -165,6 +181,16 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                 }
                 "retention-check-interval-ms" => a.retention_check_interval_ms = a.retention_check_interval_ms.or(Some(count(&v)?)),
                 "producer-id-expiration-ms" => a.producer_id_expiration_ms = a.producer_id_expiration_ms.or(Some(count(&v)?)),
+                "cleanup-policy" => a.cleanup_policy = a.cleanup_policy.or(Some(v.clone())),
+                "no-log-cleaner" => a.no_log_cleaner |= v == "true",
+                "log-cleaner-backoff-ms" => a.log_cleaner_backoff_ms = a.log_cleaner_backoff_ms.or(Some(count(&v)?)),
+                "log-cleaner-dedupe-buffer-size" => {
+                    a.log_cleaner_dedupe_buffer_size = a.log_cleaner_dedupe_buffer_size.or(Some(count(&v)?))
+                }
+                "log-cleaner-io-max-bytes-per-second" => {
+                    let rate = v.parse::<f64>().map_err(|e| bad(&e))?;
+                    a.log_cleaner_io_max_bytes_per_second = a.log_cleaner_io_max_bytes_per_second.or(Some(rate));
+                }
                 _ => return Err(format!("{}: unknown setting {k}", path.display())),
             }
         }
@@ -203,6 +229,14 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.producer_id_expiration_ms {
         log.producer_id_expiration_ms = i64::try_from(v).unwrap_or(i64::MAX).max(1);
+    }
+    if let Some(policy) = &a.cleanup_policy {
+        let items: Vec<&str> = policy.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+        if items.iter().any(|p| !["delete", "compact"].contains(p)) {
+            return Err(format!("--cleanup-policy {policy}: expected delete, compact or compact,delete"));
+        }
+        log.cleanup.delete = items.contains(&"delete");
+        log.cleanup.compact = items.contains(&"compact");
     }
     cfg.log = log;
     if let Some(v) = a.max_request_bytes {
@@ -249,6 +283,19 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.retention_check_interval_ms {
         cfg.retention_check_ms = v.max(1);
+    }
+    cfg.cleaner.enabled = !a.no_log_cleaner;
+    if let Some(v) = a.log_cleaner_backoff_ms {
+        cfg.cleaner.backoff_ms = v.max(1);
+    }
+    if let Some(v) = a.log_cleaner_dedupe_buffer_size {
+        cfg.cleaner.dedupe_buffer_bytes = usize::try_from(v).unwrap_or(usize::MAX);
+    }
+    if let Some(v) = a.log_cleaner_io_max_bytes_per_second {
+        if v.is_nan() || v <= 0.0 {
+            return Err("--log-cleaner-io-max-bytes-per-second must be positive".into());
+        }
+        cfg.cleaner.io_max_bytes_per_second = v;
     }
     if cfg.group_min_session_timeout_ms > cfg.group_max_session_timeout_ms {
         return Err("--group-min-session-timeout-ms is above --group-max-session-timeout-ms".into());

@@ -781,7 +781,12 @@ impl State {
 
     /// Forgets cached batches wholly below the log start (retention, DeleteRecords).
     fn drop_cache_below_start(&mut self) {
-        while self.cache.front().is_some_and(|c| c.next() <= self.log_start) {
+        self.drop_cache_below(self.log_start);
+    }
+
+    /// Forgets cached batches wholly below `offset` (written ones: those are in closed segments).
+    fn drop_cache_below(&mut self, offset: u64) {
+        while self.cache.front().is_some_and(|c| c.next() <= offset && c.next() <= self.written) {
             if let Some(c) = self.cache.pop_front() {
                 self.cache_bytes -= c.held.len();
             }

@@ -59,6 +59,16 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("log.retention.hours", retention_hours.to_string(), long, "log.retention.ms in hours"),
         ("producer.id.expiration.ms", cfg.log.producer_id_expiration_ms.to_string(), long, "--producer-id-expiration-ms"),
         ("log.roll.hours", (cfg.log.segment_ms / 3_600_000).to_string(), long, "log.roll.ms in hours"),
+        ("log.cleaner.enable", cfg.cleaner.enabled.to_string(), Kind::Bool, "--no-log-cleaner"),
+        ("log.cleaner.threads", cfg.shards.to_string(), long, "one cleaner per shard"),
+        ("log.cleaner.backoff.ms", cfg.cleaner.backoff_ms.to_string(), long, "--log-cleaner-backoff-ms"),
+        ("log.cleaner.dedupe.buffer.size", cfg.cleaner.dedupe_buffer_bytes.to_string(), long, "--log-cleaner-dedupe-buffer-size"),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            format!("{:?}", cfg.cleaner.io_max_bytes_per_second),
+            Kind::Double { min: 0.0, max: f64::MAX },
+            "--log-cleaner-io-max-bytes-per-second",
+        ),
     ]
 }
 

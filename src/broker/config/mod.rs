@@ -68,6 +68,8 @@ pub struct ProduceRules {
     /// How far before and after the broker's clock a CreateTime batch may be.
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
+    /// `cleanup.policy` holds `compact`: every record needs a key.
+    pub compacted: bool,
 }
 
 impl Default for ProduceRules {
@@ -78,6 +80,7 @@ impl Default for ProduceRules {
             log_append_time: false,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
+            compacted: false,
         }
     }
 }
@@ -112,6 +115,7 @@ pub fn partition_settings(
         log_append_time: get("message.timestamp.type") == "LogAppendTime",
         timestamp_before_max_ms: long("message.timestamp.before.max.ms").min(difference),
         timestamp_after_max_ms: long("message.timestamp.after.max.ms").min(difference),
+        compacted: topic::list(get("cleanup.policy")).any(|p| p == "compact"),
     };
     // Broker-wide, not a topic config in Kafka either.
     let log = LogConfig { producer_id_expiration_ms: broker.log.producer_id_expiration_ms, ..topic::log_config(&values) };

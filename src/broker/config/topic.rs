@@ -417,7 +417,10 @@ pub fn from_log_config(cfg: &LogConfig) -> Vec<(&'static str, String)> {
         FlushPolicy::Interval(ms) => (LONG_MAX.to_string(), ms.to_string()),
         FlushPolicy::Never => (LONG_MAX.to_string(), LONG_MAX.to_string()),
     };
+    let policy: Vec<&str> =
+        [("compact", cfg.cleanup.compact), ("delete", cfg.cleanup.delete)].iter().filter(|p| p.1).map(|p| p.0).collect();
     vec![
+        ("cleanup.policy", policy.join(",")),
         ("segment.bytes", cfg.segment_bytes.to_string()),
         ("segment.ms", cfg.segment_ms.to_string()),
         ("retention.bytes", cfg.retention_bytes.to_string()),

@@ -285,6 +285,9 @@ impl Log {
             std::mem::swap(&mut seg.txns, &mut old.txns);
             s.segments[at] = seg;
             s.reading.retain(|&b| b != base);
+            // Readers of the cache would go on seeing what the cleaner removed.
+            let end = s.segments[at].next_offset;
+            s.drop_cache_below(end);
             s.segments[at].seal()?
         };
         for path in indexes {

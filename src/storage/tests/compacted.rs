@@ -116,3 +116,45 @@ fn compacted_segments_recover_whole_and_read_across_their_gaps() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_cleaning_pass_leaves_the_latest_record_of_each_key_for_reads_at_once_and_after_a_restart() {
+    use super::super::compaction::throttle::Throttle;
+    use super::super::log::{Budget, CleanOutcome};
+    let dir = temp_dir("cleaning-pass");
+    let cleanup = super::super::Cleanup { compact: true, ..super::super::Cleanup::default() };
+    // A cache larger than the log: reads of the cleaned segments must not come from it.
+    let cfg = LogConfig { segment_bytes: 4096, cache_bytes: 1 << 20, cleanup, ..small_cfg() };
+    shards::run_local(async {
+        let log = open(&dir, cfg.clone()).await;
+        let mut appended = Vec::new();
+        for i in 0..150u64 {
+            let key = (i * 7 % 10) as u32;
+            appended.push((log.append(keyed(key, i)).unwrap().base_offset, key));
+        }
+        log.wait_durable(log.offsets().log_end - 1).await.unwrap();
+        let mut throttle = Throttle::new(f64::INFINITY);
+        let pass = match log.compact(i64::MAX / 2, Budget { map_bytes: 1 << 20, throttle: &mut throttle }).await.unwrap() {
+            CleanOutcome::Cleaned(pass) => pass,
+            other => panic!("{other:?}"),
+        };
+        assert!(pass.segments_replaced > 3 && pass.stats.bytes_out * 4 < pass.stats.bytes_in, "{pass:?}");
+        let mut latest: BTreeMap<u32, u64> = BTreeMap::new();
+        for &(offset, key) in appended.iter().filter(|(o, _)| *o < pass.cleaned_to) {
+            latest.insert(key, offset);
+        }
+        let expected: Vec<(u64, Vec<u8>)> = appended
+            .iter()
+            .filter(|(o, k)| *o >= pass.cleaned_to || latest.get(k) == Some(o))
+            .map(|&(o, k)| (o, format!("key-{k}").into_bytes()))
+            .collect();
+        assert_eq!(records(&log).await, expected, "read right after the pass");
+        let again = log.compact(i64::MAX / 2, Budget { map_bytes: 1 << 20, throttle: &mut throttle }).await.unwrap();
+        assert_eq!(again, CleanOutcome::Idle, "nothing dirty is left below the active segment");
+        log.close().await.unwrap();
+        let log = open(&dir, cfg.clone()).await;
+        assert_eq!(records(&log).await, expected, "after a restart");
+        log.close().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
