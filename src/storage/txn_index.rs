@@ -105,18 +105,27 @@ impl TxnIndex {
             file.set_len((self.on_disk * ENTRY_BYTES) as u64)?;
             self.stale = false;
         }
-        let mut out = Vec::with_capacity((self.entries.len() - self.on_disk) * ENTRY_BYTES);
-        for t in &self.entries[self.on_disk..] {
-            out.extend_from_slice(&VERSION.to_be_bytes());
-            out.extend_from_slice(&t.producer_id.to_be_bytes());
-            out.extend_from_slice(&t.first_offset.to_be_bytes());
-            out.extend_from_slice(&t.last_offset.to_be_bytes());
-            out.extend_from_slice(&t.last_stable_offset.to_be_bytes());
-        }
-        file.append(&out)?;
+        file.append(&encode(&self.entries[self.on_disk..]))?;
         self.on_disk = self.entries.len();
         self.unsynced = true;
         Ok(())
+    }
+
+    /// The entries left and the file's new bytes once those of the markers at `markers` go;
+    /// `None` if none of them has an entry here.
+    pub fn without_markers(&self, markers: &[u64]) -> Option<(Vec<AbortedTxn>, Vec<u8>)> {
+        let left: Vec<AbortedTxn> = self.entries.iter().filter(|t| !markers.contains(&t.last_offset)).copied().collect();
+        (left.len() < self.entries.len()).then(|| {
+            let bytes = encode(&left);
+            (left, bytes)
+        })
+    }
+
+    /// `entries` are now the file's whole, durable content (the cleaner rewrote it).
+    pub fn replaced(&mut self, entries: Vec<AbortedTxn>) {
+        self.on_disk = entries.len();
+        self.entries = entries;
+        (self.stale, self.unsynced) = (false, false);
     }
 
     /// The file, if written since its last fsync (the caller fsyncs it); counted as synced now.
@@ -143,6 +152,18 @@ impl TxnIndex {
         }
         false
     }
+}
+
+fn encode(entries: &[AbortedTxn]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    for t in entries {
+        out.extend_from_slice(&VERSION.to_be_bytes());
+        out.extend_from_slice(&t.producer_id.to_be_bytes());
+        out.extend_from_slice(&t.first_offset.to_be_bytes());
+        out.extend_from_slice(&t.last_offset.to_be_bytes());
+        out.extend_from_slice(&t.last_stable_offset.to_be_bytes());
+    }
+    out
 }
 
 /// A file's entries, if they make sense: whole, version 0, in marker order, each ending after it began.
@@ -175,14 +196,11 @@ mod tests {
         let t = |first, last, lso| AbortedTxn { producer_id: 7, first_offset: first, last_offset: last, last_stable_offset: lso };
         let mut index = TxnIndex::new(PathBuf::new());
         index.extend([t(0, 5, 6), t(3, 9, 10), t(12, 20, 21)]);
-        let mut bytes = Vec::new();
-        for e in index.entries() {
-            bytes.extend_from_slice(&VERSION.to_be_bytes());
-            for v in [e.producer_id as u64, e.first_offset, e.last_offset, e.last_stable_offset] {
-                bytes.extend_from_slice(&v.to_be_bytes());
-            }
-        }
+        let bytes = encode(index.entries());
         assert_eq!(decode(&bytes).as_deref(), Some(index.entries()));
+        let (left, left_bytes) = index.without_markers(&[9, 30]).unwrap();
+        assert_eq!((left, decode(&left_bytes).unwrap()), (vec![t(0, 5, 6), t(12, 20, 21)], vec![t(0, 5, 6), t(12, 20, 21)]));
+        assert_eq!(index.without_markers(&[30]), None);
         assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
         let mut swapped = bytes.clone();
         swapped.rotate_left(ENTRY_BYTES);

@@ -12,6 +12,7 @@
 use super::filter::{filter_batch, records_section, Filtered};
 use super::offset_map::OffsetMap;
 use crate::storage::batch::{self, BatchInfo, ReadRecord, ATTR_CODEC_MASK, HEADER_BYTES};
+use std::collections::HashSet;
 
 /// An aborted transaction's data in the log: its producer and offsets from its first batch to its
 /// marker (the aborted-transactions index's entries).
@@ -29,6 +30,7 @@ pub struct Stats {
     pub records_kept: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub markers_removed: u64,
 }
 
 impl Stats {
@@ -38,6 +40,7 @@ impl Stats {
         self.records_kept += other.records_kept;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
+        self.markers_removed += other.markers_removed;
     }
 }
 
@@ -95,20 +98,38 @@ pub fn index(bytes: &[u8], map: &mut OffsetMap, aborted: &[Aborted]) -> Result<O
     Ok(None)
 }
 
-/// Appends to `out` the batches of `bytes` (whole, in offset order) as cleaning leaves them: below
-/// `indexed_to` a keyed record stays if it is the latest of its key in `map` (or its key is not
-/// there), a tombstone only while its batch is at least `tombstones_before_ms` old; from
-/// `indexed_to` on, every record stays. A batch left without records stays, empty, when
-/// `last_of_producer(producer id, base offset)` says it is its producer's last.
-pub fn clean(
-    bytes: &[u8],
-    map: &OffsetMap,
-    indexed_to: u64,
-    aborted: &[Aborted],
-    tombstones_before_ms: i64,
-    last_of_producer: &dyn Fn(i64, u64) -> bool,
-    out: &mut Vec<u8>,
-) -> Result<Stats, String> {
+/// What stays of the batches a pass cleans.
+pub struct Rules<'a> {
+    pub map: &'a OffsetMap,
+    /// Below this the map knows every key; from it on, every record stays.
+    pub indexed_to: u64,
+    pub aborted: &'a [Aborted],
+    /// Tombstones and markers in batches older than this may go (`i64::MIN`: none).
+    pub tombstones_before_ms: i64,
+    /// Whether the batch at (producer id, base offset) is its producer's last.
+    pub last_of_producer: &'a dyn Fn(i64, u64) -> bool,
+}
+
+/// The transactions a pass met, from the log start on. A marker goes only when the log holds no
+/// batch of its transaction any more, from an earlier pass on: else recovery's walk of the log
+/// would find the transaction open again, and the aborted-transactions index must lose the
+/// marker's entry before the marker goes (`removed`; see `log::compact`).
+#[derive(Debug, Default)]
+pub struct Transactions {
+    /// Producers with a data batch of their current transaction in what the pass read.
+    with_data: HashSet<i64>,
+    /// Offsets of the markers removed, for the caller to drop from the index.
+    pub removed: Vec<u64>,
+}
+
+/// Appends to `out` the batches of `bytes` (whole, in offset order, following those of earlier
+/// calls with the same `txns`) as cleaning leaves them: below `indexed_to` a keyed record stays if
+/// it is the latest of its key in the map (or its key is not there), a tombstone only while its
+/// batch is younger than the horizon; from `indexed_to` on, every record stays. A batch left
+/// without records stays, empty, if it is its producer's last; a marker stays unless its batch is
+/// older than the horizon and no batch of its transaction stayed.
+pub fn clean(bytes: &[u8], rules: &Rules<'_>, txns: &mut Transactions, out: &mut Vec<u8>) -> Result<Stats, String> {
+    let Rules { map, indexed_to, aborted, tombstones_before_ms, last_of_producer } = *rules;
     let start = out.len();
     let mut stats = Stats::default();
     for item in batches(bytes) {
@@ -130,7 +151,21 @@ pub fn clean(
             let latest = map.get(key).is_none_or(|l| offset >= l);
             latest && (r.value.is_some() || info.max_timestamp >= tombstones_before_ms)
         };
-        let filtered = if info.is_control() { Filtered::Unchanged } else { filter_batch(b, keep)? };
+        let filtered = if info.is_control() {
+            let had_data = txns.with_data.remove(&info.producer_id);
+            if !had_data && info.max_timestamp < tombstones_before_ms {
+                txns.removed.push(base);
+                stats.markers_removed += 1;
+                Filtered::Emptied
+            } else {
+                Filtered::Unchanged
+            }
+        } else {
+            if info.is_transactional() {
+                txns.with_data.insert(info.producer_id);
+            }
+            filter_batch(b, keep)?
+        };
         let written = match filtered {
             Filtered::Unchanged => {
                 out.extend_from_slice(b);
@@ -140,6 +175,7 @@ pub fn clean(
                 out.extend_from_slice(&kept);
                 batch::header(&kept).map_err(|e| e.to_string())?.records_count.get() as u64
             }
+            Filtered::Emptied if info.is_control() => 0,
             Filtered::Emptied if info.producer_id >= 0 && last_of_producer(info.producer_id, base) => {
                 out.extend_from_slice(&emptied(b));
                 0
@@ -223,7 +259,8 @@ mod tests {
             let indexed_to = index(&bytes, &mut map, &[]).unwrap().unwrap_or(model.len() as u64);
             let mut out = Vec::new();
             // Tombstones in batches stamped 0 are past the horizon (1), those stamped 1 are not.
-            let stats = clean(&bytes, &map, indexed_to, &[], 1, &|_, _| false, &mut out).unwrap();
+            let rules = Rules { map: &map, indexed_to, aborted: &[], tombstones_before_ms: 1, last_of_producer: &|_, _| false };
+            let stats = clean(&bytes, &rules, &mut Transactions::default(), &mut out).unwrap();
             let mut latest: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
             for (offset, key, _, _) in model.iter().filter(|r| r.0 < indexed_to) {
                 if let Some(k) = key {
@@ -270,12 +307,26 @@ mod tests {
         let mut map = OffsetMap::with_memory(1 << 10);
         assert_eq!(index(&bytes, &mut map, &aborted).unwrap(), None);
         assert_eq!((map.get(b"a"), map.get(b"b")), (Some(5), None), "aborted keys are not indexed");
-        let mut out = Vec::new();
         // The producers' last batches, as the log's producer state knows them.
         let last = |producer: i64, base: u64| matches!((producer, base), (7, 3) | (8, 1) | (9, 5));
-        clean(&bytes, &map, 6, &aborted, 0, &last, &mut out).unwrap();
-        let kept: Vec<(i64, i32, bool)> =
-            batches(&out).map(|b| b.unwrap().1).map(|i| (i.base_offset, i.records_count, i.is_control())).collect();
-        assert_eq!(kept, vec![(1, 0, false), (3, 0, false), (4, 1, true), (5, 1, false)]);
+        let kept = |horizon: i64, last: &dyn Fn(i64, u64) -> bool| {
+            let rules = Rules { map: &map, indexed_to: 6, aborted: &aborted, tombstones_before_ms: horizon, last_of_producer: last };
+            let mut out = Vec::new();
+            clean(&bytes, &rules, &mut Transactions::default(), &mut out).unwrap();
+            batches(&out).map(|b| b.unwrap().1).map(|i| (i.base_offset, i.records_count, i.is_control())).collect::<Vec<_>>()
+        };
+        assert_eq!(kept(0, &last), vec![(1, 0, false), (3, 0, false), (4, 1, true), (5, 1, false)]);
+        // Past the horizon a marker stays while the log held a batch of its transaction when the
+        // pass began, and goes in a pass after the last of them went.
+        assert_eq!(kept(100, &last), vec![(1, 0, false), (3, 0, false), (4, 1, true), (5, 1, false)]);
+        let only_7 = |producer: i64, base: u64| (producer, base) == (7, 3);
+        assert_eq!(kept(100, &only_7), vec![(3, 0, false), (4, 1, true), (5, 1, false)]);
+        let without_data: Vec<u8> =
+            batches(&bytes).map(|b| b.unwrap()).filter(|(_, i)| i.base_offset != 1).flat_map(|(b, _)| b.to_vec()).collect();
+        let rules = Rules { map: &map, indexed_to: 6, aborted: &aborted, tombstones_before_ms: 100, last_of_producer: &only_7 };
+        let (mut txns, mut out) = (Transactions::default(), Vec::new());
+        clean(&without_data, &rules, &mut txns, &mut out).unwrap();
+        assert_eq!(txns.removed, vec![4], "the marker of a transaction with no batch left");
+        assert!(batches(&out).all(|b| !b.unwrap().1.is_control()));
     }
 }

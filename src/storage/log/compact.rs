@@ -18,7 +18,7 @@
 //! never brought back by a rename.
 
 use super::*;
-use crate::storage::compaction::clean::{self, Aborted, Stats};
+use crate::storage::compaction::clean::{self, Aborted, Rules, Stats, Transactions};
 use crate::storage::compaction::offset_map::{OffsetMap, ENTRY_BYTES};
 use crate::storage::compaction::throttle::Throttle;
 use shards::fs::DirectFile;
@@ -131,12 +131,15 @@ impl Log {
             s.segments.iter().filter(|seg| seg.base < indexed_to).map(|seg| (seg.base, seg.next_offset <= first_dirty)).collect()
         };
         let tombstone_horizon = now_ms.saturating_sub(self.state().cfg.cleanup.delete_retention_ms);
+        let last_of_producer = |producer_id: i64, offset: u64| self.state().producers_written.is_last_batch(producer_id, offset);
+        let mut txns = Transactions::default();
         for (base, was_clean) in bases {
-            // A tombstone goes once it was in the clean part before this pass, and is old enough:
-            // a consumer reading the dirty part sees the deletion at least once.
+            // A tombstone (or marker) goes once it was in the clean part before this pass, and is
+            // old enough: a consumer reading the dirty part sees the deletion at least once.
             let horizon = if was_clean { tombstone_horizon } else { i64::MIN };
-            let rules = Rules { map: &map, indexed_to, aborted: &aborted, tombstones_before_ms: horizon };
-            match self.rewrite_segment(base, &rules, budget.throttle).await? {
+            let rules =
+                Rules { map: &map, indexed_to, aborted: &aborted, tombstones_before_ms: horizon, last_of_producer: &last_of_producer };
+            match self.rewrite_segment(base, &rules, &mut txns, budget.throttle).await? {
                 Rewritten::Gone => {}
                 Rewritten::Unchanged(stats) => pass.stats.add(&stats),
                 Rewritten::Replaced(stats) => {
@@ -208,31 +211,28 @@ impl Log {
 
     /// Rewrites the closed segment at `base` as `rules` leave it, and puts the result in its place
     /// (see the module's comment for the crash protocol).
-    async fn rewrite_segment(&self, base: u64, rules: &Rules<'_>, throttle: &mut Throttle) -> Result<Rewritten, LogError> {
+    async fn rewrite_segment(
+        &self,
+        base: u64,
+        rules: &Rules<'_>,
+        txns: &mut Transactions,
+        throttle: &mut Throttle,
+    ) -> Result<Rewritten, LogError> {
         let (path, size, interval) = {
             let s = self.state();
             let Ok(seg) = s.segment(base) else { return Ok(Rewritten::Gone) };
             (seg.path.clone(), seg.size, s.cfg.index_interval_bytes)
         };
         let Ok(handles) = self.files_of(base).await else { return Ok(Rewritten::Gone) };
+        txns.removed.clear();
         let cleaned_path = cleaned_path(&path);
         let mut out = Output::create(&cleaned_path).await?;
         let mut seg = Segment::empty(base, path.clone());
         let mut stats = Stats::default();
         let mut reader = Reader { file: &handles.file, pos: 0, end: size };
-        let last_of_producer = |producer_id: i64, offset: u64| self.state().producers_written.is_last_batch(producer_id, offset);
         while let Some(chunk) = reader.next_batches().await.map_err(|e| corrupt(base, e))? {
             let at = out.buf.len();
-            let pass = clean::clean(
-                &chunk,
-                rules.map,
-                rules.indexed_to,
-                rules.aborted,
-                rules.tombstones_before_ms,
-                &last_of_producer,
-                &mut out.buf,
-            )
-            .map_err(|e| corrupt(base, e))?;
+            let pass = clean::clean(&chunk, rules, txns, &mut out.buf).map_err(|e| corrupt(base, e))?;
             stats.add(&pass);
             let mut pos = at;
             while pos < out.buf.len() {
@@ -262,11 +262,29 @@ impl Log {
         }
         out.finish().await?;
         let dir = self.state().dir.clone();
-        if self.state().segment(base).is_err() {
+        let removed = std::mem::take(&mut txns.removed);
+        let index_left = {
+            let s = self.state();
+            s.segment(base)
+                .ok()
+                .map(|old| old.txns.without_markers(&removed).map(|(left, bytes)| (left, bytes, old.txns.path().to_path_buf())))
+        };
+        let Some(index_left) = index_left else {
             // Retention or DeleteRecords dropped the segment while it was read: its files are
             // theirs to remove, once this turn ends.
             fs::remove_file(&cleaned_path).await?;
             return Ok(Rewritten::Gone);
+        };
+        // The index loses the entries of the markers that go before they go: a crash between the
+        // two leaves markers without entries (which consumers ignore; no batch of their
+        // transactions is left), never entries without their markers (which would hide the
+        // producer's later transactions from read_committed consumers).
+        if let Some((left, bytes, path)) = index_left {
+            fs::write_durably(&path, bytes).await?;
+            let mut s = self.state();
+            if let Ok(at) = s.segments.binary_search_by_key(&base, |seg| seg.base) {
+                s.segments[at].txns.replaced(left);
+            }
         }
         Segment::remove_offset_indexes(&dir, base).await?;
         fs::sync_dir(&dir).await?;
@@ -320,14 +338,6 @@ impl State {
         }
         limit
     }
-}
-
-/// What stays of the records of a pass.
-struct Rules<'a> {
-    map: &'a OffsetMap,
-    indexed_to: u64,
-    aborted: &'a [Aborted],
-    tombstones_before_ms: i64,
 }
 
 enum Rewritten {

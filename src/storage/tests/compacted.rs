@@ -75,7 +75,8 @@ fn compacted_segments_recover_whole_and_read_across_their_gaps() {
     }
     for &base in closed {
         let mut out = Vec::new();
-        clean::clean(&std::fs::read(log_path(base)).unwrap(), &map, indexed_to, &[], 0, &|_, _| false, &mut out).unwrap();
+        let rules = clean::Rules { map: &map, indexed_to, aborted: &[], tombstones_before_ms: 0, last_of_producer: &|_, _| false };
+        clean::clean(&std::fs::read(log_path(base)).unwrap(), &rules, &mut clean::Transactions::default(), &mut out).unwrap();
         std::fs::write(log_path(base), out).unwrap();
         // Indexes that do not make sense: recovery scans the segment and writes them again.
         std::fs::write(dir.join(format!("{}.index", file_stem(base))), [7u8; 3]).unwrap();

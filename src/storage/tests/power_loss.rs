@@ -85,6 +85,7 @@ pub struct Totals {
     pub read_committed_batches: u64,
     pub cleaning_passes: u64,
     pub segments_cleaned: u64,
+    pub markers_removed: u64,
 }
 
 fn config(rng: &mut Rng) -> (LogConfig, bool) {
@@ -449,6 +450,7 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
                 sum.read_committed_batches += t.read_committed_batches;
                 sum.cleaning_passes += t.cleaning_passes;
                 sum.segments_cleaned += t.segments_cleaned;
+                sum.markers_removed += t.markers_removed;
             }
             Err(e) => {
                 panic!("seed {seed}: {e}\nreproduce: WEIR_SEEDS={seed} cargo test --release --lib power_loss -- --ignored --nocapture")
@@ -457,7 +459,7 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} retries deduplicated, {} file operations ({} failed on purpose), transactions {} committed {} aborted, {} transactional batches read_committed, {} cleaning passes replaced {} segments",
+        "power loss: seeds {seeds:?}: {} crash-recover cycles in {secs:.1} s ({:.0}/min), {} power losses, {} mid-workload, {} batches appended, {} lost unsynced, {} retries deduplicated, {} file operations ({} failed on purpose), transactions {} committed {} aborted, {} transactional batches read_committed, {} cleaning passes replaced {} segments and removed {} markers",
         sum.cycles,
         sum.cycles as f64 / secs * 60.0,
         sum.power_losses,
@@ -471,7 +473,8 @@ async fn run_seeds_here(seeds: std::ops::Range<u64>) -> Totals {
         sum.txns_aborted,
         sum.read_committed_batches,
         sum.cleaning_passes,
-        sum.segments_cleaned
+        sum.segments_cleaned,
+        sum.markers_removed
     );
     sum
 }
@@ -481,7 +484,7 @@ fn power_loss_keeps_every_promise() {
     let totals = run_seeds(seeds_from_env(0..20_000));
     assert!(totals.crashes_mid_workload > 0 && totals.batches_lost_unsynced > 0, "the crashes hit something: {totals:?}");
     assert!(totals.txns_committed > 0 && totals.txns_aborted > 0 && totals.read_committed_batches > 0, "transactions ran: {totals:?}");
-    assert!(totals.segments_cleaned > 0, "the cleaner replaced segments: {totals:?}");
+    assert!(totals.segments_cleaned > 0 && totals.markers_removed > 0, "the cleaner replaced segments, removed markers: {totals:?}");
 }
 
 /// The long run: `WEIR_SEEDS=0..200000 cargo test --release --lib power_loss_long -- --ignored --nocapture`.

@@ -61,6 +61,7 @@ pub async fn step(log: &Log, disk: &SimDisk, rng: &mut Rng, totals: &mut Totals)
             super::transactions::trace(|| format!("cleaned ({} keys): {pass:?}", map_bytes / ENTRY_BYTES));
             totals.cleaning_passes += 1;
             totals.segments_cleaned += pass.segments_replaced as u64;
+            totals.markers_removed += pass.stats.markers_removed;
             Ok(true)
         }
         Ok(_) => Ok(true),
