@@ -97,6 +97,7 @@ where
         let core = id % cores;
         let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(core))
             .name(&format!("weir-shard-{id}"))
+            .preempt_timer(PREEMPT_AFTER)
             .blocking_thread_pool_placement(blocking_pool(core))
             .spawn(move || async move {
                 SHARD_ID.with(|s| s.set(Some(id)));
@@ -108,6 +109,40 @@ where
         handles.push(handle);
     }
     Ok(Shards { handles })
+}
+
+/// How long a shard runs tasks before it looks for I/O completions again (network reads among them),
+/// at most: glommio's default, 100 ms, let a busy background task (the log cleaner) hold requests
+/// back for as long (measured: e2e p99 167 ms at 100k msgs/s during a cleaning pass, 2.5 ms without).
+const PREEMPT_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Shares of a shard's CPU its background work gets when requests want it too (the requests' task
+/// queue has glommio's default, 1000).
+const BACKGROUND_SHARES: usize = 100;
+
+thread_local! {
+    static BACKGROUND: std::cell::Cell<Option<glommio::TaskQueueHandle>> = const { std::cell::Cell::new(None) };
+}
+
+/// Spawns background work (the log cleaner) on this shard, in a task queue of its own with a small
+/// share of the CPU: when requests are waiting they run first, and the work takes what is left.
+/// It should yield often (`glommio::yield_if_needed`).
+pub fn spawn_background<T: 'static>(fut: impl std::future::Future<Output = T> + 'static) -> Task<T> {
+    let queue = BACKGROUND.with(|b| {
+        b.get().unwrap_or_else(|| {
+            let q = glommio::executor().create_task_queue(
+                glommio::Shares::Static(BACKGROUND_SHARES),
+                glommio::Latency::NotImportant,
+                "background",
+            );
+            b.set(Some(q));
+            q
+        })
+    });
+    match glommio::spawn_local_into(fut, queue) {
+        Ok(task) => task,
+        Err(e) => unreachable!("the queue was created on this executor: {e}"),
+    }
 }
 
 /// Threads that run a shard's blocking calls (zero-copy sends), on the shard's own core. More than

@@ -13,6 +13,12 @@ pub enum Mode {
     E2e,
 }
 
+/// Parses `name=value`.
+pub fn parse_config(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s}: expected name=value"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
 /// Parses durations such as `10s`, `2m`, `500ms`, `1h` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -94,6 +100,14 @@ pub struct Args {
     /// Leave threads unpinned (on a machine with few cores the broker's pinned shards share them).
     #[arg(long)]
     pub no_pin: bool,
+    /// Give record i of every batch the key `key-<i mod N>` (a compacted topic needs keys);
+    /// records have no key without it.
+    #[arg(long)]
+    pub keys: Option<usize>,
+    /// A config for the topic when the bench creates it, `name=value` (repeatable), e.g.
+    /// `--topic-config cleanup.policy=compact`.
+    #[arg(long = "topic-config", value_parser = parse_config)]
+    pub topic_configs: Vec<(String, String)>,
     /// Fetch max bytes per request.
     #[arg(long, default_value_t = 8 << 20)]
     pub fetch_bytes: i32,

@@ -47,7 +47,8 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn new(count: usize, msg_size: usize, codec: Codec) -> Template {
+    /// `count` records of `msg_size`-byte values; record i keyed `key-<i mod keys>` if `keys` is given.
+    pub fn new(count: usize, msg_size: usize, codec: Codec, keys: Option<usize>) -> Template {
         // Values of hex digits from a fixed pseudo-random sequence: compressible about as well as
         // typical text payloads, unlike a run of one byte.
         // Every record different, so a codec cannot just repeat one value.
@@ -64,8 +65,9 @@ impl Template {
                     .collect()
             })
             .collect();
+        let names: Vec<Option<Vec<u8>>> = (0..count).map(|i| keys.map(|n| format!("key-{}", i % n.max(1)).into_bytes())).collect();
         let records: Vec<batch::NewRecord<'_>> =
-            values.iter().map(|v| batch::NewRecord { key: None, value: Some(v), headers: &[] }).collect();
+            values.iter().zip(&names).map(|(v, k)| batch::NewRecord { key: k.as_deref(), value: Some(v), headers: &[] }).collect();
         let body = batch::encode_records(&records);
         let base = body.as_ptr() as usize;
         let value_at = batch::records_in(&body, 0, 0, count as i32)
@@ -151,7 +153,7 @@ pub fn run(index: usize, args: Args, partitions: Vec<(i32, String)>, shared: Sha
     let step_ns = rate_per_producer.map_or(0, |r| (1e9 / r) as u64);
     let linger_ns = (args.linger_ms * 1e6) as u64;
     let codec: Codec = args.compression.parse().map_err(client::ClientError::Protocol)?;
-    let mut template = Template::new(batch_n, args.msg_size, codec);
+    let mut template = Template::new(batch_n, args.msg_size, codec, args.keys);
     let mut sent: u64 = 0;
     let mut next_partition = 0usize;
     let mut lag = histogram();
@@ -184,8 +186,8 @@ pub fn run(index: usize, args: Args, partitions: Vec<(i32, String)>, shared: Sha
         let records = match (count as usize == batch_n, stamp) {
             (true, true) => template.stamped(first_ns, step),
             (true, false) => template.plain(),
-            (false, true) => Template::new(count as usize, args.msg_size, codec).stamped(first_ns, step),
-            (false, false) => Template::new(count as usize, args.msg_size, codec).plain(),
+            (false, true) => Template::new(count as usize, args.msg_size, codec, args.keys).stamped(first_ns, step),
+            (false, false) => Template::new(count as usize, args.msg_size, codec, args.keys).plain(),
         };
         let (partition, _) = &partitions[next_partition];
         let records = match producer.as_mut() {

@@ -31,9 +31,11 @@ pub async fn run() {
             shards::sleep(backoff).await;
             continue;
         };
+        let started = std::time::Instant::now();
         match part.log.compact(now_ms, Budget { map_bytes, throttle: &mut throttle }).await {
             Ok(CleanOutcome::Cleaned(pass)) => {
                 let s = pass.stats;
+                let secs = started.elapsed().as_secs_f64();
                 tracing::info!(
                     %topic,
                     partition = p,
@@ -42,6 +44,9 @@ pub async fn run() {
                     segments_replaced = pass.segments_replaced,
                     records = format!("{} of {} kept", s.records_kept, s.records_in),
                     bytes = format!("{} -> {}", s.bytes_in, s.bytes_out),
+                    markers_removed = s.markers_removed,
+                    secs = format!("{secs:.3}"),
+                    mb_per_s = format!("{:.1}", s.bytes_in as f64 / 1e6 / secs.max(1e-9)),
                     "log cleaned"
                 );
             }

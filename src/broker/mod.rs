@@ -298,7 +298,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
     }
     shards::spawn_local(topics::retention_loop()).detach();
     if state.cfg.cleaner.enabled {
-        shards::spawn_local(cleaner::run()).detach();
+        shards::spawn_background(cleaner::run()).detach();
     }
     if let Err(e) = state.txns.recover().await {
         tracing::error!(error = %e, "cannot recover the transaction coordinator's state");

@@ -26,6 +26,7 @@ mod compact;
 mod files;
 mod producers;
 mod read;
+mod swap;
 mod transactions;
 mod writer;
 

@@ -1,7 +1,8 @@
 //! The cleaner's I/O budget (`log.cleaner.io.max.bytes.per.second`, Kafka's `Throttler`): after
 //! each chunk it reads or writes, the cleaner sleeps for as long as the chunk takes at the budget's
 //! rate, less the time the work itself took; and it gives way to the shard's other tasks between
-//! chunks, so that requests waiting meanwhile run first.
+//! chunks when they have waited long enough (the cleaner runs in the shard's background task queue,
+//! `shards::spawn_background`), so that requests waiting meanwhile run first.
 
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ impl Throttle {
                 return;
             }
         }
-        futures_lite::future::yield_now().await;
+        shards::yield_if_needed().await;
     }
 }
 
