@@ -123,5 +123,28 @@ def shared_broker():
     b.close()
 
 
+def read_to_end(bootstrap, topic, timeout=30, **config):
+    """Messages (offset, key, value) a fresh confluent-kafka consumer reads from the start of
+    partition 0 of `topic` to its end, with extra consumer `config`; fails after `timeout` s."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("g"), "enable.partition.eof": True, **config})
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    got = []
+    deadline = time.time() + timeout
+    try:
+        while True:
+            assert time.time() < deadline, f"{config}: no end of partition; read {len(got)} records"
+            m = c.poll(1)
+            if m is None:
+                continue
+            if m.error():
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                return got
+            got.append((m.offset(), m.key(), m.value()))
+    finally:
+        c.close()
+
+
 def unique(name):
     return f"{name}-{random.randrange(1 << 30):x}"

@@ -11,12 +11,12 @@ import signal
 import time
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
 
-from conftest import Broker, unique
+from conftest import Broker, read_to_end, unique
 
 FAST_CLEANER = ["--log-cleaner-backoff-ms", "100", "--retention-check-interval-ms", "200"]
 # Small segments so that a few hundred KB make many closed ones (only closed segments are cleaned).
@@ -55,24 +55,9 @@ def produce(b, topic, records):
     return sorted(done)
 
 
-def read_all(b, topic, timeout=30):
+def read_all(b, topic):
     """(offset, key, value) of every record a fresh consumer reads from the start to the end."""
-    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "enable.partition.eof": True})
-    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    got = []
-    deadline = time.time() + timeout
-    try:
-        while True:
-            assert time.time() < deadline, f"no end of partition; read {len(got)} records"
-            m = c.poll(1)
-            if m is None:
-                continue
-            if m.error():
-                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                return got
-            got.append((m.offset(), m.key(), m.value()))
-    finally:
-        c.close()
+    return read_to_end(b.bootstrap, topic)
 
 
 def latest(written):

@@ -170,9 +170,10 @@ def test_each_group_is_listed_by_its_coordinator_only(shared_broker):
         per_broker = [{g["group_id"] for g in kp.list_groups(broker_ids=[b])} & set(groups) for b in (0, 1)]
     finally:
         kp.close()
-    assert per_broker[0] | per_broker[1] == set(groups)
-    assert not per_broker[0] & per_broker[1], "no group listed by two brokers"
-    assert per_broker[0] and per_broker[1], "six groups spread over both shards"
+    # Each group is listed by its coordinator (FindCoordinator's answer) and by no other broker. Where
+    # the six land is up to their names' hashes (all on one shard once in 32 runs).
+    coordinator = {g: f.result(10).coordinator.id for g, f in admin.describe_consumer_groups(groups).items()}
+    assert per_broker == [{g for g in groups if coordinator[g] == b} for b in (0, 1)], (per_broker, coordinator)
 
 
 def test_list_groups_by_type_and_describe_with_authorized_operations(shared_broker):

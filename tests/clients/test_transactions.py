@@ -8,9 +8,9 @@ import signal
 import time
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from conftest import Broker, unique
+from conftest import Broker, read_to_end, unique
 
 
 def producer(b, txn_id, **extra):
@@ -27,22 +27,7 @@ def send(p, topic, values):
 
 def read_all(b, topic, isolation, timeout=20):
     """(offset, value) of every record a fresh consumer with `isolation` reads to the end."""
-    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique("g"), "enable.partition.eof": True, "isolation.level": isolation})
-    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    got = []
-    deadline = time.time() + timeout
-    try:
-        while True:
-            assert time.time() < deadline, f"{isolation}: no end of partition; read {got}"
-            m = c.poll(1)
-            if m is None:
-                continue
-            if m.error():
-                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                return got
-            got.append((m.offset(), m.value()))
-    finally:
-        c.close()
+    return [(offset, value) for offset, _, value in read_to_end(b.bootstrap, topic, timeout, **{"isolation.level": isolation})]
 
 
 def test_committed_and_aborted_records_as_each_isolation_sees_them(shared_broker):
