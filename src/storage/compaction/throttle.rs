@@ -38,7 +38,7 @@ impl Throttle {
                 return;
             }
         }
-        shards::yield_if_needed().await;
+        shards::yield_to_io().await;
     }
 }
 
