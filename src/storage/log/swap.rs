@@ -16,9 +16,9 @@
 //!    (one at a time: on the shard's blocking threads, which zero-copy sends need too).
 //!
 //! A group of segments goes through each step together, its fsyncs issued at once: every fsync is a
-//! device flush here, which stalls the shard's own writes behind everything the disk has cached
-//! (measured: e2e p99 at 100k msgs/s 42 ms during a pass held to 100 MB/s, 2.5 ms with the pass's
-//! fsyncs and renames left out; `perf/RESULTS.md`).
+//! device flush here, which stalls the shard's own appends behind everything the disk has cached
+//! (`perf/RESULTS.md`, session 10: with the swap's fsyncs and renames left out, a pass held to
+//! 100 MB/s left e2e p99 at 2.45 ms; with them, 42–80 ms when the disk's cache held a backlog).
 //! The `.txnindex` otherwise stays: its entries name offsets, which do not move. Recovery deletes
 //! `.log.cleaned` files (`compact::is_leftover`). Retention and DeleteRecords take the same turn
 //! (`segment_files`) before they remove files, so a segment they dropped is never renamed back.
