@@ -162,11 +162,21 @@ pub fn header_info(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
 }
 
 /// Splits a produce request's record set into validated batches, in order.
-pub fn split(mut bytes: &[u8]) -> Result<Vec<(usize, BatchInfo)>, BatchError> {
+pub fn split(bytes: &[u8]) -> Result<Vec<(usize, BatchInfo)>, BatchError> {
+    split_with(bytes, validate)
+}
+
+/// Splits batches as the log holds them (`validate_stored`: compaction may have left fewer records
+/// than offsets), with their positions.
+pub fn split_stored(bytes: &[u8]) -> Result<Vec<(usize, BatchInfo)>, BatchError> {
+    split_with(bytes, validate_stored)
+}
+
+fn split_with(mut bytes: &[u8], check: fn(&[u8]) -> Result<BatchInfo, BatchError>) -> Result<Vec<(usize, BatchInfo)>, BatchError> {
     let mut out = Vec::with_capacity(1);
     let mut at = 0;
     while !bytes.is_empty() {
-        let info = validate(bytes)?;
+        let info = check(bytes)?;
         out.push((at, info));
         at += info.bytes;
         bytes = &bytes[info.bytes..];

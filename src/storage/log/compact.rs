@@ -33,7 +33,6 @@ const DIRTY_BYTES_PER_KEY: u64 = 16;
 pub struct Dirt {
     /// Dirty bytes over the bytes of the closed segments that may be cleaned.
     pub ratio: f64,
-    pub dirty_bytes: u64,
     /// A dirty record is older than `max.compaction.lag.ms`: cleaned whatever the ratio.
     pub overdue: bool,
 }
@@ -78,17 +77,15 @@ impl Log {
         if first_dirty >= limit {
             return None;
         }
-        let closed = &s.segments[..s.segments.len() - 1];
-        let clean: u64 = closed.iter().filter(|seg| seg.next_offset <= first_dirty).map(|seg| seg.size).sum();
-        let dirty: Vec<&Segment> = closed.iter().filter(|seg| seg.next_offset > first_dirty && seg.base < limit).collect();
-        let dirty_bytes: u64 = dirty.iter().map(|seg| seg.size).sum();
+        let clean: u64 = s.segments.iter().filter(|seg| seg.next_offset <= first_dirty).map(|seg| seg.size).sum();
+        let dirty_bytes: u64 = s.dirty_segments(first_dirty, limit).map(|seg| seg.size).sum();
         if dirty_bytes == 0 {
             return None;
         }
         let ratio = dirty_bytes as f64 / (clean + dirty_bytes) as f64;
-        let overdue = c.max_compaction_lag_ms < i64::MAX
-            && dirty.first().and_then(|seg| seg.first_timestamp()).is_some_and(|ts| ts < now_ms.saturating_sub(c.max_compaction_lag_ms));
-        (overdue || ratio >= c.min_cleanable_dirty_ratio).then_some(Dirt { ratio, dirty_bytes, overdue })
+        let oldest = s.dirty_segments(first_dirty, limit).next().and_then(Segment::first_timestamp);
+        let overdue = c.max_compaction_lag_ms < i64::MAX && oldest.is_some_and(|ts| ts < now_ms.saturating_sub(c.max_compaction_lag_ms));
+        (overdue || ratio >= c.min_cleanable_dirty_ratio).then_some(Dirt { ratio, overdue })
     }
 
     /// One cleaning pass (see the module's comment).
@@ -112,7 +109,7 @@ impl Log {
         let (first_dirty, limit, dirty_bytes, dir) = {
             let s = self.state();
             let (first_dirty, limit) = (s.first_dirty(), s.first_uncleanable(now_ms));
-            let dirty: u64 = s.segments.iter().filter(|seg| seg.next_offset > first_dirty && seg.base < limit).map(|seg| seg.size).sum();
+            let dirty: u64 = s.dirty_segments(first_dirty, limit).map(|seg| seg.size).sum();
             (first_dirty, limit, dirty, s.dir.clone())
         };
         if first_dirty >= limit {
@@ -278,6 +275,12 @@ impl State {
     /// Where the dirty part of the log begins.
     fn first_dirty(&self) -> u64 {
         self.first_dirty.max(self.log_start)
+    }
+
+    /// The segments holding dirty offsets in [`first_dirty`, `limit`) (closed ones: `limit` is at
+    /// most the active segment's base).
+    fn dirty_segments(&self, first_dirty: u64, limit: u64) -> impl Iterator<Item = &Segment> {
+        self.segments.iter().filter(move |seg| seg.next_offset > first_dirty && seg.base < limit)
     }
 
     /// The first offset that may not be cleaned yet: the active segment's base, the last stable

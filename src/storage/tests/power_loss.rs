@@ -323,15 +323,8 @@ fn compare_read(model: &Model, from: u64, chunks: &[super::super::Chunk]) -> Res
 }
 
 /// Stored batches (compaction leaves some with fewer records than offsets), with their positions.
-fn split_stored(mut bytes: &[u8]) -> Result<Vec<(usize, batch::BatchInfo)>, String> {
-    let (mut out, mut at) = (Vec::new(), 0);
-    while !bytes.is_empty() {
-        let info = batch::validate_stored(bytes).map_err(|e| e.to_string())?;
-        out.push((at, info));
-        at += info.bytes;
-        bytes = &bytes[info.bytes..];
-    }
-    Ok(out)
+fn split_stored(bytes: &[u8]) -> Result<Vec<(usize, batch::BatchInfo)>, String> {
+    batch::split_stored(bytes).map_err(|e| e.to_string())
 }
 
 /// The promises, checked on a freshly recovered log; then the model forgets what the crash took.

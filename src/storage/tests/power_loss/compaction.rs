@@ -121,17 +121,14 @@ pub fn check_keys(model: &Model, o: &Offsets, present: &[u8]) -> Result<(), Stri
         }
     }
     let mut held: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
-    let mut rest = present;
-    while !rest.is_empty() {
-        let info = batch::validate_stored(rest).map_err(|e| e.to_string())?;
+    for (at, info) in batch::split_stored(present).map_err(|e| e.to_string())? {
         if !info.is_control() && model.txns.committed(info.base_offset as u64) != Some(false) {
-            for (offset, key, _) in records_of(&rest[..info.bytes])? {
+            for (offset, key, _) in records_of(&present[at..at + info.bytes])? {
                 if let (Some(key), true) = (key, offset >= o.log_start) {
                     held.entry(key).or_default().push(offset);
                 }
             }
         }
-        rest = &rest[info.bytes..];
     }
     for (key, (offset, tombstone)) in latest {
         let offsets = held.get(&key).map_or(&[][..], |v| &v[..]);
