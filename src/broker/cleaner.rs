@@ -46,6 +46,7 @@ pub async fn run() {
                     bytes = format!("{} -> {}", s.bytes_in, s.bytes_out),
                     markers_removed = s.markers_removed,
                     secs = format!("{secs:.3}"),
+                    swap_secs = format!("{:.3}", pass.swap.as_secs_f64()),
                     mb_per_s = format!("{:.1}", s.bytes_in as f64 / 1e6 / secs.max(1e-9)),
                     "log cleaned"
                 );

@@ -98,9 +98,15 @@ pub struct CleanerConfig {
     pub io_max_bytes_per_second: f64,
 }
 
+/// Weir's default for `log.cleaner.io.max.bytes.per.second` (Kafka's is unlimited): an unthrottled
+/// pass reads at the disk's whole bandwidth and producers' appends queue behind its reads (e2e p99
+/// at 100k msgs/s 57x its idle figure); at 100 MB/s the pass's reads and rewrites cost nothing
+/// measurable (`perf/RESULTS.md`, sessions 10 and 11).
+const CLEANER_IO_DEFAULT_BYTES_PER_SECOND: f64 = 100e6;
+
 impl Default for CleanerConfig {
     fn default() -> Self {
-        CleanerConfig { enabled: true, backoff_ms: 15_000, dedupe_buffer_bytes: 128 << 20, io_max_bytes_per_second: f64::MAX }
+        CleanerConfig { enabled: true, backoff_ms: 15_000, dedupe_buffer_bytes: 128 << 20, io_max_bytes_per_second: CLEANER_IO_DEFAULT_BYTES_PER_SECOND }
     }
 }
 

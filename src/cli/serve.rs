@@ -112,7 +112,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
     log_cleaner_dedupe_buffer_size: Option<u64>,
     /// The cleaners' reads and writes, bytes a second over all shards
-    /// (log.cleaner.io.max.bytes.per.second; default unlimited).
+    /// (log.cleaner.io.max.bytes.per.second; default 100000000, Kafka's unlimited is
+    /// 1.7976931348623157E308).
     #[arg(long, env = "WEIR_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
     log_cleaner_io_max_bytes_per_second: Option<f64>,
     /// Config file: `key = value` lines with the flag names (e.g. `data-dir = "/var/lib/weir"`).

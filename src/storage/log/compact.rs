@@ -45,6 +45,9 @@ pub struct Pass {
     pub cleaned_to: u64,
     /// Segments replaced by cleaned ones (those cleaning did not change are kept).
     pub segments_replaced: usize,
+    /// Time spent putting cleaned segments in place (`swap.rs`): mostly device flushes, which
+    /// stall the disk's other writes meanwhile.
+    pub swap: std::time::Duration,
     pub stats: Stats,
 }
 
@@ -146,7 +149,7 @@ impl Log {
                 }
             }
             if group.len() >= GROUP_SEGMENTS {
-                pass.segments_replaced += self.replace_segments(std::mem::take(&mut group)).await?;
+                self.replace_segments(std::mem::take(&mut group), &mut pass).await?;
             }
             if self.state().closing {
                 for cleaned in group {
@@ -155,7 +158,7 @@ impl Log {
                 return Ok(Outcome::Idle);
             }
         }
-        pass.segments_replaced += self.replace_segments(group).await?;
+        self.replace_segments(group, &mut pass).await?;
         super::super::checkpoint::write(&dir, super::super::checkpoint::CLEANER_OFFSET, &[indexed_to]).await?;
         self.state().first_dirty = indexed_to;
         Ok(Outcome::Cleaned(pass))

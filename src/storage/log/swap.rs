@@ -24,6 +24,7 @@
 //! (`segment_files`) before they remove files, so a segment they dropped is never renamed back.
 
 use super::*;
+use super::compact::Pass;
 use crate::storage::compaction::clean::Stats;
 use shards::fs::DirectFile;
 
@@ -42,12 +43,13 @@ pub(super) struct Cleaned {
 }
 
 impl Log {
-    /// Puts `group` in place (see the module's comment); returns how many segments were replaced
-    /// (retention or DeleteRecords may have dropped some meanwhile).
-    pub(super) async fn replace_segments(&self, group: Vec<Cleaned>) -> Result<usize, LogError> {
+    /// Puts `group` in place (see the module's comment), counting in `pass` the segments replaced
+    /// (retention or DeleteRecords may have dropped some meanwhile) and the time it took.
+    pub(super) async fn replace_segments(&self, group: Vec<Cleaned>, pass: &mut Pass) -> Result<(), LogError> {
         if group.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
+        let started = std::time::Instant::now();
         let dir = self.state().dir.clone();
         // The cleaned files' fsyncs and the old indexes' removal run together, and one directory
         // fsync follows: every device flush stalls the shard's own writes.
@@ -114,6 +116,8 @@ impl Log {
         for path in indexes {
             fs::sync_file(&path).await?;
         }
-        Ok(replaced)
+        pass.segments_replaced += replaced;
+        pass.swap += started.elapsed();
+        Ok(())
     }
 }
