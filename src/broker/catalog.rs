@@ -3,7 +3,10 @@
 //! Every shard keeps its own copy; shard 0 (the controller) owns the durable one in
 //! `<data-dir>/topics.meta`, written whole to a temporary file, fsynced and renamed over the old one,
 //! so a crash leaves either the old or the new catalog. One line per topic:
-//! `name TAB partitions TAB id (32 hex digits) TAB key=value;key=value`.
+//! `name TAB partitions TAB id (32 hex digits) TAB key=value;key=value TAB replication factor TAB
+//! partition=leader/leader epoch/isr,isr;…` — the last field lists only the partitions whose state
+//! is not the initial one (leader: the first replica, epoch 0, every replica in sync); a line
+//! without the last two fields (an older catalog) is a topic of one replica.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +17,43 @@ pub struct TopicMeta {
     pub partitions: i32,
     pub id: u128,
     pub configs: BTreeMap<String, String>,
+    /// Replicas of each partition, on as many shards (`replication::replicas`).
+    pub replication_factor: u16,
+    /// Leader, epoch and ISR of the partitions not in their initial state (`initial_state`).
+    pub states: BTreeMap<i32, PartitionState>,
+}
+
+/// A replicated partition's leadership and in-sync replicas (shard ids), as the controller
+/// decided them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    pub leader: u16,
+    pub epoch: i32,
+    pub isr: Vec<u16>,
+}
+
+impl TopicMeta {
+    pub fn new(name: String, partitions: i32, configs: BTreeMap<String, String>, replication_factor: u16) -> TopicMeta {
+        TopicMeta { id: new_topic_id(&name), name, partitions, configs, replication_factor, states: BTreeMap::new() }
+    }
+
+    /// Partition `p`'s state: the recorded one, or the initial one for `replicas`.
+    pub fn state(&self, p: i32, replicas: &[u16]) -> PartitionState {
+        self.states.get(&p).cloned().unwrap_or_else(|| initial_state(replicas))
+    }
+
+    /// Records partition `p`'s state (forgotten when it is the initial one again).
+    pub fn set_state(&mut self, p: i32, state: PartitionState, replicas: &[u16]) {
+        if state == initial_state(replicas) {
+            self.states.remove(&p);
+        } else {
+            self.states.insert(p, state);
+        }
+    }
+}
+
+fn initial_state(replicas: &[u16]) -> PartitionState {
+    PartitionState { leader: replicas.first().copied().unwrap_or(0), epoch: 0, isr: replicas.to_vec() }
 }
 
 const FILE: &str = "topics.meta";
@@ -48,6 +88,8 @@ pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
         else {
             return Err(bad(line));
         };
+        let replication_factor = fields.next().map_or(Some(1), |r| r.parse().ok()).ok_or_else(|| bad(line))?;
+        let states = decode_states(fields.next().unwrap_or("")).ok_or_else(|| bad(line))?;
         let partitions = partitions.parse().map_err(|_| bad(line))?;
         let id = u128::from_str_radix(id, 16).map_err(|_| bad(line))?;
         let configs = configs
@@ -56,7 +98,7 @@ pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        topics.insert(name.to_string(), TopicMeta { name: name.to_string(), partitions, id, configs });
+        topics.insert(name.to_string(), TopicMeta { name: name.to_string(), partitions, id, configs, replication_factor, states });
     }
     Ok(topics)
 }
@@ -66,9 +108,37 @@ pub fn encode(topics: &BTreeMap<String, TopicMeta>) -> Vec<u8> {
     let mut text = String::new();
     for t in topics.values() {
         let configs: Vec<String> = t.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        text.push_str(&format!("{}\t{}\t{:032x}\t{}\n", t.name, t.partitions, t.id, configs.join(";")));
+        let states: Vec<String> = t
+            .states
+            .iter()
+            .map(|(p, st)| {
+                let isr: Vec<String> = st.isr.iter().map(u16::to_string).collect();
+                format!("{p}={}/{}/{}", st.leader, st.epoch, isr.join(","))
+            })
+            .collect();
+        text.push_str(&format!(
+            "{}\t{}\t{:032x}\t{}\t{}\t{}\n",
+            t.name,
+            t.partitions,
+            t.id,
+            configs.join(";"),
+            t.replication_factor,
+            states.join(";")
+        ));
     }
     text.into_bytes()
+}
+
+fn decode_states(field: &str) -> Option<BTreeMap<i32, PartitionState>> {
+    let mut states = BTreeMap::new();
+    for entry in field.split(';').filter(|e| !e.is_empty()) {
+        let (p, rest) = entry.split_once('=')?;
+        let mut parts = rest.split('/');
+        let (leader, epoch, isr) = (parts.next()?, parts.next()?, parts.next()?);
+        let isr = isr.split(',').filter(|r| !r.is_empty()).map(|r| r.parse().ok()).collect::<Option<Vec<u16>>>()?;
+        states.insert(p.parse().ok()?, PartitionState { leader: leader.parse().ok()?, epoch: epoch.parse().ok()?, isr });
+    }
+    Some(states)
 }
 
 /// Replaces the catalog in `dir` with `encoded` (see `encode`), durably.
@@ -95,10 +165,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut topics = BTreeMap::new();
         let configs = [("retention.ms".to_string(), "1000".to_string())].into_iter().collect();
-        topics.insert("a.b-c_d".into(), TopicMeta { name: "a.b-c_d".into(), partitions: 3, id: new_topic_id("a"), configs });
-        topics.insert("e".into(), TopicMeta { name: "e".into(), partitions: 1, id: 7, configs: BTreeMap::new() });
+        let mut replicated = TopicMeta::new("a.b-c_d".into(), 3, configs, 2);
+        replicated.set_state(1, PartitionState { leader: 1, epoch: 3, isr: vec![1] }, &[0, 1]);
+        replicated.set_state(2, PartitionState { leader: 0, epoch: 0, isr: vec![0, 1] }, &[0, 1]);
+        assert_eq!(replicated.states.len(), 1, "the initial state is not recorded");
+        topics.insert("a.b-c_d".into(), replicated);
+        topics.insert("e".into(), TopicMeta { id: 7, ..TopicMeta::new("e".into(), 1, BTreeMap::new(), 1) });
         shards::run_local(save(&dir, encode(&topics))).unwrap();
         assert_eq!(load(&dir).unwrap(), topics);
+        // A catalog written before replication: one replica.
+        std::fs::write(dir.join(FILE), "old\t2\t0000000000000000000000000000002a\tretention.ms=5\n").unwrap();
+        let old = &load(&dir).unwrap()["old"];
+        assert_eq!((old.replication_factor, old.id, old.states.len()), (1, 42, 0));
         assert!(valid_topic_name("ok-name.1") && !valid_topic_name("bad name") && !valid_topic_name(".."));
     }
 }

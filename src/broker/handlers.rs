@@ -76,16 +76,18 @@ fn metadata_topic(meta: &TopicMeta, version: i16, with_operations: bool) -> meta
     if version >= 10 {
         t.topic_id = uuid::Uuid::from_u128(meta.id);
     }
+    let node = |shard: u16| BrokerId(st.cfg.node_for(usize::from(shard)));
     for p in 0..meta.partitions {
-        let node = BrokerId(st.cfg.node_for(st.owner(&meta.name, p)));
+        let replicas = super::replication::replicas(meta, p, st.shard.count);
+        let state = meta.state(p, &replicas);
         let mut part = metadata_response::MetadataResponsePartition::default();
         part.partition_index = p;
-        part.leader_id = node;
+        part.leader_id = node(state.leader);
         if version >= 7 {
-            part.leader_epoch = 0;
+            part.leader_epoch = state.epoch;
         }
-        part.replica_nodes = vec![node];
-        part.isr_nodes = vec![node];
+        part.replica_nodes = replicas.iter().map(|&r| node(r)).collect();
+        part.isr_nodes = state.isr.iter().map(|&r| node(r)).collect();
         t.partitions.push(part);
     }
     t
@@ -182,18 +184,21 @@ pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
         let configs = configs_map(t.configs.into_iter().map(|c| (c.name, c.value)));
         let mut res = create_topics_response::CreatableTopicResult::default();
         res.name = t.name;
-        let outcome = if t.replication_factor != -1 && t.replication_factor != 1 {
-            Err((errors::INVALID_REPLICATION_FACTOR, "Weir is a single broker: replication factor must be 1".to_string()))
-        } else if q.validate_only {
-            topics::validate(&name, partitions, &configs).map(|()| None)
-        } else {
-            topics::create(name, partitions, configs).await.map(Some)
+        let outcome = match topics::replication_factor(t.replication_factor) {
+            Err(refusal) => Err(refusal),
+            Ok(_) if !t.assignments.is_empty() => Err((
+                errors::INVALID_REPLICA_ASSIGNMENT,
+                "Weir places replicas itself (one per shard, the same for a partition every time): a manual assignment is not supported"
+                    .to_string(),
+            )),
+            Ok(r) if q.validate_only => topics::validate(&name, partitions, &configs).map(|()| (r, None)),
+            Ok(r) => topics::create(name, partitions, r, configs).await.map(|meta| (r, Some(meta))),
         };
         match outcome {
-            Ok(meta) => {
+            Ok((replication_factor, meta)) => {
                 if req.header.request_api_version >= 5 {
                     res.num_partitions = partitions;
-                    res.replication_factor = 1;
+                    res.replication_factor = replication_factor as i16;
                 }
                 if let (Some(meta), true) = (meta, req.header.request_api_version >= 7) {
                     res.topic_id = uuid::Uuid::from_u128(meta.id);

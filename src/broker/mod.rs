@@ -24,6 +24,7 @@ pub mod panic_guard;
 mod partitions;
 mod produce;
 mod record_file;
+mod replication;
 mod topics;
 mod txn;
 
@@ -82,6 +83,10 @@ pub struct BrokerConfig {
     /// Incremental fetch sessions kept per shard (`max.incremental.fetch.session.cache.slots`).
     pub fetch_session_slots: usize,
     pub cleaner: CleanerConfig,
+    /// Replicas of a topic created without saying (`default.replication.factor`).
+    pub default_replication_factor: u16,
+    /// A follower that has not caught up for this long leaves the ISR (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
 }
 
 /// The log cleaner's settings (Kafka's `log.cleaner.*`): one cleaner per shard, for the shard's
@@ -106,7 +111,12 @@ const CLEANER_IO_DEFAULT_BYTES_PER_SECOND: f64 = 100e6;
 
 impl Default for CleanerConfig {
     fn default() -> Self {
-        CleanerConfig { enabled: true, backoff_ms: 15_000, dedupe_buffer_bytes: 128 << 20, io_max_bytes_per_second: CLEANER_IO_DEFAULT_BYTES_PER_SECOND }
+        CleanerConfig {
+            enabled: true,
+            backoff_ms: 15_000,
+            dedupe_buffer_bytes: 128 << 20,
+            io_max_bytes_per_second: CLEANER_IO_DEFAULT_BYTES_PER_SECOND,
+        }
     }
 }
 
@@ -138,6 +148,8 @@ impl Default for BrokerConfig {
             transactional_id_expiration_ms: 7 * 24 * 3_600_000,
             fetch_session_slots: 1000,
             cleaner: CleanerConfig::default(),
+            default_replication_factor: 1,
+            replica_lag_time_max_ms: 30_000,
         }
     }
 }
@@ -162,11 +174,12 @@ impl BrokerConfig {
     }
 }
 
-/// A partition owned by this shard.
+/// This shard's replica of a partition.
 pub struct Partition {
     pub log: Rc<Log>,
     /// What produce does to batches, from the topic's configs (refreshed when they change).
     pub rules: std::cell::Cell<config::ProduceRules>,
+    pub role: replication::Role,
 }
 
 /// Everything one shard knows. Lives in a thread-local; never sent to another shard.
@@ -252,8 +265,19 @@ impl ShardState {
             .await
     }
 
+    /// This shard's replica of `topic`/`partition`: `<topic>-<partition>` for its preferred leader
+    /// (every partition of one replica), `<topic>-<partition>.replica-<shard>` for another replica.
     fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.cfg.data_dir.join(format!("{topic}-{partition}"))
+        if self.owner(topic, partition) == self.shard.id {
+            self.cfg.data_dir.join(format!("{topic}-{partition}"))
+        } else {
+            self.cfg.data_dir.join(format!("{topic}-{partition}.replica-{}", self.shard.id))
+        }
+    }
+
+    /// Does this shard hold a replica of `meta`'s partition `p`?
+    pub fn holds_replica(&self, meta: &TopicMeta, p: i32) -> bool {
+        replication::replicas(meta, p, self.shard.count).contains(&(self.shard.id as u16))
     }
 }
 
@@ -311,6 +335,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         std::process::exit(1);
     }
     shards::spawn_local(group::expiry_loop()).detach();
+    shards::spawn_local(replication::leader::expiry_loop()).detach();
     shards::spawn_local(txn::timeout_loop()).detach();
     conn::serve(stop).await;
     // Shutdown: write what is queued and fsync every owned log.

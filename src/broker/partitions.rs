@@ -13,6 +13,7 @@
 //! opened; the files they hold follow the partitions in use.
 
 use super::catalog::TopicMeta;
+use super::replication::{follower, Role};
 use super::{config, errors, state, Partition};
 use crate::storage::{Log, LogConfig};
 use std::rc::Rc;
@@ -49,11 +50,21 @@ pub async fn open(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
     let dir = st.partition_dir(&meta.name, p);
     let key = (meta.name.clone(), p);
     let log_config = LogConfig { cache_bytes: cache_share(), ..log_config };
+    let Some(role) = Role::of(meta, p, st.shard.count, st.shard.id) else {
+        return Err(format!("{}: this shard holds no replica of it", dir.display()));
+    };
     match Log::open(&dir, log_config).await.map_err(|e| e.to_string()) {
         Ok(log) => {
             st.closed.borrow_mut().remove(&key);
-            let part = Rc::new(Partition { log, rules: std::cell::Cell::new(rules) });
+            let part = Rc::new(Partition { log, rules: std::cell::Cell::new(rules), role });
             st.partitions.borrow_mut().insert(key, part.clone());
+            match &part.role {
+                Role::Sole => {}
+                Role::Leader(leader) => leader.start(&part.log),
+                Role::Follower(f) => {
+                    shards::spawn_local(follower::run(meta.name.clone(), p, part.clone(), f.leader)).detach();
+                }
+            }
             Ok(part)
         }
         Err(e) => {

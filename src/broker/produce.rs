@@ -96,6 +96,10 @@ async fn append_local(
         }
     }
     let log_append_time = if rules.log_append_time { now_ms } else { -1 };
+    let leader = part.role.leader().filter(|_| acks == -1);
+    if let Some(Err(code)) = leader.map(|l| l.check_enough(rules.min_insync_replicas)) {
+        return refused(code);
+    }
     let appended = match append_checked(&part.log, &topic, partition, records, transactional_id.as_deref()).await {
         Ok(a) => (a.base_offset, a.last_offset),
         Err(refusal) => return refusal,
@@ -104,11 +108,12 @@ async fn append_local(
     if acks != 0 {
         // acks=1: written to disk (survives a crash of the process, as Kafka's page-cache write does);
         // acks=all: also fsynced when the topic's flush policy asks it.
+        // A replicated partition's acks=all: in every in-sync replica's copy (the high watermark).
         let done = async {
-            if acks == -1 {
-                part.log.wait_durable(appended.1).await
-            } else {
-                part.log.wait_written(appended.1).await
+            match (acks, leader) {
+                (-1, Some(_)) => part.log.wait_high_watermark(appended.1).await,
+                (-1, None) => part.log.wait_durable(appended.1).await,
+                _ => part.log.wait_written(appended.1).await,
             }
         };
         let waited = shards::within(timeout, done).await;
@@ -116,6 +121,10 @@ async fn append_local(
             None => return refused(errors::REQUEST_TIMED_OUT),
             Some(Err(e)) => return refused(log_error_code(&e)),
             Some(Ok(())) => {}
+        }
+        // The ISR shrank below the minimum while the records were copied (Kafka's answer too).
+        if let Some(Err(_)) = leader.map(|l| l.check_enough(rules.min_insync_replicas)) {
+            return refused(errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
         }
     }
     Outcome { error: errors::NONE, base_offset: appended.0 as i64, log_start, log_append_time, ..refused(errors::NONE) }

@@ -8,6 +8,7 @@ use super::catalog::{self, TopicMeta};
 use super::config;
 use super::errors;
 use super::partitions;
+use super::replication;
 use super::{state, Partition};
 use crate::storage::LogConfig;
 use shards::Notify;
@@ -100,6 +101,27 @@ pub fn validate(name: &str, partitions: i32, configs: &BTreeMap<String, String>)
     Ok(())
 }
 
+/// The replication factor `asked` (−1: `default.replication.factor`) if the broker can place that
+/// many replicas of each partition: one per shard a client sees as a broker.
+pub fn replication_factor(asked: i16) -> Result<u16, Refusal> {
+    let st = state();
+    let r = if asked == -1 { i32::from(st.cfg.default_replication_factor) } else { i32::from(asked) };
+    let brokers = st.cfg.nodes().len() as i32;
+    if r < 1 {
+        return Err((
+            errors::INVALID_REPLICATION_FACTOR,
+            "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+        ));
+    }
+    if r > brokers {
+        return Err((
+            errors::INVALID_REPLICATION_FACTOR,
+            format!("Unable to replicate the partition {r} time(s): The target replication factor of {r} cannot be reached because only {brokers} broker(s) are registered."),
+        ));
+    }
+    Ok(r as u16)
+}
+
 /// Partitions of every topic in the catalog.
 fn partitions_in(catalog: &BTreeMap<String, TopicMeta>) -> usize {
     catalog.values().map(|m| m.partitions.max(0) as usize).sum()
@@ -107,18 +129,29 @@ fn partitions_in(catalog: &BTreeMap<String, TopicMeta>) -> usize {
 
 /// Creates a topic, whole or not at all. Fails with TOPIC_ALREADY_EXISTS if it exists, and with
 /// POLICY_VIOLATION if the broker cannot take its partitions (`admission`).
-pub async fn create(name: String, partitions: i32, configs: BTreeMap<String, String>) -> Result<TopicMeta, Refusal> {
-    create_as(name, partitions, configs, false).await
+pub async fn create(
+    name: String,
+    partitions: i32,
+    replication_factor: u16,
+    configs: BTreeMap<String, String>,
+) -> Result<TopicMeta, Refusal> {
+    create_as(name, partitions, replication_factor, configs, false).await
 }
 
 /// `create`; `auto` for a topic created by naming it, which `auto.create.topics.rate` bounds (after
 /// `max.partitions`, so that a client past that bound sees why).
-async fn create_as(name: String, partitions: i32, configs: BTreeMap<String, String>, auto: bool) -> Result<TopicMeta, Refusal> {
+async fn create_as(
+    name: String,
+    partitions: i32,
+    replication_factor: u16,
+    configs: BTreeMap<String, String>,
+    auto: bool,
+) -> Result<TopicMeta, Refusal> {
     validate(&name, partitions, &configs)?;
     on_controller(move || async move {
         let ctl = &state().controller;
         let max = state().cfg.max_partitions;
-        let meta = TopicMeta { id: catalog::new_topic_id(&name), name: name.clone(), partitions, configs };
+        let meta = TopicMeta::new(name.clone(), partitions, configs, replication_factor);
         ctl.with_catalog(|c| {
             if c.contains_key(&name) {
                 return Err((errors::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists")));
@@ -167,7 +200,8 @@ pub async fn ensure(name: String) -> Result<TopicMeta, Refusal> {
         return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("{name} is internal: not a topic that can be read or written")));
     }
     let partitions = state().cfg.num_partitions;
-    match create_as(name.clone(), partitions, BTreeMap::new(), true).await {
+    let replication_factor = replication_factor(-1)?;
+    match create_as(name.clone(), partitions, replication_factor, BTreeMap::new(), true).await {
         Err((code, _)) if code == errors::TOPIC_ALREADY_EXISTS => {
             // Created concurrently: wait until the controller has applied it everywhere.
             let n = name.clone();
@@ -253,8 +287,16 @@ pub fn restore_topic(meta: TopicMeta) {
     let st = state();
     st.topic_ids.borrow_mut().insert(meta.id, meta.name.clone());
     st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
-    for p in (0..meta.partitions).filter(|&p| st.owner(&meta.name, p) == st.shard.id) {
+    for p in (0..meta.partitions).filter(|&p| st.holds_replica(&meta, p)) {
         partitions::register_dormant(&meta, p);
+        // A follower copies its leader from the start, not on first use.
+        if st.owner(&meta.name, p) != st.shard.id {
+            let name = meta.name.clone();
+            shards::spawn_local(async move {
+                let _ = partitions::local(&name, p).await;
+            })
+            .detach();
+        }
     }
 }
 
@@ -267,9 +309,7 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
     st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
     let mut first_failure = None;
     for p in 0..meta.partitions {
-        if st.owner(&meta.name, p) != st.shard.id
-            || st.partition(&meta.name, p).is_some()
-            || st.closed.borrow().contains_key(&(meta.name.clone(), p))
+        if !st.holds_replica(&meta, p) || st.partition(&meta.name, p).is_some() || st.closed.borrow().contains_key(&(meta.name.clone(), p))
         {
             continue;
         }
@@ -278,6 +318,7 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
         }
     }
     rebalance_cache_and_configs();
+    replication::leader::refresh(&meta);
     first_failure.map_or(Ok(()), Err)
 }
 

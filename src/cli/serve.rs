@@ -116,6 +116,14 @@ pub struct ServeArgs {
     /// 1.7976931348623157E308).
     #[arg(long, env = "WEIR_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
     log_cleaner_io_max_bytes_per_second: Option<f64>,
+    /// Replicas of a topic created without saying, auto-created ones included
+    /// (default.replication.factor; default 1; at most the shards).
+    #[arg(long, env = "WEIR_DEFAULT_REPLICATION_FACTOR")]
+    default_replication_factor: Option<u16>,
+    /// A follower that has not caught up for this long leaves the ISR, in ms
+    /// (replica.lag.time.max.ms; default 30000).
+    #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS")]
+    replica_lag_time_max_ms: Option<u64>,
     /// Config file: `key = value` lines with the flag names (e.g. `data-dir = "/var/lib/weir"`).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
@@ -192,6 +200,11 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                     let rate = v.parse::<f64>().map_err(|e| bad(&e))?;
                     a.log_cleaner_io_max_bytes_per_second = a.log_cleaner_io_max_bytes_per_second.or(Some(rate));
                 }
+                "default-replication-factor" => {
+                    let r = v.parse::<u16>().map_err(|e| bad(&e))?;
+                    a.default_replication_factor = a.default_replication_factor.or(Some(r));
+                }
+                "replica-lag-time-max-ms" => a.replica_lag_time_max_ms = a.replica_lag_time_max_ms.or(Some(count(&v)?)),
                 _ => return Err(format!("{}: unknown setting {k}", path.display())),
             }
         }
@@ -207,6 +220,13 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     cfg.single_port = a.single_port;
     if !cfg.single_port && usize::from(cfg.port) + cfg.shards > 65_536 {
         return Err("shard ports would pass 65535".into());
+    }
+    if let Some(r) = a.default_replication_factor {
+        let brokers = cfg.nodes().len();
+        if r == 0 || usize::from(r) > brokers {
+            return Err(format!("--default-replication-factor must be 1..={brokers} (one replica per shard a client sees as a broker)"));
+        }
+        cfg.default_replication_factor = r;
     }
     cfg.auto_create_topics = !a.no_auto_create;
     if let Some(n) = a.num_partitions {
@@ -291,6 +311,9 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     }
     if let Some(v) = a.log_cleaner_dedupe_buffer_size {
         cfg.cleaner.dedupe_buffer_bytes = usize::try_from(v).unwrap_or(usize::MAX);
+    }
+    if let Some(v) = a.replica_lag_time_max_ms {
+        cfg.replica_lag_time_max_ms = v.max(1);
     }
     if let Some(v) = a.log_cleaner_io_max_bytes_per_second {
         if v.is_nan() || v <= 0.0 {

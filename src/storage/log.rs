@@ -26,6 +26,7 @@ mod compact;
 mod files;
 mod producers;
 mod read;
+mod replica;
 mod swap;
 mod transactions;
 mod writer;
@@ -170,6 +171,9 @@ struct State {
     next_offset: u64,
     written: u64,
     durable: u64,
+    /// The high watermark its replicas allow (`replica.rs`), for a replicated partition's log;
+    /// `None`: this log alone decides (the one replica).
+    replicated_hw: Option<u64>,
     /// Where `durable` ends in the files: (segment base, byte position).
     durable_end: (u64, u64),
     /// The last `durable_end` written to the recovery point checkpoint.
@@ -234,6 +238,7 @@ struct State {
 
 /// One partition's log. Shared on its shard as `Rc<Log>`.
 pub use compact::{Budget, Dirt, Outcome as CleanOutcome, Pass as CleanPass};
+pub use replica::ReplicaEnd;
 
 pub struct Log {
     /// This log, for the shard's file cache to close its files (`file_budget`).
@@ -390,6 +395,7 @@ impl Log {
                 next_offset,
                 written: next_offset,
                 durable,
+                replicated_hw: None,
                 durable_end: (active_base, durable_pos),
                 recovery_point: (recovery_point[0], recovery_point[1]),
                 dir_unsynced: !fresh,
@@ -536,19 +542,7 @@ impl Log {
         let base_offset = s.next_offset;
         for (at, info) in batches {
             let base = s.next_offset;
-            let held = if share && info.bytes >= SHARED_BATCH_MIN_BYTES {
-                let base_offset = Bytes::copy_from_slice(&base.to_be_bytes());
-                Held::Shared { base_offset, rest: records.slice(at + 8..at + info.bytes) }
-            } else {
-                Held::Copied(s.copy_to_slab(&records[at..at + info.bytes], base))
-            };
-            let info = BatchInfo { base_offset: base as i64, ..info };
-            s.producers.record(&info, marker);
-            s.next_offset = base + u64::from(info.offset_count);
-            s.cache_bytes += info.bytes;
-            s.queued += 1;
-            s.queued_bytes += info.bytes;
-            s.cache.push_back(Cached { held, info, marker });
+            s.queue(&records, at, BatchInfo { base_offset: base as i64, ..info }, marker, share);
         }
         let last_offset = s.next_offset - 1;
         drop(s);
@@ -763,7 +757,18 @@ impl State {
         self.producers_written.expire(start, before_ms);
     }
 
+    /// What readers see: what this log holds as its flush policy promises, within what the
+    /// partition's replicas hold too.
     fn high_watermark(&self) -> u64 {
+        let local = self.local_high_watermark();
+        match self.replicated_hw {
+            None => local,
+            Some(replicated) => local.min(replicated.max(self.log_start)),
+        }
+    }
+
+    /// The high watermark as this log alone would set it.
+    fn local_high_watermark(&self) -> u64 {
         if self.cfg.flush == FlushPolicy::EveryBatch {
             // DeleteRecords may have moved the start past records not yet fsynced.
             self.durable.max(self.log_start)
@@ -801,6 +806,24 @@ impl State {
 
     /// A copy of `batch` with `base_offset` patched in: in the current slab or a new one, or on its
     /// own if it is large for a slab.
+    /// Queues the batch at `at` in `records` for the writer at `info.base_offset` (the caller
+    /// checked it may go there) and records its producer's progress.
+    fn queue(&mut self, records: &Bytes, at: usize, info: BatchInfo, marker: Option<Marker>, share: bool) {
+        let base = info.base_offset as u64;
+        let held = if share && info.bytes >= SHARED_BATCH_MIN_BYTES {
+            let base_offset = Bytes::copy_from_slice(&base.to_be_bytes());
+            Held::Shared { base_offset, rest: records.slice(at + 8..at + info.bytes) }
+        } else {
+            Held::Copied(self.copy_to_slab(&records[at..at + info.bytes], base))
+        };
+        self.producers.record(&info, marker);
+        self.next_offset = base + u64::from(info.offset_count);
+        self.cache_bytes += info.bytes;
+        self.queued += 1;
+        self.queued_bytes += info.bytes;
+        self.cache.push_back(Cached { held, info, marker });
+    }
+
     fn copy_to_slab(&mut self, batch: &[u8], base_offset: u64) -> Bytes {
         let slab_bytes = (self.cfg.cache_bytes / 8).clamp(SLAB_BYTES_MIN, SLAB_BYTES_MAX);
         let mut copy = if batch.len() > slab_bytes / 4 {

@@ -14,7 +14,7 @@ pub mod segment;
 pub mod txn_index;
 
 pub use self::config::{Cleanup, FlushPolicy, LogConfig};
-pub use self::log::{Appended, Chunk, Log, LogError, Offsets};
+pub use self::log::{Appended, Chunk, Log, LogError, Offsets, ReplicaEnd};
 
 #[cfg(test)]
 mod tests;

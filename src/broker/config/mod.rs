@@ -70,6 +70,8 @@ pub struct ProduceRules {
     pub timestamp_after_max_ms: i64,
     /// `cleanup.policy` holds `compact`: every record needs a key.
     pub compacted: bool,
+    /// `min.insync.replicas`: the ISR acks=all needs, and the high watermark moves with.
+    pub min_insync_replicas: usize,
 }
 
 impl Default for ProduceRules {
@@ -81,6 +83,7 @@ impl Default for ProduceRules {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
             compacted: false,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -116,6 +119,7 @@ pub fn partition_settings(
         timestamp_before_max_ms: long("message.timestamp.before.max.ms").min(difference),
         timestamp_after_max_ms: long("message.timestamp.after.max.ms").min(difference),
         compacted: topic::list(get("cleanup.policy")).any(|p| p == "compact"),
+        min_insync_replicas: get("min.insync.replicas").trim().parse().unwrap_or(1),
     };
     // Broker-wide, not a topic config in Kafka either.
     let log = LogConfig { producer_id_expiration_ms: broker.log.producer_id_expiration_ms, ..topic::log_config(&values) };

@@ -290,8 +290,8 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         "min.insync.replicas",
         "1",
         Kind::Int { min: 1, max: i32::MAX as i64 },
-        None,
-        "one replica per partition today"
+        Honoured,
+        "in-sync replicas acks=all needs (and the high watermark moves with)"
     ),
     config!("preallocate", "log.preallocate", "false", Kind::Bool, None, "Weir always writes zeros ahead of the tail"),
     config!("remote.log.copy.disable", "remote.log.copy.disable", "false", Kind::Bool, None, "tiered storage"),

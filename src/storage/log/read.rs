@@ -8,24 +8,35 @@ const READ_BYTES_MAX: usize = 16 << 20;
 /// Read size when looking for a batch by its header (the index points within 4 KiB of it).
 const HEADER_SCAN_BYTES: u64 = 16 << 10;
 
+/// Where a read stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReadTo {
+    /// A consumer's (read_uncommitted).
+    HighWatermark,
+    /// A read_committed consumer's.
+    LastStable,
+    /// A follower's: every written batch, durable and replicated or not, always in memory.
+    Written,
+}
+
 impl Log {
     /// Whole batches from the one containing `offset`, up to `max_bytes` (at least one batch), never
     /// past the high watermark. Empty when `offset` is the high watermark.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Chunk>, LogError> {
-        Ok(self.read_upto(offset, max_bytes, false).await?.0)
+        Ok(self.read_upto(offset, max_bytes, ReadTo::HighWatermark).await?.0)
     }
 
     /// `read` for a read_committed consumer: never past the last stable offset, and with the
     /// aborted transactions (producer id, first offset) whose batches it may hold.
     pub async fn read_committed(&self, offset: u64, max_bytes: usize) -> Result<(Vec<Chunk>, Vec<(i64, u64)>), LogError> {
-        let (chunks, upper) = self.read_upto(offset, max_bytes, true).await?;
+        let (chunks, upper) = self.read_upto(offset, max_bytes, ReadTo::LastStable).await?;
         let aborted = if chunks.is_empty() { Vec::new() } else { self.aborted_transactions(offset, upper) };
         Ok((chunks, aborted))
     }
 
     /// The read, and an offset the batches returned end at or before (for the aborted
     /// transactions to name: Kafka's bound, generous but cheap).
-    async fn read_upto(&self, mut offset: u64, max_bytes: usize, committed: bool) -> Result<(Vec<Chunk>, u64), LogError> {
+    pub(super) async fn read_upto(&self, mut offset: u64, max_bytes: usize, to: ReadTo) -> Result<(Vec<Chunk>, u64), LogError> {
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
         // Goes round again only when a segment holds no batch at or after `offset` (compaction removed
         // its last ones): the read goes on in the next segment.
@@ -36,8 +47,13 @@ impl Log {
                 if offset < s.log_start || offset > s.next_offset {
                     return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.next_offset });
                 }
-                let hw = s.high_watermark();
-                let upto = if committed { s.last_stable_offset() } else { hw };
+                // Where the file's readable bytes end, and where this read must stop.
+                let end = if to == ReadTo::Written { s.written } else { s.local_high_watermark() };
+                let upto = match to {
+                    ReadTo::HighWatermark => s.high_watermark(),
+                    ReadTo::LastStable => s.last_stable_offset(),
+                    ReadTo::Written => s.written,
+                };
                 if offset >= upto {
                     return Ok((Vec::new(), upto));
                 }
@@ -50,10 +66,12 @@ impl Log {
                 let repeated = s.last_file_read.replace(offset) == Some(offset);
                 let seg = &s.segments[seg_at];
                 let entry = if seg.base > offset { (seg.base, 0) } else { seg.lookup_entry(offset) };
-                // `readable_size` stops a read at the high watermark; a read_committed one stops earlier,
-                // where the oldest open transaction begins, if that is in this segment.
-                let cut = (upto < hw && upto < seg.next_offset).then(|| (upto, seg.lookup_entry(upto)));
-                (seg.base, entry, s.readable_size(seg), repeated, cut, seg.next_offset)
+                // `readable_size` stops a read at the log's own high watermark; one that must stop earlier
+                // (where the oldest open transaction begins, or where the replicas' copies end) is cut
+                // there, if that is in this segment.
+                let cut = (upto < end && upto < seg.next_offset).then(|| (upto, seg.lookup_entry(upto)));
+                let size = if to == ReadTo::Written { seg.size } else { s.readable_size(seg) };
+                (seg.base, entry, size, repeated, cut, seg.next_offset)
             };
             let file = self.files_of(seg_base).await?.file;
             let (size, upper) = match cut {
@@ -94,7 +112,9 @@ impl Log {
                 self.check_batch_at(&file, seg_base, start, size).await?;
             }
             let len = (end - start) as usize;
-            let chunk = match file.zero_copy(start, len) {
+            // A follower's copy is appended from memory on its own shard: read here, without blocking.
+            let zero_copy = if to == ReadTo::Written { None } else { file.zero_copy(start, len) };
+            let chunk = match zero_copy {
                 Some(range) => Chunk::File(range),
                 None => Chunk::Memory(Bytes::copy_from_slice(&file.read_at(start, len).await?)),
             };

@@ -23,8 +23,8 @@
 //! `.log.cleaned` files (`compact::is_leftover`). Retention and DeleteRecords take the same turn
 //! (`segment_files`) before they remove files, so a segment they dropped is never renamed back.
 
-use super::*;
 use super::compact::Pass;
+use super::*;
 use crate::storage::compaction::clean::Stats;
 use shards::fs::DirectFile;
 

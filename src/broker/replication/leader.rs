@@ -1,0 +1,250 @@
+//! A partition leader's side of replication, Kafka's (`Partition.scala`): it serves its followers'
+//! fetches, learns from each how far its copy goes, keeps the in-sync replicas (a follower leaves
+//! the ISR when it has not caught up for `replica.lag.time.max.ms`, and joins again once it
+//! reaches the high watermark), and moves the high watermark to the least end among the ISR — not
+//! at all while the ISR is smaller than `min.insync.replicas` (KIP-966).
+
+use super::super::{errors, partitions, state, topics, Partition};
+use crate::storage::{Log, LogError, ReplicaEnd};
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// What a follower gets for one fetch.
+pub struct Fetched {
+    /// Whole batches from the offset asked for, with their offsets.
+    pub batches: Vec<Bytes>,
+    pub high_watermark: u64,
+    pub log_start: u64,
+}
+
+/// Why a follower's fetch got nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A Kafka error code (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION, KAFKA_STORAGE_ERROR, …).
+    Code(i16),
+    /// The offset asked for is not in the leader's log: the follower's copy must start again at
+    /// `log_start` (it is behind the log start) or be cut back to `log_end` (it is ahead).
+    OutOfRange { log_start: u64, log_end: u64 },
+}
+
+/// A follower's progress, as its fetches tell it.
+struct Progress {
+    end: ReplicaEnd,
+    /// When the follower last had everything the leader had (Kafka's `lastCaughtUpTimeMs`).
+    caught_up: Instant,
+    /// The previous fetch: when, and the leader's log end then.
+    last_fetch: Option<(Instant, u64)>,
+}
+
+pub struct Leader {
+    me: u16,
+    replicas: Vec<u16>,
+    isr: RefCell<Vec<u16>>,
+    progress: RefCell<HashMap<u16, Progress>>,
+    /// The high watermark set last (it never moves back).
+    hw: Cell<u64>,
+    /// An ISR change is with the controller: no other is asked for meanwhile.
+    altering: Cell<bool>,
+    /// When this replica became leader: followers in the ISR count as caught up then.
+    since: Instant,
+}
+
+impl Leader {
+    pub fn new(me: u16, replicas: Vec<u16>, isr: Vec<u16>) -> Leader {
+        Leader {
+            me,
+            replicas,
+            isr: RefCell::new(isr),
+            progress: RefCell::new(HashMap::new()),
+            hw: Cell::new(0),
+            altering: Cell::new(false),
+            since: Instant::now(),
+        }
+    }
+
+    /// Takes charge of `log`: its high watermark starts at its log start and moves as the ISR's
+    /// copies are known, so a restart never shows a record that only this replica holds.
+    pub fn start(&self, log: &Log) {
+        let start = log.offsets().log_start;
+        self.hw.set(start);
+        log.set_replicated_hw(Some(start));
+    }
+
+    pub fn isr(&self) -> Vec<u16> {
+        self.isr.borrow().clone()
+    }
+
+    pub fn replicas(&self) -> &[u16] {
+        &self.replicas
+    }
+
+    /// acks=all's check before appending: NOT_ENOUGH_REPLICAS when the ISR is smaller than
+    /// `min_isr` (at most the replica count, as Kafka's effective minimum).
+    pub fn check_enough(&self, min_isr: usize) -> Result<(), i16> {
+        if self.isr.borrow().len() < min_isr.min(self.replicas.len()) {
+            Err(errors::NOT_ENOUGH_REPLICAS)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Moves the high watermark to the least end among the ISR (the leader's own end is the log's
+    /// to apply), unless the ISR is smaller than `min_isr`.
+    fn update_hw(&self, log: &Log, min_isr: usize) {
+        let isr = self.isr.borrow();
+        if isr.len() < min_isr.min(self.replicas.len()) {
+            return;
+        }
+        let progress = self.progress.borrow();
+        let least = isr.iter().filter(|&&r| r != self.me).map(|r| progress.get(r).map_or(0, |p| p.end.durable)).min().unwrap_or(u64::MAX);
+        let hw = least.min(log.replica_end().durable).max(self.hw.get());
+        if hw != self.hw.get() {
+            self.hw.set(hw);
+            log.set_replicated_hw(Some(hw));
+        }
+    }
+
+    /// Records a follower's fetch at `offset` with its copy ending at `end`, when the leader's log
+    /// ends at `leader_end`; returns the ISR to ask for if the follower should join it.
+    fn fetched(&self, follower: u16, end: ReplicaEnd, leader_end: u64, now: Instant) -> Option<Vec<u16>> {
+        let mut all = self.progress.borrow_mut();
+        let p = all.entry(follower).or_insert(Progress { end, caught_up: self.since, last_fetch: None });
+        if end.written >= leader_end {
+            p.caught_up = now;
+        } else if let Some((at, then)) = p.last_fetch {
+            if end.written >= then {
+                p.caught_up = p.caught_up.max(at);
+            }
+        }
+        p.end = end;
+        p.last_fetch = Some((now, leader_end));
+        let isr = self.isr.borrow();
+        (!isr.contains(&follower) && end.written >= self.hw.get()).then(|| {
+            let mut grown = isr.clone();
+            grown.push(follower);
+            grown
+        })
+    }
+
+    /// The ISR without the followers that have not caught up within `lag`, if any must go.
+    fn shrunk(&self, lag: Duration, now: Instant) -> Option<Vec<u16>> {
+        let isr = self.isr.borrow();
+        let progress = self.progress.borrow();
+        let kept: Vec<u16> = isr
+            .iter()
+            .copied()
+            .filter(|&r| r == self.me || now.duration_since(progress.get(&r).map_or(self.since, |p| p.caught_up)) <= lag)
+            .collect();
+        (kept.len() < isr.len()).then_some(kept)
+    }
+}
+
+/// Serves follower `follower`'s fetch of partition `topic`/`p` from `offset` (its copy ending at
+/// `end`): waits up to `max_wait` for batches past it, and returns at most `max_bytes` of them
+/// (at least one).
+pub async fn serve(
+    topic: String,
+    p: i32,
+    follower: u16,
+    offset: u64,
+    end: ReplicaEnd,
+    max_bytes: usize,
+    max_wait: Duration,
+) -> Result<Fetched, Refused> {
+    let part = partitions::local(&topic, p).await.map_err(Refused::Code)?;
+    let Some(leader) = part.role.leader().cloned() else {
+        return Err(Refused::Code(errors::NOT_LEADER_OR_FOLLOWER));
+    };
+    let log = &part.log;
+    let offsets = log.offsets();
+    if offset < offsets.log_start || offset > offsets.log_end {
+        return Err(Refused::OutOfRange { log_start: offsets.log_start, log_end: offsets.log_end });
+    }
+    let written = log.replica_end().written;
+    if let Some(isr) = leader.fetched(follower, end, written, Instant::now()) {
+        alter_isr(topic.clone(), p, &leader, isr);
+    }
+    leader.update_hw(log, part.rules.get().min_insync_replicas);
+    if offset >= written {
+        let appended = log.appended.notified();
+        if log.replica_end().written <= offset {
+            futures_lite::future::or(appended, shards::sleep(max_wait)).await;
+        }
+    }
+    let batches = log.read_replica(offset, max_bytes).await.map_err(|e| match e {
+        LogError::OutOfRange { start, end, .. } => Refused::OutOfRange { log_start: start, log_end: end },
+        other => Refused::Code(super::super::produce::log_error_code(&other)),
+    })?;
+    let offsets = log.offsets();
+    Ok(Fetched { batches, high_watermark: offsets.high_watermark, log_start: offsets.log_start })
+}
+
+/// Asks the controller to make `isr` partition `topic`/`p`'s ISR, unless a change is pending; the
+/// change reaches this leader as every topic change does (`refresh`).
+fn alter_isr(topic: String, p: i32, leader: &Rc<Leader>, isr: Vec<u16>) {
+    if leader.altering.replace(true) {
+        return;
+    }
+    let (me, replicas, before) = (leader.me, leader.replicas.clone(), leader.isr());
+    let leader = leader.clone();
+    shards::spawn_local(async move {
+        let name = topic.clone();
+        let proposed = isr.clone();
+        let changed = topics::update(name, move |meta| {
+            let mut st = meta.state(p, &replicas);
+            // Decided on what the controller no longer holds (a change in between): not applied.
+            if st.leader != me || st.isr != before {
+                return Err((errors::INVALID_REQUEST, "stale ISR change".into()));
+            }
+            st.isr = proposed;
+            meta.set_state(p, st, &replicas);
+            Ok(())
+        })
+        .await;
+        match changed {
+            Ok(_) => tracing::info!(%topic, partition = p, ?isr, "ISR changed"),
+            Err((_, why)) => tracing::warn!(%topic, partition = p, ?isr, %why, "ISR change not made"),
+        }
+        leader.altering.set(false);
+    })
+    .detach();
+}
+
+/// Brings this shard's leaders of `meta`'s partitions up to its recorded ISR (a change the
+/// controller made), and their high watermarks with it.
+pub fn refresh(meta: &super::TopicMeta) {
+    let st = state();
+    for p in 0..meta.partitions {
+        let Some(part) = st.partition(&meta.name, p) else { continue };
+        let Some(leader) = part.role.leader() else { continue };
+        let isr = meta.state(p, &leader.replicas).isr;
+        *leader.isr.borrow_mut() = isr;
+        leader.update_hw(&part.log, part.rules.get().min_insync_replicas);
+    }
+}
+
+/// Takes out of the ISR the followers of this shard's leaders that have not caught up for
+/// `replica.lag.time.max.ms`, checked every half of it (as Kafka does).
+pub async fn expiry_loop() {
+    let lag = Duration::from_millis(state().cfg.replica_lag_time_max_ms.max(1));
+    loop {
+        shards::sleep(lag / 2).await;
+        let now = Instant::now();
+        let leaders: Vec<(String, i32, Rc<Partition>)> = state()
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(_, part)| part.role.leader().is_some())
+            .map(|((t, p), part)| (t.clone(), *p, part.clone()))
+            .collect();
+        for (topic, p, part) in leaders {
+            let Some(leader) = part.role.leader() else { continue };
+            if let Some(isr) = leader.shrunk(lag, now) {
+                alter_isr(topic, p, leader, isr);
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! A replicated partition's side of its log (`broker::replication`): a follower appends its
+//! leader's batches at the leader's offsets, the leader reads every written batch for its
+//! followers, and the high watermark readers see is the one the replicas allow.
+
+use super::read::ReadTo;
+use super::*;
+use crate::storage::control;
+
+/// How far a replica's copy goes, as its leader counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaEnd {
+    /// Log end offset: every batch below is written.
+    pub written: u64,
+    /// What the flush policy makes of it: fsynced under flush-every-batch, `written` otherwise.
+    pub durable: u64,
+}
+
+impl Log {
+    /// Appends batches that carry their offsets: a follower copying its leader. They must come in
+    /// order, from the log end on (a gap is allowed: compaction leaves them); producers' state
+    /// follows them as it follows the leader's, so that this replica can lead. Returns the offset
+    /// after the last batch.
+    pub fn append_replica(&self, records: Bytes) -> Result<u64, LogError> {
+        let batches = batch::split(&records)?;
+        let mut s = self.state();
+        if let Some(e) = &s.failed {
+            return Err(LogError::Storage(e.clone()));
+        }
+        if s.closing {
+            return Err(LogError::Deleted);
+        }
+        let mut next = s.next_offset;
+        for (_, info) in &batches {
+            if (info.base_offset as u64) < next || info.base_offset < 0 {
+                return Err(LogError::InvalidRecord("a replicated batch overlaps the log"));
+            }
+            next = info.base_offset as u64 + u64::from(info.offset_count);
+        }
+        let share = true;
+        for (at, info) in batches {
+            let marker = if info.is_control() { control::parse(&records[at..at + info.bytes]) } else { None };
+            s.queue(&records, at, info, marker, share);
+        }
+        drop(s);
+        self.writer_wake.notify_all();
+        Ok(next)
+    }
+
+    /// Whole batches from `offset` up to the log end, at least one and at most `max_bytes` more,
+    /// in memory: what a follower copies. Each buffer holds whole batches (the cache keeps a large
+    /// batch in two parts: those are joined).
+    pub async fn read_replica(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
+        let mut out = Vec::new();
+        let mut part: Option<BytesMut> = None;
+        for chunk in self.read_upto(offset, max_bytes, ReadTo::Written).await?.0 {
+            let bytes = chunk.to_bytes()?;
+            match part.take() {
+                None if whole_batches(&bytes) => out.push(bytes),
+                None => part = Some(BytesMut::from(&bytes[..])),
+                Some(mut joined) => {
+                    joined.extend_from_slice(&bytes);
+                    if whole_batches(&joined) {
+                        out.push(joined.freeze());
+                    } else {
+                        part = Some(joined);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// This replica's end, for its leader.
+    pub fn replica_end(&self) -> ReplicaEnd {
+        let s = self.state();
+        let durable = if s.cfg.flush == FlushPolicy::EveryBatch { s.durable } else { s.written };
+        ReplicaEnd { written: s.written, durable }
+    }
+
+    /// Sets the high watermark the partition's replicas allow (`None`: this log's own). Readers
+    /// and acks=all waiters see it at once.
+    pub fn set_replicated_hw(&self, hw: Option<u64>) {
+        {
+            let mut s = self.state();
+            if s.replicated_hw == hw {
+                return;
+            }
+            s.replicated_hw = hw;
+        }
+        self.appended.notify_all();
+        self.progressed.notify_all();
+    }
+
+    /// Waits until the high watermark passes `offset` (acks=all of a replicated partition).
+    pub async fn wait_high_watermark(&self, offset: u64) -> Result<(), LogError> {
+        self.wait_for(|s| s.high_watermark() > offset).await
+    }
+}
+
+/// Does `bytes` end where a batch ends?
+fn whole_batches(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        match batch::framed_len(bytes) {
+            Ok(len) if len <= bytes.len() => bytes = &bytes[len..],
+            _ => return false,
+        }
+    }
+    true
+}

@@ -1,0 +1,221 @@
+"""Replication across shards: topics with replicas on several shards, acks=all waiting for the
+in-sync replicas, min.insync.replicas, a follower that fails leaving the ISR and one that restarts
+catching up. Every copy is checked byte for byte against its leader's."""
+
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from conftest import Broker, read_to_end, unique
+
+
+def create(bootstrap, name, partitions, replication, **configs):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = NewTopic(name, partitions, replication, config={k.replace("_", "."): str(v) for k, v in configs.items()})
+    admin.create_topics([topic])[name].result(30)
+    return admin
+
+
+def partitions_of(admin, topic):
+    return sorted(admin.list_topics(topic, timeout=10).topics[topic].partitions.values(), key=lambda p: p.id)
+
+
+def wait_for(what, check, timeout=30):
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def copies(data_dir, topic, p):
+    """The leader's and each follower's log bytes of partition p (zeros after the last batch cut)."""
+
+    def content(d):
+        return b"".join(open(f, "rb").read().rstrip(b"\0") for f in sorted(glob.glob(os.path.join(d, "*.log"))))
+
+    leader = content(os.path.join(data_dir, f"{topic}-{p}"))
+    followers = [content(d) for d in sorted(glob.glob(os.path.join(data_dir, f"{topic}-{p}.replica-*")))]
+    return leader, followers
+
+
+def produce(bootstrap, topic, n, acks="all", partition=None, **config):
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5, **{k.replace("_", "."): v for k, v in config.items()}})
+    errors = []
+    for i in range(n):
+        kwargs = {} if partition is None else {"partition": partition}
+        p.produce(topic, key=b"k%d" % i, value=b"v%d" % i, on_delivery=lambda e, m: e and errors.append(e), **kwargs)
+        if i % 5000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    return errors
+
+
+def test_placement_metadata_and_refusals():
+    b = Broker(shards=2, extra=["--default-replication-factor", "2"])
+    try:
+        name = unique("placed")
+        admin = create(b.bootstrap, name, 4, 2)
+        parts = partitions_of(admin, name)
+        leaders = set()
+        for p in parts:
+            assert sorted(p.replicas) == [0, 1] and p.leader == p.replicas[0] and sorted(p.isrs) == [0, 1], p
+            leaders.add(p.leader)
+        assert leaders == {0, 1}, "leaders spread over the shards"
+        # -1: default.replication.factor, here 2 (auto-created topics too).
+        defaulted = unique("defaulted")
+        create(b.bootstrap, defaulted, 1, -1)
+        assert len(partitions_of(admin, defaulted)[0].replicas) == 2
+        for r, code in ((3, KafkaError.INVALID_REPLICATION_FACTOR), (0, KafkaError.INVALID_REPLICATION_FACTOR)):
+            with pytest.raises(KafkaException) as e:
+                create(b.bootstrap, unique("bad"), 1, r)
+            assert e.value.args[0].code() == code, e.value
+    finally:
+        b.close()
+
+
+def test_manual_assignment_refused():
+    b = Broker(shards=2)
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        name = unique("assigned")
+        with pytest.raises(KafkaException) as e:
+            admin.create_topics([NewTopic(name, 1, replica_assignment=[[1, 0]])])[name].result(30)
+        assert e.value.args[0].code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, e.value
+    finally:
+        b.close()
+
+
+def test_single_port_is_one_broker():
+    b = Broker(shards=2, extra=["--single-port"])
+    try:
+        with pytest.raises(KafkaException) as e:
+            create(b.bootstrap, unique("one"), 1, 2)
+        assert e.value.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR
+    finally:
+        b.close()
+
+
+def test_acks_all_copies_every_record_to_every_replica():
+    b = Broker(shards=2)
+    try:
+        name = unique("copied")
+        create(b.bootstrap, name, 2, 2, min_insync_replicas=2)
+        assert produce(b.bootstrap, name, 20000, partition=0) == []
+        assert produce(b.bootstrap, name, 2000, partition=1, compression_type="lz4") == []
+        got = read_to_end(b.bootstrap, name)
+        assert [v for _, _, v in got] == [b"v%d" % i for i in range(20000)]
+        b.stop()
+        for p in (0, 1):
+            leader, followers = copies(b.data_dir, name, p)
+            assert len(leader) > 0 and followers == [leader], f"partition {p}: the follower's copy differs"
+    finally:
+        b.close()
+
+
+def test_kafka_python_acks_all_on_replicated_topic():
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import KafkaAdminClient, NewTopic as KpNewTopic
+
+    b = Broker(shards=2)
+    try:
+        name = unique("kp")
+        admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+        admin.create_topics([KpNewTopic(name, 1, 2, topic_configs={"min.insync.replicas": "2"})])
+        admin.close()
+        p = KafkaProducer(bootstrap_servers=b.bootstrap, acks="all")
+        futures = [p.send(name, value=b"x%d" % i, partition=0) for i in range(500)]
+        offsets = [f.get(timeout=30).offset for f in futures]
+        assert offsets == list(range(500))
+        p.close()
+        c = KafkaConsumer(bootstrap_servers=b.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=10000)
+        c.assign([TopicPartition(name, 0)])
+        assert [m.value for m in c][:500] == [b"x%d" % i for i in range(500)]
+        c.close()
+        b.stop()
+        leader, followers = copies(b.data_dir, name, 0)
+        assert followers == [leader] and leader
+    finally:
+        b.close()
+
+
+def test_restarted_follower_catches_up():
+    b = Broker(shards=2)
+    try:
+        name = unique("restart")
+        create(b.bootstrap, name, 1, 2)
+        assert produce(b.bootstrap, name, 5000, acks="1") == []
+        b.restart(signal.SIGKILL)
+        assert produce(b.bootstrap, name, 5000, acks="all") == []
+        got = read_to_end(b.bootstrap, name)
+        assert len(got) == 10000 and [o for o, _, _ in got] == list(range(10000))
+        b.stop()
+        leader, followers = copies(b.data_dir, name, 0)
+        assert followers == [leader]
+    finally:
+        b.close()
+
+
+def min_isr_one(topic):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    entry = ConfigEntry("min.insync.replicas", "1", incremental_operation=AlterConfigOpType.SET)
+    return ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+
+
+def can_make_immutable(path):
+    probe = os.path.join(path, "probe")
+    open(probe, "wb").close()
+    try:
+        ok = subprocess.run(["chattr", "+i", probe], capture_output=True).returncode == 0
+        if ok:
+            subprocess.run(["chattr", "-i", probe], check=True)
+        return ok
+    except FileNotFoundError:
+        return False
+    finally:
+        os.remove(probe)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a follower's file immutable needs root")
+def test_failed_follower_leaves_isr_and_min_insync_replicas():
+    b = Broker(shards=2, extra=["--replica-lag-time-max-ms", "1500"])
+    try:
+        if not can_make_immutable(b.data_dir):
+            pytest.skip("chattr +i does not work here")
+        name = unique("isr")
+        admin = create(b.bootstrap, name, 1, 2, min_insync_replicas=2)
+        assert produce(b.bootstrap, name, 100) == []
+        part = partitions_of(admin, name)[0]
+        follower = [r for r in part.replicas if r != part.leader][0]
+        segment = glob.glob(os.path.join(b.data_dir, f"{name}-0.replica-{follower}", "*.log"))[0]
+        # The follower's disk fails: its writes are refused from now on.
+        subprocess.run(["chattr", "+i", segment], check=True)
+        try:
+            # Written by the leader, never copied: not acknowledged under acks=all with min.insync.replicas=2.
+            errors = produce(b.bootstrap, name, 1, message_timeout_ms=6000, request_timeout_ms=5000)
+            assert [e.code() for e in errors] in ([KafkaError._MSG_TIMED_OUT], [KafkaError.REQUEST_TIMED_OUT], [KafkaError.NOT_ENOUGH_REPLICAS]), errors
+            wait_for("the follower to leave the ISR", lambda: partitions_of(admin, name)[0].isrs == [part.leader])
+            errors = produce(b.bootstrap, name, 1, retries=0)
+            assert [e.code() for e in errors] == [KafkaError.NOT_ENOUGH_REPLICAS], errors
+            admin.incremental_alter_configs([min_isr_one(name)])[
+                ConfigResource(ConfigResource.Type.TOPIC, name)
+            ].result(30)
+            wait_for("acks=all to go through with one in-sync replica", lambda: produce(b.bootstrap, name, 1, retries=0) == [])
+            got = read_to_end(b.bootstrap, name)
+            assert [v for _, _, v in got][:100] == [b"v%d" % i for i in range(100)] and len(got) >= 102
+        finally:
+            subprocess.run(["chattr", "-i", segment], check=True)
+        # Repaired and restarted: the follower copies what it missed and joins the ISR again.
+        b.restart()
+        wait_for("the follower to rejoin the ISR", lambda: sorted(partitions_of(admin, name)[0].isrs) == sorted(part.replicas))
+        b.stop()
+        leader, followers = copies(b.data_dir, name, 0)
+        assert followers == [leader]
+    finally:
+        b.close()
