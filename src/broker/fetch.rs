@@ -4,11 +4,12 @@
 //! (the log's `appended` notification, on the owning shard) or for `max_wait_ms` — never a polling timer.
 
 use super::fetch_session::{self, Answered, Wanted};
-use super::{errors, partitions, produce::log_error_code, state};
+use super::{errors, partitions, produce::log_error_code, replication, state};
 use crate::protocol::fetch_response::{self, Part, Partition, Topic};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::Chunk;
 use kafka_protocol::messages::FetchRequest;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -96,6 +97,8 @@ struct Want {
     owner: usize,
     version: i16,
     committed: bool,
+    /// The client's leader epoch is not the partition's: FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH.
+    fenced: Option<i16>,
 }
 
 async fn read_one(w: &Want, max_bytes: usize) -> Read {
@@ -122,12 +125,17 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     // v13+ names topics by id: an unknown id becomes an empty name, answered UNKNOWN_TOPIC_ID.
     let by_id = |id: uuid::Uuid| st.topic_ids.borrow().get(&id.as_u128()).cloned().unwrap_or_default();
     let mut requested: Vec<Wanted> = Vec::new();
+    // v9+: the leader epoch the client knows, for the partitions this request names.
+    let mut known_epochs: HashMap<(String, i32), i32> = HashMap::new();
     for t in &fetch.topics {
         let (topic, topic_id) = if version >= 13 {
             (by_id(t.topic_id), t.topic_id.as_u128())
         } else {
             (t.topic.to_string(), st.topics.borrow().get(t.topic.as_str()).map_or(0, |m| m.id))
         };
+        if version >= 9 {
+            known_epochs.extend(t.partitions.iter().map(|p| ((topic.clone(), p.partition), p.current_leader_epoch)));
+        }
         requested.extend(t.partitions.iter().map(|p| Wanted {
             topic: topic.clone(),
             topic_id,
@@ -153,11 +161,17 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         let session = fetch_response::Session { error_code: code, id: 0 };
         return fetch_response::encode(version, req.header.correlation_id, read_committed, session, Vec::new(), Chunk::len);
     }
+    let fenced = |w: &Wanted| -> Option<i16> {
+        let asked = *known_epochs.get(&(w.topic.clone(), w.partition))?;
+        let meta = st.topic(&w.topic)?;
+        replication::check_epoch(replication::epoch(&meta, w.partition, st.shard.count), asked).err()
+    };
     let wants: Vec<Want> = wanted
         .iter()
         .map(|w| {
             let owner = if st.partition_exists(&w.topic, w.partition) { st.owner(&w.topic, w.partition) } else { usize::MAX };
             Want {
+                fenced: fenced(w),
                 topic: w.topic.clone(),
                 partition: w.partition,
                 offset: w.offset,
@@ -175,6 +189,10 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
             if w.owner == usize::MAX {
                 let unknown_id = version >= 13 && w.topic.is_empty();
                 reads.push(failed(if unknown_id { errors::UNKNOWN_TOPIC_ID } else { errors::UNKNOWN_TOPIC_OR_PARTITION }));
+                continue;
+            }
+            if let Some(code) = w.fenced {
+                reads.push(failed(code));
                 continue;
             }
             // KIP-74: the response may exceed max_bytes by one batch, for the first partition with data.

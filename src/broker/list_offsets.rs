@@ -5,7 +5,7 @@
 //! cost is this request's, never the produce path's).
 
 use super::handlers::{respond, respond_legacy};
-use super::{errors, state, Partition};
+use super::{errors, replication, state, Partition};
 use crate::protocol::compression::Codec;
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
@@ -104,11 +104,18 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
                 .iter()
                 .map(|p| {
                     let (name, index, target) = (topic.name.to_string(), p.partition_index, p.timestamp);
+                    let asked_epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
                     let task = shards::spawn_local(async move {
-                        state()
+                        let st = state();
+                        let epoch = st.topic(&name).map_or(0, |meta| replication::epoch(&meta, index, st.shard.count));
+                        if let Err(code) = replication::check_epoch(epoch, asked_epoch) {
+                            return ((code, -1, -1), epoch);
+                        }
+                        let found = st
                             .on_owner(&name, index, move |part| list_offset_local(part, target, committed))
                             .await
-                            .unwrap_or_else(|code| (code, -1, -1))
+                            .unwrap_or_else(|code| (code, -1, -1));
+                        (found, epoch)
                     });
                     (index, task)
                 })
@@ -120,14 +127,14 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
     for (name, queries) in pending {
         let mut t = list_offsets_response::ListOffsetsTopicResponse::default();
         for (index, task) in queries {
-            let (error, timestamp, offset) = task.await;
+            let ((error, timestamp, offset), epoch) = task.await;
             let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
             pr.partition_index = index;
             pr.error_code = error;
             pr.timestamp = timestamp;
             pr.offset = offset;
             if req.header.request_api_version >= 4 {
-                pr.leader_epoch = 0;
+                pr.leader_epoch = epoch;
             }
             t.partitions.push(pr);
         }

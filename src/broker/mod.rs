@@ -19,6 +19,7 @@ mod fetch;
 mod fetch_session;
 mod group;
 mod handlers;
+mod leader_epoch;
 mod list_offsets;
 pub mod panic_guard;
 mod partitions;

@@ -62,6 +62,7 @@ pub async fn open(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
                 Role::Sole => {}
                 Role::Leader(leader) => leader.start(&part.log),
                 Role::Follower(f) => {
+                    part.log.follow();
                     shards::spawn_local(follower::run(meta.name.clone(), p, part.clone(), f.leader)).detach();
                 }
             }
@@ -105,6 +106,40 @@ pub async fn local(topic: &str, p: i32) -> Result<Rc<Partition>, i16> {
         let _busy = Busy::mark(&key);
         return open(&meta, p).await.map_err(|_| errors::KAFKA_STORAGE_ERROR);
     }
+}
+
+/// How a follower's copy is cut back (`storage::truncate`).
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    /// Everything at or past this offset goes.
+    To(u64),
+    /// Everything goes; the log starts again at this offset.
+    RestartAt(u64),
+}
+
+/// Closes this shard's replica `part` of `topic`/`p`, cuts its log as `cut` says and opens it
+/// again (recovery reads the cut files), in its place: requests meanwhile wait for it.
+pub async fn reopen_cut(topic: &str, p: i32, part: Rc<Partition>, cut: Cut) -> Result<Rc<Partition>, String> {
+    let st = state();
+    let key = (topic.to_string(), p);
+    let meta = st.topic(topic).ok_or_else(|| format!("topic {topic} is gone"))?;
+    let _busy = Busy::mark(&key);
+    st.partitions.borrow_mut().remove(&key);
+    st.closed.borrow_mut().insert(key, Closed::Dormant);
+    part.log.close().await.map_err(|e| e.to_string())?;
+    let dir = st.partition_dir(topic, p);
+    let cut_done = match cut {
+        Cut::To(offset) => crate::storage::truncate::truncate_closed(&dir, offset).await,
+        Cut::RestartAt(offset) => crate::storage::truncate::restart_at(&dir, offset).await,
+    };
+    if let Err(e) = cut_done {
+        let reason = format!("{}: cutting the log failed: {e}", dir.display());
+        tracing::error!(%topic, partition = p, error = %reason, "partition offline");
+        st.closed.borrow_mut().insert((topic.to_string(), p), Closed::Offline(Instant::now()));
+        return Err(reason);
+    }
+    tracing::info!(%topic, partition = p, ?cut, "replica log cut to follow its leader");
+    open(&meta, p).await
 }
 
 /// Marks a partition as being opened or closed while it lives; requests for it wait.

@@ -11,6 +11,7 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::Fetch, 4..=16),
     (ApiKey::ListOffsets, 0..=9),
     (ApiKey::Metadata, 0..=12),
+    (ApiKey::OffsetForLeaderEpoch, 2..=4),
     (ApiKey::OffsetCommit, 0..=8),
     (ApiKey::OffsetFetch, 1..=8),
     (ApiKey::FindCoordinator, 0..=4),

@@ -78,6 +78,8 @@ pub struct BatchInfo {
     pub producer_epoch: i16,
     pub base_sequence: i32,
     pub attributes: i16,
+    /// `partitionLeaderEpoch`: the epoch of the leader that appended it (−1 from a producer).
+    pub leader_epoch: i32,
 }
 
 impl BatchInfo {
@@ -158,6 +160,7 @@ pub fn header_info(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
         producer_epoch: h.producer_epoch.get(),
         base_sequence: h.base_sequence.get(),
         attributes: h.attributes.get(),
+        leader_epoch: h.partition_leader_epoch.get(),
     })
 }
 
@@ -186,8 +189,15 @@ fn split_with(mut bytes: &[u8], check: fn(&[u8]) -> Result<BatchInfo, BatchError
 
 /// Writes the assigned base offset into the batch header (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
-    assert!(batch.len() >= HEADER_BYTES);
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Bytes of a batch's header up to and including `partitionLeaderEpoch` (outside the CRC).
+pub const LEADER_EPOCH_END: usize = 16;
+
+/// Stamps the epoch of the leader appending the batch (the CRC does not cover it).
+pub fn set_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[12..LEADER_EPOCH_END].copy_from_slice(&epoch.to_be_bytes());
 }
 
 /// Makes the batch producer `producer_id`'s at `epoch` from sequence `base_sequence` (a

@@ -12,6 +12,7 @@
 use super::batch::{self, BatchError, BatchHeader, BatchInfo};
 use super::config::{FlushPolicy, LogConfig};
 use super::control::Marker;
+use super::leader_epochs::LeaderEpochs;
 use super::producer_state::{Check, ProducerState, TxnGuard};
 use super::segment::{Handles, Recovered, Segment};
 use bytes::{Bytes, BytesMut};
@@ -118,16 +119,17 @@ impl LogError {
 enum Held {
     /// A copy, the base offset patched in.
     Copied(Bytes),
-    /// The appender's bytes by reference, which stay as they came: the assigned base offset
-    /// replaces their first 8 bytes wherever the batch goes.
-    Shared { base_offset: Bytes, rest: Bytes },
+    /// The appender's bytes by reference, which stay as they came: `head` (the base offset
+    /// assigned, the length, the leader epoch stamped) replaces their first 16 bytes wherever
+    /// the batch goes.
+    Shared { head: Bytes, rest: Bytes },
 }
 
 impl Held {
     fn len(&self) -> usize {
         match self {
             Held::Copied(b) => b.len(),
-            Held::Shared { base_offset, rest } => base_offset.len() + rest.len(),
+            Held::Shared { head, rest } => head.len() + rest.len(),
         }
     }
 
@@ -135,7 +137,7 @@ impl Held {
     fn parts(&self) -> impl Iterator<Item = &Bytes> {
         let (first, second) = match self {
             Held::Copied(b) => (b, None),
-            Held::Shared { base_offset, rest } => (base_offset, Some(rest)),
+            Held::Shared { head, rest } => (head, Some(rest)),
         };
         std::iter::once(first).chain(second)
     }
@@ -174,6 +176,15 @@ struct State {
     /// The high watermark its replicas allow (`replica.rs`), for a replicated partition's log;
     /// `None`: this log alone decides (the one replica).
     replicated_hw: Option<u64>,
+    /// The epoch a leader stamps in the batches it appends (`None`: they keep theirs — a
+    /// follower's copies, or a log outside replication).
+    stamp: Option<i32>,
+    /// The epochs the batches were written in (`leader_epochs`), and how many times they changed
+    /// in all and as of the last checkpoint written: the writer writes the checkpoint before the
+    /// batches of a new epoch, so that one on disk always has its entry.
+    epochs: LeaderEpochs,
+    epochs_changed: u64,
+    epochs_saved: u64,
     /// Where `durable` ends in the files: (segment base, byte position).
     durable_end: (u64, u64),
     /// The last `durable_end` written to the recovery point checkpoint.
@@ -381,6 +392,9 @@ impl Log {
         // Markers past what is durable keep their transactions unstable until the writer fsynced them.
         let unstable_txns = ended.iter().filter(|t| t.marker_offset >= durable).map(|t| (t.first_offset, t.marker_offset)).collect();
         let first_dirty = super::checkpoint::read::<1>(dir, super::checkpoint::CLEANER_OFFSET).map_or(0, |[o]| o);
+        // Epochs starting at or past the log end began with batches a crash took, or none.
+        let mut epochs = fs::read(&LeaderEpochs::path(dir)).ok().and_then(|text| LeaderEpochs::decode(&text)).unwrap_or_default();
+        epochs.truncate_from(next_offset);
         let next_prealloc_end = active_size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
         tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned, "log opened");
         let log = Rc::new_cyclic(|me| Log {
@@ -396,6 +410,10 @@ impl Log {
                 written: next_offset,
                 durable,
                 replicated_hw: None,
+                stamp: None,
+                epochs,
+                epochs_changed: 0,
+                epochs_saved: 0,
                 durable_end: (active_base, durable_pos),
                 recovery_point: (recovery_point[0], recovery_point[1]),
                 dir_unsynced: !fresh,
@@ -808,14 +826,21 @@ impl State {
     /// own if it is large for a slab.
     /// Queues the batch at `at` in `records` for the writer at `info.base_offset` (the caller
     /// checked it may go there) and records its producer's progress.
+    /// A leader's log stamps its epoch in the batch; a follower's keeps the leader's.
     fn queue(&mut self, records: &Bytes, at: usize, info: BatchInfo, marker: Option<Marker>, share: bool) {
         let base = info.base_offset as u64;
+        let info = BatchInfo { leader_epoch: self.stamp.unwrap_or(info.leader_epoch), ..info };
         let held = if share && info.bytes >= SHARED_BATCH_MIN_BYTES {
-            let base_offset = Bytes::copy_from_slice(&base.to_be_bytes());
-            Held::Shared { base_offset, rest: records.slice(at + 8..at + info.bytes) }
+            let mut head = BytesMut::from(&records[at..at + batch::LEADER_EPOCH_END]);
+            batch::set_base_offset(&mut head, base);
+            batch::set_leader_epoch(&mut head, info.leader_epoch);
+            Held::Shared { head: head.freeze(), rest: records.slice(at + batch::LEADER_EPOCH_END..at + info.bytes) }
         } else {
-            Held::Copied(self.copy_to_slab(&records[at..at + info.bytes], base))
+            Held::Copied(self.copy_to_slab(&records[at..at + info.bytes], base, info.leader_epoch))
         };
+        if self.epochs.assign(info.leader_epoch, base) {
+            self.epochs_changed += 1;
+        }
         self.producers.record(&info, marker);
         self.next_offset = base + u64::from(info.offset_count);
         self.cache_bytes += info.bytes;
@@ -824,7 +849,7 @@ impl State {
         self.cache.push_back(Cached { held, info, marker });
     }
 
-    fn copy_to_slab(&mut self, batch: &[u8], base_offset: u64) -> Bytes {
+    fn copy_to_slab(&mut self, batch: &[u8], base_offset: u64, leader_epoch: i32) -> Bytes {
         let slab_bytes = (self.cfg.cache_bytes / 8).clamp(SLAB_BYTES_MIN, SLAB_BYTES_MAX);
         let mut copy = if batch.len() > slab_bytes / 4 {
             BytesMut::from(batch)
@@ -836,6 +861,7 @@ impl State {
             self.slab.split()
         };
         batch::set_base_offset(&mut copy, base_offset);
+        batch::set_leader_epoch(&mut copy, leader_epoch);
         copy.freeze()
     }
 

@@ -8,9 +8,11 @@ pub mod compaction;
 pub mod config;
 pub mod control;
 pub mod file_budget;
+pub mod leader_epochs;
 pub mod log;
 pub mod producer_state;
 pub mod segment;
+pub mod truncate;
 pub mod txn_index;
 
 pub use self::config::{Cleanup, FlushPolicy, LogConfig};

@@ -405,6 +405,7 @@ mod tests {
 
     fn batch(pid: i64, epoch: i16, seq: i32, count: i32, offset: u64) -> BatchInfo {
         BatchInfo {
+            leader_epoch: -1,
             bytes: 100,
             base_offset: offset as i64,
             offset_count: count as u32,

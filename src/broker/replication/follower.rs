@@ -3,7 +3,14 @@
 //! up after a restart is the same loop), appends them at the leader's offsets, and fetches again
 //! once they are written — fsynced under flush-every-batch — which tells the leader how far the
 //! copy goes. The leader holds each fetch until it has something past it, or `FETCH_WAIT`.
+//!
+//! Before its first fetch, a follower makes its copy a prefix of its leader's log (KIP-279): it
+//! asks where its newest leader epoch ends in the leader's log and cuts its own there, so records
+//! a previous leader wrote that the current one does not have go. A fetch the leader answers out
+//! of range cuts the copy to the leader's end (it is ahead) or starts it again at the leader's log
+//! start (it is behind).
 
+use super::super::partitions::{self, Cut};
 use super::super::{on_shard, state, Partition};
 use super::leader::{self, Fetched, Refused};
 use crate::storage::LogError;
@@ -35,10 +42,23 @@ impl Follower {
 pub async fn run(topic: String, p: i32, part: Rc<Partition>, leader: u16) {
     let me = state().shard.id as u16;
     let mut backoff = BACKOFF_FIRST;
+    let mut reconciled = false;
     loop {
         let current = state().partition(&topic, p);
         if !current.is_some_and(|c| Rc::ptr_eq(&c, &part)) {
             return;
+        }
+        if !reconciled {
+            match diverging(&topic, p, &part, leader).await {
+                Ok(None) => reconciled = true,
+                Ok(Some(cut)) => return recut(topic, p, part, cut).await,
+                Err(code) => {
+                    tracing::debug!(%topic, partition = p, leader, code, "asking the leader where its epoch ends failed");
+                    shards::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
         }
         let end = part.log.replica_end();
         let (t, offset) = (topic.clone(), end.written);
@@ -53,7 +73,8 @@ pub async fn run(topic: String, p: i32, part: Rc<Partition>, leader: u16) {
                 Err(e) => format!("appending the leader's batches failed: {e}"),
             },
             Err(Refused::OutOfRange { log_start, log_end }) => {
-                format!("offset {offset} is not in the leader's log [{log_start}, {log_end}]: this copy cannot go on")
+                let cut = if offset > log_end { Cut::To(log_end) } else { Cut::RestartAt(log_start) };
+                return recut(topic, p, part, cut).await;
             }
             Err(Refused::Code(code)) => format!("the leader answered error {code}"),
         };
@@ -64,6 +85,37 @@ pub async fn run(topic: String, p: i32, part: Rc<Partition>, leader: u16) {
         }
         shards::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Where this copy must be cut to be a prefix of the leader's log, if anywhere: its newest epoch
+/// ends where the leader says (or, if the leader's newest epoch at most it is older, where that
+/// one ends in both logs).
+async fn diverging(topic: &str, p: i32, part: &Partition, leader: u16) -> Result<Option<Cut>, i16> {
+    let Some(mine) = part.log.latest_epoch() else { return Ok(None) };
+    let t = topic.to_string();
+    let (epoch, end) = match on_shard(usize::from(leader), move || super::leader::end_offset(t, p, mine)).await {
+        Ok(answer) => answer,
+        Err(Refused::Code(code)) => return Err(code),
+        Err(Refused::OutOfRange { .. }) => return Err(-1),
+    };
+    let log_end = part.log.replica_end().written;
+    if epoch < 0 || end < 0 {
+        // The leader keeps no epochs to compare with: its log end is what fetching checks.
+        return Ok(None);
+    }
+    let mut cut_at = (end as u64).min(log_end);
+    if epoch != mine {
+        let (_, own_end) = part.log.end_offset_for(epoch);
+        cut_at = cut_at.min(own_end.max(0) as u64);
+    }
+    Ok((cut_at < log_end).then_some(Cut::To(cut_at)))
+}
+
+/// Cuts this copy and lets the reopened replica's own task go on (`partitions::open` starts it).
+async fn recut(topic: String, p: i32, part: Rc<Partition>, cut: Cut) {
+    if let Err(e) = partitions::reopen_cut(&topic, p, part, cut).await {
+        tracing::error!(%topic, partition = p, error = %e, "the replica could not be cut back to its leader's log");
     }
 }
 

@@ -41,6 +41,8 @@ struct Progress {
 
 pub struct Leader {
     me: u16,
+    /// The leader epoch this replica leads in.
+    pub epoch: i32,
     replicas: Vec<u16>,
     isr: RefCell<Vec<u16>>,
     progress: RefCell<HashMap<u16, Progress>>,
@@ -53,9 +55,10 @@ pub struct Leader {
 }
 
 impl Leader {
-    pub fn new(me: u16, replicas: Vec<u16>, isr: Vec<u16>) -> Leader {
+    pub fn new(me: u16, epoch: i32, replicas: Vec<u16>, isr: Vec<u16>) -> Leader {
         Leader {
             me,
+            epoch,
             replicas,
             isr: RefCell::new(isr),
             progress: RefCell::new(HashMap::new()),
@@ -68,6 +71,7 @@ impl Leader {
     /// Takes charge of `log`: its high watermark starts at its log start and moves as the ISR's
     /// copies are known, so a restart never shows a record that only this replica holds.
     pub fn start(&self, log: &Log) {
+        log.lead(self.epoch);
         let start = log.offsets().log_start;
         self.hw.set(start);
         log.set_replicated_hw(Some(start));
@@ -180,6 +184,16 @@ pub async fn serve(
     })?;
     let offsets = log.offsets();
     Ok(Fetched { batches, high_watermark: offsets.high_watermark, log_start: offsets.log_start })
+}
+
+/// OffsetForLeaderEpoch between replicas: where `epoch` ends in the leader's log of `topic`/`p`
+/// (−1, −1 if it knows no such epoch).
+pub async fn end_offset(topic: String, p: i32, epoch: i32) -> Result<(i32, i64), Refused> {
+    let part = partitions::local(&topic, p).await.map_err(Refused::Code)?;
+    if part.role.leader().is_none() {
+        return Err(Refused::Code(errors::NOT_LEADER_OR_FOLLOWER));
+    }
+    Ok(part.log.end_offset_for(epoch))
 }
 
 /// Asks the controller to make `isr` partition `topic`/`p`'s ISR, unless a change is pending; the

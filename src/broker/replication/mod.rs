@@ -42,7 +42,7 @@ impl Role {
         }
         let state = meta.state(p, &replicas);
         Some(if state.leader == me {
-            Role::Leader(Rc::new(leader::Leader::new(me, replicas, state.isr)))
+            Role::Leader(Rc::new(leader::Leader::new(me, state.epoch, replicas, state.isr)))
         } else {
             Role::Follower(Rc::new(follower::Follower::new(state.leader)))
         })
@@ -53,5 +53,22 @@ impl Role {
             Role::Leader(l) => Some(l),
             _ => None,
         }
+    }
+}
+
+/// Partition `p`'s leader epoch as this shard knows it.
+pub fn epoch(meta: &TopicMeta, p: i32, shards: usize) -> i32 {
+    meta.state(p, &replicas(meta, p, shards)).epoch
+}
+
+/// Kafka's check of a request's `current_leader_epoch` (−1: none given) against the partition's:
+/// older is FENCED_LEADER_EPOCH (the client must refresh its metadata), newer is
+/// UNKNOWN_LEADER_EPOCH (this broker has not heard of it yet).
+pub fn check_epoch(current: i32, requested: i32) -> Result<(), i16> {
+    match requested {
+        -1 => Ok(()),
+        r if r < current => Err(super::errors::FENCED_LEADER_EPOCH),
+        r if r > current => Err(super::errors::UNKNOWN_LEADER_EPOCH),
+        _ => Ok(()),
     }
 }

@@ -4,6 +4,7 @@
 
 use super::read::ReadTo;
 use super::*;
+use crate::storage::leader_epochs::LeaderEpochs;
 use crate::storage::control;
 
 /// How far a replica's copy goes, as its leader counts it.
@@ -89,6 +90,55 @@ impl Log {
         }
         self.appended.notify_all();
         self.progressed.notify_all();
+    }
+
+    /// Makes this log its partition's leader's at `epoch`: the batches appended from now on carry
+    /// it, and it begins at the log end.
+    pub fn lead(&self, epoch: i32) {
+        let mut s = self.state();
+        s.stamp = Some(epoch);
+        let end = s.next_offset;
+        if s.epochs.assign(epoch, end) {
+            s.epochs_changed += 1;
+        }
+    }
+
+    /// Makes this log a follower's: appended batches keep the leader's epoch.
+    pub fn follow(&self) {
+        self.state().stamp = None;
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at most `epoch` this log knows and the offset it
+    /// ends at (the written log end for the latest); (−1, −1) if none.
+    pub fn end_offset_for(&self, epoch: i32) -> (i32, i64) {
+        let s = self.state();
+        s.epochs.end_offset_for(epoch, s.written)
+    }
+
+    /// The epoch the batch at `offset` was appended in, if known.
+    pub fn epoch_at(&self, offset: u64) -> Option<i32> {
+        self.state().epochs.epoch_at(offset)
+    }
+
+    /// The newest epoch this log holds batches of (or leads in).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.state().epochs.latest().map(|(epoch, _)| epoch)
+    }
+
+    /// Writes the leader epoch checkpoint if the epochs changed since it was last written (the
+    /// writer, before the batches that changed them).
+    pub(super) async fn save_epochs(&self) -> Result<(), LogError> {
+        let (changed, bytes, path) = {
+            let s = self.state();
+            if s.epochs_changed == s.epochs_saved {
+                return Ok(());
+            }
+            (s.epochs_changed, s.epochs.encode(), LeaderEpochs::path(&s.dir))
+        };
+        fs::write_durably(&path, bytes).await?;
+        let mut s = self.state();
+        s.epochs_saved = s.epochs_saved.max(changed);
+        Ok(())
     }
 
     /// Waits until the high watermark passes `offset` (acks=all of a replicated partition).

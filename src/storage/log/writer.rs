@@ -251,6 +251,7 @@ impl Log {
             let next_tail = out[total - total % BLOCK_BYTES as usize..total].to_vec();
             (write_pos, buf, taken, next_tail)
         };
+        self.save_epochs().await?;
         let expect = buf.len();
         let wrote = file.write_at(buf, write_pos).await?;
         if wrote != expect {

@@ -1,0 +1,61 @@
+//! Cutting a replica's log back (Kafka's `truncateTo` / `truncateFullyAndStartAt`): a follower
+//! whose copy goes past where its leader's epoch ended drops what follows, and one behind its
+//! leader's log start starts again there. Both run on a log that is not open: they change its
+//! files so that opening it (recovery) finds the log they describe, indexes, producer state, leader
+//! epochs and transactions included — the rare path reuses recovery instead of a second way to
+//! change an open log. A crash part way leaves files that recovery reads as a log cut somewhere
+//! between the old end and `offset`, which the follower's next fetch cuts again.
+
+use super::checkpoint;
+use super::segment::{self, Segment};
+use super::txn_index::TxnIndex;
+use shards::fs::{self, ScanFile};
+use std::path::Path;
+
+/// Removes every batch at or past `offset` from the closed log in `dir` (a batch holding
+/// `offset` goes whole: the cut is at a batch boundary, as the leader's end always is).
+pub async fn truncate_closed(dir: &Path, offset: u64) -> std::io::Result<()> {
+    let mut bases: Vec<u64> = fs::list(dir)?.iter().filter_map(|n| n.strip_suffix(".log")?.parse().ok()).collect();
+    bases.sort_unstable();
+    let Some(&first) = bases.first() else { return Ok(()) };
+    // Whole segments past the cut go, newest first: a crash leaves a shorter log, never a hole.
+    for &base in bases.iter().rev().filter(|&&b| b >= offset && b > first) {
+        remove_segment(dir, base).await?;
+    }
+    let last = bases.iter().rev().copied().find(|&b| b < offset).unwrap_or(first);
+    let stem = segment::file_stem(last);
+    let log = dir.join(format!("{stem}.log"));
+    let file = ScanFile::open(&log)?;
+    let (batches, valid_end) = segment::scan(&file, 0, file.size()?);
+    let cut = batches.iter().find(|(_, info)| info.base_offset as u64 + u64::from(info.offset_count) > offset).map_or(valid_end, |(pos, _)| *pos);
+    drop(file);
+    fs::set_len(&log, cut).await?;
+    fs::sync_file(&log).await?;
+    // Its indexes and the recovery point described the longer file: recovery rebuilds the one and
+    // validates the whole segment without the other.
+    Segment::remove_offset_indexes(dir, last).await?;
+    fs::remove_file(&dir.join(checkpoint::RECOVERY_POINT)).await?;
+    fs::remove_file(&dir.join(checkpoint::CLEANER_OFFSET)).await?;
+    fs::sync_dir(dir).await
+}
+
+/// Empties the closed log in `dir` and makes it start at `offset` (its copy is wholly below its
+/// leader's log start).
+pub async fn restart_at(dir: &Path, offset: u64) -> std::io::Result<()> {
+    checkpoint::write(dir, checkpoint::LOG_START, &[offset]).await?;
+    // With no segment, recovery starts the log at its checkpointed start.
+    let names = fs::list(dir)?;
+    for name in names.iter().filter(|n| n.ends_with(".log")) {
+        if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse().ok()) {
+            remove_segment(dir, base).await?;
+        }
+    }
+    fs::sync_dir(dir).await
+}
+
+async fn remove_segment(dir: &Path, base: u64) -> std::io::Result<()> {
+    let stem = segment::file_stem(base);
+    Segment::remove_offset_indexes(dir, base).await?;
+    fs::remove_file(&TxnIndex::path_for(dir, &stem)).await?;
+    fs::remove_file(&dir.join(format!("{stem}.log"))).await
+}
