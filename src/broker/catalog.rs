@@ -4,9 +4,10 @@
 //! `<data-dir>/topics.meta`, written whole to a temporary file, fsynced and renamed over the old one,
 //! so a crash leaves either the old or the new catalog. One line per topic:
 //! `name TAB partitions TAB id (32 hex digits) TAB key=value;key=value TAB replication factor TAB
-//! partition=leader/leader epoch/isr,isr;…` — the last field lists only the partitions whose state
-//! is not the initial one (leader: the first replica, epoch 0, every replica in sync); a line
-//! without the last two fields (an older catalog) is a topic of one replica.
+//! partition=leader/leader epoch/isr,isr/offline,offline;…` — the last field lists only the
+//! partitions whose state is not the initial one (leader: the first replica, epoch 0, every
+//! replica in sync, none offline; leader −1: none); a line without the last two fields (an older
+//! catalog) is a topic of one replica.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,9 +28,12 @@ pub struct TopicMeta {
 /// decided them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
-    pub leader: u16,
+    /// `None`: no replica can lead (none in sync, unclean election off).
+    pub leader: Option<u16>,
     pub epoch: i32,
     pub isr: Vec<u16>,
+    /// Replicas whose log failed (a disk error): they neither lead nor count as in sync.
+    pub offline: Vec<u16>,
 }
 
 impl TopicMeta {
@@ -53,7 +57,7 @@ impl TopicMeta {
 }
 
 fn initial_state(replicas: &[u16]) -> PartitionState {
-    PartitionState { leader: replicas.first().copied().unwrap_or(0), epoch: 0, isr: replicas.to_vec() }
+    PartitionState { leader: replicas.first().copied(), epoch: 0, isr: replicas.to_vec(), offline: Vec::new() }
 }
 
 const FILE: &str = "topics.meta";
@@ -112,8 +116,9 @@ pub fn encode(topics: &BTreeMap<String, TopicMeta>) -> Vec<u8> {
             .states
             .iter()
             .map(|(p, st)| {
-                let isr: Vec<String> = st.isr.iter().map(u16::to_string).collect();
-                format!("{p}={}/{}/{}", st.leader, st.epoch, isr.join(","))
+                let list = |l: &[u16]| l.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+                let leader = st.leader.map_or(-1, i32::from);
+                format!("{p}={leader}/{}/{}/{}", st.epoch, list(&st.isr), list(&st.offline))
             })
             .collect();
         text.push_str(&format!(
@@ -134,9 +139,11 @@ fn decode_states(field: &str) -> Option<BTreeMap<i32, PartitionState>> {
     for entry in field.split(';').filter(|e| !e.is_empty()) {
         let (p, rest) = entry.split_once('=')?;
         let mut parts = rest.split('/');
-        let (leader, epoch, isr) = (parts.next()?, parts.next()?, parts.next()?);
-        let isr = isr.split(',').filter(|r| !r.is_empty()).map(|r| r.parse().ok()).collect::<Option<Vec<u16>>>()?;
-        states.insert(p.parse().ok()?, PartitionState { leader: leader.parse().ok()?, epoch: epoch.parse().ok()?, isr });
+        let (leader, epoch, isr, offline) = (parts.next()?, parts.next()?, parts.next()?, parts.next().unwrap_or(""));
+        let list = |l: &str| l.split(',').filter(|r| !r.is_empty()).map(|r| r.parse().ok()).collect::<Option<Vec<u16>>>();
+        let leader: i32 = leader.parse().ok()?;
+        let leader = if leader < 0 { None } else { Some(u16::try_from(leader).ok()?) };
+        states.insert(p.parse().ok()?, PartitionState { leader, epoch: epoch.parse().ok()?, isr: list(isr)?, offline: list(offline)? });
     }
     Some(states)
 }
@@ -166,9 +173,10 @@ mod tests {
         let mut topics = BTreeMap::new();
         let configs = [("retention.ms".to_string(), "1000".to_string())].into_iter().collect();
         let mut replicated = TopicMeta::new("a.b-c_d".into(), 3, configs, 2);
-        replicated.set_state(1, PartitionState { leader: 1, epoch: 3, isr: vec![1] }, &[0, 1]);
-        replicated.set_state(2, PartitionState { leader: 0, epoch: 0, isr: vec![0, 1] }, &[0, 1]);
-        assert_eq!(replicated.states.len(), 1, "the initial state is not recorded");
+        replicated.set_state(1, PartitionState { leader: Some(1), epoch: 3, isr: vec![1], offline: vec![0] }, &[0, 1]);
+        replicated.set_state(2, PartitionState { leader: Some(0), epoch: 0, isr: vec![0, 1], offline: vec![] }, &[0, 1]);
+        replicated.set_state(0, PartitionState { leader: None, epoch: 5, isr: vec![], offline: vec![0, 1] }, &[0, 1]);
+        assert_eq!(replicated.states.len(), 2, "the initial state is not recorded");
         topics.insert("a.b-c_d".into(), replicated);
         topics.insert("e".into(), TopicMeta { id: 7, ..TopicMeta::new("e".into(), 1, BTreeMap::new(), 1) });
         shards::run_local(save(&dir, encode(&topics))).unwrap();

@@ -56,6 +56,9 @@ async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize
         Ok(p) => p,
         Err(code) => return failed(code),
     };
+    if !part.role.leads() {
+        return failed(errors::NOT_LEADER_OR_FOLLOWER);
+    }
     if version < ZSTD_FETCH_VERSION_MIN && part.rules.get().recompress == Some(crate::protocol::compression::Codec::Zstd) {
         // Kafka's check: a topic that stores zstd is not served to clients that cannot read it.
         return failed(errors::UNSUPPORTED_COMPRESSION_TYPE);

@@ -82,12 +82,21 @@ fn metadata_topic(meta: &TopicMeta, version: i16, with_operations: bool) -> meta
         let state = meta.state(p, &replicas);
         let mut part = metadata_response::MetadataResponsePartition::default();
         part.partition_index = p;
-        part.leader_id = node(state.leader);
+        match state.leader {
+            Some(leader) => part.leader_id = node(leader),
+            None => {
+                part.leader_id = BrokerId(-1);
+                part.error_code = errors::LEADER_NOT_AVAILABLE;
+            }
+        }
         if version >= 7 {
             part.leader_epoch = state.epoch;
         }
         part.replica_nodes = replicas.iter().map(|&r| node(r)).collect();
         part.isr_nodes = state.isr.iter().map(|&r| node(r)).collect();
+        if version >= 5 {
+            part.offline_replicas = state.offline.iter().map(|&r| node(r)).collect();
+        }
         t.partitions.push(part);
     }
     t

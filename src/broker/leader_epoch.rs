@@ -8,9 +8,9 @@ use super::replication::{self, Role};
 use super::{errors, state, Partition};
 use crate::protocol::{self, ProtocolError, Request};
 use bytes::Bytes;
-use std::rc::Rc;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use std::rc::Rc;
 
 /// (error, epoch, end offset) for one partition, on the shard that leads it.
 async fn end_offset_local(part: Rc<Partition>, topic: String, p: i32, current: i32, asked: i32) -> (i16, i32, i64) {

@@ -227,8 +227,18 @@ pub fn state() -> Rc<ShardState> {
 }
 
 impl ShardState {
+    /// The shard that serves `topic`/`partition`: its leader's (for a partition of one replica,
+    /// its placement; for one with no leader, the preferred one, whose replica refuses requests).
     pub fn owner(&self, topic: &str, partition: i32) -> usize {
-        shards::placement(topic, partition as u32, self.shard.count)
+        let preferred = shards::placement(topic, partition as u32, self.shard.count);
+        let topics = self.topics.borrow();
+        match topics.get(topic) {
+            Some(meta) if meta.replication_factor > 1 => match meta.states.get(&partition) {
+                Some(state) => state.leader.map_or(preferred, usize::from),
+                None => preferred,
+            },
+            _ => preferred,
+        }
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
@@ -245,7 +255,8 @@ impl ShardState {
     }
 
     /// Runs `f(partition)` on the shard owning `topic`/`partition`; else the error code for it
-    /// (UNKNOWN_TOPIC_OR_PARTITION, or KAFKA_STORAGE_ERROR for an offline partition).
+    /// (UNKNOWN_TOPIC_OR_PARTITION, KAFKA_STORAGE_ERROR for an offline partition, or
+    /// NOT_LEADER_OR_FOLLOWER for a replica that does not lead).
     pub async fn on_owner<F, Fut, R>(&self, topic: &str, partition: i32, f: F) -> Result<R, i16>
     where
         F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
@@ -259,6 +270,8 @@ impl ShardState {
         self.shard
             .submit_to(self.owner(topic, partition), move || async move {
                 match partitions::local(&name, partition).await {
+                    // Its leadership moved away meanwhile: the client asks the new leader.
+                    Ok(part) if !part.role.leads() => Err(errors::NOT_LEADER_OR_FOLLOWER),
                     Ok(part) => Ok(f(part).await),
                     Err(code) => Err(code),
                 }
@@ -269,7 +282,7 @@ impl ShardState {
     /// This shard's replica of `topic`/`partition`: `<topic>-<partition>` for its preferred leader
     /// (every partition of one replica), `<topic>-<partition>.replica-<shard>` for another replica.
     fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        if self.owner(topic, partition) == self.shard.id {
+        if shards::placement(topic, partition as u32, self.shard.count) == self.shard.id {
             self.cfg.data_dir.join(format!("{topic}-{partition}"))
         } else {
             self.cfg.data_dir.join(format!("{topic}-{partition}.replica-{}", self.shard.id))

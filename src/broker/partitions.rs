@@ -13,7 +13,7 @@
 //! opened; the files they hold follow the partitions in use.
 
 use super::catalog::TopicMeta;
-use super::replication::{follower, Role};
+use super::replication::{self, Role};
 use super::{config, errors, state, Partition};
 use crate::storage::{Log, LogConfig};
 use std::rc::Rc;
@@ -58,14 +58,7 @@ pub async fn open(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
             st.closed.borrow_mut().remove(&key);
             let part = Rc::new(Partition { log, rules: std::cell::Cell::new(rules), role });
             st.partitions.borrow_mut().insert(key, part.clone());
-            match &part.role {
-                Role::Sole => {}
-                Role::Leader(leader) => leader.start(&part.log),
-                Role::Follower(f) => {
-                    part.log.follow();
-                    shards::spawn_local(follower::run(meta.name.clone(), p, part.clone(), f.leader)).detach();
-                }
-            }
+            replication::start(meta, p, &part);
             Ok(part)
         }
         Err(e) => {

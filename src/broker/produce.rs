@@ -78,6 +78,10 @@ async fn append_local(
         Ok(p) => p,
         Err(code) => return refused(code),
     };
+    // Routed here as its leadership moved away: a follower's copy takes only its leader's batches.
+    if !part.role.leads() {
+        return refused(errors::NOT_LEADER_OR_FOLLOWER);
+    }
     if let Err(e) = part.log.wait_for_room().await {
         return refused(log_error_code(&e));
     }

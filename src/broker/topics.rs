@@ -289,8 +289,8 @@ pub fn restore_topic(meta: TopicMeta) {
     st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
     for p in (0..meta.partitions).filter(|&p| st.holds_replica(&meta, p)) {
         partitions::register_dormant(&meta, p);
-        // A follower copies its leader from the start, not on first use.
-        if st.owner(&meta.name, p) != st.shard.id {
+        // Replicas copy from, and report to, one another from the start, not on first use.
+        if meta.replication_factor > 1 {
             let name = meta.name.clone();
             shards::spawn_local(async move {
                 let _ = partitions::local(&name, p).await;
@@ -318,7 +318,7 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
         }
     }
     rebalance_cache_and_configs();
-    replication::leader::refresh(&meta);
+    replication::apply(&meta);
     first_failure.map_or(Ok(()), Err)
 }
 

@@ -27,7 +27,8 @@ pub async fn truncate_closed(dir: &Path, offset: u64) -> std::io::Result<()> {
     let log = dir.join(format!("{stem}.log"));
     let file = ScanFile::open(&log)?;
     let (batches, valid_end) = segment::scan(&file, 0, file.size()?);
-    let cut = batches.iter().find(|(_, info)| info.base_offset as u64 + u64::from(info.offset_count) > offset).map_or(valid_end, |(pos, _)| *pos);
+    let cut =
+        batches.iter().find(|(_, info)| info.base_offset as u64 + u64::from(info.offset_count) > offset).map_or(valid_end, |(pos, _)| *pos);
     drop(file);
     fs::set_len(&log, cut).await?;
     fs::sync_file(&log).await?;

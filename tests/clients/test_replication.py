@@ -161,6 +161,22 @@ def test_restarted_follower_catches_up():
         b.close()
 
 
+def offline_replicas(bootstrap, topic):
+    """Partition 0's offline replicas, from a Metadata v9 response (confluent-kafka does not show them)."""
+    from kafka.protocol.metadata import MetadataRequest, MetadataResponse
+
+    from kafka_wire import Connection, build
+
+    conn = Connection(int(bootstrap.split(":")[1]))
+    try:
+        req = build(MetadataRequest, 9, topics=[{"name": topic}], allow_auto_topic_creation=False,
+                    include_topic_authorized_operations=False)
+        resp = conn.call(req, MetadataResponse)
+        return list(resp.topics[0].partitions[0].offline_replicas)
+    finally:
+        conn.close()
+
+
 def min_isr_one(topic):
     from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
 
@@ -214,6 +230,53 @@ def test_failed_follower_leaves_isr_and_min_insync_replicas():
         # Repaired and restarted: the follower copies what it missed and joins the ISR again.
         b.restart()
         wait_for("the follower to rejoin the ISR", lambda: sorted(partitions_of(admin, name)[0].isrs) == sorted(part.replicas))
+        b.stop()
+        leader, followers = copies(b.data_dir, name, 0)
+        assert followers == [leader]
+    finally:
+        b.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a leader's file immutable needs root")
+def test_leader_failure_moves_leadership_and_the_old_leader_rejoins():
+    b = Broker(shards=2)
+    try:
+        if not can_make_immutable(b.data_dir):
+            pytest.skip("chattr +i does not work here")
+        name = unique("failover")
+        admin = create(b.bootstrap, name, 1, 2)
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+        errors = []
+
+        def send(start, count):
+            for i in range(start, start + count):
+                p.produce(name, value=b"v%d" % i, partition=0, on_delivery=lambda e, m: e and errors.append(e))
+            assert p.flush(60) == 0
+
+        send(0, 1000)
+        before = partitions_of(admin, name)[0]
+        old, new = before.leader, [r for r in before.replicas if r != before.leader][0]
+        segment = glob.glob(os.path.join(b.data_dir, f"{name}-0", "*.log"))[0]
+        subprocess.run(["chattr", "+i", segment], check=True)
+        try:
+            # The leader's disk fails under the producer: it retries on the new leader, in order.
+            send(1000, 1000)
+            after = partitions_of(admin, name)[0]
+            assert (after.leader, after.isrs) == (new, [new]), after
+            assert offline_replicas(b.bootstrap, name) == [old]
+            values = [v for _, _, v in read_to_end(b.bootstrap, name)]
+            assert values == [b"v%d" % i for i in range(2000)] and errors == []
+        finally:
+            subprocess.run(["chattr", "-i", segment], check=True)
+        # Repaired and restarted: the old leader follows, catches up, and is in sync again.
+        b.restart()
+        send(2000, 500)
+        wait_for(
+            "the old leader to rejoin",
+            lambda: sorted(partitions_of(admin, name)[0].isrs) == [0, 1] and offline_replicas(b.bootstrap, name) == [],
+        )
+        assert partitions_of(admin, name)[0].leader == new
+        p.flush(30)
         b.stop()
         leader, followers = copies(b.data_dir, name, 0)
         assert followers == [leader]

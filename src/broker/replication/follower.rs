@@ -28,13 +28,10 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 
 pub struct Follower {
-    pub leader: u16,
-}
-
-impl Follower {
-    pub fn new(leader: u16) -> Follower {
-        Follower { leader }
-    }
+    /// The replica it copies (`None`: the partition has no leader now).
+    pub leader: Option<u16>,
+    /// The leader epoch it follows in.
+    pub epoch: i32,
 }
 
 /// Copies partition `topic`/`p` from its leader into `part` until the partition is closed or
@@ -44,9 +41,14 @@ pub async fn run(topic: String, p: i32, part: Rc<Partition>, leader: u16) {
     let mut backoff = BACKOFF_FIRST;
     let mut reconciled = false;
     loop {
-        let current = state().partition(&topic, p);
-        if !current.is_some_and(|c| Rc::ptr_eq(&c, &part)) {
+        if !current(&topic, p, &part) {
             return;
+        }
+        // A copy that cannot be written does not fetch: the leader would count it as caught up.
+        // (A full disk freed lets it go on.)
+        if part.log.failed() {
+            shards::sleep(BACKOFF_MAX).await;
+            continue;
         }
         if !reconciled {
             match diverging(&topic, p, &part, leader).await {
@@ -63,8 +65,13 @@ pub async fn run(topic: String, p: i32, part: Rc<Partition>, leader: u16) {
         let end = part.log.replica_end();
         let (t, offset) = (topic.clone(), end.written);
         let reply = on_shard(usize::from(leader), move || leader::serve(t, p, me, offset, end, FETCH_BYTES_MAX, FETCH_WAIT)).await;
+        // The replica took another role meanwhile (it leads now, say): what the old leader sent is
+        // not for its log.
+        if !current(&topic, p, &part) {
+            return;
+        }
         let failed = match reply {
-            Ok(fetched) => match copy(&part, fetched).await {
+            Ok(fetched) => match copy(&topic, p, &part, fetched).await {
                 Ok(()) => {
                     backoff = BACKOFF_FIRST;
                     continue;
@@ -119,9 +126,14 @@ async fn recut(topic: String, p: i32, part: Rc<Partition>, cut: Cut) {
     }
 }
 
+/// Is `part` still this shard's replica of `topic`/`p`, in the role this task serves?
+fn current(topic: &str, p: i32, part: &Rc<Partition>) -> bool {
+    state().partition(topic, p).is_some_and(|c| Rc::ptr_eq(&c, part))
+}
+
 /// Appends what a fetch brought and waits until it is as durable as the flush policy makes it;
-/// then follows the leader's high watermark and log start.
-async fn copy(part: &Partition, fetched: Fetched) -> Result<(), LogError> {
+/// then follows the leader's high watermark and log start (unless the replica took another role).
+async fn copy(topic: &str, p: i32, part: &Rc<Partition>, fetched: Fetched) -> Result<(), LogError> {
     let log = &part.log;
     let mut next = None;
     for batches in fetched.batches {
@@ -129,6 +141,9 @@ async fn copy(part: &Partition, fetched: Fetched) -> Result<(), LogError> {
     }
     if let Some(next) = next {
         log.wait_durable(next - 1).await?;
+    }
+    if !current(topic, p, part) {
+        return Ok(());
     }
     let end = log.replica_end().written;
     log.set_replicated_hw(Some(fetched.high_watermark.min(end)));

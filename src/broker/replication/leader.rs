@@ -46,8 +46,6 @@ pub struct Leader {
     replicas: Vec<u16>,
     isr: RefCell<Vec<u16>>,
     progress: RefCell<HashMap<u16, Progress>>,
-    /// The high watermark set last (it never moves back).
-    hw: Cell<u64>,
     /// An ISR change is with the controller: no other is asked for meanwhile.
     altering: Cell<bool>,
     /// When this replica became leader: followers in the ISR count as caught up then.
@@ -62,19 +60,25 @@ impl Leader {
             replicas,
             isr: RefCell::new(isr),
             progress: RefCell::new(HashMap::new()),
-            hw: Cell::new(0),
             altering: Cell::new(false),
             since: Instant::now(),
         }
     }
 
-    /// Takes charge of `log`: its high watermark starts at its log start and moves as the ISR's
-    /// copies are known, so a restart never shows a record that only this replica holds.
-    pub fn start(&self, log: &Log) {
+    /// Takes charge of `part`'s log: its high watermark starts at its log start and moves as the
+    /// ISR's copies are known (at once if it is the only one in sync), so a restart never shows a
+    /// record that only this replica holds.
+    pub fn start(&self, part: &Partition) {
+        let log = &part.log;
         log.lead(self.epoch);
-        let start = log.offsets().log_start;
-        self.hw.set(start);
-        log.set_replicated_hw(Some(start));
+        log.set_replicated_hw(Some(log.offsets().log_start));
+        self.update_hw(log, part.rules.get().min_insync_replicas);
+    }
+
+    /// Takes the ISR the controller recorded, and moves the high watermark with it.
+    pub fn refresh(&self, part: &Partition, isr: Vec<u16>) {
+        *self.isr.borrow_mut() = isr;
+        self.update_hw(&part.log, part.rules.get().min_insync_replicas);
     }
 
     pub fn isr(&self) -> Vec<u16> {
@@ -95,25 +99,24 @@ impl Leader {
         }
     }
 
-    /// Moves the high watermark to the least end among the ISR (the leader's own end is the log's
-    /// to apply), unless the ISR is smaller than `min_isr`.
+    /// Moves the high watermark to the least end among the ISR: the log bounds it by the
+    /// followers' least end (it applies its own), or by nothing when the leader is alone in sync;
+    /// while the ISR is smaller than `min_isr` it stays where it is. It never moves back.
     fn update_hw(&self, log: &Log, min_isr: usize) {
         let isr = self.isr.borrow();
+        let current = log.offsets().high_watermark;
         if isr.len() < min_isr.min(self.replicas.len()) {
+            log.set_replicated_hw(Some(current));
             return;
         }
         let progress = self.progress.borrow();
-        let least = isr.iter().filter(|&&r| r != self.me).map(|r| progress.get(r).map_or(0, |p| p.end.durable)).min().unwrap_or(u64::MAX);
-        let hw = least.min(log.replica_end().durable).max(self.hw.get());
-        if hw != self.hw.get() {
-            self.hw.set(hw);
-            log.set_replicated_hw(Some(hw));
-        }
+        let least = isr.iter().filter(|&&r| r != self.me).map(|r| progress.get(r).map_or(0, |p| p.end.durable)).min();
+        log.set_replicated_hw(least.map(|least| least.max(current)));
     }
 
     /// Records a follower's fetch at `offset` with its copy ending at `end`, when the leader's log
     /// ends at `leader_end`; returns the ISR to ask for if the follower should join it.
-    fn fetched(&self, follower: u16, end: ReplicaEnd, leader_end: u64, now: Instant) -> Option<Vec<u16>> {
+    fn fetched(&self, follower: u16, end: ReplicaEnd, leader_end: u64, hw: u64, now: Instant) -> Option<Vec<u16>> {
         let mut all = self.progress.borrow_mut();
         let p = all.entry(follower).or_insert(Progress { end, caught_up: self.since, last_fetch: None });
         if end.written >= leader_end {
@@ -126,7 +129,7 @@ impl Leader {
         p.end = end;
         p.last_fetch = Some((now, leader_end));
         let isr = self.isr.borrow();
-        (!isr.contains(&follower) && end.written >= self.hw.get()).then(|| {
+        (!isr.contains(&follower) && end.written >= hw).then(|| {
             let mut grown = isr.clone();
             grown.push(follower);
             grown
@@ -168,7 +171,7 @@ pub async fn serve(
         return Err(Refused::OutOfRange { log_start: offsets.log_start, log_end: offsets.log_end });
     }
     let written = log.replica_end().written;
-    if let Some(isr) = leader.fetched(follower, end, written, Instant::now()) {
+    if let Some(isr) = leader.fetched(follower, end, written, offsets.high_watermark, Instant::now()) {
         alter_isr(topic.clone(), p, &leader, isr);
     }
     leader.update_hw(log, part.rules.get().min_insync_replicas);
@@ -210,9 +213,11 @@ fn alter_isr(topic: String, p: i32, leader: &Rc<Leader>, isr: Vec<u16>) {
         let changed = topics::update(name, move |meta| {
             let mut st = meta.state(p, &replicas);
             // Decided on what the controller no longer holds (a change in between): not applied.
-            if st.leader != me || st.isr != before {
+            if st.leader != Some(me) || st.isr != before {
                 return Err((errors::INVALID_REQUEST, "stale ISR change".into()));
             }
+            // A replica back in the ISR is online again (a full disk freed, say).
+            st.offline.retain(|r| !proposed.contains(r));
             st.isr = proposed;
             meta.set_state(p, st, &replicas);
             Ok(())
@@ -225,19 +230,6 @@ fn alter_isr(topic: String, p: i32, leader: &Rc<Leader>, isr: Vec<u16>) {
         leader.altering.set(false);
     })
     .detach();
-}
-
-/// Brings this shard's leaders of `meta`'s partitions up to its recorded ISR (a change the
-/// controller made), and their high watermarks with it.
-pub fn refresh(meta: &super::TopicMeta) {
-    let st = state();
-    for p in 0..meta.partitions {
-        let Some(part) = st.partition(&meta.name, p) else { continue };
-        let Some(leader) = part.role.leader() else { continue };
-        let isr = meta.state(p, &leader.replicas).isr;
-        *leader.isr.borrow_mut() = isr;
-        leader.update_hw(&part.log, part.rules.get().min_insync_replicas);
-    }
 }
 
 /// Takes out of the ISR the followers of this shard's leaders that have not caught up for

@@ -5,10 +5,12 @@
 //! report (`leader`). Leadership and ISR are the controller's (shard 0) to record, in the topic
 //! catalog, like every other topic change.
 
+pub mod election;
 pub mod follower;
 pub mod leader;
 
 use super::catalog::TopicMeta;
+use super::{state, Partition};
 use std::rc::Rc;
 
 /// The shards holding partition `p`'s replicas, the preferred leader first: its owner as placement
@@ -41,10 +43,10 @@ impl Role {
             return Some(Role::Sole);
         }
         let state = meta.state(p, &replicas);
-        Some(if state.leader == me {
+        Some(if state.leader == Some(me) {
             Role::Leader(Rc::new(leader::Leader::new(me, state.epoch, replicas, state.isr)))
         } else {
-            Role::Follower(Rc::new(follower::Follower::new(state.leader)))
+            Role::Follower(Rc::new(follower::Follower { leader: state.leader, epoch: state.epoch }))
         })
     }
 
@@ -52,6 +54,21 @@ impl Role {
         match self {
             Role::Leader(l) => Some(l),
             _ => None,
+        }
+    }
+
+    /// Whether clients may produce to and fetch from this replica.
+    pub fn leads(&self) -> bool {
+        !matches!(self, Role::Follower(_))
+    }
+
+    /// The same role, with the same leader in the same epoch.
+    fn same_as(&self, other: &Role) -> bool {
+        match (self, other) {
+            (Role::Sole, Role::Sole) => true,
+            (Role::Leader(a), Role::Leader(b)) => a.epoch == b.epoch,
+            (Role::Follower(a), Role::Follower(b)) => (a.leader, a.epoch) == (b.leader, b.epoch),
+            _ => false,
         }
     }
 }
@@ -70,5 +87,56 @@ pub fn check_epoch(current: i32, requested: i32) -> Result<(), i16> {
         r if r < current => Err(super::errors::FENCED_LEADER_EPOCH),
         r if r > current => Err(super::errors::UNKNOWN_LEADER_EPOCH),
         _ => Ok(()),
+    }
+}
+
+/// Sets this shard's newly opened (or newly assigned) replica `part` of `meta`'s partition `p` to
+/// work in its role, and watches its log: a replica whose log fails is reported to the controller,
+/// which moves leadership away from it.
+pub fn start(meta: &TopicMeta, p: i32, part: &Rc<Partition>) {
+    match &part.role {
+        Role::Sole => return,
+        Role::Leader(leader) => leader.start(part),
+        Role::Follower(f) => {
+            part.log.follow();
+            if let Some(leader) = f.leader {
+                shards::spawn_local(follower::run(meta.name.clone(), p, part.clone(), leader)).detach();
+            }
+        }
+    }
+    let me = state().shard.id as u16;
+    let replicas = replicas(meta, p, state().shard.count);
+    if meta.state(p, &replicas).offline.contains(&me) && !part.log.failed() {
+        election::report(meta.name.clone(), p, me, election::Event::Online);
+    }
+    let (topic, watched) = (meta.name.clone(), part.clone());
+    shards::spawn_local(async move {
+        watched.log.wait_failed().await;
+        let current = state().partition(&topic, p);
+        if watched.log.failed() && current.is_some_and(|c| Rc::ptr_eq(&c.log, &watched.log)) {
+            election::report(topic, p, me, election::Event::Failed);
+        }
+    })
+    .detach();
+}
+
+/// Brings this shard's replicas of `meta`'s partitions to the roles the controller recorded: a
+/// replica whose role, leader or epoch changed is replaced by one in its new role over the same
+/// log; a leader whose role stayed takes the recorded ISR.
+pub fn apply(meta: &TopicMeta) {
+    let st = state();
+    for p in 0..meta.partitions {
+        let Some(part) = st.partition(&meta.name, p) else { continue };
+        let Some(desired) = Role::of(meta, p, st.shard.count, st.shard.id) else { continue };
+        if part.role.same_as(&desired) {
+            if let Role::Leader(leader) = &part.role {
+                leader.refresh(&part, meta.state(p, leader.replicas()).isr);
+            }
+            continue;
+        }
+        let swapped = Rc::new(Partition { log: part.log.clone(), rules: std::cell::Cell::new(part.rules.get()), role: desired });
+        st.partitions.borrow_mut().insert((meta.name.clone(), p), swapped.clone());
+        tracing::info!(topic = %meta.name, partition = p, epoch = epoch(meta, p, st.shard.count), leads = swapped.role.leader().is_some(), "replica role changed");
+        start(meta, p, &swapped);
     }
 }

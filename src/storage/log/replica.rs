@@ -4,8 +4,8 @@
 
 use super::read::ReadTo;
 use super::*;
-use crate::storage::leader_epochs::LeaderEpochs;
 use crate::storage::control;
+use crate::storage::leader_epochs::LeaderEpochs;
 
 /// How far a replica's copy goes, as its leader counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +139,22 @@ impl Log {
         let mut s = self.state();
         s.epochs_saved = s.epochs_saved.max(changed);
         Ok(())
+    }
+
+    /// Whether a write failed and the log takes no appends (a disk error, a full disk).
+    pub fn failed(&self) -> bool {
+        self.state().failed.is_some()
+    }
+
+    /// Waits until a write fails or the log closes.
+    pub async fn wait_failed(&self) {
+        loop {
+            let progressed = self.progressed.notified();
+            if self.state().failed.is_some() || self.state().closing {
+                return;
+            }
+            progressed.await;
+        }
     }
 
     /// Waits until the high watermark passes `offset` (acks=all of a replicated partition).

@@ -1,0 +1,126 @@
+//! Leader election, on the controller (Kafka's `PartitionChangeBuilder`): a replica whose log fails
+//! is marked offline and leaves the ISR (the last one in sync stays in it, as in Kafka, so that it
+//! may lead again when it comes back); if it led, the first replica in assignment order that is in
+//! sync and online leads in the next epoch — or, with `unclean.leader.election.enable`, the first
+//! online one (its ISR then only itself), or none. A replica that opens again comes back online and
+//! leads a partition that has no leader if it is in sync (or unclean election allows it).
+
+use super::super::{config, errors, state, topics};
+use super::replicas;
+use crate::broker::catalog::{PartitionState, TopicMeta};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The replica's log failed (a disk error, a full disk).
+    Failed,
+    /// The replica's log opened and works.
+    Online,
+}
+
+/// Tells the controller about `replica` of `topic`/`p`; the change, if any, reaches every shard as
+/// topic changes do (`replication::apply`).
+pub fn report(topic: String, p: i32, replica: u16, event: Event) {
+    shards::spawn_local(async move {
+        let name = topic.clone();
+        let changed = topics::update(name, move |meta| {
+            let unclean = unclean_allowed(meta);
+            let replicas = replicas(meta, p, state().shard.count);
+            let mut st = meta.state(p, &replicas);
+            if !change(&mut st, &replicas, replica, event, unclean) {
+                return Err((errors::INVALID_REQUEST, "nothing to change".into()));
+            }
+            meta.set_state(p, st, &replicas);
+            Ok(())
+        })
+        .await;
+        match changed {
+            Ok(meta) => {
+                let st = meta.state(p, &replicas(&meta, p, state().shard.count));
+                tracing::warn!(%topic, partition = p, replica, ?event, leader = ?st.leader, epoch = st.epoch, isr = ?st.isr, offline = ?st.offline, "partition state changed");
+            }
+            Err((_, why)) => tracing::debug!(%topic, partition = p, replica, ?event, %why, "no partition change"),
+        }
+    })
+    .detach();
+}
+
+fn unclean_allowed(meta: &TopicMeta) -> bool {
+    let st = state();
+    let values = config::topic::resolve(&meta.configs, &config::shard_topic_defaults(&st));
+    values.get("unclean.leader.election.enable").is_some_and(|v| v.value.eq_ignore_ascii_case("true"))
+}
+
+/// Applies `event` of `replica` to `st`; whether it changed.
+fn change(st: &mut PartitionState, replicas: &[u16], replica: u16, event: Event, unclean: bool) -> bool {
+    let before = st.clone();
+    match event {
+        Event::Failed => {
+            if !st.offline.contains(&replica) {
+                st.offline.push(replica);
+            }
+            if st.isr.len() > 1 {
+                st.isr.retain(|&r| r != replica);
+            }
+            if st.leader == Some(replica) {
+                st.leader = None;
+            }
+        }
+        Event::Online => st.offline.retain(|&r| r != replica),
+    }
+    if st.leader.is_none() {
+        st.leader = elect(st, replicas, unclean);
+    }
+    // Every change of leader (to none included) is a new epoch.
+    if st.leader != before.leader {
+        st.epoch += 1;
+    }
+    *st != before
+}
+
+/// A leader for a partition that has none: the first online replica in sync, or (unclean) the
+/// first online one, whose ISR is then only itself — what only the others held is lost.
+fn elect(st: &mut PartitionState, replicas: &[u16], unclean: bool) -> Option<u16> {
+    let online = |r: &&u16| !st.offline.contains(r);
+    if let Some(&clean) = replicas.iter().filter(online).find(|r| st.isr.contains(r)) {
+        return Some(clean);
+    }
+    let chosen = replicas.iter().find(online).copied().filter(|_| unclean)?;
+    st.isr = vec![chosen];
+    Some(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(leader: Option<u16>, epoch: i32, isr: &[u16], offline: &[u16]) -> PartitionState {
+        PartitionState { leader, epoch, isr: isr.to_vec(), offline: offline.to_vec() }
+    }
+
+    #[test]
+    fn a_failed_leader_hands_over_to_the_next_in_sync_replica() {
+        let mut st = state(Some(0), 0, &[0, 1, 2], &[]);
+        assert!(change(&mut st, &[0, 1, 2], 0, Event::Failed, false));
+        assert_eq!(st, state(Some(1), 1, &[1, 2], &[0]));
+        assert!(change(&mut st, &[0, 1, 2], 0, Event::Online, false));
+        assert_eq!(st, state(Some(1), 1, &[1, 2], &[]));
+        assert!(!change(&mut st, &[0, 1, 2], 0, Event::Online, false));
+    }
+
+    #[test]
+    fn the_last_in_sync_replica_stays_in_sync_and_leads_again_when_back() {
+        let mut st = state(Some(0), 3, &[0], &[]);
+        assert!(change(&mut st, &[0, 1], 0, Event::Failed, false));
+        assert_eq!(st, state(None, 4, &[0], &[0]));
+        assert!(!change(&mut st, &[0, 1], 1, Event::Online, false), "replica 1 is not in sync: no clean election");
+        assert!(change(&mut st, &[0, 1], 0, Event::Online, false));
+        assert_eq!(st, state(Some(0), 5, &[0], &[]));
+    }
+
+    #[test]
+    fn unclean_election_takes_an_online_replica_out_of_sync() {
+        let mut st = state(Some(0), 1, &[0], &[]);
+        assert!(change(&mut st, &[0, 1], 0, Event::Failed, true));
+        assert_eq!(st, state(Some(1), 2, &[1], &[0]));
+    }
+}
