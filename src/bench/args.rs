@@ -46,6 +46,9 @@ pub struct Args {
     /// Partitions of the topic (created if missing).
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
+    /// Replicas of each partition when the bench creates the topic (one per shard).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i16,
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
     #[arg(long, default_value_t = 1)]

@@ -37,7 +37,7 @@ fn run(mut args: Args) -> Result<(), String> {
         if args.mode == Mode::Consume {
             return Err(format!("topic {} does not exist: produce to it first", args.topic));
         }
-        cluster.create_topic(&args.topic, args.partitions, &args.topic_configs).map_err(|e| e.to_string())?;
+        cluster.create_topic(&args.topic, args.partitions, args.replication_factor, &args.topic_configs).map_err(|e| e.to_string())?;
     }
     let layout = cluster.metadata(&[&args.topic], false).map_err(|e| e.to_string())?.pop().ok_or("no metadata")?;
     let leader_addr = |p: usize| cluster.brokers.get(&layout.leaders[p]).cloned().unwrap_or_else(|| args.bootstrap.clone());

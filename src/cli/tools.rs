@@ -21,6 +21,9 @@ pub enum TopicCmd {
         name: String,
         #[arg(long, short = 'p', default_value_t = 1)]
         partitions: i32,
+        /// Replicas of each partition, one per shard (-1: the broker's default.replication.factor).
+        #[arg(long, short = 'r', default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
         /// Topic config, e.g. --config retention.ms=60000 (repeatable).
         #[arg(long = "config", short = 'c')]
         configs: Vec<String>,
@@ -105,13 +108,15 @@ pub fn topic(args: TopicArgs) -> i32 {
         Err(e) => return fail(e),
     };
     let result = match args.cmd {
-        TopicCmd::Create { name, partitions, configs } => {
+        TopicCmd::Create { name, partitions, replication_factor, configs } => {
             let parsed: Result<Vec<(String, String)>, String> = configs
                 .iter()
                 .map(|c| c.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or(format!("--config {c}: expected key=value")))
                 .collect();
             match parsed {
-                Ok(cfg) => cluster.create_topic(&name, partitions, &cfg).map(|()| println!("created {name} with {partitions} partitions")),
+                Ok(cfg) => cluster
+                    .create_topic(&name, partitions, replication_factor, &cfg)
+                    .map(|()| println!("created {name} with {partitions} partitions")),
                 Err(e) => return fail(e),
             }
         }

@@ -210,13 +210,14 @@ impl Cluster {
         Connection::connect(&addr)
     }
 
-    pub fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(String, String)]) -> Result<()> {
+    /// Creates topic `name` (`replication_factor` −1: the broker's default).
+    pub fn create_topic(&mut self, name: &str, partitions: i32, replication_factor: i16, configs: &[(String, String)]) -> Result<()> {
         let conn = self.conn(-1)?;
         let v = conn.version::<CreateTopicsRequest>(5);
         let mut t = create_topics_request::CreatableTopic::default();
         t.name = TopicName(StrBytes::from_string(name.to_string()));
         t.num_partitions = partitions;
-        t.replication_factor = 1;
+        t.replication_factor = replication_factor;
         t.configs = configs
             .iter()
             .map(|(k, v)| {

@@ -114,10 +114,22 @@ impl LogError {
     }
 }
 
+/// How `State::queue` keeps a batch's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// A copy (small batches of a request: they would keep the whole request's buffer).
+    Copy,
+    /// Large batches by reference (`Held::Shared`), small ones copied.
+    LargeShared,
+    /// By reference, as they are: a follower's batches, which carry their offsets and epoch and
+    /// come in buffers of their own (the leader's cache, or its read).
+    AsSent,
+}
+
 /// A batch in memory, with its assigned base offset.
 #[derive(Clone)]
 enum Held {
-    /// A copy, the base offset patched in.
+    /// The batch whole: a copy with the base offset patched in, or a replica's as it came.
     Copied(Bytes),
     /// The appender's bytes by reference, which stay as they came: `head` (the base offset
     /// assigned, the length, the leader epoch stamped) replaces their first 16 bytes wherever
@@ -560,7 +572,8 @@ impl Log {
         let base_offset = s.next_offset;
         for (at, info) in batches {
             let base = s.next_offset;
-            s.queue(&records, at, BatchInfo { base_offset: base as i64, ..info }, marker, share);
+            let keep = if share { Keep::LargeShared } else { Keep::Copy };
+            s.queue(&records, at, BatchInfo { base_offset: base as i64, ..info }, marker, keep);
         }
         let last_offset = s.next_offset - 1;
         drop(s);
@@ -827,10 +840,12 @@ impl State {
     /// Queues the batch at `at` in `records` for the writer at `info.base_offset` (the caller
     /// checked it may go there) and records its producer's progress.
     /// A leader's log stamps its epoch in the batch; a follower's keeps the leader's.
-    fn queue(&mut self, records: &Bytes, at: usize, info: BatchInfo, marker: Option<Marker>, share: bool) {
+    fn queue(&mut self, records: &Bytes, at: usize, info: BatchInfo, marker: Option<Marker>, keep: Keep) {
         let base = info.base_offset as u64;
         let info = BatchInfo { leader_epoch: self.stamp.unwrap_or(info.leader_epoch), ..info };
-        let held = if share && info.bytes >= SHARED_BATCH_MIN_BYTES {
+        let held = if keep == Keep::AsSent {
+            Held::Copied(records.slice(at..at + info.bytes))
+        } else if keep == Keep::LargeShared && info.bytes >= SHARED_BATCH_MIN_BYTES {
             let mut head = BytesMut::from(&records[at..at + batch::LEADER_EPOCH_END]);
             batch::set_base_offset(&mut head, base);
             batch::set_leader_epoch(&mut head, info.leader_epoch);

@@ -37,10 +37,9 @@ impl Log {
             }
             next = info.base_offset as u64 + u64::from(info.offset_count);
         }
-        let share = true;
         for (at, info) in batches {
             let marker = if info.is_control() { control::parse(&records[at..at + info.bytes]) } else { None };
-            s.queue(&records, at, info, marker, share);
+            s.queue(&records, at, info, marker, Keep::AsSent);
         }
         drop(s);
         self.writer_wake.notify_all();
