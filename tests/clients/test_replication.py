@@ -282,3 +282,38 @@ def test_leader_failure_moves_leadership_and_the_old_leader_rejoins():
         assert followers == [leader]
     finally:
         b.close()
+
+
+def test_offset_for_leader_epoch_and_epoch_fencing():
+    from kafka.protocol.consumer.offsets import OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse
+
+    from kafka_wire import Connection, build
+
+    b = Broker(shards=2)
+    try:
+        replicated, single = unique("epochs"), unique("single")
+        admin = create(b.bootstrap, replicated, 1, 2)
+        create(b.bootstrap, single, 1, 1)
+        assert produce(b.bootstrap, replicated, 10, partition=0) == [] and produce(b.bootstrap, single, 7, partition=0) == []
+
+        def ask(topic, epoch, current):
+            leader = partitions_of(admin, topic)[0].leader
+            conn = Connection(b.port + leader)
+            try:
+                req = build(OffsetForLeaderEpochRequest, 4, replica_id=-1,
+                            topics=[{"topic": topic, "partitions": [{"partition": 0, "current_leader_epoch": current, "leader_epoch": epoch}]}])
+                p = conn.call(req, OffsetForLeaderEpochResponse).topics[0].partitions[0]
+                return p.error_code, p.leader_epoch, p.end_offset
+            finally:
+                conn.close()
+
+        assert ask(replicated, 0, 0) == (0, 0, 10)
+        assert ask(replicated, 0, -1) == (0, 0, 10)
+        assert ask(replicated, 3, 0) == (0, -1, -1), "no epoch at or above 3"
+        assert ask(replicated, 0, 1)[0] == 75, "UNKNOWN_LEADER_EPOCH: newer than the partition's"
+        assert ask(single, 0, 0) == (0, 0, 7), "a topic of one replica leads in epoch 0"
+        b.stop()
+        checkpoints = sorted(glob.glob(os.path.join(b.data_dir, f"{replicated}-0*", "leader-epoch-checkpoint")))
+        assert len(checkpoints) == 2 and all(open(c).read() == "0\n1\n0 0\n" for c in checkpoints)
+    finally:
+        b.close()

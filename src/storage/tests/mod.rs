@@ -8,6 +8,7 @@ use std::path::Path;
 
 mod compacted;
 mod power_loss;
+mod replica;
 mod transactions;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -1,0 +1,87 @@
+//! A replica's log: copies of the leader's batches, leader epochs, and the cuts a follower makes
+//! to follow its leader (`storage::truncate`), checked through recovery.
+
+use super::*;
+use crate::storage::truncate;
+
+#[test]
+fn a_followers_copy_holds_the_leaders_bytes_and_epochs() {
+    let (ldir, fdir) = (temp_dir("replica-leader"), temp_dir("replica-follower"));
+    shards::run_local(async {
+        let leader = open(&ldir, small_cfg()).await;
+        let follower = open(&fdir, small_cfg()).await;
+        leader.lead(3);
+        append_all(&leader, &[(3, 100), (2, 5000), (1, 40)]);
+        leader.lead(5);
+        let sizes: Vec<(i32, usize)> = (0..30).map(|i| (1 + i % 4, 30 + i as usize * 20)).collect();
+        append_all(&leader, &sizes);
+        let end = leader.offsets().log_end;
+        leader.wait_durable(end - 1).await.unwrap();
+        let mut at = 0;
+        while at < end {
+            for bytes in leader.read_replica(at, 4096).await.unwrap() {
+                at = follower.append_replica(bytes).unwrap();
+            }
+        }
+        follower.wait_durable(end - 1).await.unwrap();
+        assert_eq!(read_bytes(&follower, 0, 1 << 20).await, read_bytes(&leader, 0, 1 << 20).await);
+        for log in [&leader, &follower] {
+            assert_eq!(log.end_offset_for(3), (3, 6));
+            assert_eq!(log.end_offset_for(4), (3, 6));
+            assert_eq!(log.end_offset_for(5), (5, end as i64));
+            assert_eq!((log.epoch_at(0), log.epoch_at(7)), (Some(3), Some(5)));
+        }
+        // A batch below the copy's end is not taken twice.
+        let again = leader.read_replica(0, 1).await.unwrap().remove(0);
+        assert!(follower.append_replica(again).is_err());
+        follower.close().await.unwrap();
+        // The epochs survive a restart (the checkpoint was written before their batches).
+        let reopened = open(&fdir, small_cfg()).await;
+        assert_eq!((reopened.end_offset_for(3), reopened.latest_epoch()), ((3, 6), Some(5)));
+    });
+}
+
+#[test]
+fn a_cut_log_recovers_shorter_with_its_producers_and_epochs() {
+    let dir = temp_dir("replica-cut");
+    shards::run_local(async {
+        let log = open(&dir, small_cfg()).await;
+        log.lead(1);
+        let mut seq = 0;
+        for i in 0..60 {
+            let count = 1 + i % 3;
+            log.append(as_idempotent(batch::build(count, 200, 1_000), 9, seq).into()).unwrap();
+            seq += count;
+            if i == 30 {
+                log.lead(2);
+            }
+        }
+        let end = log.offsets().log_end;
+        log.wait_durable(end - 1).await.unwrap();
+        let batches = read_all(&log, 0).await;
+        assert!(batches.iter().map(|b| b.0).max().unwrap() > 40, "several segments: {batches:?}");
+        log.close().await.unwrap();
+        // Cut inside a batch of epoch 2: that batch goes whole.
+        let (base, count) = batches.iter().copied().find(|&(b, c)| b + u64::from(c) > 70 && c > 1).unwrap();
+        truncate::truncate_closed(&dir, base + 1).await.unwrap();
+        let log = open(&dir, small_cfg()).await;
+        assert_eq!(log.offsets().log_end, base);
+        assert_eq!(read_all(&log, 0).await, batches.iter().copied().filter(|b| b.0 < base).collect::<Vec<_>>());
+        assert_eq!(log.end_offset_for(1).0, 1);
+        // The producer goes on from the first sequence the cut took away; a retry of a kept batch is a duplicate.
+        let next_seq = batches.iter().take_while(|b| b.0 < base).map(|b| b.1 as i32).sum::<i32>();
+        let a = log.append(as_idempotent(batch::build(1, 10, 1_000), 9, next_seq).into()).unwrap();
+        assert_eq!(a.base_offset, base);
+        let kept = *batches.iter().take_while(|b| b.0 < base).last().unwrap();
+        let dup = log.append(as_idempotent(batch::build(kept.1 as i32, 200, 1_000), 9, next_seq - kept.1 as i32).into()).unwrap();
+        assert_eq!(dup.base_offset, kept.0);
+        assert!(count > 1);
+        log.close().await.unwrap();
+        // Started again past its end (behind the leader's log start): empty there.
+        truncate::restart_at(&dir, 5_000).await.unwrap();
+        let log = open(&dir, small_cfg()).await;
+        let o = log.offsets();
+        assert_eq!((o.log_start, o.log_end), (5_000, 5_000));
+        assert!(read_all(&log, 5_000).await.is_empty());
+    });
+}
