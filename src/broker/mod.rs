@@ -21,6 +21,7 @@ mod group;
 mod handlers;
 mod leader_epoch;
 mod list_offsets;
+mod log_dirs;
 pub mod panic_guard;
 mod partitions;
 mod produce;
@@ -49,7 +50,11 @@ pub struct BrokerConfig {
     pub listen_host: String,
     pub port: u16,
     pub advertised_host: String,
+    /// The broker's own files, and every replica unless `log_dirs` says otherwise.
     pub data_dir: PathBuf,
+    /// One directory per shard for its replicas (`--data-dir a,b,…`, Kafka's `log.dirs`), so that
+    /// a partition's replicas sit on different disks; empty: all in `data_dir`.
+    pub log_dirs: Vec<PathBuf>,
     pub shards: usize,
     pub single_port: bool,
     pub max_request_bytes: usize,
@@ -128,6 +133,7 @@ impl Default for BrokerConfig {
             port: 9092,
             advertised_host: "127.0.0.1".into(),
             data_dir: PathBuf::from("weir-data"),
+            log_dirs: Vec::new(),
             shards: 1,
             single_port: false,
             max_request_bytes: 100 << 20,
@@ -202,6 +208,9 @@ pub struct ShardState {
     pub txns: txn::TxnCoordinator,
     /// Incremental fetch sessions opened with this shard (KIP-227).
     pub fetch_sessions: RefCell<fetch_session::Sessions>,
+    /// Why this shard's log directory failed (a write error other than a full disk in one of its
+    /// logs), if it did: its replicas are reported offline (`replication::dir_failed`).
+    pub log_dir_failed: RefCell<Option<String>>,
     /// Broker configs altered at runtime (`config::broker`), the same on every shard.
     pub dynamic_broker: RefCell<BTreeMap<String, String>>,
 }
@@ -281,12 +290,17 @@ impl ShardState {
 
     /// This shard's replica of `topic`/`partition`: `<topic>-<partition>` for its preferred leader
     /// (every partition of one replica), `<topic>-<partition>.replica-<shard>` for another replica.
-    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
         if shards::placement(topic, partition as u32, self.shard.count) == self.shard.id {
-            self.cfg.data_dir.join(format!("{topic}-{partition}"))
+            self.log_dir().join(format!("{topic}-{partition}"))
         } else {
-            self.cfg.data_dir.join(format!("{topic}-{partition}.replica-{}", self.shard.id))
+            self.log_dir().join(format!("{topic}-{partition}.replica-{}", self.shard.id))
         }
+    }
+
+    /// The directory this shard keeps its replicas in.
+    pub fn log_dir(&self) -> &std::path::Path {
+        self.cfg.log_dirs.get(self.shard.id).unwrap_or(&self.cfg.data_dir)
     }
 
     /// Does this shard hold a replica of `meta`'s partition `p`?
@@ -313,6 +327,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
     };
     let state = Rc::new(ShardState {
         dynamic_broker: RefCell::new(dynamic_broker),
+        log_dir_failed: RefCell::new(None),
         request_budget: crate::protocol::budget::Budget::new(cfg.queued_max_request_bytes / shard.count.max(1)),
         fetch_sessions: RefCell::new(fetch_session::Sessions::new(cfg.fetch_session_slots, (unix_ms() as i32) ^ (shard.id as i32) << 24)),
         controller: topics::Controller::new(shard.id == 0, cfg.auto_create_topics_rate),
@@ -328,7 +343,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
     });
     STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
     crate::storage::file_budget::set_limit(admission::log_files_per_shard(state.shard.count));
-    if let Err(e) = shards::fs::prime_direct_io(&state.cfg.data_dir).await {
+    if let Err(e) = shards::fs::prime_direct_io(state.log_dir()).await {
         tracing::error!(error = %e, "data directory is not usable");
         std::process::exit(1);
     }

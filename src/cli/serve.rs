@@ -15,9 +15,11 @@ pub struct ServeArgs {
     /// Host name advertised to clients (default: the listen host).
     #[arg(long, env = "WEIR_ADVERTISED_HOST")]
     advertised_host: Option<String>,
-    /// Where partitions and metadata live.
+    /// Where partitions and metadata live: one directory, or one per shard separated by commas
+    /// (Kafka's log.dirs: shard N keeps its replicas in the Nth; the first also holds the
+    /// broker's own files).
     #[arg(long, env = "WEIR_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    data_dir: Option<String>,
     /// Number of shards (default: number of cores).
     #[arg(long, env = "WEIR_SHARDS")]
     shards: Option<usize>,
@@ -154,7 +156,7 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
             match k.as_str() {
                 "listen" => a.listen = a.listen.or(Some(v.clone())),
                 "advertised-host" => a.advertised_host = a.advertised_host.or(Some(v.clone())),
-                "data-dir" => a.data_dir = a.data_dir.or(Some(PathBuf::from(&v))),
+                "data-dir" => a.data_dir = a.data_dir.or(Some(v.clone())),
                 "shards" => a.shards = a.shards.or(Some(count(&v)? as usize)),
                 "single-port" => a.single_port |= v == "true",
                 "num-partitions" => a.num_partitions = a.num_partitions.or(Some(num(&v)? as i32)),
@@ -215,8 +217,13 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     cfg.listen_host = host.to_string();
     cfg.port = port.parse().map_err(|_| format!("--listen {listen}: bad port"))?;
     cfg.advertised_host = a.advertised_host.unwrap_or_else(|| if host == "0.0.0.0" { "127.0.0.1".into() } else { host.to_string() });
-    cfg.data_dir = a.data_dir.unwrap_or_else(|| PathBuf::from("weir-data"));
     cfg.shards = a.shards.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let dirs: Vec<PathBuf> = a.data_dir.as_deref().unwrap_or("weir-data").split(',').filter(|d| !d.is_empty()).map(PathBuf::from).collect();
+    if dirs.is_empty() || (dirs.len() > 1 && dirs.len() != cfg.shards) {
+        return Err(format!("--data-dir takes one directory or one per shard ({}), not {}", cfg.shards, dirs.len()));
+    }
+    cfg.data_dir = dirs[0].clone();
+    cfg.log_dirs = if dirs.len() > 1 { dirs } else { Vec::new() };
     cfg.single_port = a.single_port;
     if !cfg.single_port && usize::from(cfg.port) + cfg.shards > 65_536 {
         return Err("shard ports would pass 65535".into());
@@ -396,9 +403,11 @@ pub fn run(args: ServeArgs) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&cfg.data_dir) {
-        eprintln!("weir serve: {}: {e}", cfg.data_dir.display());
-        return 1;
+    for dir in std::iter::once(&cfg.data_dir).chain(&cfg.log_dirs) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("weir serve: {}: {e}", dir.display());
+            return 1;
+        }
     }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {

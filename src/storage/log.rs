@@ -238,6 +238,8 @@ struct State {
     /// Preallocation failed (a full disk): not tried again before this.
     prealloc_paused_until: Option<Instant>,
     failed: Option<String>,
+    /// A write failed for another reason than a full disk: the log's disk is not to be trusted.
+    disk_failed: bool,
     /// A roll began (the active segment was sealed, perhaps its successor's file created) and did
     /// not complete: nothing more is written to the sealed segment, the roll is finished first.
     rolling: bool,
@@ -451,6 +453,7 @@ impl Log {
                 rolling: false,
                 writer_running: true,
                 failed: None,
+                disk_failed: false,
                 failures: 0,
                 closing: false,
                 last_used: Instant::now(),
@@ -494,6 +497,11 @@ impl Log {
             durable: s.durable,
             log_end: s.next_offset,
         }
+    }
+
+    /// Bytes of its segments' logs.
+    pub fn size_bytes(&self) -> u64 {
+        self.state().segments.iter().map(|seg| seg.size).sum()
     }
 
     pub fn config(&self) -> LogConfig {

@@ -123,13 +123,13 @@ def shared_broker():
     b.close()
 
 
-def read_to_end(bootstrap, topic, timeout=30, **config):
+def read_to_end(bootstrap, topic, timeout=30, partition=0, **config):
     """Messages (offset, key, value) a fresh confluent-kafka consumer reads from the start of
-    partition 0 of `topic` to its end, with extra consumer `config`; fails after `timeout` s."""
+    `partition` of `topic` to its end, with extra consumer `config`; fails after `timeout` s."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("g"), "enable.partition.eof": True, **config})
-    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
     got = []
     deadline = time.time() + timeout
     try:

@@ -317,3 +317,112 @@ def test_offset_for_leader_epoch_and_epoch_fencing():
         assert len(checkpoints) == 2 and all(open(c).read() == "0\n1\n0 0\n" for c in checkpoints)
     finally:
         b.close()
+
+
+@pytest.fixture
+def failing_disk():
+    """A small loop-mounted ext4 filesystem (errors=remount-ro) that can be made to fail — ext4's
+    own error path, as on a disk error: writes get EROFS from then on — and repaired (fsck, mount
+    again); yields (mount point, fail, repair). Root only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a filesystem needs root")
+    import tempfile
+
+    from conftest import ROOT
+
+    mnt = tempfile.mkdtemp(prefix="weir-disk-", dir=os.path.join(ROOT, "target"))
+    image = mnt + ".img"
+    subprocess.run(["truncate", "-s", "128M", image], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+
+    def mount():
+        subprocess.run(["mount", "-o", "loop,errors=remount-ro", image, mnt], check=True)
+        dev = os.path.basename(subprocess.run(["findmnt", "-n", "-o", "SOURCE", mnt], check=True, capture_output=True, text=True).stdout.strip())
+        return f"/sys/fs/ext4/{dev}/trigger_fs_error"
+
+    trigger = [mount()]
+    if not os.path.exists(trigger[0]):
+        subprocess.run(["umount", "-l", mnt], check=False)
+        pytest.skip("this kernel's ext4 has no trigger_fs_error")
+
+    def fail():
+        with open(trigger[0], "w") as f:
+            f.write("weir test: the disk fails\n")
+
+    def repair():
+        subprocess.run(["umount", mnt], check=True)
+        subprocess.run(["e2fsck", "-fy", image], capture_output=True)
+        trigger[0] = mount()
+
+    try:
+        yield mnt, fail, repair
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=False)
+        os.remove(image)
+        os.rmdir(mnt)
+
+
+def describe_log_dir(port):
+    from kafka.protocol.admin import DescribeLogDirsRequest, DescribeLogDirsResponse
+
+    from kafka_wire import Connection, build
+
+    conn = Connection(port)
+    try:
+        return conn.call(build(DescribeLogDirsRequest, 4, topics=None), DescribeLogDirsResponse).results[0]
+    finally:
+        conn.close()
+
+
+def test_a_failed_shard_directory_moves_leadership_and_rejoins_after_repair(failing_disk):
+    import tempfile
+
+    from conftest import ROOT
+
+    mnt, fail, repair = failing_disk
+    base = tempfile.mkdtemp(prefix="weir-it-", dir=os.path.join(ROOT, "target"))
+    b = Broker(shards=2, data_dir=f"{base},{mnt}/data")
+    try:
+        name = unique("disk")
+        admin = create(b.bootstrap, name, 2, 2)
+        assert {p.leader for p in partitions_of(admin, name)} == {0, 1}
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+        errors = []
+
+        def send(start, count):
+            for i in range(start, start + count):
+                for part in (0, 1):
+                    p.produce(name, value=b"v%d" % i, partition=part, on_delivery=lambda e, m: e and errors.append(e))
+            assert p.flush(60) == 0
+
+        send(0, 2000)
+        dirs = {r.log_dir: r for r in (describe_log_dir(b.port), describe_log_dir(b.port + 1))}
+        assert set(dirs) == {base, f"{mnt}/data"} and all(r.error_code == 0 for r in dirs.values())
+        ours = dirs[f"{mnt}/data"]
+        assert ours.total_bytes > 0 and sum(q.partition_size for t in ours.topics for q in t.partitions) > 0
+        # Shard 1's filesystem fails: its writes get EROFS from now on.
+        fail()
+        send(2000, 2000)
+        assert errors == []
+        wait_for("both partitions led from shard 0", lambda: [q.leader for q in partitions_of(admin, name)] == [0, 0])
+        assert [q.isrs for q in partitions_of(admin, name)] == [[0], [0]]
+        wait_for("shard 1 offline", lambda: offline_replicas(b.bootstrap, name) == [1])
+        assert describe_log_dir(b.port + 1).error_code == 56, "KAFKA_STORAGE_ERROR for the failed directory"
+        for part in (0, 1):
+            assert [v for _, _, v in read_to_end(b.bootstrap, name, partition=part)] == [b"v%d" % i for i in range(4000)]
+        # Repaired (the broker stopped, the filesystem checked and mounted again): shard 1's replicas
+        # catch up from shard 0 and are in sync again.
+        b.stop(signal.SIGKILL)
+        repair()
+        b.start()
+        send(4000, 100)
+        wait_for("shard 1 back in sync", lambda: [sorted(q.isrs) for q in partitions_of(admin, name)] == [[0, 1], [0, 1]], timeout=60)
+        p.flush(30)
+        for part in (0, 1):
+            assert [v for _, _, v in read_to_end(b.bootstrap, name, partition=part)] == [b"v%d" % i for i in range(4100)]
+        assert errors == []
+    finally:
+        b.close()
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)

@@ -351,9 +351,14 @@ pub fn list(dir: &Path) -> io::Result<Vec<String>> {
 
 /// Bytes an unprivileged writer may still use on `dir`'s filesystem.
 pub fn available_bytes(dir: &Path) -> Option<u64> {
+    space(dir).map(|(_, available)| available)
+}
+
+/// (total, available) bytes of `dir`'s filesystem.
+pub fn space(dir: &Path) -> Option<(u64, u64)> {
     match sim() {
-        Some(disk) => Some(disk.available_bytes()),
-        None => real::available_bytes(dir),
+        Some(disk) => Some(disk.space()),
+        None => real::space(dir),
     }
 }
 

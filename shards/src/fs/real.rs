@@ -77,7 +77,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()
 }
 
-pub fn available_bytes(dir: &Path) -> Option<u64> {
+/// (total, available to an unprivileged writer) bytes of `dir`'s filesystem.
+pub fn space(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
@@ -86,7 +87,7 @@ pub fn available_bytes(dir: &Path) -> Option<u64> {
     if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    Some((st.f_blocks as u64 * st.f_frsize as u64, st.f_bavail as u64 * st.f_frsize as u64))
 }
 
 /// Makes glommio's one-time "does this disk support polled I/O" probe see a real block of data.

@@ -345,9 +345,9 @@ impl SimDisk {
         Ok(d.names.keys().filter(|p| p.parent() == Some(dir)).filter_map(|p| Some(p.file_name()?.to_str()?.to_string())).collect())
     }
 
-    pub(super) fn available_bytes(&self) -> u64 {
+    pub(super) fn space(&self) -> (u64, u64) {
         let d = self.state.borrow();
-        d.capacity.saturating_sub(d.used())
+        (d.capacity, d.capacity.saturating_sub(d.used()))
     }
 }
 

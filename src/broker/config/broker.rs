@@ -36,7 +36,7 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("node.id", node.to_string(), long, "this shard's broker id"),
         ("listeners", format!("PLAINTEXT://{}:{port}", cfg.listen_host), Kind::Text, "--listen"),
         ("advertised.listeners", format!("PLAINTEXT://{}:{port}", cfg.advertised_host), Kind::Text, "--advertised-host"),
-        ("log.dirs", cfg.data_dir.display().to_string(), Kind::Text, "--data-dir"),
+        ("log.dirs", log_dirs(cfg), Kind::Text, "--data-dir"),
         ("num.partitions", cfg.num_partitions.to_string(), long, "--num-partitions"),
         ("auto.create.topics.enable", cfg.auto_create_topics.to_string(), Kind::Bool, "--no-auto-create"),
         ("auto.create.topics.rate", cfg.auto_create_topics_rate.to_string(), long, "--auto-create-topics-rate"),
@@ -74,6 +74,16 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
 }
 
 /// `queued.max.request.bytes` as Kafka shows it: -1 when unbounded.
+/// `log.dirs` as Kafka shows it: the directories, comma-separated.
+fn log_dirs(cfg: &crate::broker::BrokerConfig) -> String {
+    let dirs: Vec<String> = if cfg.log_dirs.is_empty() {
+        vec![cfg.data_dir.display().to_string()]
+    } else {
+        cfg.log_dirs.iter().map(|d| d.display().to_string()).collect()
+    };
+    dirs.join(",")
+}
+
 fn queued_max_request_bytes(cfg: &crate::broker::BrokerConfig) -> String {
     if cfg.queued_max_request_bytes == usize::MAX {
         "-1".into()

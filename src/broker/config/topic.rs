@@ -322,8 +322,8 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         "unclean.leader.election.enable",
         "false",
         Kind::Bool,
-        None,
-        "one replica per partition today"
+        Honoured,
+        "lead from an out-of-sync replica rather than none (loses what only the others held)"
     ),
 ];
 

@@ -106,14 +106,20 @@ pub fn start(meta: &TopicMeta, p: i32, part: &Rc<Partition>) {
     }
     let me = state().shard.id as u16;
     let replicas = replicas(meta, p, state().shard.count);
-    if meta.state(p, &replicas).offline.contains(&me) && !part.log.failed() {
+    let dir_ok = state().log_dir_failed.borrow().is_none();
+    if meta.state(p, &replicas).offline.contains(&me) && !part.log.failed() && dir_ok {
         election::report(meta.name.clone(), p, me, election::Event::Online);
     }
     let (topic, watched) = (meta.name.clone(), part.clone());
     shards::spawn_local(async move {
         watched.log.wait_failed().await;
         let current = state().partition(&topic, p);
-        if watched.log.failed() && current.is_some_and(|c| Rc::ptr_eq(&c.log, &watched.log)) {
+        if !watched.log.failed() || !current.is_some_and(|c| Rc::ptr_eq(&c.log, &watched.log)) {
+            return;
+        }
+        if watched.log.disk_failed() {
+            dir_failed(&format!("{topic}-{p}: a write failed"));
+        } else {
             election::report(topic, p, me, election::Event::Failed);
         }
     })
@@ -138,5 +144,28 @@ pub fn apply(meta: &TopicMeta) {
         st.partitions.borrow_mut().insert((meta.name.clone(), p), swapped.clone());
         tracing::info!(topic = %meta.name, partition = p, epoch = epoch(meta, p, st.shard.count), leads = swapped.role.leader().is_some(), "replica role changed");
         start(meta, p, &swapped);
+    }
+}
+
+/// This shard's log directory failed (a write error other than a full disk, in `what`): as Kafka
+/// takes a failed log directory offline whole, every replica this shard holds of a replicated
+/// topic is reported failed, written to or not, so that leadership moves off the disk at once.
+pub fn dir_failed(what: &str) {
+    let st = state();
+    if st.log_dir_failed.borrow().is_some() {
+        return;
+    }
+    *st.log_dir_failed.borrow_mut() = Some(what.to_string());
+    tracing::error!(dir = %st.log_dir().display(), cause = what, "log directory failed: its replicas are offline");
+    let me = st.shard.id as u16;
+    let held: Vec<(String, i32)> = st
+        .topics
+        .borrow()
+        .values()
+        .filter(|meta| meta.replication_factor > 1)
+        .flat_map(|meta| (0..meta.partitions).filter(|&p| st.holds_replica(meta, p)).map(|p| (meta.name.clone(), p)).collect::<Vec<_>>())
+        .collect();
+    for (topic, p) in held {
+        election::report(topic, p, me, election::Event::Failed);
     }
 }

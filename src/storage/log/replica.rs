@@ -145,6 +145,11 @@ impl Log {
         self.state().failed.is_some()
     }
 
+    /// Whether a write failed for another reason than a full disk (EIO, EROFS, …).
+    pub fn disk_failed(&self) -> bool {
+        self.state().disk_failed
+    }
+
     /// Waits until a write fails or the log closes.
     pub async fn wait_failed(&self) {
         loop {

@@ -134,6 +134,7 @@ impl Log {
     fn fail(&self, e: &LogError) {
         let mut s = self.state();
         s.failed = Some(e.to_string());
+        s.disk_failed |= !matches!(e, LogError::NoSpace(_));
         s.failures += 1;
         while s.queued > 0 {
             let Some(dropped) = s.cache.pop_back() else { break };
