@@ -5,7 +5,9 @@
 //! with one log line; nothing a client sends can take the shard down.
 
 use super::connections::{connections, Slot};
-use super::{config, delete_records, fetch, group, handlers, leader_epoch, list_offsets, log_dirs, panic_guard, produce, state, txn};
+use super::{
+    config, delete_records, elect_leaders, fetch, group, handlers, leader_epoch, list_offsets, log_dirs, panic_guard, produce, state, txn,
+};
 use crate::protocol::fetch_response::Part;
 use crate::protocol::{self, frame::FrameReader, ProtocolError};
 use crate::storage::Chunk;
@@ -205,6 +207,7 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         ApiKey::ListOffsets => list_offsets::list_offsets(&req).await,
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(&req).await,
         ApiKey::DescribeLogDirs => log_dirs::handle(&req),
+        ApiKey::ElectLeaders => elect_leaders::handle(&req).await,
         ApiKey::DeleteRecords => delete_records::delete_records(&req).await,
         ApiKey::CreateTopics => handlers::create_topics(&req).await,
         ApiKey::DeleteTopics => handlers::delete_topics(&req).await,

@@ -14,6 +14,7 @@ mod config;
 mod conn;
 mod connections;
 mod delete_records;
+mod elect_leaders;
 pub mod errors;
 mod fetch;
 mod fetch_session;
@@ -93,6 +94,9 @@ pub struct BrokerConfig {
     pub default_replication_factor: u16,
     /// A follower that has not caught up for this long leaves the ISR (`replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
+    /// How often the controller moves leadership back to preferred replicas
+    /// (`leader.imbalance.check.interval.seconds`); `None`: never (`auto.leader.rebalance.enable=false`).
+    pub leader_rebalance_secs: Option<u64>,
 }
 
 /// The log cleaner's settings (Kafka's `log.cleaner.*`): one cleaner per shard, for the shard's
@@ -157,6 +161,7 @@ impl Default for BrokerConfig {
             cleaner: CleanerConfig::default(),
             default_replication_factor: 1,
             replica_lag_time_max_ms: 30_000,
+            leader_rebalance_secs: Some(300),
         }
     }
 }
@@ -365,6 +370,9 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
     }
     shards::spawn_local(group::expiry_loop()).detach();
     shards::spawn_local(replication::leader::expiry_loop()).detach();
+    if let (0, Some(secs)) = (state.shard.id, state.cfg.leader_rebalance_secs) {
+        shards::spawn_local(replication::election::rebalance_loop(std::time::Duration::from_secs(secs.max(1)))).detach();
+    }
     shards::spawn_local(txn::timeout_loop()).detach();
     conn::serve(stop).await;
     // Shutdown: write what is queued and fsync every owned log.

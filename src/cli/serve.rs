@@ -126,6 +126,13 @@ pub struct ServeArgs {
     /// (replica.lag.time.max.ms; default 30000).
     #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS")]
     replica_lag_time_max_ms: Option<u64>,
+    /// Never move leadership back to preferred replicas by itself (auto.leader.rebalance.enable=false).
+    #[arg(long, env = "WEIR_NO_AUTO_LEADER_REBALANCE")]
+    no_auto_leader_rebalance: bool,
+    /// How often leadership moves back to preferred replicas that are in sync, in seconds
+    /// (leader.imbalance.check.interval.seconds; default 300).
+    #[arg(long, env = "WEIR_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS")]
+    leader_imbalance_check_interval_seconds: Option<u64>,
     /// Config file: `key = value` lines with the flag names (e.g. `data-dir = "/var/lib/weir"`).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
@@ -207,6 +214,10 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
                     a.default_replication_factor = a.default_replication_factor.or(Some(r));
                 }
                 "replica-lag-time-max-ms" => a.replica_lag_time_max_ms = a.replica_lag_time_max_ms.or(Some(count(&v)?)),
+                "no-auto-leader-rebalance" => a.no_auto_leader_rebalance |= v == "true",
+                "leader-imbalance-check-interval-seconds" => {
+                    a.leader_imbalance_check_interval_seconds = a.leader_imbalance_check_interval_seconds.or(Some(count(&v)?))
+                }
                 _ => return Err(format!("{}: unknown setting {k}", path.display())),
             }
         }
@@ -322,6 +333,8 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     if let Some(v) = a.replica_lag_time_max_ms {
         cfg.replica_lag_time_max_ms = v.max(1);
     }
+    cfg.leader_rebalance_secs =
+        if a.no_auto_leader_rebalance { None } else { Some(a.leader_imbalance_check_interval_seconds.unwrap_or(300).max(1)) };
     if let Some(v) = a.log_cleaner_io_max_bytes_per_second {
         if v.is_nan() || v <= 0.0 {
             return Err("--log-cleaner-io-max-bytes-per-second must be positive".into());

@@ -38,6 +38,7 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::IncrementalAlterConfigs, 0..=1),
     (ApiKey::OffsetDelete, 0..=0),
     (ApiKey::DescribeLogDirs, 1..=4),
+    (ApiKey::ElectLeaders, 0..=2),
     (ApiKey::DescribeCluster, 0..=1),
     (ApiKey::DescribeProducers, 0..=0),
     (ApiKey::DescribeTransactions, 0..=0),

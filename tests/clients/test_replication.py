@@ -239,7 +239,7 @@ def test_failed_follower_leaves_isr_and_min_insync_replicas():
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a leader's file immutable needs root")
 def test_leader_failure_moves_leadership_and_the_old_leader_rejoins():
-    b = Broker(shards=2)
+    b = Broker(shards=2, extra=["--leader-imbalance-check-interval-seconds", "1"])
     try:
         if not can_make_immutable(b.data_dir):
             pytest.skip("chattr +i does not work here")
@@ -275,11 +275,36 @@ def test_leader_failure_moves_leadership_and_the_old_leader_rejoins():
             "the old leader to rejoin",
             lambda: sorted(partitions_of(admin, name)[0].isrs) == [0, 1] and offline_replicas(b.bootstrap, name) == [],
         )
-        assert partitions_of(admin, name)[0].leader == new
-        p.flush(30)
+        # In sync again, the preferred replica leads again (auto.leader.rebalance.enable).
+        wait_for("leadership back on the preferred replica", lambda: partitions_of(admin, name)[0].leader == old)
+        send(2500, 500)
+        assert [v for _, _, v in read_to_end(b.bootstrap, name)] == [b"v%d" % i for i in range(3000)] and errors == []
         b.stop()
         leader, followers = copies(b.data_dir, name, 0)
         assert followers == [leader]
+    finally:
+        b.close()
+
+
+def test_elect_leaders():
+    from confluent_kafka import ElectionType, TopicPartition
+
+    b = Broker(shards=2, extra=["--no-auto-leader-rebalance", "--replica-lag-time-max-ms", "1000"])
+    try:
+        name = unique("elect")
+        admin = create(b.bootstrap, name, 2, 2)
+        assert produce(b.bootstrap, name, 100) == []
+        tps = [TopicPartition(name, 0), TopicPartition(name, 1)]
+
+        def elect(kind):
+            result = admin.elect_leaders(kind, tps).result(30)
+            return {tp.partition: (err.code() if err else 0) for tp, err in result.items()}
+
+        # Every partition leads on its preferred replica already; none lacks a leader.
+        assert elect(ElectionType.PREFERRED) == {0: KafkaError.ELECTION_NOT_NEEDED, 1: KafkaError.ELECTION_NOT_NEEDED}
+        assert elect(ElectionType.UNCLEAN) == {0: KafkaError.ELECTION_NOT_NEEDED, 1: KafkaError.ELECTION_NOT_NEEDED}
+        missing = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(name, 7)]).result(30)
+        assert [e.code() for e in missing.values()] == [KafkaError.UNKNOWN_TOPIC_OR_PART]
     finally:
         b.close()
 

@@ -42,6 +42,13 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("auto.create.topics.rate", cfg.auto_create_topics_rate.to_string(), long, "--auto-create-topics-rate"),
         ("default.replication.factor", cfg.default_replication_factor.to_string(), long, "--default-replication-factor"),
         ("replica.lag.time.max.ms", cfg.replica_lag_time_max_ms.to_string(), long, "--replica-lag-time-max-ms"),
+        ("auto.leader.rebalance.enable", cfg.leader_rebalance_secs.is_some().to_string(), Kind::Bool, "--no-auto-leader-rebalance"),
+        (
+            "leader.imbalance.check.interval.seconds",
+            cfg.leader_rebalance_secs.unwrap_or(300).to_string(),
+            long,
+            "--leader-imbalance-check-interval-seconds",
+        ),
         ("offsets.topic.num.partitions", "16".into(), long, "offsets partitions (fixed)"),
         ("offsets.topic.replication.factor", "1".into(), long, "one replica"),
         ("transaction.state.log.replication.factor", "1".into(), long, "one replica"),

@@ -89,6 +89,97 @@ fn elect(st: &mut PartitionState, replicas: &[u16], unclean: bool) -> Option<u16
     Some(chosen)
 }
 
+/// ElectLeaders' two kinds, Kafka's numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Back to the first replica, if it is in sync and online.
+    Preferred,
+    /// A leader for a partition that has none, in sync or not.
+    Unclean,
+}
+
+/// Elects a leader of `kind` in `st`: NONE if it changed (next epoch), else ELECTION_NOT_NEEDED,
+/// PREFERRED_LEADER_NOT_AVAILABLE or ELIGIBLE_LEADERS_NOT_AVAILABLE, as Kafka's controller answers.
+pub fn elect_as_asked(st: &mut PartitionState, replicas: &[u16], kind: Kind) -> i16 {
+    match kind {
+        Kind::Preferred => {
+            let preferred = replicas.first().copied();
+            if st.leader == preferred {
+                return errors::ELECTION_NOT_NEEDED;
+            }
+            match preferred {
+                Some(r) if st.isr.contains(&r) && !st.offline.contains(&r) => {
+                    st.leader = Some(r);
+                    st.epoch += 1;
+                    errors::NONE
+                }
+                _ => errors::PREFERRED_LEADER_NOT_AVAILABLE,
+            }
+        }
+        Kind::Unclean if st.leader.is_some() => errors::ELECTION_NOT_NEEDED,
+        Kind::Unclean => match elect(st, replicas, true) {
+            Some(leader) => {
+                st.leader = Some(leader);
+                st.epoch += 1;
+                errors::NONE
+            }
+            None => errors::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+        },
+    }
+}
+
+/// `auto.leader.rebalance.enable`: every `leader.imbalance.check.interval.seconds`, the controller
+/// moves each partition's leadership back to its preferred replica where that one is in sync and
+/// online (Kafka also waits for a broker's imbalance to pass `leader.imbalance.per.broker.percentage`;
+/// Weir moves every such partition).
+pub async fn rebalance_loop(every: std::time::Duration) {
+    loop {
+        shards::sleep(every).await;
+        let shards = state().shard.count;
+        let due: Vec<(String, i32)> = state()
+            .topics
+            .borrow()
+            .values()
+            .filter(|meta| meta.replication_factor > 1)
+            .flat_map(|meta| {
+                (0..meta.partitions)
+                    .filter(|&p| {
+                        let replicas = replicas(meta, p, shards);
+                        elect_as_asked(&mut meta.state(p, &replicas), &replicas, Kind::Preferred) == errors::NONE
+                    })
+                    .map(|p| (meta.name.clone(), p))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (topic, p) in due {
+            let outcome = apply_election(topic.clone(), p, Kind::Preferred).await;
+            tracing::info!(%topic, partition = p, error = outcome, "preferred leader election (auto.leader.rebalance.enable)");
+        }
+    }
+}
+
+/// Runs an election of `kind` for `topic`/`p` on the controller; its error code.
+pub async fn apply_election(topic: String, p: i32, kind: Kind) -> i16 {
+    let changed = topics::update(topic, move |meta| {
+        if p < 0 || p >= meta.partitions {
+            return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, "no such partition".into()));
+        }
+        let replicas = replicas(meta, p, state().shard.count);
+        let mut st = meta.state(p, &replicas);
+        let result = elect_as_asked(&mut st, &replicas, kind);
+        if result != errors::NONE {
+            return Err((result, String::new()));
+        }
+        meta.set_state(p, st, &replicas);
+        Ok(())
+    })
+    .await;
+    match changed {
+        Ok(_) => errors::NONE,
+        Err((code, _)) => code,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +213,21 @@ mod tests {
         let mut st = state(Some(0), 1, &[0], &[]);
         assert!(change(&mut st, &[0, 1], 0, Event::Failed, true));
         assert_eq!(st, state(Some(1), 2, &[1], &[0]));
+    }
+
+    #[test]
+    fn elections_asked_for_answer_as_kafka() {
+        let mut st = state(Some(1), 4, &[0, 1], &[]);
+        assert_eq!(elect_as_asked(&mut st, &[0, 1], Kind::Preferred), errors::NONE);
+        assert_eq!(st, state(Some(0), 5, &[0, 1], &[]));
+        assert_eq!(elect_as_asked(&mut st, &[0, 1], Kind::Preferred), errors::ELECTION_NOT_NEEDED);
+        let mut out_of_sync = state(Some(1), 2, &[1], &[]);
+        assert_eq!(elect_as_asked(&mut out_of_sync, &[0, 1], Kind::Preferred), errors::PREFERRED_LEADER_NOT_AVAILABLE);
+        assert_eq!(elect_as_asked(&mut out_of_sync, &[0, 1], Kind::Unclean), errors::ELECTION_NOT_NEEDED);
+        let mut leaderless = state(None, 3, &[0], &[0]);
+        assert_eq!(elect_as_asked(&mut leaderless, &[0, 1], Kind::Unclean), errors::NONE);
+        assert_eq!(leaderless, state(Some(1), 4, &[1], &[0]));
+        let mut all_offline = state(None, 3, &[0], &[0, 1]);
+        assert_eq!(elect_as_asked(&mut all_offline, &[0, 1], Kind::Unclean), errors::ELIGIBLE_LEADERS_NOT_AVAILABLE);
     }
 }
