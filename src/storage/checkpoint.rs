@@ -12,6 +12,10 @@
 //!   position were fsynced, so recovery validates only what follows (Kafka's
 //!   `recovery-point-offset-checkpoint`). Closed segments are fsynced when sealed. None, or one of
 //!   another segment: the whole active segment is validated.
+//! * `high-watermark` (one value): a replicated partition's high watermark when its log was closed
+//!   cleanly, for its next leader to start from (Kafka's `replication-offset-checkpoint`); read and
+//!   removed when the log opens, so that a crash later leaves none (the high watermark then starts at
+//!   the log start).
 //! * `cleaner-offset` (one value): the log cleaner's first dirty offset: below it, every segment
 //!   was cleaned with the keys of everything below it (Kafka's `cleaner-offset-checkpoint`). None:
 //!   the log start (the next pass cleans everything again).
@@ -22,6 +26,7 @@ use std::path::Path;
 pub const LOG_START: &str = "log-start-offset";
 pub const RECOVERY_POINT: &str = "recovery-point";
 pub const CLEANER_OFFSET: &str = "cleaner-offset";
+pub const HIGH_WATERMARK: &str = "high-watermark";
 
 /// The `N` values of checkpoint `name` in `dir`, if a sound file is there.
 pub fn read<const N: usize>(dir: &Path, name: &str) -> Option<[u64; N]> {

@@ -188,6 +188,8 @@ struct State {
     /// The high watermark its replicas allow (`replica.rs`), for a replicated partition's log;
     /// `None`: this log alone decides (the one replica).
     replicated_hw: Option<u64>,
+    /// The replicated high watermark checkpointed at the last clean close, if any.
+    hw_at_close: Option<u64>,
     /// The epoch a leader stamps in the batches it appends (`None`: they keep theirs — a
     /// follower's copies, or a log outside replication).
     stamp: Option<i32>,
@@ -406,6 +408,10 @@ impl Log {
         // Markers past what is durable keep their transactions unstable until the writer fsynced them.
         let unstable_txns = ended.iter().filter(|t| t.marker_offset >= durable).map(|t| (t.first_offset, t.marker_offset)).collect();
         let first_dirty = super::checkpoint::read::<1>(dir, super::checkpoint::CLEANER_OFFSET).map_or(0, |[o]| o);
+        let hw_at_close = super::checkpoint::read::<1>(dir, super::checkpoint::HIGH_WATERMARK).map(|[o]| o.min(next_offset));
+        if hw_at_close.is_some() {
+            fs::remove_file(&dir.join(super::checkpoint::HIGH_WATERMARK)).await?;
+        }
         // Epochs starting at or past the log end began with batches a crash took, or none.
         let mut epochs = fs::read(&LeaderEpochs::path(dir)).ok().and_then(|text| LeaderEpochs::decode(&text)).unwrap_or_default();
         epochs.truncate_from(next_offset);
@@ -424,6 +430,7 @@ impl Log {
                 written: next_offset,
                 durable,
                 replicated_hw: None,
+                hw_at_close,
                 stamp: None,
                 epochs,
                 epochs_changed: 0,
@@ -743,6 +750,7 @@ impl Log {
             s.unstable_txns.retain(|_, marker| *marker >= durable);
         }
         self.checkpoint_recovery_point(CLOSE_CHECKPOINT_BYTES).await?;
+        self.checkpoint_high_watermark().await?;
         // The indexes first: a snapshot at the end says the aborted transactions below it are on disk.
         let unsynced: Vec<PathBuf> = {
             let mut s = self.state();

@@ -65,13 +65,14 @@ impl Leader {
         }
     }
 
-    /// Takes charge of `part`'s log: its high watermark starts at its log start and moves as the
-    /// ISR's copies are known (at once if it is the only one in sync), so a restart never shows a
-    /// record that only this replica holds.
+    /// Takes charge of `part`'s log: its high watermark starts where it was at the last clean close
+    /// (else at the log start) and moves as the ISR's copies are known (at once if it is the only
+    /// one in sync), so a restart never shows a record that only this replica holds.
     pub fn start(&self, part: &Partition) {
         let log = &part.log;
         log.lead(self.epoch);
-        log.set_replicated_hw(Some(log.offsets().log_start));
+        let start = log.offsets().log_start;
+        log.set_replicated_hw(Some(log.high_watermark_at_close().unwrap_or(start).max(start)));
         self.update_hw(log, part.rules.get().min_insync_replicas);
     }
 

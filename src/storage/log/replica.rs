@@ -161,6 +161,25 @@ impl Log {
         }
     }
 
+    /// The high watermark this log had when it was last closed cleanly as a replica (read when it
+    /// opened): where its leader's may start.
+    pub fn high_watermark_at_close(&self) -> Option<u64> {
+        self.state().hw_at_close
+    }
+
+    /// At a clean close of a replica's log, its high watermark for the next open (`checkpoint`).
+    pub(super) async fn checkpoint_high_watermark(&self) -> Result<(), LogError> {
+        let hw = {
+            let s = self.state();
+            match s.replicated_hw {
+                Some(_) => s.high_watermark(),
+                None => return Ok(()),
+            }
+        };
+        let dir = self.state().dir.clone();
+        Ok(crate::storage::checkpoint::write(&dir, crate::storage::checkpoint::HIGH_WATERMARK, &[hw]).await?)
+    }
+
     /// Waits until the high watermark passes `offset` (acks=all of a replicated partition).
     pub async fn wait_high_watermark(&self, offset: u64) -> Result<(), LogError> {
         self.wait_for(|s| s.high_watermark() > offset).await

@@ -85,3 +85,22 @@ fn a_cut_log_recovers_shorter_with_its_producers_and_epochs() {
         assert!(read_all(&log, 5_000).await.is_empty());
     });
 }
+
+#[test]
+fn a_replicas_high_watermark_survives_a_clean_close_once() {
+    let dir = temp_dir("replica-hw");
+    shards::run_local(async {
+        let log = open(&dir, small_cfg()).await;
+        append_all(&log, &[(4, 100), (6, 100)]);
+        log.wait_durable(9).await.unwrap();
+        log.set_replicated_hw(Some(4));
+        assert_eq!(log.offsets().high_watermark, 4);
+        log.close().await.unwrap();
+        let log = open(&dir, small_cfg()).await;
+        assert_eq!(log.high_watermark_at_close(), Some(4));
+        // Read once: a crash from now on must not find a value that later truncation made stale.
+        log.close().await.unwrap();
+        let log = Log::open(&dir, small_cfg()).await.unwrap();
+        assert_eq!(log.high_watermark_at_close(), None);
+    });
+}
