@@ -166,8 +166,9 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     }
     let fenced = |w: &Wanted| -> Option<i16> {
         let asked = *known_epochs.get(&(w.topic.clone(), w.partition))?;
-        let meta = st.topic(&w.topic)?;
-        replication::check_epoch(replication::epoch(&meta, w.partition, st.shard.count), asked).err()
+        let topics = st.topics.borrow();
+        let meta = topics.get(&w.topic)?;
+        replication::check_epoch(replication::epoch(meta, w.partition, st.shard.count), asked).err()
     };
     let wants: Vec<Want> = wanted
         .iter()
