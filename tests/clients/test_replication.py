@@ -451,3 +451,43 @@ def test_a_failed_shard_directory_moves_leadership_and_rejoins_after_repair(fail
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_kill_during_replication_loses_nothing_acknowledged():
+    import threading
+
+    b = Broker(shards=2, extra=["--flush-messages", "1"])
+    try:
+        name = unique("killed")
+        create(b.bootstrap, name, 2, 2, min_insync_replicas=2)
+        acked, stop = {0: set(), 1: set()}, threading.Event()
+
+        def run():
+            p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 2, "message.timeout.ms": 20000})
+
+            def done(err, msg):
+                if err is None:
+                    acked[msg.partition()].add(msg.value())
+
+            i = 0
+            while not stop.is_set():
+                p.produce(name, value=b"v%d" % i, partition=i % 2, on_delivery=done)
+                p.poll(0)
+                i += 1
+                if i % 200 == 0:
+                    time.sleep(0.005)
+            p.flush(30)
+
+        t = threading.Thread(target=run)
+        t.start()
+        wait_for("records acknowledged on both partitions", lambda: min(len(acked[0]), len(acked[1])) > 500)
+        b.restart(signal.SIGKILL)
+        stop.set()
+        t.join(60)
+        assert len(acked[0]) + len(acked[1]) > 1000
+        for part in (0, 1):
+            got = {v for _, _, v in read_to_end(b.bootstrap, name, partition=part)}
+            assert acked[part] <= got, f"partition {part}: {len(acked[part] - got)} acknowledged records lost"
+        wait_for("both replicas in sync after the restart", lambda: all(sorted(q.isrs) == [0, 1] for q in partitions_of(AdminClient({"bootstrap.servers": b.bootstrap}), name)))
+    finally:
+        b.close()
