@@ -5,8 +5,8 @@
 //! online one (its ISR then only itself), or none. A replica that opens again comes back online and
 //! leads a partition that has no leader if it is in sync (or unclean election allows it).
 
-use super::super::{config, errors, state, topics};
-use super::replicas;
+use super::super::{config, errors, state};
+use super::{change_state, replicas};
 use crate::broker::catalog::{PartitionState, TopicMeta};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,21 +21,16 @@ pub enum Event {
 /// topic changes do (`replication::apply`).
 pub fn report(topic: String, p: i32, replica: u16, event: Event) {
     shards::spawn_local(async move {
-        let name = topic.clone();
-        let changed = topics::update(name, move |meta| {
-            let unclean = unclean_allowed(meta);
-            let replicas = replicas(meta, p, state().shard.count);
-            let mut st = meta.state(p, &replicas);
-            if !change(&mut st, &replicas, replica, event, unclean) {
-                return Err((errors::INVALID_REQUEST, "nothing to change".into()));
+        let changed = change_state(topic.clone(), p, move |st, replicas, meta| {
+            if change(st, replicas, replica, event, unclean_allowed(meta)) {
+                Ok(())
+            } else {
+                Err((errors::INVALID_REQUEST, "nothing to change".into()))
             }
-            meta.set_state(p, st, &replicas);
-            Ok(())
         })
         .await;
         match changed {
-            Ok(meta) => {
-                let st = meta.state(p, &replicas(&meta, p, state().shard.count));
+            Ok(st) => {
                 tracing::warn!(%topic, partition = p, replica, ?event, leader = ?st.leader, epoch = st.epoch, isr = ?st.isr, offline = ?st.offline, "partition state changed");
             }
             Err((_, why)) => tracing::debug!(%topic, partition = p, replica, ?event, %why, "no partition change"),
@@ -160,24 +155,12 @@ pub async fn rebalance_loop(every: std::time::Duration) {
 
 /// Runs an election of `kind` for `topic`/`p` on the controller; its error code.
 pub async fn apply_election(topic: String, p: i32, kind: Kind) -> i16 {
-    let changed = topics::update(topic, move |meta| {
-        if p < 0 || p >= meta.partitions {
-            return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, "no such partition".into()));
-        }
-        let replicas = replicas(meta, p, state().shard.count);
-        let mut st = meta.state(p, &replicas);
-        let result = elect_as_asked(&mut st, &replicas, kind);
-        if result != errors::NONE {
-            return Err((result, String::new()));
-        }
-        meta.set_state(p, st, &replicas);
-        Ok(())
+    let changed = change_state(topic, p, move |st, replicas, _| match elect_as_asked(st, replicas, kind) {
+        errors::NONE => Ok(()),
+        code => Err((code, String::new())),
     })
     .await;
-    match changed {
-        Ok(_) => errors::NONE,
-        Err((code, _)) => code,
-    }
+    changed.map_or_else(|(code, _)| code, |_| errors::NONE)
 }
 
 #[cfg(test)]

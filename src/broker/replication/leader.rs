@@ -4,7 +4,7 @@
 //! reaches the high watermark), and moves the high watermark to the least end among the ISR — not
 //! at all while the ISR is smaller than `min.insync.replicas` (KIP-966).
 
-use super::super::{errors, partitions, state, topics, Partition};
+use super::super::{errors, partitions, state, Partition};
 use crate::storage::{Log, LogError, ReplicaEnd};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -206,13 +206,11 @@ fn alter_isr(topic: String, p: i32, leader: &Rc<Leader>, isr: Vec<u16>) {
     if leader.altering.replace(true) {
         return;
     }
-    let (me, replicas, before) = (leader.me, leader.replicas.clone(), leader.isr());
+    let (me, before) = (leader.me, leader.isr());
     let leader = leader.clone();
     shards::spawn_local(async move {
-        let name = topic.clone();
         let proposed = isr.clone();
-        let changed = topics::update(name, move |meta| {
-            let mut st = meta.state(p, &replicas);
+        let changed = super::change_state(topic.clone(), p, move |st, _, _| {
             // Decided on what the controller no longer holds (a change in between): not applied.
             if st.leader != Some(me) || st.isr != before {
                 return Err((errors::INVALID_REQUEST, "stale ISR change".into()));
@@ -220,7 +218,6 @@ fn alter_isr(topic: String, p: i32, leader: &Rc<Leader>, isr: Vec<u16>) {
             // A replica back in the ISR is online again (a full disk freed, say).
             st.offline.retain(|r| !proposed.contains(r));
             st.isr = proposed;
-            meta.set_state(p, st, &replicas);
             Ok(())
         })
         .await;

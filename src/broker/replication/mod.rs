@@ -9,8 +9,9 @@ pub mod election;
 pub mod follower;
 pub mod leader;
 
-use super::catalog::TopicMeta;
-use super::{state, Partition};
+use super::catalog::{PartitionState, TopicMeta};
+use super::topics::{self, Refusal};
+use super::{errors, state, Partition};
 use std::rc::Rc;
 
 /// The shards holding partition `p`'s replicas, the preferred leader first: its owner as placement
@@ -71,6 +72,29 @@ impl Role {
             _ => false,
         }
     }
+}
+
+/// Changes partition `p`'s recorded state on the controller: `change` gets the state, the
+/// replicas and the topic, and refuses (the answer then) or edits the state, which reaches every
+/// shard as topic changes do (`apply`). Returns the new state.
+pub async fn change_state(
+    topic: String,
+    p: i32,
+    change: impl FnOnce(&mut PartitionState, &[u16], &TopicMeta) -> Result<(), Refusal> + Send + 'static,
+) -> Result<PartitionState, Refusal> {
+    let shards = state().shard.count;
+    let meta = topics::update(topic, move |meta| {
+        if p < 0 || p >= meta.partitions {
+            return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, "no such partition".into()));
+        }
+        let replicas = replicas(meta, p, shards);
+        let mut st = meta.state(p, &replicas);
+        change(&mut st, &replicas, meta)?;
+        meta.set_state(p, st, &replicas);
+        Ok(())
+    })
+    .await?;
+    Ok(meta.state(p, &replicas(&meta, p, shards)))
 }
 
 /// Partition `p`'s leader epoch as this shard knows it.
