@@ -12,8 +12,9 @@ fn main() {
     let shards = shards::start(2, move |shard| {
         let out = out.clone();
         async move {
+            shard.serve_mailbox();
             if shard.id != 0 {
-                // Shard 1 only serves its mailbox (the runtime runs it); end when shard 0 is done.
+                // Shard 1 only serves its mailbox; end when shard 0 is done.
                 while out.lock().unwrap().is_none() {
                     shards::sleep(std::time::Duration::from_millis(10)).await;
                 }

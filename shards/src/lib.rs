@@ -77,9 +77,18 @@ impl Shard {
     {
         self.mailboxes.call(self.id, target, f).await
     }
+
+    /// Starts running what other shards submit to this one. A shard's `main` calls it once it is
+    /// ready to run their calls (its state set up): calls submitted before wait in the mailbox —
+    /// glommio runs a spawned task at once, so serving from the start would run them first.
+    pub fn serve_mailbox(&self) {
+        let (mailboxes, id) = (self.mailboxes.clone(), self.id);
+        glommio::spawn_local(async move { mailboxes.serve(id).await }).detach();
+    }
 }
 
-/// Starts `count` shards, shard *i* pinned to core *i mod cores*, each running `main(shard)`.
+/// Starts `count` shards, shard *i* pinned to core *i mod cores*, each running `main(shard)`
+/// (which calls `shard.serve_mailbox()` when it is ready for other shards' calls).
 ///
 /// Returns a handle that waits for every shard's `main` to return.
 pub fn start<F, Fut>(count: usize, main: F) -> std::io::Result<Shards>
@@ -100,8 +109,6 @@ where
             .blocking_thread_pool_placement(blocking_pool(core))
             .spawn(move || async move {
                 SHARD_ID.with(|s| s.set(Some(id)));
-                let serve = shard.mailboxes.clone();
-                glommio::spawn_local(async move { serve.serve(id).await }).detach();
                 main(shard).await;
             })
             .map_err(|e| std::io::Error::other(e.to_string()))?;

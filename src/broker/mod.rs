@@ -28,6 +28,7 @@ mod partitions;
 mod produce;
 mod record_file;
 mod replication;
+pub use replication::election::new_epochs_at_start;
 mod topics;
 mod txn;
 
@@ -347,6 +348,8 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         opening: RefCell::new(HashMap::new()),
     });
     STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
+    // Other shards' calls (a follower's fetch, say) may already wait: they need the state.
+    state.shard.serve_mailbox();
     crate::storage::file_budget::set_limit(admission::log_files_per_shard(state.shard.count));
     if let Err(e) = shards::fs::prime_direct_io(state.log_dir()).await {
         tracing::error!(error = %e, "data directory is not usable");

@@ -454,6 +454,14 @@ pub fn run(args: ServeArgs) -> i32 {
         tracing::error!("a shard panicked; stopping the broker");
         std::process::exit(101);
     }));
+    match shards::run_local(broker::new_epochs_at_start(&cfg.data_dir, cfg.shards)) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(partitions = n, "replicated partitions lead in a new epoch"),
+        Err(e) => {
+            eprintln!("weir serve: cannot update the topic catalog: {e}");
+            return 1;
+        }
+    }
     let cfg = Arc::new(cfg);
     let shards = match shards::start(cfg.shards, move |shard| broker::run_shard(shard, cfg.clone(), stop.clone())) {
         Ok(s) => s,

@@ -762,9 +762,7 @@ impl Log {
                 })
                 .collect()
         };
-        for path in unsynced {
-            fs::sync_file(&path).await?;
-        }
+        Segment::sync_indexes(unsynced).await?;
         self.snapshot_producers_at_close().await
     }
 

@@ -308,6 +308,10 @@ impl Segment {
                 seg.index_files_stale = false;
             }
         }
+        // Entries a process that died wrote may be in the page cache only: fsynced when the segment
+        // is sealed, or a power loss after that could bring back an older file whose entries point
+        // into batches written since.
+        seg.indexes_unsynced |= seg.index_on_disk > 0 || seg.time_index_on_disk > 0;
         seg.persist_indexes(next_base.is_some())?;
         Ok((seg, report))
     }
@@ -425,6 +429,18 @@ impl Segment {
             out.extend([idx, tidx]);
         }
         out
+    }
+
+    /// Fsyncs the index files `unsynced_indexes` named; one that is gone (a small active segment
+    /// keeps none, a cut removed them) has nothing to make durable.
+    pub async fn sync_indexes(paths: Vec<PathBuf>) -> std::io::Result<()> {
+        for path in paths {
+            match fs::sync_file(&path).await {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                done => done?,
+            }
+        }
+        Ok(())
     }
 
     /// Position of the last indexed batch at or before `offset` (O(log n)).

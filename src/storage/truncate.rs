@@ -7,17 +7,20 @@
 //! between the old end and `offset`, which the follower's next fetch cuts again.
 
 use super::checkpoint;
+use super::leader_epochs::LeaderEpochs;
 use super::segment::{self, Segment};
 use super::txn_index::TxnIndex;
 use shards::fs::{self, ScanFile};
 use std::path::Path;
 
 /// Removes every batch at or past `offset` from the closed log in `dir` (a batch holding
-/// `offset` goes whole: the cut is at a batch boundary, as the leader's end always is).
+/// `offset` goes whole: the cut is at a batch boundary, as the leader's end always is). A cut below
+/// the first segment empties the log and starts it at `offset` (Kafka's `truncateTo`): the log
+/// would otherwise still end past it, and its follower would cut again and again.
 pub async fn truncate_closed(dir: &Path, offset: u64) -> std::io::Result<()> {
     let mut bases: Vec<u64> = fs::list(dir)?.iter().filter_map(|n| n.strip_suffix(".log")?.parse().ok()).collect();
     bases.sort_unstable();
-    let Some(&first) = bases.first() else { return Ok(()) };
+    let Some(&first) = bases.first().filter(|&&first| first <= offset) else { return restart_at(dir, offset).await };
     // Whole segments past the cut go, newest first: a crash leaves a shorter log, never a hole.
     for &base in bases.iter().rev().filter(|&&b| b >= offset && b > first) {
         remove_segment(dir, base).await?;
@@ -41,7 +44,8 @@ pub async fn truncate_closed(dir: &Path, offset: u64) -> std::io::Result<()> {
 }
 
 /// Empties the closed log in `dir` and makes it start at `offset` (its copy is wholly below its
-/// leader's log start).
+/// leader's log start). Its leader epochs go too (Kafka's `truncateFullyAndStartAt`): they would
+/// describe batches it no longer holds.
 pub async fn restart_at(dir: &Path, offset: u64) -> std::io::Result<()> {
     checkpoint::write(dir, checkpoint::LOG_START, &[offset]).await?;
     // With no segment, recovery starts the log at its checkpointed start.
@@ -51,6 +55,8 @@ pub async fn restart_at(dir: &Path, offset: u64) -> std::io::Result<()> {
             remove_segment(dir, base).await?;
         }
     }
+    // Last: a crash before leaves batches whose epochs the next reconciliation still compares.
+    fs::remove_file(&LeaderEpochs::path(dir)).await?;
     fs::sync_dir(dir).await
 }
 

@@ -9,7 +9,9 @@
 //! unchanged on it.
 //!
 //! A thread uses the real disk unless `simulate` put a simulated one in place: the choice is made
-//! per thread, since each shard is a thread and the tests run one executor per test thread.
+//! per thread, since each shard is a thread and the tests run one executor per test thread. Several
+//! simulated disks can serve one thread, each under its own directory (`simulate_at`), so that a
+//! test crashes them independently (replicas on two disks).
 
 mod real;
 mod sim;
@@ -18,25 +20,41 @@ pub use sim::{Rng, SimDisk, Simulated};
 
 use std::cell::RefCell;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 thread_local! {
-    static SIM: RefCell<Option<Rc<SimDisk>>> = const { RefCell::new(None) };
+    /// The simulated disks and the directories they serve (`/`: every path).
+    static SIM: RefCell<Vec<(PathBuf, Rc<SimDisk>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Sends this thread's file operations to `disk` until the returned guard is dropped.
 pub fn simulate(disk: Rc<SimDisk>) -> Simulated {
-    let previous = SIM.with(|s| s.borrow_mut().replace(disk));
-    Simulated::new(previous)
+    simulate_at(Path::new("/"), disk)
 }
 
-fn restore(previous: Option<Rc<SimDisk>>) {
-    SIM.with(|s| *s.borrow_mut() = previous);
+/// Sends this thread's file operations on paths under `dir` to `disk` until the returned guard is
+/// dropped (the disk sees the whole paths).
+pub fn simulate_at(dir: &Path, disk: Rc<SimDisk>) -> Simulated {
+    SIM.with(|s| s.borrow_mut().push((dir.to_path_buf(), disk.clone())));
+    Simulated::new(dir.to_path_buf(), disk)
 }
 
-fn sim() -> Option<Rc<SimDisk>> {
-    SIM.with(|s| s.borrow().clone())
+/// Takes the mount of `disk` at `dir` away (guards may be dropped in any order).
+fn unmount(dir: &Path, disk: &Rc<SimDisk>) {
+    SIM.with(|s| {
+        let mut mounts = s.borrow_mut();
+        if let Some(i) = mounts.iter().rposition(|(d, m)| d == dir && Rc::ptr_eq(m, disk)) {
+            mounts.remove(i);
+        }
+    });
+}
+
+/// The simulated disk serving `path`, if any (the one of the longest directory holding it).
+fn sim(path: &Path) -> Option<Rc<SimDisk>> {
+    SIM.with(|s| {
+        s.borrow().iter().filter(|(dir, _)| path.starts_with(dir)).max_by_key(|(dir, _)| dir.as_os_str().len()).map(|(_, d)| d.clone())
+    })
 }
 
 /// A file written with O_DIRECT in whole aligned blocks and read back by position, whose ranges can
@@ -51,7 +69,7 @@ enum Direct {
 impl DirectFile {
     /// Opens `path` for reading and writing, creating it if absent.
     pub async fn open(path: &Path) -> io::Result<DirectFile> {
-        Ok(DirectFile(match sim() {
+        Ok(DirectFile(match sim(path) {
             Some(disk) => Direct::Sim(disk.open(path, true)?),
             None => Direct::Real(real::Direct::open(path).await?),
         }))
@@ -164,7 +182,7 @@ enum Scan {
 
 impl ScanFile {
     pub fn open(path: &Path) -> io::Result<ScanFile> {
-        Ok(ScanFile(match sim() {
+        Ok(ScanFile(match sim(path) {
             Some(disk) => Scan::Sim(disk.open(path, false)?),
             None => Scan::Real(std::fs::File::open(path)?),
         }))
@@ -204,7 +222,7 @@ enum Append {
 impl AppendFile {
     /// Opens `path` for appending, creating it if absent.
     pub fn open(path: &Path) -> io::Result<AppendFile> {
-        Ok(AppendFile(match sim() {
+        Ok(AppendFile(match sim(path) {
             Some(disk) => Append::Sim(disk.open(path, true)?),
             None => Append::Real(std::fs::OpenOptions::new().read(true).append(true).create(true).open(path)?),
         }))
@@ -227,7 +245,7 @@ impl AppendFile {
 
 /// The whole content of the file at `path`.
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
-    match sim() {
+    match sim(path) {
         Some(disk) => disk.read(path),
         None => std::fs::read(path),
     }
@@ -239,7 +257,7 @@ pub async fn write_durably(path: &Path, bytes: Vec<u8>) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    match sim() {
+    match sim(path) {
         Some(disk) => {
             let h = disk.create(&tmp)?;
             h.append(&bytes)?;
@@ -256,7 +274,7 @@ pub async fn write_durably(path: &Path, bytes: Vec<u8>) -> io::Result<()> {
 
 /// Removes the file at `path`; one already gone is no error.
 pub async fn remove_file(path: &Path) -> io::Result<()> {
-    match sim() {
+    match sim(path) {
         Some(disk) => disk.remove(path),
         None => {
             let path = path.to_path_buf();
@@ -271,7 +289,7 @@ pub async fn remove_file(path: &Path) -> io::Result<()> {
 
 /// Removes the directory `dir` and everything in it.
 pub async fn remove_dir_all(dir: &Path) -> io::Result<()> {
-    match sim() {
+    match sim(dir) {
         Some(disk) => disk.remove_tree(dir),
         None => {
             let dir = dir.to_path_buf();
@@ -281,7 +299,7 @@ pub async fn remove_dir_all(dir: &Path) -> io::Result<()> {
 }
 
 pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    match sim() {
+    match sim(from) {
         Some(disk) => disk.rename(from, to),
         None => {
             let (from, to) = (from.to_path_buf(), to.to_path_buf());
@@ -292,7 +310,7 @@ pub async fn rename(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Makes the directory's entries (files created, renamed or removed in it) durable.
 pub async fn sync_dir(dir: &Path) -> io::Result<()> {
-    match sim() {
+    match sim(dir) {
         Some(disk) => disk.sync_dir(dir),
         None => {
             let dir = dir.to_path_buf();
@@ -303,7 +321,7 @@ pub async fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Makes the file at `path` durable through a descriptor of its own.
 pub async fn sync_file(path: &Path) -> io::Result<()> {
-    match sim() {
+    match sim(path) {
         Some(disk) => disk.open(path, false)?.sync(),
         None => {
             let path = path.to_path_buf();
@@ -314,7 +332,7 @@ pub async fn sync_file(path: &Path) -> io::Result<()> {
 
 /// Cuts (or extends with zeros) the file at `path` to `len` bytes.
 pub async fn set_len(path: &Path, len: u64) -> io::Result<()> {
-    match sim() {
+    match sim(path) {
         Some(disk) => disk.open(path, false)?.set_len(len),
         None => {
             let path = path.to_path_buf();
@@ -325,7 +343,7 @@ pub async fn set_len(path: &Path, len: u64) -> io::Result<()> {
 
 /// Creates `dir` and its missing parents.
 pub async fn create_dir_all(dir: &Path) -> io::Result<()> {
-    match sim() {
+    match sim(dir) {
         Some(disk) => disk.create_dir_all(dir),
         None => {
             let dir = dir.to_path_buf();
@@ -335,7 +353,7 @@ pub async fn create_dir_all(dir: &Path) -> io::Result<()> {
 }
 
 pub fn exists(path: &Path) -> bool {
-    match sim() {
+    match sim(path) {
         Some(disk) => disk.exists(path),
         None => path.exists(),
     }
@@ -343,7 +361,7 @@ pub fn exists(path: &Path) -> bool {
 
 /// The names of the entries of directory `dir`.
 pub fn list(dir: &Path) -> io::Result<Vec<String>> {
-    match sim() {
+    match sim(dir) {
         Some(disk) => disk.list(dir),
         None => Ok(std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()),
     }
@@ -356,7 +374,7 @@ pub fn available_bytes(dir: &Path) -> Option<u64> {
 
 /// (total, available) bytes of `dir`'s filesystem.
 pub fn space(dir: &Path) -> Option<(u64, u64)> {
-    match sim() {
+    match sim(dir) {
         Some(disk) => Some(disk.space()),
         None => real::space(dir),
     }
@@ -364,7 +382,7 @@ pub fn space(dir: &Path) -> Option<(u64, u64)> {
 
 /// Prepares the runtime for direct I/O on `dir`'s device (see `real::prime_direct_io`).
 pub async fn prime_direct_io(dir: &Path) -> io::Result<()> {
-    match sim() {
+    match sim(dir) {
         Some(_) => Ok(()),
         None => real::prime_direct_io(dir).await,
     }

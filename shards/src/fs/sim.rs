@@ -31,20 +31,21 @@ pub struct SimDisk {
     state: RefCell<Disk>,
 }
 
-/// Puts the thread's previous disk back when dropped (see `super::simulate`).
-pub struct Simulated(Option<Option<Rc<SimDisk>>>);
+/// Takes its disk's mount away when dropped (see `super::simulate_at`).
+pub struct Simulated {
+    dir: PathBuf,
+    disk: Rc<SimDisk>,
+}
 
 impl Simulated {
-    pub(super) fn new(previous: Option<Rc<SimDisk>>) -> Simulated {
-        Simulated(Some(previous))
+    pub(super) fn new(dir: PathBuf, disk: Rc<SimDisk>) -> Simulated {
+        Simulated { dir, disk }
     }
 }
 
 impl Drop for Simulated {
     fn drop(&mut self) {
-        if let Some(previous) = self.0.take() {
-            super::restore(previous);
-        }
+        super::unmount(&self.dir, &self.disk);
     }
 }
 
@@ -133,6 +134,13 @@ impl SimDisk {
     pub fn fail_after(&self, n: u64, kind: io::ErrorKind) {
         let mut d = self.state.borrow_mut();
         d.fail_at = Some((d.ops + n.max(1), kind));
+    }
+
+    /// Cancels the crash and the failure `crash_after` and `fail_after` set up, if still to come.
+    pub fn disarm(&self) {
+        let mut d = self.state.borrow_mut();
+        d.crash_at = None;
+        d.fail_at = None;
     }
 
     /// Whether the process has died (`crash_after`): every operation fails until `crash`.

@@ -46,7 +46,7 @@ fn unclean_allowed(meta: &TopicMeta) -> bool {
 }
 
 /// Applies `event` of `replica` to `st`; whether it changed.
-fn change(st: &mut PartitionState, replicas: &[u16], replica: u16, event: Event, unclean: bool) -> bool {
+pub(super) fn change(st: &mut PartitionState, replicas: &[u16], replica: u16, event: Event, unclean: bool) -> bool {
     let before = st.clone();
     match event {
         Event::Failed => {
@@ -82,6 +82,40 @@ fn elect(st: &mut PartitionState, replicas: &[u16], unclean: bool) -> Option<u16
     let chosen = replicas.iter().find(online).copied().filter(|_| unclean)?;
     st.isr = vec![chosen];
     Some(chosen)
+}
+
+/// The broker started again: every partition with a leader gets a new epoch, as Kafka's controller
+/// gives one when a leader's broker comes back. A leader may have lost in the crash batches it
+/// wrote but never fsynced, which a follower copied and kept; leading on in the same epoch, it would
+/// give those offsets to other records, and the follower — whose newest epoch would still end at
+/// the leader's log end — would keep both. In a new epoch, the follower cuts its copy where the
+/// leader's old epoch ends.
+pub fn restarted(st: &mut PartitionState) -> bool {
+    if st.leader.is_some() {
+        st.epoch += 1;
+    }
+    st.leader.is_some()
+}
+
+/// Runs `restarted` on every replicated partition of the catalog in `data_dir` (before the shards
+/// load it) and saves it durably; the number of partitions given a new epoch.
+pub async fn new_epochs_at_start(data_dir: &std::path::Path, shards: usize) -> std::io::Result<usize> {
+    let mut topics = crate::broker::catalog::load(data_dir)?;
+    let mut changed = 0;
+    for meta in topics.values_mut().filter(|m| m.replication_factor > 1) {
+        for p in 0..meta.partitions {
+            let replicas = replicas(meta, p, shards);
+            let mut st = meta.state(p, &replicas);
+            if restarted(&mut st) {
+                meta.set_state(p, st, &replicas);
+                changed += 1;
+            }
+        }
+    }
+    if changed > 0 {
+        crate::broker::catalog::save(data_dir, crate::broker::catalog::encode(&topics)).await?;
+    }
+    Ok(changed)
 }
 
 /// ElectLeaders' two kinds, Kafka's numbering.

@@ -13,7 +13,7 @@
 use super::super::partitions::{self, Cut};
 use super::super::{on_shard, state, Partition};
 use super::leader::{self, Fetched, Refused};
-use crate::storage::LogError;
+use crate::storage::{Log, LogError};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -71,14 +71,19 @@ pub async fn run(topic: String, p: i32, part: Rc<Partition>, leader: u16) {
             return;
         }
         let failed = match reply {
-            Ok(fetched) => match copy(&topic, p, &part, fetched).await {
-                Ok(()) => {
-                    backoff = BACKOFF_FIRST;
-                    continue;
+            Ok(fetched) => {
+                if let Some(cut) = straddled(&part.log, &fetched.batches) {
+                    return recut(topic, p, part, cut).await;
                 }
-                Err(LogError::Deleted) => return,
-                Err(e) => format!("appending the leader's batches failed: {e}"),
-            },
+                match copy(&topic, p, &part, fetched).await {
+                    Ok(()) => {
+                        backoff = BACKOFF_FIRST;
+                        continue;
+                    }
+                    Err(LogError::Deleted) => return,
+                    Err(e) => format!("appending the leader's batches failed: {e}"),
+                }
+            }
             Err(Refused::OutOfRange { log_start, log_end }) => {
                 let cut = if offset > log_end { Cut::To(log_end) } else { Cut::RestartAt(log_start) };
                 return recut(topic, p, part, cut).await;
@@ -95,28 +100,41 @@ pub async fn run(topic: String, p: i32, part: Rc<Partition>, leader: u16) {
     }
 }
 
-/// Where this copy must be cut to be a prefix of the leader's log, if anywhere: its newest epoch
-/// ends where the leader says (or, if the leader's newest epoch at most it is older, where that
-/// one ends in both logs).
+/// Where this copy must be cut to be a prefix of the leader's log, if anywhere (`cut_for`).
 async fn diverging(topic: &str, p: i32, part: &Partition, leader: u16) -> Result<Option<Cut>, i16> {
     let Some(mine) = part.log.latest_epoch() else { return Ok(None) };
     let t = topic.to_string();
-    let (epoch, end) = match on_shard(usize::from(leader), move || super::leader::end_offset(t, p, mine)).await {
-        Ok(answer) => answer,
-        Err(Refused::Code(code)) => return Err(code),
-        Err(Refused::OutOfRange { .. }) => return Err(-1),
-    };
-    let log_end = part.log.replica_end().written;
+    match on_shard(usize::from(leader), move || super::leader::end_offset(t, p, mine)).await {
+        Ok(answer) => Ok(cut_for(&part.log, mine, answer)),
+        Err(Refused::Code(code)) => Err(code),
+        Err(Refused::OutOfRange { .. }) => Err(-1),
+    }
+}
+
+/// Where `log`, whose newest epoch is `mine`, must be cut given the leader's answer (epoch, end
+/// offset) to where `mine` ends in its log: there (or, if the leader's newest epoch at most `mine`
+/// is older, where that one ends in both logs).
+pub fn cut_for(log: &Log, mine: i32, (epoch, end): (i32, i64)) -> Option<Cut> {
+    let log_end = log.replica_end().written;
     if epoch < 0 || end < 0 {
         // The leader keeps no epochs to compare with: its log end is what fetching checks.
-        return Ok(None);
+        return None;
     }
     let mut cut_at = (end as u64).min(log_end);
     if epoch != mine {
-        let (_, own_end) = part.log.end_offset_for(epoch);
+        let (_, own_end) = log.end_offset_for(epoch);
         cut_at = cut_at.min(own_end.max(0) as u64);
     }
-    Ok((cut_at < log_end).then_some(Cut::To(cut_at)))
+    (cut_at < log_end).then_some(Cut::To(cut_at))
+}
+
+/// An empty copy starting inside the first batch its leader sent (DeleteRecords put the leader's
+/// log start inside a batch, and the copy started again there) cannot take it: it starts again at
+/// that batch's base, as Kafka's follower does, and then follows the leader's log start up.
+pub fn straddled(log: &Log, batches: &[bytes::Bytes]) -> Option<Cut> {
+    let end = log.replica_end().written;
+    let base = crate::storage::batch::base_offset(batches.first()?)?;
+    (base < end && log.offsets().log_start == end).then_some(Cut::RestartAt(base))
 }
 
 /// Cuts this copy and lets the reopened replica's own task go on (`partitions::open` starts it).
@@ -134,21 +152,34 @@ fn current(topic: &str, p: i32, part: &Rc<Partition>) -> bool {
 /// Appends what a fetch brought and waits until it is as durable as the flush policy makes it;
 /// then follows the leader's high watermark and log start (unless the replica took another role).
 async fn copy(topic: &str, p: i32, part: &Rc<Partition>, fetched: Fetched) -> Result<(), LogError> {
-    let log = &part.log;
+    append_fetched(&part.log, fetched.batches).await?;
+    if !current(topic, p, part) {
+        return Ok(());
+    }
+    follow_leader(&part.log, fetched.high_watermark, fetched.log_start).await
+}
+
+/// Appends the leader's `batches` and waits until they are as durable as the flush policy makes them.
+pub async fn append_fetched(log: &Log, batches: Vec<bytes::Bytes>) -> Result<(), LogError> {
     let mut next = None;
-    for batches in fetched.batches {
+    for batches in batches {
         next = Some(log.append_replica(batches)?);
     }
     if let Some(next) = next {
         log.wait_durable(next - 1).await?;
     }
-    if !current(topic, p, part) {
-        return Ok(());
-    }
+    Ok(())
+}
+
+/// Follows the leader's high watermark (as far as this copy goes) and log start (as far as this
+/// copy's high watermark goes: a recovered tail not yet fsynced holds it back until a later fetch).
+pub async fn follow_leader(log: &Log, high_watermark: u64, log_start: u64) -> Result<(), LogError> {
     let end = log.replica_end().written;
-    log.set_replicated_hw(Some(fetched.high_watermark.min(end)));
-    if fetched.log_start > log.offsets().log_start && fetched.log_start <= end {
-        log.delete_records(fetched.log_start).await?;
+    log.set_replicated_hw(Some(high_watermark.min(end)));
+    let o = log.offsets();
+    let start = log_start.min(o.high_watermark);
+    if start > o.log_start {
+        log.delete_records(start).await?;
     }
     Ok(())
 }

@@ -50,6 +50,10 @@ pub struct Leader {
     altering: Cell<bool>,
     /// When this replica became leader: followers in the ISR count as caught up then.
     since: Instant,
+    /// The log end when it became leader (Kafka's leader epoch start offset): a follower joins the
+    /// ISR only once its copy reaches it, as well as the high watermark — after a restart the high
+    /// watermark may lag far behind what this replica holds and acknowledged.
+    epoch_start: Cell<u64>,
 }
 
 impl Leader {
@@ -62,24 +66,25 @@ impl Leader {
             progress: RefCell::new(HashMap::new()),
             altering: Cell::new(false),
             since: Instant::now(),
+            epoch_start: Cell::new(0),
         }
     }
 
-    /// Takes charge of `part`'s log: its high watermark starts where it was at the last clean close
+    /// Takes charge of the partition's log: its high watermark starts where it was at the last clean close
     /// (else at the log start) and moves as the ISR's copies are known (at once if it is the only
     /// one in sync), so a restart never shows a record that only this replica holds.
-    pub fn start(&self, part: &Partition) {
-        let log = &part.log;
+    pub fn start(&self, log: &Log, min_isr: usize) {
         log.lead(self.epoch);
+        self.epoch_start.set(log.replica_end().written);
         let start = log.offsets().log_start;
         log.set_replicated_hw(Some(log.high_watermark_at_close().unwrap_or(start).max(start)));
-        self.update_hw(log, part.rules.get().min_insync_replicas);
+        self.update_hw(log, min_isr);
     }
 
     /// Takes the ISR the controller recorded, and moves the high watermark with it.
-    pub fn refresh(&self, part: &Partition, isr: Vec<u16>) {
+    pub fn refresh(&self, log: &Log, min_isr: usize, isr: Vec<u16>) {
         *self.isr.borrow_mut() = isr;
-        self.update_hw(&part.log, part.rules.get().min_insync_replicas);
+        self.update_hw(log, min_isr);
     }
 
     pub fn isr(&self) -> Vec<u16> {
@@ -103,7 +108,7 @@ impl Leader {
     /// Moves the high watermark to the least end among the ISR: the log bounds it by the
     /// followers' least end (it applies its own), or by nothing when the leader is alone in sync;
     /// while the ISR is smaller than `min_isr` it stays where it is. It never moves back.
-    fn update_hw(&self, log: &Log, min_isr: usize) {
+    pub(super) fn update_hw(&self, log: &Log, min_isr: usize) {
         let isr = self.isr.borrow();
         let current = log.offsets().high_watermark;
         if isr.len() < min_isr.min(self.replicas.len()) {
@@ -116,8 +121,9 @@ impl Leader {
     }
 
     /// Records a follower's fetch at `offset` with its copy ending at `end`, when the leader's log
-    /// ends at `leader_end`; returns the ISR to ask for if the follower should join it.
-    fn fetched(&self, follower: u16, end: ReplicaEnd, leader_end: u64, hw: u64, now: Instant) -> Option<Vec<u16>> {
+    /// ends at `leader_end`; returns the ISR to ask for if the follower should join it (its copy
+    /// reaches the high watermark and the epoch's start, as Kafka's `isFollowerInSync`).
+    pub(super) fn fetched(&self, follower: u16, end: ReplicaEnd, leader_end: u64, hw: u64, now: Instant) -> Option<Vec<u16>> {
         let mut all = self.progress.borrow_mut();
         let p = all.entry(follower).or_insert(Progress { end, caught_up: self.since, last_fetch: None });
         if end.written >= leader_end {
@@ -130,7 +136,7 @@ impl Leader {
         p.end = end;
         p.last_fetch = Some((now, leader_end));
         let isr = self.isr.borrow();
-        (!isr.contains(&follower) && end.written >= hw).then(|| {
+        (!isr.contains(&follower) && end.written >= hw && end.written >= self.epoch_start.get()).then(|| {
             let mut grown = isr.clone();
             grown.push(follower);
             grown
@@ -138,7 +144,7 @@ impl Leader {
     }
 
     /// The ISR without the followers that have not caught up within `lag`, if any must go.
-    fn shrunk(&self, lag: Duration, now: Instant) -> Option<Vec<u16>> {
+    pub(super) fn shrunk(&self, lag: Duration, now: Instant) -> Option<Vec<u16>> {
         let isr = self.isr.borrow();
         let progress = self.progress.borrow();
         let kept: Vec<u16> = isr
@@ -166,28 +172,58 @@ pub async fn serve(
     let Some(leader) = part.role.leader().cloned() else {
         return Err(Refused::Code(errors::NOT_LEADER_OR_FOLLOWER));
     };
-    let log = &part.log;
+    let fetch = FollowerFetch { follower, offset, end, max_bytes, max_wait };
+    answer(&leader, &part.log, part.rules.get().min_insync_replicas, fetch, |isr| alter_isr(topic, p, &leader, isr)).await
+}
+
+/// A follower's fetch: who, from where, how far its copy goes, how much and how long to wait.
+pub struct FollowerFetch {
+    pub follower: u16,
+    pub offset: u64,
+    pub end: ReplicaEnd,
+    pub max_bytes: usize,
+    pub max_wait: Duration,
+}
+
+/// `leader`'s answer to `fetch` from its `log`: learns the follower's progress (asking for the ISR
+/// `alter` gets if it should join), moves the high watermark, then waits for and reads batches.
+pub async fn answer(
+    leader: &Leader,
+    log: &Log,
+    min_isr: usize,
+    fetch: FollowerFetch,
+    alter: impl FnOnce(Vec<u16>),
+) -> Result<Fetched, Refused> {
     let offsets = log.offsets();
-    if offset < offsets.log_start || offset > offsets.log_end {
-        return Err(Refused::OutOfRange { log_start: offsets.log_start, log_end: offsets.log_end });
+    let out_of_range = Refused::OutOfRange { log_start: offsets.log_start, log_end: offsets.log_end };
+    if fetch.offset > offsets.log_end || fetch.offset < offsets.log_start && !in_first_batch(log, fetch.offset).await {
+        return Err(out_of_range);
     }
     let written = log.replica_end().written;
-    if let Some(isr) = leader.fetched(follower, end, written, offsets.high_watermark, Instant::now()) {
-        alter_isr(topic.clone(), p, &leader, isr);
+    if let Some(isr) = leader.fetched(fetch.follower, fetch.end, written, offsets.high_watermark, Instant::now()) {
+        alter(isr);
     }
-    leader.update_hw(log, part.rules.get().min_insync_replicas);
-    if offset >= written {
+    leader.update_hw(log, min_isr);
+    if fetch.offset >= written {
         let appended = log.appended.notified();
-        if log.replica_end().written <= offset {
-            futures_lite::future::or(appended, shards::sleep(max_wait)).await;
+        if log.replica_end().written <= fetch.offset {
+            futures_lite::future::or(appended, shards::sleep(fetch.max_wait)).await;
         }
     }
-    let batches = log.read_replica(offset, max_bytes).await.map_err(|e| match e {
+    let batches = log.read_replica(fetch.offset.max(offsets.log_start), fetch.max_bytes).await.map_err(|e| match e {
         LogError::OutOfRange { start, end, .. } => Refused::OutOfRange { log_start: start, log_end: end },
         other => Refused::Code(super::super::produce::log_error_code(&other)),
     })?;
     let offsets = log.offsets();
     Ok(Fetched { batches, high_watermark: offsets.high_watermark, log_start: offsets.log_start })
+}
+
+/// Is `offset`, below the log start, in the batch holding it? (DeleteRecords put the log start
+/// inside a batch: a copy starting again there fetches that batch from its base, as
+/// `follower::straddled` asks.)
+async fn in_first_batch(log: &Log, offset: u64) -> bool {
+    let first = log.read_replica(log.offsets().log_start, 1).await.ok().and_then(|b| crate::storage::batch::base_offset(b.first()?));
+    first.is_some_and(|base| base <= offset)
 }
 
 /// OffsetForLeaderEpoch between replicas: where `epoch` ends in the leader's log of `topic`/`p`

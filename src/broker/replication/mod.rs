@@ -8,6 +8,8 @@
 pub mod election;
 pub mod follower;
 pub mod leader;
+#[cfg(test)]
+mod power_loss;
 
 use super::catalog::{PartitionState, TopicMeta};
 use super::topics::{self, Refusal};
@@ -120,7 +122,7 @@ pub fn check_epoch(current: i32, requested: i32) -> Result<(), i16> {
 pub fn start(meta: &TopicMeta, p: i32, part: &Rc<Partition>) {
     match &part.role {
         Role::Sole => return,
-        Role::Leader(leader) => leader.start(part),
+        Role::Leader(leader) => leader.start(&part.log, part.rules.get().min_insync_replicas),
         Role::Follower(f) => {
             part.log.follow();
             if let Some(leader) = f.leader {
@@ -160,7 +162,7 @@ pub fn apply(meta: &TopicMeta) {
         let Some(desired) = Role::of(meta, p, st.shard.count, st.shard.id) else { continue };
         if part.role.same_as(&desired) {
             if let Role::Leader(leader) = &part.role {
-                leader.refresh(&part, meta.state(p, leader.replicas()).isr);
+                leader.refresh(&part.log, part.rules.get().min_insync_replicas, meta.state(p, leader.replicas()).isr);
             }
             continue;
         }

@@ -424,9 +424,7 @@ impl Log {
             let active = s.segments.last_mut().expect("active segment");
             (active.base, active.seal()?)
         };
-        for path in indexes {
-            fs::sync_file(&path).await.map_err(LogError::fsync)?;
-        }
+        Segment::sync_indexes(indexes).await.map_err(LogError::fsync)?;
         let seg = Segment::create(&dir, base).await?;
         {
             let mut s = self.state();
