@@ -28,7 +28,7 @@ mod partitions;
 mod produce;
 mod record_file;
 mod replication;
-pub use replication::election::new_epochs_at_start;
+pub use replication::at_start as replication_at_start;
 mod topics;
 mod txn;
 

@@ -454,11 +454,11 @@ pub fn run(args: ServeArgs) -> i32 {
         tracing::error!("a shard panicked; stopping the broker");
         std::process::exit(101);
     }));
-    match shards::run_local(broker::new_epochs_at_start(&cfg.data_dir, cfg.shards)) {
+    match shards::run_local(broker::replication_at_start(&cfg.data_dir, cfg.shards)) {
         Ok(0) => {}
         Ok(n) => tracing::info!(partitions = n, "replicated partitions lead in a new epoch"),
         Err(e) => {
-            eprintln!("weir serve: cannot update the topic catalog: {e}");
+            eprintln!("weir serve: {e}");
             return 1;
         }
     }

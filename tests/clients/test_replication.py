@@ -351,6 +351,25 @@ def test_offset_for_leader_epoch_and_epoch_fencing():
         b.close()
 
 
+def test_a_shard_count_change_with_replicated_topics_is_refused():
+    from conftest import WEIR
+
+    b = Broker(shards=2)
+    try:
+        name = unique("placed")
+        create(b.bootstrap, name, 2, 2)
+        assert produce(b.bootstrap, name, 10) == []
+        b.stop()
+        # Replicas are placed by the shard count: three shards would look for them elsewhere.
+        refused = subprocess.run([WEIR, "serve", "--listen", b.bootstrap, "--data-dir", b.data_dir, "--shards", "3"],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "start with --shards 2" in refused.stderr, refused.stderr
+        b.start()
+        assert sum(1 for _ in read_to_end(b.bootstrap, name, partition=0)) + sum(1 for _ in read_to_end(b.bootstrap, name, partition=1)) == 10
+    finally:
+        b.close()
+
+
 @pytest.fixture
 def failing_disk():
     """A small loop-mounted ext4 filesystem (errors=remount-ro) that can be made to fail — ext4's

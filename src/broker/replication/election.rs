@@ -97,27 +97,6 @@ pub fn restarted(st: &mut PartitionState) -> bool {
     st.leader.is_some()
 }
 
-/// Runs `restarted` on every replicated partition of the catalog in `data_dir` (before the shards
-/// load it) and saves it durably; the number of partitions given a new epoch.
-pub async fn new_epochs_at_start(data_dir: &std::path::Path, shards: usize) -> std::io::Result<usize> {
-    let mut topics = crate::broker::catalog::load(data_dir)?;
-    let mut changed = 0;
-    for meta in topics.values_mut().filter(|m| m.replication_factor > 1) {
-        for p in 0..meta.partitions {
-            let replicas = replicas(meta, p, shards);
-            let mut st = meta.state(p, &replicas);
-            if restarted(&mut st) {
-                meta.set_state(p, st, &replicas);
-                changed += 1;
-            }
-        }
-    }
-    if changed > 0 {
-        crate::broker::catalog::save(data_dir, crate::broker::catalog::encode(&topics)).await?;
-    }
-    Ok(changed)
-}
-
 /// ElectLeaders' two kinds, Kafka's numbering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -99,6 +99,51 @@ pub async fn change_state(
     Ok(meta.state(p, &replicas(&meta, p, shards)))
 }
 
+/// The file in the data directory recording the shard count its replicated topics were placed by.
+const SHARD_COUNT_FILE: &str = "replica-shards";
+
+/// Start-up, before the shards load the catalog in `data_dir`: refuses a shard count other than
+/// the one its replicated topics were placed by (their replicas would be looked for on other
+/// shards and directories, and the copies they have left behind), then gives every replicated
+/// partition with a leader a new epoch (`election::restarted`). Returns how many got one.
+pub async fn at_start(data_dir: &std::path::Path, shards: usize) -> std::io::Result<usize> {
+    shards::fs::create_dir_all(data_dir).await?;
+    let mut topics = super::catalog::load(data_dir)?;
+    let path = data_dir.join(SHARD_COUNT_FILE);
+    let recorded = shards::fs::read(&path).ok().and_then(|b| String::from_utf8(b).ok()?.trim().parse::<usize>().ok());
+    let replicated: Vec<String> = topics.values().filter(|m| m.replication_factor > 1).map(|m| m.name.clone()).collect();
+    match recorded {
+        Some(n) if n != shards && !replicated.is_empty() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} holds topics with replicas placed on {n} shards ({}{}); start with --shards {n}",
+                    data_dir.display(),
+                    replicated.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                    if replicated.len() > 3 { ", …" } else { "" }
+                ),
+            ));
+        }
+        Some(n) if n == shards => {}
+        _ => shards::fs::write_durably(&path, format!("{shards}\n").into_bytes()).await?,
+    }
+    let mut changed = 0;
+    for meta in topics.values_mut().filter(|m| m.replication_factor > 1) {
+        for p in 0..meta.partitions {
+            let replicas = replicas(meta, p, shards);
+            let mut st = meta.state(p, &replicas);
+            if election::restarted(&mut st) {
+                meta.set_state(p, st, &replicas);
+                changed += 1;
+            }
+        }
+    }
+    if changed > 0 {
+        super::catalog::save(data_dir, super::catalog::encode(&topics)).await?;
+    }
+    Ok(changed)
+}
+
 /// Partition `p`'s leader epoch as this shard knows it.
 pub fn epoch(meta: &TopicMeta, p: i32, shards: usize) -> i32 {
     meta.state(p, &replicas(meta, p, shards)).epoch
