@@ -16,7 +16,7 @@
 mod real;
 mod sim;
 
-pub use sim::{Rng, SimDisk, Simulated};
+pub use sim::{seeds_from_env, Rng, SimDisk, Simulated};
 
 use std::cell::RefCell;
 use std::io;

@@ -505,6 +505,15 @@ impl Handle {
     }
 }
 
+/// The seeds a fault-injection test runs: `WEIR_SEEDS=a..b`, or one seed `WEIR_SEEDS=n`, else `default`.
+pub fn seeds_from_env(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
+    let Ok(spec) = std::env::var("WEIR_SEEDS") else { return default };
+    match spec.split_once("..") {
+        Some((a, b)) => a.parse().unwrap_or(0)..b.parse().unwrap_or(0),
+        None => spec.parse().map_or(default, |s: u64| s..s + 1),
+    }
+}
+
 /// SplitMix64: small, seeded, good enough to pick fates (and workloads, in tests).
 pub struct Rng(pub u64);
 

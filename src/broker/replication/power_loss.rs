@@ -23,7 +23,7 @@ use crate::broker::catalog::PartitionState;
 use crate::broker::partitions::Cut;
 use crate::storage::batch::{self, NewRecord};
 use crate::storage::{truncate, FlushPolicy, Log, LogConfig};
-use shards::fs::{Rng, SimDisk};
+use shards::fs::{seeds_from_env, Rng, SimDisk};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -620,14 +620,6 @@ async fn read_all(log: &Log, mut next: u64) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&bytes);
     }
     Ok(out)
-}
-
-fn seeds_from_env(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
-    let Ok(spec) = std::env::var("WEIR_SEEDS") else { return default };
-    match spec.split_once("..") {
-        Some((a, b)) => a.parse().unwrap_or(0)..b.parse().unwrap_or(0),
-        None => spec.parse().map_or(default, |s: u64| s..s + 1),
-    }
 }
 
 fn run_seeds(seeds: std::ops::Range<u64>) -> Totals {

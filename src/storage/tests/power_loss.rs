@@ -26,7 +26,7 @@ mod transactions;
 
 use super::super::batch::{self, NewRecord};
 use super::super::{Appended, FlushPolicy, Log, LogConfig, LogError};
-use shards::fs::{Rng, SimDisk};
+use shards::fs::{seeds_from_env, Rng, SimDisk};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -408,14 +408,6 @@ async fn check(log: &Log, disk: &SimDisk, model: &mut Model, totals: &mut Totals
     model.visible = o.log_end;
     model.visible_durable = o.durable;
     Ok(())
-}
-
-fn seeds_from_env(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
-    let Ok(spec) = std::env::var("WEIR_SEEDS") else { return default };
-    match spec.split_once("..") {
-        Some((a, b)) => a.parse().unwrap_or(0)..b.parse().unwrap_or(0),
-        None => spec.parse().map_or(default, |s: u64| s..s + 1),
-    }
 }
 
 /// Runs `seeds` one after the other on one executor (an executor per seed would cost more than
