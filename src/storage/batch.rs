@@ -187,12 +187,12 @@ fn split_with(mut bytes: &[u8], check: fn(&[u8]) -> Result<BatchInfo, BatchError
     Ok(out)
 }
 
-/// Writes the assigned base offset into the batch header (outside the CRC).
 /// The base offset of the batch `bytes` begin with, if they hold its first 8 bytes.
 pub fn base_offset(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
+/// Writes the assigned base offset into the batch header (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
 }

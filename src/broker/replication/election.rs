@@ -91,10 +91,11 @@ fn elect(st: &mut PartitionState, replicas: &[u16], unclean: bool) -> Option<u16
 /// the leader's log end — would keep both. In a new epoch, the follower cuts its copy where the
 /// leader's old epoch ends.
 pub fn restarted(st: &mut PartitionState) -> bool {
-    if st.leader.is_some() {
+    let led = st.leader.is_some();
+    if led {
         st.epoch += 1;
     }
-    st.leader.is_some()
+    led
 }
 
 /// ElectLeaders' two kinds, Kafka's numbering.

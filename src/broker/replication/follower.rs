@@ -85,8 +85,7 @@ pub async fn run(topic: String, p: i32, part: Rc<Partition>, leader: u16) {
                 }
             }
             Err(Refused::OutOfRange { log_start, log_end }) => {
-                let cut = if offset > log_end { Cut::To(log_end) } else { Cut::RestartAt(log_start) };
-                return recut(topic, p, part, cut).await;
+                return recut(topic, p, part, out_of_range(offset, log_start, log_end)).await
             }
             Err(Refused::Code(code)) => format!("the leader answered error {code}"),
         };
@@ -126,6 +125,16 @@ pub fn cut_for(log: &Log, mine: i32, (epoch, end): (i32, i64)) -> Option<Cut> {
         cut_at = cut_at.min(own_end.max(0) as u64);
     }
     (cut_at < log_end).then_some(Cut::To(cut_at))
+}
+
+/// The cut a fetch at `offset` that the leader answered out of range asks for: back to the
+/// leader's end (the copy is ahead), or empty from its log start (the copy is behind).
+pub fn out_of_range(offset: u64, log_start: u64, log_end: u64) -> Cut {
+    if offset > log_end {
+        Cut::To(log_end)
+    } else {
+        Cut::RestartAt(log_start)
+    }
 }
 
 /// An empty copy starting inside the first batch its leader sent (DeleteRecords put the leader's

@@ -107,7 +107,6 @@ const SHARD_COUNT_FILE: &str = "replica-shards";
 /// shards and directories, and the copies they have left behind), then gives every replicated
 /// partition with a leader a new epoch (`election::restarted`). Returns how many got one.
 pub async fn at_start(data_dir: &std::path::Path, shards: usize) -> std::io::Result<usize> {
-    shards::fs::create_dir_all(data_dir).await?;
     let mut topics = super::catalog::load(data_dir)?;
     let path = data_dir.join(SHARD_COUNT_FILE);
     let recorded = shards::fs::read(&path).ok().and_then(|b| String::from_utf8(b).ok()?.trim().parse::<usize>().ok());

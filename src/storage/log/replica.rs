@@ -169,14 +169,13 @@ impl Log {
 
     /// At a clean close of a replica's log, its high watermark for the next open (`checkpoint`).
     pub(super) async fn checkpoint_high_watermark(&self) -> Result<(), LogError> {
-        let hw = {
+        let (hw, dir) = {
             let s = self.state();
             match s.replicated_hw {
-                Some(_) => s.high_watermark(),
+                Some(_) => (s.high_watermark(), s.dir.clone()),
                 None => return Ok(()),
             }
         };
-        let dir = self.state().dir.clone();
         Ok(crate::storage::checkpoint::write(&dir, crate::storage::checkpoint::HIGH_WATERMARK, &[hw]).await?)
     }
 

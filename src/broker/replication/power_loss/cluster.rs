@@ -40,6 +40,25 @@ pub(super) struct Cluster {
     pub(super) min_isr: usize,
 }
 
+impl Replica {
+    /// The replica's process dies now: its log is stopped, and its disk loses what was not
+    /// fsynced as `power_loss` (a seed) decides, or keeps it (a kill).
+    async fn die(&mut self, power_loss: Option<u64>, totals: &mut Totals) {
+        self.disk.crash_after(1);
+        if let Some(log) = self.log.take() {
+            let _ = log.close().await;
+        }
+        self.role = None;
+        match power_loss {
+            Some(seed) => {
+                self.disk.crash(seed);
+                totals.power_losses += 1;
+            }
+            None => self.disk.kill(),
+        }
+    }
+}
+
 impl Cluster {
     pub(super) fn up(&self, r: usize) -> Option<&Rc<Log>> {
         self.replicas[r].log.as_ref()
@@ -100,18 +119,7 @@ impl Cluster {
         model: &mut Model,
         totals: &mut Totals,
     ) -> Result<(), String> {
-        let replica = &mut self.replicas[r];
-        replica.disk.crash_after(1);
-        if let Some(log) = replica.log.take() {
-            let _ = log.close().await;
-        }
-        replica.role = None;
-        if power_loss {
-            replica.disk.crash(seed);
-            totals.power_losses += 1;
-        } else {
-            replica.disk.kill();
-        }
+        self.replicas[r].die(power_loss.then_some(seed), totals).await;
         totals.replica_crashes += 1;
         trace(|| format!("replica {r} down, power loss {power_loss}"));
         election::change(&mut self.st, &REPLICAS, r as u16, Event::Failed, false);
@@ -147,15 +155,10 @@ impl Cluster {
                     }
                 }
                 replica.disk.kill();
+                replica.role = None;
             } else {
-                replica.disk.crash_after(1);
-                if let Some(log) = replica.log.take() {
-                    let _ = log.close().await;
-                }
-                replica.disk.crash(rng.next_u64());
-                totals.power_losses += 1;
+                replica.die(Some(rng.next_u64()), totals).await;
             }
-            replica.role = None;
         }
         totals.machine_restarts += 1;
         trace(|| format!("machine restart, clean {clean}"));
@@ -232,14 +235,10 @@ impl Cluster {
                 }
             }
             Err(Refused::OutOfRange { log_start, log_end }) => {
-                let cut = if end.written > log_end { Cut::To(log_end) } else { Cut::RestartAt(log_start) };
-                self.cut(f, cut, totals).await
+                self.cut(f, follower::out_of_range(end.written, log_start, log_end), totals).await
             }
             Err(Refused::Code(_)) if self.replicas[l].disk.is_down() => Ok(()),
-            Err(Refused::Code(code)) => {
-                let why = llog.read_replica(end.written, max_bytes).await.err();
-                Err(format!("the leader refused a fetch at {} with error {code} ({why:?})", end.written))
-            }
+            Err(Refused::Code(code)) => Err(format!("the leader refused a fetch at {} with error {code}", end.written)),
         }
     }
 
