@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Kafka clients the black-box tests use, by package name, if they are missing:
-# kcat (Debian), confluent-kafka + kafka-python + pytest (PyPI), kafkajs (npm, exact version in package.json).
+# kcat and promtool (Debian: kcat, prometheus), confluent-kafka + kafka-python + pytest + prometheus-client
+# (PyPI), kafkajs (npm, exact version in package.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v kcat >/dev/null 2>&1; then
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq kcat >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        echo "kcat missing and not root: kcat tests will be skipped" >&2
+        echo "${missing[*]} missing and not root: the tests needing them will be skipped" >&2
     fi
 fi
-python3 - <<'PY' || python3 -m pip install -q --disable-pip-version-check confluent-kafka kafka-python pytest
-import confluent_kafka, kafka, pytest
+python3 - <<'PY' || python3 -m pip install -q --disable-pip-version-check confluent-kafka kafka-python pytest prometheus-client
+import confluent_kafka, kafka, pytest, prometheus_client
 PY
 if command -v npm >/dev/null 2>&1 && [ ! -d tests/clients/kafkajs/node_modules/kafkajs ]; then
     (cd tests/clients/kafkajs && npm install --no-audit --no-fund --no-package-lock --silent)

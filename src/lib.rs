@@ -5,5 +5,6 @@
 pub mod bench;
 pub mod broker;
 pub mod client;
+pub mod metrics;
 pub mod protocol;
 pub mod storage;

@@ -42,6 +42,20 @@ pub fn executor_id() -> usize {
     glommio::executor().id()
 }
 
+thread_local! {
+    static BUSY: Cell<std::time::Duration> = const { Cell::new(std::time::Duration::ZERO) };
+}
+
+/// How long this shard's executor has spent running tasks since it started (its busy time).
+pub fn busy_time() -> std::time::Duration {
+    // glommio hands out its stats since the last call, and resets them.
+    let since = glommio::executor().executor_stats().total_runtime();
+    BUSY.with(|b| {
+        b.set(b.get() + since);
+        b.get()
+    })
+}
+
 /// Errors of the runtime's I/O operations.
 pub type RuntimeError = glommio::GlommioError<()>;
 
@@ -114,7 +128,7 @@ where
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         handles.push(handle);
     }
-    Ok(Shards { handles })
+    Ok(Shards { handles, mailboxes })
 }
 
 /// Shares of a shard's CPU its background work gets when requests want it too (the requests' task
@@ -167,9 +181,15 @@ fn blocking_pool(core: usize) -> glommio::PoolPlacement {
 /// The running shards.
 pub struct Shards {
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    mailboxes: Arc<Mailboxes>,
 }
 
 impl Shards {
+    /// The shards' mailboxes, for a thread outside them (the metrics listener) to hand them jobs.
+    pub fn mailboxes(&self) -> Arc<Mailboxes> {
+        self.mailboxes.clone()
+    }
+
     /// Waits until every shard's main future has returned.
     pub fn join(self) {
         for (id, handle) in self.handles.into_iter().enumerate() {

@@ -72,6 +72,16 @@ impl Mailboxes {
         }
     }
 
+    /// Jobs waiting in shard `target`'s mailbox (a gauge for the metrics; racy by nature).
+    pub fn depth(&self, target: usize) -> usize {
+        self.inboxes[target].rx.len()
+    }
+
+    /// Shards served by these mailboxes.
+    pub fn count(&self) -> usize {
+        self.inboxes.len()
+    }
+
     /// Runs the jobs of shard `id` forever. Called once per shard by the runtime.
     pub(crate) async fn serve(&self, id: usize) {
         let inbox = &self.inboxes[id];

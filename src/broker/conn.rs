@@ -8,6 +8,7 @@ use super::connections::{connections, Slot};
 use super::{
     config, delete_records, elect_leaders, fetch, group, handlers, leader_epoch, list_offsets, log_dirs, panic_guard, produce, state, txn,
 };
+use crate::metrics::recorder;
 use crate::protocol::fetch_response::Part;
 use crate::protocol::{self, frame::FrameReader, ProtocolError};
 use crate::storage::Chunk;
@@ -55,9 +56,11 @@ pub async fn serve(stop: Arc<AtomicBool>) {
                 let Ok(ip) = stream.peer_addr().map(|a| a.ip()) else { continue };
                 match connections().admit(ip, st.cfg.max_connections, st.cfg.max_connections_per_ip) {
                     Ok(slot) => {
+                        recorder::connection_accepted();
                         shards::spawn_local(connection(stream, slot)).detach();
                     }
                     Err(why) => {
+                        recorder::connection_refused(matches!(why, super::connections::Refused::Broker { .. }));
                         if let Some(refused) = refusals.due() {
                             tracing::warn!(%ip, reason = %why, refused, open = connections().open(), "connections refused");
                         }
@@ -108,6 +111,8 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
                 return;
             }
         };
+        let (arrived, started) = (frames.arrived(), Instant::now());
+        let api = known_api(&frame);
         // Boxed: the handlers' futures are large, and an idle connection should not carry them.
         let reply = match panic_guard::contain(Box::pin(dispatch(frame, &peer))).await {
             Some(Ok(r)) => r,
@@ -120,6 +125,7 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
                 return;
             }
         };
+        let processed = Instant::now();
         let sent = shards::within(idle, async {
             match reply {
                 None => Ok(()),
@@ -128,6 +134,9 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
             }
         })
         .await;
+        if let Some(api) = api {
+            recorder::request(api, started.saturating_duration_since(arrived), processed - started, processed.elapsed());
+        }
         match sent {
             Some(Ok(())) => {}
             Some(Err(e)) => {
@@ -140,6 +149,14 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
             }
         }
     }
+}
+
+/// The frame's API key, if it is one Weir serves: only those are counted, so that a client
+/// sending made-up keys cannot grow the metrics.
+fn known_api(frame: &[u8]) -> Option<i16> {
+    let key = i16::from_be_bytes([*frame.first()?, *frame.get(1)?]);
+    let api = ApiKey::try_from(key).ok()?;
+    protocol::versions::supported(api).map(|_| key)
 }
 
 /// The next request, or `Ok(None)` when the client closed the connection or sent nothing for

@@ -5,6 +5,7 @@
 
 use super::fetch_session::{self, Answered, Wanted};
 use super::{errors, partitions, produce::log_error_code, replication, state};
+use crate::metrics::recorder;
 use crate::protocol::fetch_response::{self, Part, Partition, Topic};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::Chunk;
@@ -72,7 +73,10 @@ async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize
         part.log.read(offset as u64, max_bytes).await.map(|records| (records, Vec::new()))
     };
     match read {
-        Ok((records, aborted)) => Read::at(part.log.offsets(), errors::NONE, records, aborted),
+        Ok((records, aborted)) => {
+            part.traffic.sent(records.iter().map(|c| c.len() as u64).sum());
+            Read::at(part.log.offsets(), errors::NONE, records, aborted)
+        }
         Err(e) => Read::at(offsets, log_error_code(&e), Vec::new(), Vec::new()),
     }
 }
@@ -228,6 +232,9 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     for (((r, w), want), send) in reads.into_iter().zip(&wants).zip(&wanted).zip(sent) {
         if !send {
             continue;
+        }
+        if r.error != errors::NONE {
+            recorder::error(kafka_protocol::messages::ApiKey::Fetch as i16, r.error);
         }
         let p = Partition {
             index: w.partition,

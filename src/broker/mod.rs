@@ -23,6 +23,8 @@ mod handlers;
 mod leader_epoch;
 mod list_offsets;
 mod log_dirs;
+mod observe;
+pub use observe::Gather;
 pub mod panic_guard;
 mod partitions;
 mod produce;
@@ -193,6 +195,8 @@ pub struct Partition {
     /// What produce does to batches, from the topic's configs (refreshed when they change).
     pub rules: std::cell::Cell<config::ProduceRules>,
     pub role: replication::Role,
+    /// Records and bytes in and out, for the metrics (kept when the role changes).
+    pub traffic: Rc<observe::PartitionTraffic>,
 }
 
 /// Everything one shard knows. Lives in a thread-local; never sent to another shard.
@@ -219,6 +223,8 @@ pub struct ShardState {
     pub log_dir_failed: RefCell<Option<String>>,
     /// Broker configs altered at runtime (`config::broker`), the same on every shard.
     pub dynamic_broker: RefCell<BTreeMap<String, String>>,
+    /// Recovered and accepting connections (`/health/ready`).
+    pub serving: std::cell::Cell<bool>,
 }
 
 thread_local! {
@@ -333,6 +339,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
     };
     let state = Rc::new(ShardState {
         dynamic_broker: RefCell::new(dynamic_broker),
+        serving: std::cell::Cell::new(false),
         log_dir_failed: RefCell::new(None),
         request_budget: crate::protocol::budget::Budget::new(cfg.queued_max_request_bytes / shard.count.max(1)),
         fetch_sessions: RefCell::new(fetch_session::Sessions::new(cfg.fetch_session_slots, (unix_ms() as i32) ^ (shard.id as i32) << 24)),
@@ -377,7 +384,9 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         shards::spawn_local(replication::election::rebalance_loop(std::time::Duration::from_secs(secs.max(1)))).detach();
     }
     shards::spawn_local(txn::timeout_loop()).detach();
+    state.serving.set(true);
     conn::serve(stop).await;
+    state.serving.set(false);
     // Shutdown: write what is queued and fsync every owned log.
     let logs: Vec<Rc<Partition>> = state.partitions.borrow().values().cloned().collect();
     for p in logs {

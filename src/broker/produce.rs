@@ -8,12 +8,13 @@
 //! INVALID_PRODUCER_EPOCH.
 
 use super::{batch_rewrite, errors, partitions, state, topics};
+use crate::metrics::recorder;
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
 use crate::storage::LogError;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use std::time::Duration;
 
 /// Outcome for one partition, sent back across shards.
@@ -104,8 +105,14 @@ async fn append_local(
     if let Some(Err(code)) = leader.map(|l| l.check_enough(rules.min_insync_replicas)) {
         return refused(code);
     }
+    let bytes = records.bytes.len() as u64;
     let appended = match append_checked(&part.log, &topic, partition, records, transactional_id.as_deref()).await {
-        Ok(a) => (a.base_offset, a.last_offset),
+        Ok((a, fresh)) => {
+            if fresh {
+                part.traffic.appended(a.last_offset - a.base_offset + 1, bytes);
+            }
+            (a.base_offset, a.last_offset)
+        }
         Err(refusal) => return refusal,
     };
     let log_start = part.log.offsets().log_start as i64;
@@ -136,15 +143,17 @@ async fn append_local(
 
 /// Appends `records`; a transactional producer's first batch here in a transaction is first
 /// checked with its coordinator: the partition must be in the transaction (KIP-890 part 1), or a
-/// late batch would open a transaction nobody ends.
+/// late batch would open a transaction nobody ends. Also says whether the batch is new: a retried
+/// one a producer already wrote is answered with its old offsets, below the log's end before it.
 async fn append_checked(
     log: &crate::storage::Log,
     topic: &str,
     partition: i32,
     records: Records,
     transactional_id: Option<&str>,
-) -> Result<crate::storage::Appended, Outcome> {
+) -> Result<(crate::storage::Appended, bool), Outcome> {
     let transactional = batch::header_info(&records.bytes).ok().filter(|info| info.is_transactional());
+    let mut end = log.offsets().log_end;
     let appended = match transactional {
         Some(info) if !log.in_transaction(info.producer_id) => {
             let Some(id) = transactional_id else {
@@ -155,11 +164,12 @@ async fn append_checked(
             if code != errors::NONE {
                 return Err(refused(code));
             }
+            end = log.offsets().log_end;
             log.append_in_txn(records.bytes, records.request_bytes, guard)
         }
         _ => log.append_from(records.bytes, records.request_bytes),
     };
-    appended.map_err(|e| {
+    appended.map(|a| (a, a.base_offset >= end)).map_err(|e| {
         tracing::debug!(%topic, partition, error = %e, "produce refused");
         refused(log_error_code(&e))
     })
@@ -254,6 +264,9 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
             let mut r = PartitionProduceResponse::default();
             r.index = index;
             r.error_code = o.error;
+            if o.error != errors::NONE {
+                recorder::error(ApiKey::Produce as i16, o.error);
+            }
             r.base_offset = o.base_offset;
             if req.header.request_api_version >= 5 {
                 r.log_start_offset = o.log_start;

@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// (leader.imbalance.check.interval.seconds; default 300).
     #[arg(long, env = "WEIR_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS")]
     leader_imbalance_check_interval_seconds: Option<u64>,
+    /// Address of the metrics listener (Prometheus /metrics, /health/live, /health/ready and a
+    /// dashboard at /); default: the listen host, port 9644; `off` for none.
+    #[arg(long, env = "WEIR_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Config file: `key = value` lines with the flag names (e.g. `data-dir = "/var/lib/weir"`).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
@@ -153,7 +157,16 @@ fn read_config(path: &PathBuf) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
+/// Where the metrics listener binds, if anywhere, and whether the operator chose it.
+struct MetricsAddr {
+    addr: Option<String>,
+    chosen: bool,
+}
+
+/// The metrics listener's default port (Redpanda's admin port, where it serves its metrics).
+const METRICS_PORT: u16 = 9644;
+
+fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String> {
     if let Some(path) = a.config.clone() {
         for (k, v) in read_config(&path)? {
             let bad = |e: &dyn std::fmt::Display| format!("{k} = {v}: {e}");
@@ -162,6 +175,7 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
             let count = |v: &str| v.parse::<u64>().map_err(|e| bad(&e));
             match k.as_str() {
                 "listen" => a.listen = a.listen.or(Some(v.clone())),
+                "metrics-listen" => a.metrics_listen = a.metrics_listen.or(Some(v.clone())),
                 "advertised-host" => a.advertised_host = a.advertised_host.or(Some(v.clone())),
                 "data-dir" => a.data_dir = a.data_dir.or(Some(v.clone())),
                 "shards" => a.shards = a.shards.or(Some(count(&v)? as usize)),
@@ -344,7 +358,32 @@ fn build_config(mut a: ServeArgs) -> Result<BrokerConfig, String> {
     if cfg.group_min_session_timeout_ms > cfg.group_max_session_timeout_ms {
         return Err("--group-min-session-timeout-ms is above --group-max-session-timeout-ms".into());
     }
-    Ok(cfg)
+    let metrics = match a.metrics_listen.as_deref() {
+        Some("off" | "none" | "") => MetricsAddr { addr: None, chosen: true },
+        Some(addr) if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) => {
+            MetricsAddr { addr: Some(addr.to_string()), chosen: true }
+        }
+        Some(addr) => return Err(format!("--metrics-listen {addr}: expected HOST:PORT or off")),
+        None => MetricsAddr { addr: Some(format!("{}:{METRICS_PORT}", cfg.listen_host)), chosen: false },
+    };
+    Ok((cfg, metrics))
+}
+
+/// Binds the metrics listener. A port the operator chose must be free; the default one may be
+/// taken (another broker on this machine): then this one runs without metrics, and says so.
+fn bind_metrics(m: &MetricsAddr) -> Result<Option<weir::metrics::http::Listener>, String> {
+    let Some(addr) = &m.addr else { return Ok(None) };
+    match weir::metrics::http::Listener::bind(addr) {
+        Ok(l) => {
+            tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening");
+            Ok(Some(l))
+        }
+        Err(e) if m.chosen => Err(format!("--metrics-listen {addr}: {e}")),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "metrics listener not started (pass --metrics-listen to choose another address)");
+            Ok(None)
+        }
+    }
 }
 
 /// glommio binds with SO_REUSEPORT, so a second broker on the same ports would silently share
@@ -409,7 +448,7 @@ pub fn run(args: ServeArgs) -> i32 {
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cfg = match build_config(args) {
+    let (cfg, metrics_addr) = match build_config(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("weir serve: {e}");
@@ -438,6 +477,21 @@ pub fn run(args: ServeArgs) -> i32 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     });
     raise_open_files_limit();
+    let cfg = Arc::new(cfg);
+    let gather = Arc::new(broker::Gather::new(cfg.clone(), &STOP));
+    match bind_metrics(&metrics_addr) {
+        Ok(Some(listener)) => {
+            if let Err(e) = listener.serve(gather.clone()) {
+                eprintln!("weir serve: cannot start the metrics listener's threads: {e}");
+                return 1;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("weir serve: {e}");
+            return 1;
+        }
+    }
     if let Err(e) = check_ports_free(&cfg) {
         eprintln!("weir serve: {e}");
         return 1;
@@ -462,14 +516,15 @@ pub fn run(args: ServeArgs) -> i32 {
             return 1;
         }
     }
-    let cfg = Arc::new(cfg);
-    let shards = match shards::start(cfg.shards, move |shard| broker::run_shard(shard, cfg.clone(), stop.clone())) {
+    let (shard_cfg, shard_stop) = (cfg.clone(), stop.clone());
+    let shards = match shards::start(cfg.shards, move |shard| broker::run_shard(shard, shard_cfg.clone(), shard_stop.clone())) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("weir serve: cannot start shards: {e}");
             return 1;
         }
     };
+    gather.started(shards.mailboxes());
     shards.join();
     tracing::info!("stopped");
     0

@@ -40,6 +40,10 @@ impl Budget {
         }
     }
 
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub fn in_use(&self) -> usize {
         self.in_use.get()
     }

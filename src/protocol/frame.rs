@@ -83,6 +83,11 @@ pub struct FrameReader {
     /// is asked for (its request served then). A read cancelled mid-frame keeps it.
     held: Option<Reservation>,
     returned: bool,
+    /// When the last read returned bytes, and when the frame in hand began to wait for request
+    /// memory, if it did: when the frame returned last arrived (`arrived`).
+    read_at: std::time::Instant,
+    waiting_since: Option<std::time::Instant>,
+    arrived: std::time::Instant,
 }
 
 impl FrameReader {
@@ -96,6 +101,9 @@ impl FrameReader {
             budget: None,
             held: None,
             returned: false,
+            read_at: std::time::Instant::now(),
+            waiting_since: None,
+            arrived: std::time::Instant::now(),
         }
     }
 
@@ -103,6 +111,18 @@ impl FrameReader {
     pub fn within_budget(mut self, budget: Rc<Budget>) -> Self {
         self.budget = Some(budget);
         self
+    }
+
+    /// When the frame `next` returned last arrived: when its last bytes were read (maybe while an
+    /// earlier request of the connection was being handled), or when its size was, if it then
+    /// waited for request memory. The request's queue time runs from here.
+    pub fn arrived(&self) -> std::time::Instant {
+        self.arrived
+    }
+
+    fn frame_done(&mut self) {
+        self.returned = true;
+        self.arrived = self.waiting_since.take().unwrap_or(self.read_at);
     }
 
     /// Frees the read buffer if it holds no unread bytes; the next `next` waits without one.
@@ -124,7 +144,7 @@ impl FrameReader {
                 if large.filled == large.need {
                     let Large { buf, need, .. } = self.large.take().expect("checked above");
                     let home = POOL.with(|(tx, _)| tx.clone());
-                    self.returned = true;
+                    self.frame_done();
                     return Ok(Some(Bytes::from_owner(PooledFrame { buf, len: need, home }).slice(4..)));
                 }
                 if large.filled == large.buf.len() {
@@ -137,6 +157,7 @@ impl FrameReader {
                     return Err(closed_mid_frame());
                 }
                 large.filled += n;
+                self.read_at = std::time::Instant::now();
                 continue;
             }
             if self.filled == 0 && self.buf.is_empty() {
@@ -150,6 +171,7 @@ impl FrameReader {
                 self.buf.resize(self.chunk, 0);
                 self.buf[..n].copy_from_slice(&head[..n]);
                 self.filled = n;
+                self.read_at = std::time::Instant::now();
                 continue;
             }
             let mut need = 4;
@@ -163,13 +185,14 @@ impl FrameReader {
                     let mut frame = self.buf.split_to(need);
                     self.filled -= need;
                     let _ = frame.split_to(4);
-                    self.returned = true;
+                    self.frame_done();
                     return Ok(Some(frame.freeze()));
                 }
                 if let (Some(budget), None, true) = (&self.budget, &self.held, need > READ_CHUNK_BYTES) {
                     // Over budget, the connection reads nothing more until earlier requests finish.
                     // Frames within a read chunk never wait: heartbeats, metadata and fetches keep
                     // flowing while large produces queue.
+                    self.waiting_since = Some(std::time::Instant::now());
                     self.held = Some(budget.reserve(need).await);
                 }
                 if need >= OWN_BUFFER_FRAME_BYTES {
@@ -198,6 +221,7 @@ impl FrameReader {
                 self.chunk = (self.chunk * 2).min(READ_CHUNK_BYTES);
             }
             self.filled += n;
+            self.read_at = std::time::Instant::now();
         }
     }
 }

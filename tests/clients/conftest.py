@@ -25,6 +25,12 @@ def ports_free(base, count):
     return True
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_listening(port, timeout=15):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -60,6 +66,11 @@ class Broker:
             self.port = random.randrange(20000, 60000)
             if ports_free(self.port, shards):
                 break
+        # Its own metrics port (the default, 9644, is one per machine).
+        self.metrics_port = None
+        if not any(a.startswith("--metrics-listen") for a in self.extra):
+            self.metrics_port = free_port()
+            self.extra += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         self.proc = None
         self.log_path = os.path.join(ROOT, "target", os.path.basename(self.data_dir) + f"-{self.port}.log")
         self.start()

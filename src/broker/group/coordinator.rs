@@ -169,3 +169,32 @@ impl Coordinator {
         }
     }
 }
+
+impl Coordinator {
+    /// Each group this shard coordinates: membership and committed offsets.
+    pub fn stats(&self) -> Vec<crate::metrics::snapshot::GroupStats> {
+        let mut out: std::collections::BTreeMap<String, crate::metrics::snapshot::GroupStats> = std::collections::BTreeMap::new();
+        for (id, group) in self.groups.borrow().iter() {
+            let g = group.borrow();
+            out.insert(
+                id.clone(),
+                crate::metrics::snapshot::GroupStats {
+                    group: id.clone(),
+                    state: g.phase.name(),
+                    generation: g.generation,
+                    members: g.members.len() as u64,
+                    committed: Vec::new(),
+                },
+            );
+        }
+        for (id, offsets) in self.offsets.borrow().iter() {
+            let entry = out.entry(id.clone()).or_insert_with(|| crate::metrics::snapshot::GroupStats {
+                group: id.clone(),
+                state: "Empty",
+                ..Default::default()
+            });
+            entry.committed = offsets.iter().map(|((t, p), c)| (t.clone(), *p, c.offset)).collect();
+        }
+        out.into_values().collect()
+    }
+}

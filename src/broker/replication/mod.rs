@@ -210,7 +210,12 @@ pub fn apply(meta: &TopicMeta) {
             }
             continue;
         }
-        let swapped = Rc::new(Partition { log: part.log.clone(), rules: std::cell::Cell::new(part.rules.get()), role: desired });
+        let swapped = Rc::new(Partition {
+            log: part.log.clone(),
+            rules: std::cell::Cell::new(part.rules.get()),
+            role: desired,
+            traffic: part.traffic.clone(),
+        });
         st.partitions.borrow_mut().insert((meta.name.clone(), p), swapped.clone());
         tracing::info!(topic = %meta.name, partition = p, epoch = epoch(meta, p, st.shard.count), leads = swapped.role.leader().is_some(), "replica role changed");
         start(meta, p, &swapped);

@@ -2,6 +2,7 @@
 //! index without reading the file), and batches by timestamp for ListOffsets.
 
 use super::*;
+use crate::metrics::recorder::{self, ReadPath};
 
 /// Most bytes one read returns (more than one batch only up to this); bounds memory per fetch.
 const READ_BYTES_MAX: usize = 16 << 20;
@@ -58,6 +59,7 @@ impl Log {
                     return Ok((Vec::new(), upto));
                 }
                 if s.cache.front().is_some_and(|c| c.base() <= offset) {
+                    recorder::storage_read(ReadPath::Cache);
                     return Ok((s.read_cache(offset, max_bytes, upto), upto));
                 }
                 // The segment holding `offset`, or the next one if it falls in a gap between them: the
@@ -115,8 +117,14 @@ impl Log {
             // A follower's copy is appended from memory on its own shard: read here, without blocking.
             let zero_copy = if to == ReadTo::Written { None } else { file.zero_copy(start, len) };
             let chunk = match zero_copy {
-                Some(range) => Chunk::File(range),
-                None => Chunk::Memory(Bytes::copy_from_slice(&file.read_at(start, len).await?)),
+                Some(range) => {
+                    recorder::storage_read(ReadPath::Sendfile);
+                    Chunk::File(range)
+                }
+                None => {
+                    recorder::storage_read(ReadPath::Direct);
+                    Chunk::Memory(Bytes::copy_from_slice(&file.read_at(start, len).await?))
+                }
             };
             return Ok((vec![chunk], upper));
         }

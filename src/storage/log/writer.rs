@@ -4,6 +4,7 @@
 
 use super::files::IDLE_AFTER;
 use super::*;
+use crate::metrics::recorder;
 
 /// Largest single write the writer issues; more waits for the next turn.
 const WRITE_BYTES_MAX: usize = 8 << 20;
@@ -254,7 +255,9 @@ impl Log {
         };
         self.save_epochs().await?;
         let expect = buf.len();
+        let started = Instant::now();
         let wrote = file.write_at(buf, write_pos).await?;
+        recorder::storage_write(started.elapsed(), expect as u64, taken as u64);
         if wrote != expect {
             return Err(LogError::Storage(format!("short write: {wrote} of {expect} bytes")));
         }
@@ -367,7 +370,9 @@ impl Log {
             fs::sync_dir(&dir).await.map_err(LogError::fsync)?;
             self.state().dir_unsynced = false;
         }
+        let started = Instant::now();
         file.fdatasync().await.map_err(LogError::fsync)?;
+        recorder::storage_fsync(started.elapsed());
         Ok(())
     }
 

@@ -1,0 +1,217 @@
+//! The broker's side of the metrics: a shard's snapshot, taken on the shard by a mailbox job, and
+//! the gather that asks every shard for one (`metrics::http::Source`).
+
+use super::{admission, catalog, connections::connections, replication, state, BrokerConfig};
+use crate::metrics::http::Source;
+use crate::metrics::recorder::Recorder;
+use crate::metrics::snapshot::{Bounded, Cluster, PartitionStats, Scrape, ShardSnapshot, Traffic};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A shard that has not answered by then is reported as not serving.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// Records and bytes through one partition replica, counted by its owning shard alone.
+#[derive(Default)]
+pub struct PartitionTraffic {
+    pub records_in: Cell<u64>,
+    pub bytes_in: Cell<u64>,
+    pub bytes_out: Cell<u64>,
+}
+
+impl PartitionTraffic {
+    pub fn appended(&self, records: u64, bytes: u64) {
+        self.records_in.set(self.records_in.get() + records);
+        self.bytes_in.set(self.bytes_in.get() + bytes);
+    }
+
+    pub fn sent(&self, bytes: u64) {
+        self.bytes_out.set(self.bytes_out.get() + bytes);
+    }
+}
+
+/// Gathers from the shards through their mailboxes, once they are started (`started`): the
+/// listener serves from the beginning, so that `/health/live` answers and `/health/ready` says
+/// "starting" while the broker waits for its ports and recovers.
+pub struct Gather {
+    mailboxes: std::sync::OnceLock<Arc<shards::Mailboxes>>,
+    /// Set from the signal handler: not ready from the moment a shutdown is asked for.
+    stop: &'static AtomicBool,
+    cfg: Arc<BrokerConfig>,
+}
+
+impl Gather {
+    pub fn new(cfg: Arc<BrokerConfig>, stop: &'static AtomicBool) -> Gather {
+        Gather { mailboxes: std::sync::OnceLock::new(), stop, cfg }
+    }
+
+    /// The shards run: gather from them from now on.
+    pub fn started(&self, mailboxes: Arc<shards::Mailboxes>) {
+        let _ = self.mailboxes.set(mailboxes);
+    }
+
+    /// Runs `job` on every shard; their answers by shard, `None` for one that did not answer in time.
+    fn ask<T: Send + 'static>(&self, job: fn() -> T) -> Vec<Option<T>> {
+        let Some(mailboxes) = self.mailboxes.get() else { return Vec::new() };
+        let n = mailboxes.count();
+        let (tx, rx) = crossbeam_channel::bounded(n);
+        for shard in 0..n {
+            let tx = tx.clone();
+            mailboxes.send(
+                shard,
+                Box::new(move || {
+                    let _ = tx.send((shard, job()));
+                }),
+            );
+        }
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        let mut answers: Vec<Option<T>> = (0..n).map(|_| None).collect();
+        for _ in 0..n {
+            match rx.recv_deadline(deadline) {
+                Ok((shard, answer)) => answers[shard] = Some(answer),
+                Err(_) => break,
+            }
+        }
+        answers
+    }
+}
+
+impl Source for Gather {
+    fn gather(&self, detail: bool) -> Scrape {
+        let mut shards = self.ask(if detail { || snapshot(true) } else { || snapshot(false) });
+        if let Some(mailboxes) = self.mailboxes.get() {
+            for (i, s) in shards.iter_mut().enumerate() {
+                if let Some(s) = s {
+                    s.mailbox_depth = mailboxes.depth(i) as u64;
+                }
+            }
+        }
+        let cfg = &self.cfg;
+        let mut bounded = vec![
+            Bounded { limit: "max.connections", used: connections().open() as f64, bound: cfg.max_connections as f64 },
+            Bounded { limit: "max.partitions", used: 0.0, bound: cfg.max_partitions as f64 },
+        ];
+        let partitions = shards.iter().flatten().find_map(|s| s.cluster.as_ref().map(|c| c.partitions));
+        bounded[1].used = partitions.unwrap_or(0) as f64;
+        let process = crate::metrics::process::ProcessStats::read();
+        bounded.push(Bounded { limit: "open.files", used: process.open_fds as f64, bound: process.max_fds as f64 });
+        Scrape { shards, bounded, process }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
+        }
+        if self.mailboxes.get().is_none() {
+            return Err("starting".into());
+        }
+        let serving = self.ask(|| state().serving.get());
+        let waiting: Vec<String> = serving.iter().enumerate().filter(|(_, s)| **s != Some(true)).map(|(i, _)| i.to_string()).collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("shards not serving yet: {}", waiting.join(", ")))
+        }
+    }
+}
+
+/// This shard's figures (it runs on the shard, from its mailbox).
+fn snapshot(detail: bool) -> ShardSnapshot {
+    let st = state();
+    let mut snap = ShardSnapshot {
+        shard: st.shard.id,
+        serving: st.serving.get(),
+        recorder: Recorder::copy(),
+        busy_seconds: shards::busy_time().as_secs_f64(),
+        ..ShardSnapshot::default()
+    };
+    let mut traffic = Traffic::default();
+    for ((topic, partition), part) in st.partitions.borrow().iter() {
+        let (leads, replicas, in_sync) = match &part.role {
+            replication::Role::Sole => (true, 1, 1),
+            replication::Role::Leader(l) => {
+                let replicas = st.topics.borrow().get(topic).map_or(1, |m| u64::from(m.replication_factor));
+                (true, replicas, l.isr().len() as u64)
+            }
+            replication::Role::Follower(_) => (false, 0, 0),
+        };
+        let (_, _, cached) = part.log.stats();
+        snap.cache_bytes += cached as u64;
+        if !leads {
+            continue;
+        }
+        let t = &part.traffic;
+        traffic.records_in += t.records_in.get();
+        traffic.bytes_in += t.bytes_in.get();
+        traffic.bytes_out += t.bytes_out.get();
+        if detail {
+            let o = part.log.offsets();
+            let (segments, _, _) = part.log.stats();
+            snap.partitions.push(PartitionStats {
+                topic: topic.clone(),
+                partition: *partition,
+                records_in: t.records_in.get(),
+                bytes_in: t.bytes_in.get(),
+                bytes_out: t.bytes_out.get(),
+                log_start: o.log_start,
+                high_watermark: o.high_watermark,
+                last_stable: o.last_stable,
+                log_end: o.log_end,
+                size_bytes: part.log.size_bytes(),
+                segments: segments as u64,
+                replicas,
+                in_sync_replicas: in_sync,
+            });
+        }
+    }
+    snap.traffic = traffic;
+    for closed in st.closed.borrow().values() {
+        snap.partitions_closed += 1;
+        if matches!(closed, super::partitions::Closed::Offline(_)) {
+            snap.partitions_offline += 1;
+        }
+    }
+    snap.cache_limit_bytes = st.cfg.cache_bytes_per_shard as u64;
+    if detail {
+        snap.groups = st.groups.stats();
+    }
+    let budget = &st.request_budget;
+    snap.bounded = vec![
+        Bounded { limit: "queued.max.request.bytes", used: budget.in_use() as f64, bound: budget.limit() as f64 },
+        Bounded {
+            limit: "max.incremental.fetch.session.cache.slots",
+            used: st.fetch_sessions.borrow().len() as f64,
+            bound: st.cfg.fetch_session_slots as f64,
+        },
+        Bounded {
+            limit: "open.log.files",
+            used: crate::storage::file_budget::held() as f64,
+            bound: admission::log_files_per_shard(st.shard.count) as f64,
+        },
+    ];
+    if st.shard.id == 0 {
+        snap.cluster = Some(cluster(&st.topics.borrow(), st.shard.count));
+    }
+    snap
+}
+
+/// Topic and partition counts from the catalog, every shard's copy being the same.
+fn cluster(topics: &std::collections::BTreeMap<String, catalog::TopicMeta>, shard_count: usize) -> Cluster {
+    let mut c = Cluster { topics: topics.len() as u64, ..Cluster::default() };
+    for meta in topics.values() {
+        c.partitions += meta.partitions.max(0) as u64;
+        for p in 0..meta.partitions {
+            let replicas = replication::replicas(meta, p, shard_count);
+            let state = meta.state(p, &replicas);
+            if state.leader.is_none() {
+                c.offline += 1;
+            }
+            if state.isr.len() < replicas.len() {
+                c.under_replicated += 1;
+            }
+        }
+    }
+    c
+}

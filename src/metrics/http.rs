@@ -1,0 +1,175 @@
+//! The metrics listener: `/metrics`, `/health/live`, `/health/ready`, the dashboard (`/`) and its
+//! data (`/history`), over plain HTTP/1.1 on threads of its own, off the shards.
+//!
+//! Requests are parsed by `httparse` (hyper's parser); each connection carries one request and is
+//! closed. Each connection gets a thread, with read and write deadlines, up to `CONNECTIONS_MAX` at
+//! once; one more is answered 503 and closed at once. So clients that connect and send nothing cost
+//! a bounded number of threads and bytes, and never the shards anything.
+
+use super::exposition::{self, Format};
+use super::history::{History, TICK};
+use super::snapshot::Scrape;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Connections served at once.
+const CONNECTIONS_MAX: usize = 16;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's head (request line and headers) may not be longer.
+const HEAD_BYTES_MAX: usize = 8 << 10;
+const HEADERS_MAX: usize = 32;
+
+/// Where the figures come from: the broker's shards.
+pub trait Source: Send + Sync + 'static {
+    /// Everything now; with `detail`, partitions and groups one by one too.
+    fn gather(&self, detail: bool) -> Scrape;
+    /// `Ok` when every shard has recovered and serves clients; else why not.
+    fn ready(&self) -> Result<(), String>;
+}
+
+/// The bound listener, not serving yet: binding first lets a taken port fail start-up at once.
+pub struct Listener(TcpListener);
+
+impl Listener {
+    pub fn bind(addr: &str) -> std::io::Result<Listener> {
+        TcpListener::bind(addr).map(Listener)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.local_addr()
+    }
+
+    /// Serves from threads of its own until the process ends.
+    pub fn serve(self, source: Arc<dyn Source>) -> std::io::Result<()> {
+        let history = Arc::new(Mutex::new(History::default()));
+        {
+            let (source, history) = (source.clone(), history.clone());
+            std::thread::Builder::new().name("weir-metrics-tick".into()).spawn(move || loop {
+                std::thread::sleep(TICK);
+                let scrape = source.gather(false);
+                lock(&history).update(&scrape, unix_ms());
+            })?;
+        }
+        let listener = self.0;
+        let open = Arc::new(AtomicUsize::new(0));
+        std::thread::Builder::new().name("weir-metrics".into()).spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics listener: accept failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                };
+                if open.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS_MAX {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                    let _ = respond(&mut stream, text("503 Service Unavailable", "too many connections\n"), false);
+                    continue;
+                }
+                let (source, history, done) = (source.clone(), history.clone(), open.clone());
+                let spawned = std::thread::Builder::new().name("weir-metrics-conn".into()).spawn(move || {
+                    if let Err(e) = serve_one(stream, &*source, &history) {
+                        tracing::debug!(error = %e, "metrics request failed");
+                    }
+                    done.fetch_sub(1, Ordering::SeqCst);
+                });
+                if let Err(e) = spawned {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "metrics listener: cannot start a thread");
+                }
+            }
+        })?;
+        Ok(())
+    }
+}
+
+fn lock(history: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
+    history.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+struct Response {
+    status: &'static str,
+    content_type: &'static str,
+    body: String,
+}
+
+fn text(status: &'static str, body: impl Into<String>) -> Response {
+    Response { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+}
+
+fn serve_one(mut stream: TcpStream, source: &dyn Source, history: &Mutex<History>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut buf = vec![0u8; HEAD_BYTES_MAX];
+    let mut filled = 0;
+    let (method, path, accept) = loop {
+        let n = stream.read(&mut buf[filled..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..filled]) {
+            Ok(httparse::Status::Complete(_)) => {
+                let accept = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("accept"))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
+                break (req.method.unwrap_or("").to_string(), req.path.unwrap_or("/").to_string(), accept);
+            }
+            Ok(httparse::Status::Partial) if filled < buf.len() => continue,
+            Ok(httparse::Status::Partial) => {
+                return respond(&mut stream, text("431 Request Header Fields Too Large", "request head too large\n"), true)
+            }
+            Err(_) => return respond(&mut stream, text("400 Bad Request", "bad request\n"), true),
+        }
+    };
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(&mut stream, text("405 Method Not Allowed", "GET or HEAD only\n"), false);
+    }
+    let route = path.split('?').next().unwrap_or("");
+    let response = match route {
+        "/metrics" => {
+            let format = Format::from_accept(accept.as_deref());
+            let scrape = source.gather(true);
+            let window = lock(history).window(&scrape.recorded());
+            Response { status: "200 OK", content_type: format.content_type(), body: exposition::encode(scrape, window, format) }
+        }
+        "/health/live" => text("200 OK", "live\n"),
+        "/health/ready" => match source.ready() {
+            Ok(()) => text("200 OK", "ready\n"),
+            Err(why) => text("503 Service Unavailable", format!("not ready: {why}\n")),
+        },
+        "/" | "/dashboard" => Response { status: "200 OK", content_type: "text/html; charset=utf-8", body: super::DASHBOARD.to_string() },
+        "/history" => Response { status: "200 OK", content_type: "application/json", body: lock(history).points_json() },
+        _ => text("404 Not Found", "not found: try /metrics, /health/live, /health/ready or /\n"),
+    };
+    respond(&mut stream, response, head_only)
+}
+
+fn respond(stream: &mut TcpStream, r: Response, head_only: bool) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        r.status,
+        r.content_type,
+        r.body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    if !head_only {
+        stream.write_all(r.body.as_bytes())?;
+    }
+    stream.flush()
+}
