@@ -1,7 +1,9 @@
 //! Command-line interface: `weir serve` and the topic/produce/consume tools.
 
+mod group;
 mod serve;
 mod tools;
+mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -20,8 +22,12 @@ enum Command {
     Topic(tools::TopicArgs),
     /// Write stdin lines to a topic, one record per line.
     Produce(tools::ProduceArgs),
-    /// Print a partition's records to stdout.
+    /// Print a topic's records to stdout (every partition, or one).
     Consume(tools::ConsumeArgs),
+    /// List, describe or reset consumer groups; show their lag.
+    Group(group::GroupArgs),
+    /// A live view of a broker from its metrics: throughput, latency, lag.
+    Top(top::TopArgs),
 }
 
 pub fn run() -> i32 {
@@ -31,5 +37,7 @@ pub fn run() -> i32 {
         Command::Topic(args) => tools::topic(args),
         Command::Produce(args) => tools::produce(args),
         Command::Consume(args) => tools::consume(args),
+        Command::Group(args) => group::run(args),
+        Command::Top(args) => top::run(args),
     }
 }

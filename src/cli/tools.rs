@@ -1,6 +1,7 @@
 //! `weir topic|produce|consume`: command-line tools speaking the Kafka protocol to any broker.
 
 use clap::{Args, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::time::Duration;
 use weir::client::group::GroupMember;
@@ -11,7 +12,7 @@ use weir::storage::batch::{self, NewRecord};
 pub struct Common {
     /// Any broker of the cluster.
     #[arg(long, short = 'b', default_value = "127.0.0.1:9092", env = "WEIR_BOOTSTRAP", global = true)]
-    bootstrap: String,
+    pub bootstrap: String,
 }
 
 #[derive(Subcommand)]
@@ -74,13 +75,14 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     common: Common,
     topic: String,
-    #[arg(long, short = 'p', default_value_t = 0)]
-    partition: i32,
+    /// Read this partition only (default: every partition, as Kafka's console consumer does).
+    #[arg(long, short = 'p')]
+    partition: Option<i32>,
     /// Where to start when --offset is not given.
     #[arg(long, value_enum, default_value = "beginning")]
     from: From,
-    /// Start at this offset.
-    #[arg(long, short = 'o')]
+    /// Start at this offset (with --partition).
+    #[arg(long, short = 'o', requires = "partition")]
     offset: Option<i64>,
     /// Stop after this many records.
     #[arg(long, short = 'n')]
@@ -97,7 +99,7 @@ pub struct ConsumeArgs {
     group: Option<String>,
 }
 
-fn fail(e: impl std::fmt::Display) -> i32 {
+pub fn fail(e: impl std::fmt::Display) -> i32 {
     eprintln!("weir: {e}");
     1
 }
@@ -262,25 +264,40 @@ pub fn consume(args: ConsumeArgs) -> i32 {
         if let Some(group) = &args.group {
             return consume_group(&args, group, &mut cluster, &layout, &mut printer);
         }
-        let leader = *layout
-            .leaders
-            .get(args.partition as usize)
-            .ok_or_else(|| client::ClientError::Protocol(format!("no partition {}", args.partition)))?;
-        let (start, end) = cluster.offsets(&args.topic, args.partition, leader)?;
-        let mut offset = args.offset.unwrap_or(match args.from {
-            From::Beginning => start,
-            From::End => end,
-        });
-        let conn = cluster.conn(leader)?;
-        let v = conn.version::<kafka_protocol::messages::FetchRequest>(11);
-        loop {
-            let wait = if args.exit_at_end { 0 } else { 500 };
-            let r = conn.call(client::fetch_request(&args.topic, args.partition, offset, wait, 4 << 20), v)?;
-            let (hw, bytes) = client::fetch_result(&r)?;
-            if bytes.is_empty() && args.exit_at_end && offset >= hw {
-                return Ok(());
+        let partitions: Vec<i32> = match args.partition {
+            Some(p) if p < 0 || p as usize >= layout.leaders.len() => {
+                return Err(client::ClientError::Protocol(format!("no partition {p}")));
             }
-            if printer.batches(bytes, &mut offset)? {
+            Some(p) => vec![p],
+            None => (0..layout.leaders.len() as i32).collect(),
+        };
+        // Each leader is asked for all its partitions in one fetch, leaders in turn.
+        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
+        for p in partitions {
+            let leader = layout.leaders[p as usize];
+            let (start, end) = cluster.offsets(&args.topic, p, leader)?;
+            let offset = args.offset.unwrap_or(match args.from {
+                From::Beginning => start,
+                From::End => end,
+            });
+            by_leader.entry(leader).or_default().push((p, offset));
+        }
+        let wait = if args.exit_at_end { 0 } else { (500 / by_leader.len().max(1)) as i32 };
+        let mut at_end: BTreeMap<i32, bool> = BTreeMap::new();
+        loop {
+            for (&leader, wanted) in by_leader.iter_mut() {
+                let conn = cluster.conn(leader)?;
+                let v = conn.version::<kafka_protocol::messages::FetchRequest>(11);
+                let r = conn.call(client::fetch_request_many(&args.topic, wanted, wait, 4 << 20), v)?;
+                for (p, hw, bytes) in client::fetch_results(&r)? {
+                    let Some(entry) = wanted.iter_mut().find(|(q, _)| *q == p) else { continue };
+                    at_end.insert(p, bytes.is_empty() && entry.1 >= hw);
+                    if printer.batches(bytes, &mut entry.1)? {
+                        return Ok(());
+                    }
+                }
+            }
+            if args.exit_at_end && by_leader.values().flatten().all(|(p, _)| at_end.get(p) == Some(&true)) {
                 return Ok(());
             }
         }

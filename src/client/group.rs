@@ -30,7 +30,7 @@ fn encode_versioned<T: Encodable>(msg: &T, version: i16) -> Result<Bytes> {
     Ok(out.freeze())
 }
 
-fn decode_versioned<T: Decodable>(mut bytes: Bytes, max: i16) -> Result<T> {
+pub(super) fn decode_versioned<T: Decodable>(mut bytes: Bytes, max: i16) -> Result<T> {
     if bytes.len() < 2 {
         return Err(ClientError::Protocol("empty consumer protocol blob".into()));
     }

@@ -4,6 +4,7 @@
 //! request and returns its correlation id, `receive` reads the next response in order.
 //! `Cluster` keeps a connection per broker and knows which broker leads which partition.
 
+pub mod admin;
 pub mod group;
 pub mod producer;
 
@@ -295,6 +296,30 @@ impl Cluster {
         };
         Ok((get(-2)?, get(-1)?))
     }
+
+    /// The first offset whose timestamp is at or after `ts_ms` (ListOffsets by time); the high
+    /// watermark when none is.
+    pub fn offset_for_time(&mut self, topic: &str, partition: i32, leader: i32, ts_ms: i64) -> Result<i64> {
+        let conn = self.conn(leader)?;
+        let v = conn.version::<ListOffsetsRequest>(4).max(1);
+        let mut p = list_offsets_request::ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = ts_ms;
+        let mut t = list_offsets_request::ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_string(topic.to_string()));
+        t.partitions = vec![p];
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.topics = vec![t];
+        let r = conn.call(req, v)?;
+        let p = &r.topics[0].partitions[0];
+        check(p.error_code, format!("offset of {topic}/{partition} at {ts_ms}"))?;
+        if p.offset >= 0 {
+            Ok(p.offset)
+        } else {
+            Ok(self.offsets(topic, partition, leader)?.1)
+        }
+    }
 }
 
 /// Builds a Produce request for one partition holding `records` (one or more v2 batches).
@@ -335,6 +360,16 @@ pub fn fetch_request_many(topic: &str, partitions: &[(i32, i64)], max_wait_ms: i
     req.max_bytes = max_bytes;
     req.topics = vec![t];
     req
+}
+
+/// (partition, high watermark, record bytes) of every partition in a fetch response.
+pub fn fetch_results(r: &FetchResponse) -> Result<Vec<(i32, i64, Bytes)>> {
+    let mut out = Vec::new();
+    for p in r.responses.iter().flat_map(|t| t.partitions.iter()) {
+        check(p.error_code, format!("fetch partition {}", p.partition_index))?;
+        out.push((p.partition_index, p.high_watermark, p.records.clone().unwrap_or_default()));
+    }
+    Ok(out)
 }
 
 /// The error, high watermark and record bytes of the single partition in a fetch response.
