@@ -2,6 +2,7 @@
 //! configs and producer ids. Produce, Fetch and the group APIs have modules of their own.
 
 use super::catalog::TopicMeta;
+use super::error_codes::ErrorCodes;
 use super::{errors, state, topics};
 use crate::protocol::{self, versions, ProtocolError, Request};
 use bytes::Bytes;
@@ -21,8 +22,21 @@ pub const AUTHORIZED_OPERATIONS_TOPIC: i32 = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 |
 /// Cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
 pub const AUTHORIZED_OPERATIONS_CLUSTER: i32 = 1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
 
-pub(super) fn respond<T: kafka_protocol::protocol::Encodable>(req: &Request, body: &T) -> Result<Option<Bytes>, ProtocolError> {
+pub(super) fn respond<T: kafka_protocol::protocol::Encodable + ErrorCodes>(
+    req: &Request,
+    body: &T,
+) -> Result<Option<Bytes>, ProtocolError> {
+    count_errors(req, body);
     protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, body).map(Some)
+}
+
+/// Counts the error codes `body` answers `req` with (`weir_request_errors_total`).
+pub(super) fn count_errors(req: &Request, body: &impl ErrorCodes) {
+    body.each_error(&mut |code| {
+        if code != errors::NONE {
+            crate::metrics::recorder::error(req.api as i16, code);
+        }
+    });
 }
 
 /// Answers with a body written by `protocol::legacy` (header v0).
@@ -31,11 +45,12 @@ pub(super) fn respond_legacy(req: &Request, body: &[u8]) -> Result<Option<Bytes>
 }
 
 /// Answers an old version whose layout is a newer one's without its leading throttle time.
-fn respond_without_throttle<T: kafka_protocol::protocol::Encodable>(
+fn respond_without_throttle<T: kafka_protocol::protocol::Encodable + ErrorCodes>(
     req: &Request,
     as_version: i16,
     body: &T,
 ) -> Result<Option<Bytes>, ProtocolError> {
+    count_errors(req, body);
     let framed = protocol::encode_response(req.api, as_version, req.header.correlation_id, body)?;
     respond_legacy(req, &framed[12..])
 }
@@ -57,6 +72,7 @@ pub fn api_versions(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     if !versions::supported(ApiKey::ApiVersions).is_some_and(|v| v.contains(&version)) {
         // KIP-511: answer in v0 with UNSUPPORTED_VERSION and the list, so the client can pick.
         r.error_code = errors::UNSUPPORTED_VERSION;
+        count_errors(req, &r);
         return protocol::encode_response(req.api, 0, req.header.correlation_id, &r).map(Some);
     }
     respond(req, &r)

@@ -15,6 +15,7 @@ mod conn;
 mod connections;
 mod delete_records;
 mod elect_leaders;
+mod error_codes;
 pub mod errors;
 mod fetch;
 mod fetch_session;

@@ -8,13 +8,12 @@
 //! INVALID_PRODUCER_EPOCH.
 
 use super::{batch_rewrite, errors, partitions, state, topics};
-use crate::metrics::recorder;
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
 use crate::storage::LogError;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use std::time::Duration;
 
 /// Outcome for one partition, sent back across shards.
@@ -264,9 +263,6 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
             let mut r = PartitionProduceResponse::default();
             r.index = index;
             r.error_code = o.error;
-            if o.error != errors::NONE {
-                recorder::error(ApiKey::Produce as i16, o.error);
-            }
             r.base_offset = o.base_offset;
             if req.header.request_api_version >= 5 {
                 r.log_start_offset = o.log_start;
@@ -291,5 +287,5 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     if acks == 0 {
         return Ok(None);
     }
-    protocol::encode_response(req.api, req.header.request_api_version, req.header.correlation_id, &response).map(Some)
+    super::handlers::respond(req, &response)
 }

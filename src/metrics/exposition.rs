@@ -155,7 +155,12 @@ fn requests(enc: &mut DescriptorEncoder, all: &super::recorder::Recorder, window
         .iter()
         .flat_map(|(k, a)| a.errors.iter().map(move |(code, n)| (vec![("api", api_name(*k)), ("error", error_name(*code))], *n)))
         .collect();
-    counter(enc, "weir_request_errors", "Error codes answered, by API and error (once per partition for per-partition APIs).", errors)?;
+    counter(
+        enc,
+        "weir_request_errors",
+        "Error codes answered, by API and error: once for each place a response carries one (the request, a topic, a partition, a member).",
+        errors,
+    )?;
     let stages = all
         .apis
         .iter()

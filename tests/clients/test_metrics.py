@@ -118,7 +118,7 @@ def test_a_scrape_matches_what_the_clients_did(broker):
     assert sum(s.value for s in records_in.samples if s.labels.get("topic") == topic and s.name.endswith("_total")) == n
 
 
-def test_fetch_errors_are_counted_by_code(broker):
+def test_errors_are_counted_by_api_and_code(broker):
     topic = unique("oor")
     p = Producer({"bootstrap.servers": broker.bootstrap})
     p.produce(topic, b"one")
@@ -135,8 +135,14 @@ def test_fetch_errors_are_counted_by_code(broker):
                 break
     finally:
         c.close()
+    # An error in a control API's response, counted from the response itself.
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    with pytest.raises(Exception, match="TOPIC_ALREADY_EXISTS"):
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
     f = samples(get(broker.metrics_port, "/metrics")[2])
     assert value(f, "weir_request_errors_total", api="Fetch", error="OFFSET_OUT_OF_RANGE") >= 1
+    assert value(f, "weir_request_errors_total", api="CreateTopics", error="TOPIC_ALREADY_EXISTS") == 1
+    assert value(f, "weir_request_errors_total", api="Produce", error="NONE") is None, "NONE is not an error"
 
 
 def test_health_endpoints_through_start_up_and_shutdown():

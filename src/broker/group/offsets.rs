@@ -108,6 +108,7 @@ pub(super) async fn offset_commit(req: &Request) -> Result<Option<Bytes>, Protoc
     }
     if version < 2 {
         // v0 and v1 answer in v2's layout.
+        crate::broker::handlers::count_errors(req, &r);
         return protocol::encode_response(req.api, 2, req.header.correlation_id, &r).map(Some);
     }
     respond(req, &r)
