@@ -73,10 +73,7 @@ async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize
         part.log.read(offset as u64, max_bytes).await.map(|records| (records, Vec::new()))
     };
     match read {
-        Ok((records, aborted)) => {
-            part.traffic.sent(records.iter().map(|c| c.len() as u64).sum());
-            Read::at(part.log.offsets(), errors::NONE, records, aborted)
-        }
+        Ok((records, aborted)) => Read::at(part.log.offsets(), errors::NONE, records, aborted),
         Err(e) => Read::at(offsets, log_error_code(&e), Vec::new(), Vec::new()),
     }
 }
@@ -170,6 +167,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         (fetch_session::Context::Full { session: 0 }, requested)
     };
     if let fetch_session::Context::Error(code) = ctx {
+        recorder::error(kafka_protocol::messages::ApiKey::Fetch as i16, code);
         let session = fetch_response::Session { error_code: code, id: 0 };
         return fetch_response::encode(version, req.header.correlation_id, read_committed, session, Vec::new(), Chunk::len);
     }
@@ -236,6 +234,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         if r.error != errors::NONE {
             recorder::error(kafka_protocol::messages::ApiKey::Fetch as i16, r.error);
         }
+        count_sent(w, r.bytes() as u64);
         let p = Partition {
             index: w.partition,
             error_code: r.error,
@@ -252,6 +251,30 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     }
     let session = fetch_response::Session { error_code: errors::NONE, id: ctx.session_id() };
     fetch_response::encode(version, req.header.correlation_id, read_committed, session, topics, Chunk::len)
+}
+
+/// Counts the record bytes a response carries for a partition on the replica that read them (the
+/// connection's own shard, usually: clients fetch from the leader's port; else one message, no reply).
+fn count_sent(w: &Want, bytes: u64) {
+    if bytes == 0 || w.owner == usize::MAX {
+        return;
+    }
+    let st = state();
+    if w.owner == st.shard.id {
+        if let Some(part) = st.partition(&w.topic, w.partition) {
+            part.traffic.sent(bytes);
+        }
+        return;
+    }
+    let (topic, partition) = (w.topic.clone(), w.partition);
+    st.shard.mailboxes.send(
+        w.owner,
+        Box::new(move || {
+            if let Some(part) = state().partition(&topic, partition) {
+                part.traffic.sent(bytes);
+            }
+        }),
+    );
 }
 
 impl Read {

@@ -237,6 +237,7 @@ pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
         r.topics.push(res);
     }
     if version <= 1 {
+        count_errors(req, &r);
         return respond_legacy(req, &protocol::legacy::create_topics_v0_v1_response(&r, version));
     }
     respond(req, &r)

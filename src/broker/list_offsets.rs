@@ -142,6 +142,7 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
         r.topics.push(t);
     }
     if version == 0 {
+        super::handlers::count_errors(req, &r);
         return respond_legacy(req, &protocol::legacy::list_offsets_v0_response(&r));
     }
     respond(req, &r)

@@ -37,6 +37,9 @@ impl PartitionTraffic {
 /// "starting" while the broker waits for its ports and recovers.
 pub struct Gather {
     mailboxes: std::sync::OnceLock<Arc<shards::Mailboxes>>,
+    /// Each shard's last answer, plain and detailed: a shard that does not answer in time is
+    /// reported with it (as not serving), so that its counters do not seem to drop to zero.
+    last: std::sync::Mutex<[Vec<Option<ShardSnapshot>>; 2]>,
     /// Set from the signal handler: not ready from the moment a shutdown is asked for.
     stop: &'static AtomicBool,
     cfg: Arc<BrokerConfig>,
@@ -44,7 +47,7 @@ pub struct Gather {
 
 impl Gather {
     pub fn new(cfg: Arc<BrokerConfig>, stop: &'static AtomicBool) -> Gather {
-        Gather { mailboxes: std::sync::OnceLock::new(), stop, cfg }
+        Gather { mailboxes: std::sync::OnceLock::new(), last: std::sync::Mutex::default(), stop, cfg }
     }
 
     /// The shards run: gather from them from now on.
@@ -81,6 +84,17 @@ impl Gather {
 impl Source for Gather {
     fn gather(&self, detail: bool) -> Scrape {
         let mut shards = self.ask(if detail { || snapshot(true) } else { || snapshot(false) });
+        {
+            let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let last = &mut last[usize::from(detail)];
+            last.resize(shards.len(), None);
+            for (answer, kept) in shards.iter_mut().zip(last.iter_mut()) {
+                match answer {
+                    Some(s) => *kept = Some(s.clone()),
+                    None => *answer = kept.clone().map(|s| ShardSnapshot { serving: false, ..s }),
+                }
+            }
+        }
         if let Some(mailboxes) = self.mailboxes.get() {
             for (i, s) in shards.iter_mut().enumerate() {
                 if let Some(s) = s {
@@ -139,9 +153,6 @@ fn snapshot(detail: bool) -> ShardSnapshot {
         };
         let (_, _, cached) = part.log.stats();
         snap.cache_bytes += cached as u64;
-        if !leads {
-            continue;
-        }
         let t = &part.traffic;
         traffic.records_in += t.records_in.get();
         traffic.bytes_in += t.bytes_in.get();
@@ -152,6 +163,7 @@ fn snapshot(detail: bool) -> ShardSnapshot {
             snap.partitions.push(PartitionStats {
                 topic: topic.clone(),
                 partition: *partition,
+                leads,
                 records_in: t.records_in.get(),
                 bytes_in: t.bytes_in.get(),
                 bytes_out: t.bytes_out.get(),

@@ -200,6 +200,7 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     if protocol::versions::answered_unsupported(req.api, version) {
         let acks = protocol::legacy::Reader::new(&req.body).i16()?;
         let body = protocol::legacy::produce_unsupported(&req.body, version, errors::UNSUPPORTED_VERSION)?;
+        crate::metrics::recorder::error(req.api as i16, errors::UNSUPPORTED_VERSION);
         return if acks == 0 { Ok(None) } else { super::handlers::respond_legacy(req, &body) };
     }
     let produce: ProduceRequest = protocol::decode_body(req)?;

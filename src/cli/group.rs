@@ -7,6 +7,9 @@ use weir::client::{self, admin, Cluster};
 
 use super::tools::{fail, Common};
 
+/// Kafka's error code for a topic that does not exist (any more).
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
 #[derive(Subcommand)]
 pub enum GroupCmd {
     /// List every group, with its state.
@@ -23,7 +26,8 @@ pub enum GroupCmd {
 #[derive(Args)]
 pub struct ResetArgs {
     group: String,
-    /// Topics to reset (repeatable); default: every topic the group has offsets for.
+    /// Topics to reset, every partition of each (repeatable); default: the partitions the group
+    /// has offsets for.
     #[arg(long, short = 't')]
     topic: Vec<String>,
     #[arg(long, group = "to")]
@@ -95,13 +99,21 @@ fn lag_table(cluster: &mut Cluster, group: &str, owners: &BTreeMap<(String, i32)
     );
     let mut total = 0;
     for topic in topics {
-        for (p, _, _, end) in topic_offsets(cluster, &topic)? {
+        let ends: Vec<(i32, Option<i64>)> = match topic_offsets(cluster, &topic) {
+            Ok(parts) => parts.into_iter().map(|(p, _, _, end)| (p, Some(end))).collect(),
+            // A deleted topic's offsets are still the group's: shown, with no end and no lag.
+            Err(client::ClientError::Broker { code: UNKNOWN_TOPIC_OR_PARTITION, .. }) => {
+                committed.keys().filter(|(t, _)| *t == topic).map(|(_, p)| (*p, None)).collect()
+            }
+            Err(e) => return Err(e),
+        };
+        for (p, end) in ends {
             let key = (topic.clone(), p);
             let current = committed.get(&key).copied();
             if current.is_none() && !owners.contains_key(&key) {
                 continue;
             }
-            let lag = current.map(|c| (end - c).max(0));
+            let lag = current.zip(end).map(|(c, end)| (end - c).max(0));
             total += lag.unwrap_or(0);
             let dash = || "-".to_string();
             let (member, host, client) = owners.get(&key).cloned().unwrap_or_else(|| (dash(), dash(), dash()));
@@ -111,7 +123,7 @@ fn lag_table(cluster: &mut Cluster, group: &str, owners: &BTreeMap<(String, i32)
                 topic,
                 p,
                 current.map_or_else(dash, |c| c.to_string()),
-                end,
+                end.map_or_else(dash, |e| e.to_string()),
                 lag.map_or_else(dash, |l| l.to_string()),
                 member,
                 host,
@@ -168,6 +180,10 @@ fn reset(cluster: &mut Cluster, r: &ResetArgs) -> client::Result<()> {
     for topic in &topics {
         for (p, leader, start, end) in topic_offsets(cluster, topic)? {
             let current = committed.get(&(topic.clone(), p)).copied();
+            // Without --topic, as Kafka's --all-topics: the partitions the group has offsets for.
+            if r.topic.is_empty() && current.is_none() {
+                continue;
+            }
             let target = if r.to_earliest {
                 start
             } else if r.to_latest {

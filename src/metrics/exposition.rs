@@ -45,9 +45,9 @@ impl Format {
 pub type Window = BTreeMap<(i16, Stage), Latency>;
 
 /// `scrape` encoded in `format`.
-pub fn encode(scrape: Scrape, window: Window, format: Format) -> String {
+pub fn encode(scrape: Arc<Scrape>, window: Window, format: Format) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Figures(Arc::new((scrape, window)))));
+    registry.register_collector(Box::new(Figures(scrape, window)));
     let mut out = String::new();
     let done = match format {
         Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
@@ -86,7 +86,7 @@ pub fn error_name(code: i16) -> String {
 type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug)]
-struct Figures(Arc<(Scrape, Window)>);
+struct Figures(Arc<Scrape>, Window);
 
 fn gauge<V>(enc: &mut DescriptorEncoder, name: &str, help: &str, rows: Vec<(Labels, V)>) -> fmt::Result
 where
@@ -136,11 +136,12 @@ fn one<V>(v: V) -> Vec<(Labels, V)> {
 
 impl Collector for Figures {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let (scrape, window) = &*self.0;
+        let (scrape, window) = (&*self.0, &self.1);
         let all = scrape.recorded();
         requests(&mut enc, &all, window)?;
-        partitions(&mut enc, scrape)?;
-        groups(&mut enc, scrape)?;
+        let merged = scrape.partitions();
+        partitions(&mut enc, scrape, &merged)?;
+        groups(&mut enc, scrape, &merged)?;
         storage(&mut enc, scrape, &all)?;
         runtime(&mut enc, scrape, &all)?;
         process(&mut enc, scrape)
@@ -190,8 +191,10 @@ fn requests(enc: &mut DescriptorEncoder, all: &super::recorder::Recorder, window
     Ok(())
 }
 
-fn partitions(enc: &mut DescriptorEncoder, scrape: &Scrape) -> fmt::Result {
-    let parts: Vec<_> = scrape.partitions().collect();
+type Merged = BTreeMap<(String, i32), super::snapshot::PartitionStats>;
+
+fn partitions(enc: &mut DescriptorEncoder, scrape: &Scrape, merged: &Merged) -> fmt::Result {
+    let parts: Vec<_> = merged.values().collect();
     let tp = |p: &super::snapshot::PartitionStats| vec![("topic", p.topic.clone()), ("partition", p.partition.to_string())];
     let rows = |f: &dyn Fn(&super::snapshot::PartitionStats) -> u64| parts.iter().map(|p| (tp(p), f(p))).collect::<Vec<_>>();
     counter(enc, "weir_partition_records_in", "Records appended by producers.", rows(&|p| p.records_in))?;
@@ -205,16 +208,17 @@ fn partitions(enc: &mut DescriptorEncoder, scrape: &Scrape) -> fmt::Result {
     gauge(enc, "weir_partition_segments", "Segments of the partition.", rows(&|p| p.segments))?;
     gauge(enc, "weir_partition_replicas", "Replicas of the partition.", rows(&|p| p.replicas))?;
     gauge(enc, "weir_partition_in_sync_replicas", "Replicas in the partition's ISR.", rows(&|p| p.in_sync_replicas))?;
-    let c = &scrape.cluster();
-    gauge(enc, "weir_topics", "Topics, internal ones included.", one(c.topics))?;
-    gauge(enc, "weir_partitions", "Partitions of all topics.", one(c.partitions))?;
-    gauge(enc, "weir_under_replicated_partitions", "Partitions whose ISR is smaller than their replicas.", one(c.under_replicated))?;
-    gauge(enc, "weir_offline_partitions", "Partitions with no leader.", one(c.offline))?;
+    if let Some(c) = scrape.cluster() {
+        gauge(enc, "weir_topics", "Topics, internal ones included.", one(c.topics))?;
+        gauge(enc, "weir_partitions", "Partitions of all topics.", one(c.partitions))?;
+        gauge(enc, "weir_under_replicated_partitions", "Partitions whose ISR is smaller than their replicas.", one(c.under_replicated))?;
+        gauge(enc, "weir_offline_partitions", "Partitions with no leader.", one(c.offline))?;
+    }
     let closed = scrape.shards.iter().flatten().map(|s| s.partitions_closed).sum::<u64>();
     gauge(enc, "weir_partitions_closed", "Partitions whose logs are not open (unused since start, or offline).", one(closed))
 }
 
-fn groups(enc: &mut DescriptorEncoder, scrape: &Scrape) -> fmt::Result {
+fn groups(enc: &mut DescriptorEncoder, scrape: &Scrape, partitions: &Merged) -> fmt::Result {
     let groups: Vec<_> = scrape.groups().collect();
     let g = |name: &str| vec![("group", name.to_string())];
     gauge(enc, "weir_group_members", "Members of the consumer group.", groups.iter().map(|x| (g(&x.group), x.members)).collect())?;
@@ -234,7 +238,7 @@ fn groups(enc: &mut DescriptorEncoder, scrape: &Scrape) -> fmt::Result {
         for (topic, partition, offset) in &x.committed {
             let labels = vec![("group", x.group.clone()), ("topic", topic.clone()), ("partition", partition.to_string())];
             committed.push((labels.clone(), *offset));
-            if let Some(l) = scrape.lag(topic, *partition, *offset) {
+            if let Some(l) = super::snapshot::lag(partitions, topic, *partition, *offset) {
                 lag.push((labels, l));
                 sum += l;
             }

@@ -2,12 +2,16 @@
 //! process's own figures, taken by the metrics thread.
 
 use super::recorder::Recorder;
+use std::collections::BTreeMap;
 
-/// One partition, as the shard leading it (or holding its only replica) sees it.
+/// One replica of a partition, as its shard sees it. Each replica counts records and bytes only
+/// while it leads: the partition's traffic is the sum over its replicas, which keeps growing when
+/// leadership moves. Its offsets and sizes are the leader's.
 #[derive(Clone, Debug, Default)]
 pub struct PartitionStats {
     pub topic: String,
     pub partition: i32,
+    pub leads: bool,
     pub records_in: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -57,9 +61,9 @@ pub struct ShardSnapshot {
     pub recorder: Recorder,
     pub busy_seconds: f64,
     pub mailbox_depth: u64,
-    /// Over the partitions the shard leads.
+    /// Over the shard's replicas.
     pub traffic: Traffic,
-    /// The partitions it leads, one by one (a detailed gather only).
+    /// Its replicas, one by one (a detailed gather only).
     pub partitions: Vec<PartitionStats>,
     pub groups: Vec<GroupStats>,
     /// Partitions the shard owns whose logs are closed (not used yet since start, or offline).
@@ -103,22 +107,70 @@ impl Scrape {
         all
     }
 
-    pub fn cluster(&self) -> Cluster {
-        self.shards.iter().flatten().find_map(|s| s.cluster.clone()).unwrap_or_default()
+    /// The controller's figures; `None` if it has not answered since start.
+    pub fn cluster(&self) -> Option<Cluster> {
+        self.shards.iter().flatten().find_map(|s| s.cluster.clone())
     }
 
-    pub fn partitions(&self) -> impl Iterator<Item = &PartitionStats> {
-        self.shards.iter().flatten().flat_map(|s| &s.partitions)
+    /// Each partition once: its replicas' traffic added up, the rest from the replica that leads
+    /// (the first to say so, should two answer on either side of a leadership change).
+    pub fn partitions(&self) -> BTreeMap<(String, i32), PartitionStats> {
+        let mut out: BTreeMap<(String, i32), PartitionStats> = BTreeMap::new();
+        for r in self.shards.iter().flatten().flat_map(|s| &s.partitions) {
+            let key = (r.topic.clone(), r.partition);
+            let Some(p) = out.get_mut(&key) else {
+                out.insert(key, r.clone());
+                continue;
+            };
+            let (records_in, bytes_in, bytes_out) = (p.records_in + r.records_in, p.bytes_in + r.bytes_in, p.bytes_out + r.bytes_out);
+            if r.leads && !p.leads {
+                *p = r.clone();
+            }
+            (p.records_in, p.bytes_in, p.bytes_out) = (records_in, bytes_in, bytes_out);
+        }
+        out.retain(|_, p| p.leads);
+        out
     }
 
     pub fn groups(&self) -> impl Iterator<Item = &GroupStats> {
         self.shards.iter().flatten().flat_map(|s| &s.groups)
     }
+}
 
-    /// A group's lag on a partition: records from its committed offset to the high watermark.
-    pub fn lag(&self, topic: &str, partition: i32, committed: i64) -> Option<u64> {
-        self.partitions()
-            .find(|p| p.topic == topic && p.partition == partition)
-            .map(|p| p.high_watermark.saturating_sub(committed.max(0) as u64))
+/// A group's lag on a partition: records from its committed offset to the high watermark.
+pub fn lag(partitions: &BTreeMap<(String, i32), PartitionStats>, topic: &str, partition: i32, committed: i64) -> Option<u64> {
+    partitions.get(&(topic.to_string(), partition)).map(|p| p.high_watermark.saturating_sub(committed.max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(shard: usize, leads: bool, records_in: u64, end: u64) -> ShardSnapshot {
+        let p = PartitionStats {
+            topic: "t".into(),
+            partition: 0,
+            leads,
+            records_in,
+            bytes_in: records_in * 10,
+            log_end: end,
+            high_watermark: end,
+            ..Default::default()
+        };
+        ShardSnapshot { shard, partitions: vec![p], ..Default::default() }
+    }
+
+    #[test]
+    fn a_partitions_counters_add_up_over_its_replicas_and_its_offsets_are_the_leaders() {
+        // Shard 0 led for 100 records, then leadership moved to shard 1, which has taken 30 since.
+        let scrape = Scrape { shards: vec![Some(replica(0, false, 100, 120)), Some(replica(1, true, 30, 130))], ..Default::default() };
+        let merged = scrape.partitions();
+        let p = &merged[&("t".to_string(), 0)];
+        assert_eq!((p.records_in, p.bytes_in, p.log_end, p.leads), (130, 1300, 130, true));
+        assert_eq!(lag(&merged, "t", 0, 100), Some(30));
+        assert_eq!(lag(&merged, "t", 1, 0), None);
+        // Only followers answered (the leader's shard did not): no partition figures rather than a follower's.
+        let scrape = Scrape { shards: vec![Some(replica(0, false, 100, 120)), None], ..Default::default() };
+        assert!(scrape.partitions().is_empty());
     }
 }

@@ -28,11 +28,17 @@ impl Budget {
         Rc::new(Budget { limit, in_use: Cell::new(0), freed: shards::Notify::default() })
     }
 
+    /// Would `reserve(bytes)` return at once?
+    pub fn fits(&self, bytes: usize) -> bool {
+        let in_use = self.in_use.get();
+        in_use == 0 || in_use.saturating_add(bytes) <= self.limit
+    }
+
     /// Waits until `bytes` fit the budget (or nothing else holds any), then holds them.
     pub async fn reserve(self: &Rc<Self>, bytes: usize) -> Reservation {
         loop {
-            let in_use = self.in_use.get();
-            if in_use == 0 || in_use.saturating_add(bytes) <= self.limit {
+            if self.fits(bytes) {
+                let in_use = self.in_use.get();
                 self.in_use.set(in_use + bytes);
                 return Reservation { budget: self.clone(), bytes };
             }

@@ -192,7 +192,9 @@ impl FrameReader {
                     // Over budget, the connection reads nothing more until earlier requests finish.
                     // Frames within a read chunk never wait: heartbeats, metadata and fetches keep
                     // flowing while large produces queue.
-                    self.waiting_since = Some(std::time::Instant::now());
+                    if !budget.fits(need) {
+                        self.waiting_since = Some(std::time::Instant::now());
+                    }
                     self.held = Some(budget.reserve(need).await);
                 }
                 if need >= OWN_BUFFER_FRAME_BYTES {

@@ -203,10 +203,12 @@ def test_idle_connections_cannot_take_over_the_listener(broker):
     port = broker.metrics_port
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
     try:
-        # Every connection thread is taken: a scrape is refused at once, not kept waiting.
+        # Every connection thread is taken: a scrape is refused at once, not kept waiting, and a
+        # liveness probe is still answered.
         started = time.time()
         status, _, _ = get(port, "/metrics", timeout=5)
         assert status in (200, 503) and time.time() - started < 4
+        assert get(port, "/health/live", timeout=5)[:1] == (200,)
         # The broker itself does not care.
         p = Producer({"bootstrap.servers": broker.bootstrap})
         p.produce(unique("t"), b"x")

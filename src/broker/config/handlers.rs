@@ -134,6 +134,7 @@ pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         r.results.push(out);
     }
     if version == 0 {
+        crate::broker::handlers::count_errors(req, &r);
         return respond_legacy(req, &protocol::legacy::describe_configs_v0_response(&r));
     }
     respond(req, &r)
