@@ -3,16 +3,17 @@
 # against three brokers, in turn in one sitting, a fresh broker per run:
 #   old  — a binary built before the metrics (OLD=path; recording absent),
 #   off  — this binary with --metrics-listen off (recording on, nobody scrapes),
-#   on   — this binary with its listener scraped every second during the run (Prometheus scrapes
-#          every 15 s by default: this is the heavier case).
+#   on   — this binary with its listener scraped every SCRAPE_EVERY seconds during the run (default
+#          5: three times as often as the usual 15 s Prometheus scrape interval).
 # Medians and per-run ratios printed; outputs in perf/out-metrics/. Takes ~40 s a round.
 #
 #   git worktree add ../weir-before 4b87161 && (cd ../weir-before && cargo build --release)
-#   OLD=../weir-before/target/release/weir perf/metrics_overhead.sh     # RUNS=5
+#   OLD=../weir-before/target/release/weir perf/metrics_overhead.sh     # RUNS=5 SCRAPE_EVERY=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OLD:?OLD=path to a weir binary built before the metrics}"
 RUNS=${RUNS:-5}
+SCRAPE_EVERY=${SCRAPE_EVERY:-5}
 OUT=perf/out-metrics
 PORT=${PORT:-19592}
 MPORT=${MPORT:-19644}
@@ -31,7 +32,7 @@ run() { # variant run
     local broker=$! scraper=
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
     if [ "$variant" = on ]; then
-        (while sleep 1; do curl -s -o /dev/null "127.0.0.1:$MPORT/metrics" || true; done) &
+        (while sleep "$SCRAPE_EVERY"; do curl -s -o /dev/null "127.0.0.1:$MPORT/metrics" || true; done) &
         scraper=$!
     fi
     $BENCH produce --bootstrap "$BOOT" --topic p100 --msg-size 100 --messages 3000000 --no-pin --json "$OUT/p100-$variant-$n.json" > /dev/null

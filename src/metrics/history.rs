@@ -1,6 +1,7 @@
 //! What the metrics thread remembers between scrapes: a point every `TICK` for the dashboard
-//! (throughput and request-time percentiles of that interval) and copies of the request-time
-//! histograms a minute back, for the percentile gauges.
+//! (throughput and request-time percentiles of that interval), gathered only while someone watches
+//! it, and copies of the request-time histograms taken at scrapes up to a minute back, for the
+//! percentile gauges. A broker nobody scrapes or watches does no metrics work at all.
 
 use super::exposition::Window;
 use super::latency::Latency;
@@ -99,24 +100,25 @@ impl History {
             }
         }
         self.last = Some((now, t));
+    }
+
+    /// Request times recorded in about the last minute (since the oldest copy kept, at most
+    /// `WINDOW` + `MARK_EVERY` old), from `recorded` (a scrape's, now), which is kept as a copy
+    /// if the last is `MARK_EVERY` old.
+    pub fn window(&mut self, recorded: &Recorder) -> Window {
+        let now = Instant::now();
+        let copies = stage_copies(recorded);
+        let window = match self.marks.front() {
+            None => copies.clone(),
+            Some((_, earlier)) => copies.iter().map(|(k, h)| (*k, earlier.get(k).map_or_else(|| h.clone(), |e| h.since(e)))).collect(),
+        };
         if self.marks.back().is_none_or(|(at, _)| now.duration_since(*at) >= MARK_EVERY) {
-            self.marks.push_back((now, stage_copies(&recorded)));
+            self.marks.push_back((now, copies));
             while self.marks.len() > 1 && now.duration_since(self.marks[1].0) >= WINDOW {
                 self.marks.pop_front();
             }
         }
-    }
-
-    /// Request times recorded in about the last minute, from `recorded` (a scrape's, now).
-    pub fn window(&self, recorded: &Recorder) -> Window {
-        let now = stage_copies(recorded);
-        let Some((_, earlier)) = self.marks.front() else { return now };
-        now.into_iter()
-            .map(|(k, h)| {
-                let recent = earlier.get(&k).map_or_else(|| h.clone(), |e| h.since(e));
-                (k, recent)
-            })
-            .collect()
+        window
     }
 
     /// The dashboard's points as JSON: `[{"t":ms,"rin":…,"bin":…,"bout":…,"req":…,"p":[…],"f":[…]}, …]`.

@@ -14,7 +14,7 @@ use super::history::{History, TICK};
 use super::snapshot::Scrape;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the accept thread waits for the head of a connection over `CONNECTIONS_MAX`.
 const OVERFLOW_READ: Duration = Duration::from_millis(100);
 const SCRAPE_REUSE: Duration = Duration::from_secs(1);
+/// The dashboard's points are gathered for this long after it last asked for them.
+const WATCHED_FOR: Duration = Duration::from_secs(60);
 /// A request's head (request line and headers) may not be longer.
 const HEAD_BYTES_MAX: usize = 8 << 10;
 const HEADERS_MAX: usize = 32;
@@ -53,10 +55,15 @@ impl Listener {
     /// Serves from threads of its own until the process ends.
     pub fn serve(self, source: Arc<dyn Source>) -> std::io::Result<()> {
         let history = Arc::new(Mutex::new(History::default()));
+        let watched = Arc::new(AtomicU64::new(0));
         {
-            let (source, history) = (source.clone(), history.clone());
+            let (source, history, watched) = (source.clone(), history.clone(), watched.clone());
             std::thread::Builder::new().name("weir-metrics-tick".into()).spawn(move || loop {
                 std::thread::sleep(TICK);
+                // Points only while a dashboard asked for them lately: no gather when nobody looks.
+                if (unix_ms() as u64).saturating_sub(watched.load(Ordering::Relaxed)) > WATCHED_FOR.as_millis() as u64 {
+                    continue;
+                }
                 let scrape = source.gather(false);
                 lock(&history).update(&scrape, unix_ms());
             })?;
@@ -79,9 +86,10 @@ impl Listener {
                     answer_overflow(stream);
                     continue;
                 }
-                let (source, history, scrapes, done) = (source.clone(), history.clone(), scrapes.clone(), open.clone());
+                let (source, history, scrapes, watched, done) =
+                    (source.clone(), history.clone(), scrapes.clone(), watched.clone(), open.clone());
                 let spawned = std::thread::Builder::new().name("weir-metrics-conn".into()).spawn(move || {
-                    if let Err(e) = serve_one(stream, &*source, &history, &scrapes) {
+                    if let Err(e) = serve_one(stream, &*source, &history, &scrapes, &watched) {
                         tracing::debug!(error = %e, "metrics request failed");
                     }
                     done.fetch_sub(1, Ordering::SeqCst);
@@ -154,7 +162,13 @@ fn gathered(source: &dyn Source, scrapes: &Shared) -> Arc<Scrape> {
     scrape
 }
 
-fn serve_one(mut stream: TcpStream, source: &dyn Source, history: &Mutex<History>, scrapes: &Shared) -> std::io::Result<()> {
+fn serve_one(
+    mut stream: TcpStream,
+    source: &dyn Source,
+    history: &Mutex<History>,
+    scrapes: &Shared,
+    watched: &AtomicU64,
+) -> std::io::Result<()> {
     let head_by = Instant::now() + READ_TIMEOUT;
     let mut buf = vec![0u8; HEAD_BYTES_MAX];
     let mut filled = 0;
@@ -200,8 +214,14 @@ fn serve_one(mut stream: TcpStream, source: &dyn Source, history: &Mutex<History
             Ok(()) => text("200 OK", "ready\n"),
             Err(why) => text("503 Service Unavailable", format!("not ready: {why}\n")),
         },
-        "/" | "/dashboard" => Response { status: "200 OK", content_type: "text/html; charset=utf-8", body: super::DASHBOARD.to_string() },
-        "/history" => Response { status: "200 OK", content_type: "application/json", body: lock(history).points_json() },
+        "/" | "/dashboard" => {
+            watched.store(unix_ms() as u64, Ordering::Relaxed);
+            Response { status: "200 OK", content_type: "text/html; charset=utf-8", body: super::DASHBOARD.to_string() }
+        }
+        "/history" => {
+            watched.store(unix_ms() as u64, Ordering::Relaxed);
+            Response { status: "200 OK", content_type: "application/json", body: lock(history).points_json() }
+        }
         _ => text("404 Not Found", "not found: try /metrics, /health/live, /health/ready or /\n"),
     };
     respond(&mut stream, response, head_only, write_by())
