@@ -276,49 +276,40 @@ impl Cluster {
     /// (log start, end) of a partition, the end as a read_committed consumer sees it (the last
     /// stable offset) or not (the high watermark).
     pub fn offsets_as(&mut self, topic: &str, partition: i32, leader: i32, read_committed: bool) -> Result<(i64, i64)> {
-        let mut get = |ts: i64| -> Result<i64> {
-            let conn = self.conn(leader)?;
-            let v = conn.version::<ListOffsetsRequest>(4);
-            let mut p = list_offsets_request::ListOffsetsPartition::default();
-            p.partition_index = partition;
-            p.timestamp = ts;
-            let mut t = list_offsets_request::ListOffsetsTopic::default();
-            t.name = TopicName(StrBytes::from_string(topic.to_string()));
-            t.partitions = vec![p];
-            let mut req = ListOffsetsRequest::default();
-            req.replica_id = BrokerId(-1);
-            req.isolation_level = i8::from(read_committed);
-            req.topics = vec![t];
-            let r = conn.call(req, v)?;
-            let p = &r.topics[0].partitions[0];
-            check(p.error_code, format!("offsets of {topic}/{partition}"))?;
-            Ok(p.offset)
-        };
-        Ok((get(-2)?, get(-1)?))
+        Ok((
+            self.list_offset(topic, partition, leader, -2, read_committed)?,
+            self.list_offset(topic, partition, leader, -1, read_committed)?,
+        ))
     }
 
     /// The first offset whose timestamp is at or after `ts_ms` (ListOffsets by time); the high
     /// watermark when none is.
     pub fn offset_for_time(&mut self, topic: &str, partition: i32, leader: i32, ts_ms: i64) -> Result<i64> {
+        match self.list_offset(topic, partition, leader, ts_ms, false)? {
+            -1 => Ok(self.offsets(topic, partition, leader)?.1),
+            offset => Ok(offset),
+        }
+    }
+
+    /// ListOffsets for one partition at `ts` (−2 earliest, −1 latest, else a time in ms).
+    fn list_offset(&mut self, topic: &str, partition: i32, leader: i32, ts: i64, read_committed: bool) -> Result<i64> {
         let conn = self.conn(leader)?;
+        // v1 is the first to answer a time with one offset.
         let v = conn.version::<ListOffsetsRequest>(4).max(1);
         let mut p = list_offsets_request::ListOffsetsPartition::default();
         p.partition_index = partition;
-        p.timestamp = ts_ms;
+        p.timestamp = ts;
         let mut t = list_offsets_request::ListOffsetsTopic::default();
         t.name = TopicName(StrBytes::from_string(topic.to_string()));
         t.partitions = vec![p];
         let mut req = ListOffsetsRequest::default();
         req.replica_id = BrokerId(-1);
+        req.isolation_level = i8::from(read_committed);
         req.topics = vec![t];
         let r = conn.call(req, v)?;
-        let p = &r.topics[0].partitions[0];
-        check(p.error_code, format!("offset of {topic}/{partition} at {ts_ms}"))?;
-        if p.offset >= 0 {
-            Ok(p.offset)
-        } else {
-            Ok(self.offsets(topic, partition, leader)?.1)
-        }
+        let p = r.topics.first().and_then(|t| t.partitions.first()).ok_or_else(|| proto("empty ListOffsets response"))?;
+        check(p.error_code, format!("offsets of {topic}/{partition}"))?;
+        Ok(p.offset)
     }
 }
 

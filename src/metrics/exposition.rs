@@ -6,7 +6,7 @@ use super::latency::Latency;
 use super::recorder::{ReadPath, Stage};
 use super::snapshot::Scrape;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -88,19 +88,30 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Debug)]
 struct Figures(Arc<Scrape>, Window);
 
+/// One family of `kind`, a sample per row written by `encode`; a family with no rows is left out.
+fn family<V>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: Vec<(Labels, V)>,
+    encode: impl Fn(V, MetricEncoder<'_>) -> fmt::Result,
+) -> fmt::Result {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut metric = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in rows {
+        encode(v, metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 fn gauge<V>(enc: &mut DescriptorEncoder, name: &str, help: &str, rows: Vec<(Labels, V)>) -> fmt::Result
 where
     V: prometheus_client::encoding::EncodeGaugeValue + fmt::Debug + Send + Sync,
 {
-    // Families with no rows are left out.
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in rows {
-        ConstGauge::new(v).encode(metric.encode_family(&labels)?)?;
-    }
-    Ok(())
+    family(enc, name, help, MetricType::Gauge, rows, |v, m| ConstGauge::new(v).encode(m))
 }
 
 /// A counter; `name` without `_total`, which the encoders add.
@@ -108,26 +119,13 @@ fn counter<V>(enc: &mut DescriptorEncoder, name: &str, help: &str, rows: Vec<(La
 where
     V: prometheus_client::encoding::EncodeCounterValue + fmt::Debug + Send + Sync,
 {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        ConstCounter::new(v).encode(metric.encode_family(&labels)?)?;
-    }
-    Ok(())
+    family(enc, name, help, MetricType::Counter, rows, |v, m| ConstCounter::new(v).encode(m))
 }
 
 fn histogram(enc: &mut DescriptorEncoder, name: &str, help: &str, rows: Vec<(Labels, &Latency)>) -> fmt::Result {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    for (labels, h) in rows {
-        let mut fam = metric.encode_family(&labels)?;
-        fam.encode_histogram::<Labels>(h.sum_seconds(), h.count(), &h.buckets(), None)?;
-    }
-    Ok(())
+    family(enc, name, help, MetricType::Histogram, rows, |h, mut m| {
+        m.encode_histogram::<Labels>(h.sum_seconds(), h.count(), &h.buckets(), None)
+    })
 }
 
 fn one<V>(v: V) -> Vec<(Labels, V)> {

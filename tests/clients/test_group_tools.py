@@ -77,6 +77,12 @@ def test_group_describe_lag_and_reset_follow_a_real_consumer(broker):
     weir("group", "reset-offsets", group, "--to-offset", "25", "--execute", *b)
     rows = {int(r["PARTITION"]): int(r["CURRENT-OFFSET"]) for r in table(weir("group", "lag", group, *b).stdout)}
     assert rows == {0: 10, 1: 20, 2: 25}, "clamped to each partition's end"
+    weir("group", "reset-offsets", group, "--to-timestamp", "0", "--execute", *b)
+    rows = {int(r["PARTITION"]): int(r["CURRENT-OFFSET"]) for r in table(weir("group", "lag", group, *b).stdout)}
+    assert rows == {0: 0, 1: 0, 2: 0}, "every record is newer than the epoch"
+    weir("group", "reset-offsets", group, "--to-timestamp", str(int(time.time() * 1000) + 3_600_000), "--execute", *b)
+    rows = {int(r["PARTITION"]): int(r["CURRENT-OFFSET"]) for r in table(weir("group", "lag", group, *b).stdout)}
+    assert rows == {0: 10, 1: 20, 2: 30}, "no record is an hour ahead: the end"
     weir("group", "reset-offsets", group, "--to-earliest", "--execute", *b)
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.partition.eof": True})
     c.subscribe([topic])
