@@ -151,7 +151,7 @@ fn snapshot(detail: bool) -> ShardSnapshot {
             }
             replication::Role::Follower(_) => (false, 0, 0),
         };
-        let (_, _, cached) = part.log.stats();
+        let (segments, _, cached) = part.log.stats();
         snap.cache_bytes += cached as u64;
         let t = &part.traffic;
         traffic.records_in += t.records_in.get();
@@ -159,7 +159,6 @@ fn snapshot(detail: bool) -> ShardSnapshot {
         traffic.bytes_out += t.bytes_out.get();
         if detail {
             let o = part.log.offsets();
-            let (segments, _, _) = part.log.stats();
             snap.partitions.push(PartitionStats {
                 topic: topic.clone(),
                 partition: *partition,

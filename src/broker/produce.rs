@@ -106,8 +106,8 @@ async fn append_local(
     }
     let bytes = records.bytes.len() as u64;
     let appended = match append_checked(&part.log, &topic, partition, records, transactional_id.as_deref()).await {
-        Ok((a, fresh)) => {
-            if fresh {
+        Ok(a) => {
+            if !a.duplicate {
                 part.traffic.appended(a.last_offset - a.base_offset + 1, bytes);
             }
             (a.base_offset, a.last_offset)
@@ -142,17 +142,15 @@ async fn append_local(
 
 /// Appends `records`; a transactional producer's first batch here in a transaction is first
 /// checked with its coordinator: the partition must be in the transaction (KIP-890 part 1), or a
-/// late batch would open a transaction nobody ends. Also says whether the batch is new: a retried
-/// one a producer already wrote is answered with its old offsets, below the log's end before it.
+/// late batch would open a transaction nobody ends.
 async fn append_checked(
     log: &crate::storage::Log,
     topic: &str,
     partition: i32,
     records: Records,
     transactional_id: Option<&str>,
-) -> Result<(crate::storage::Appended, bool), Outcome> {
+) -> Result<crate::storage::Appended, Outcome> {
     let transactional = batch::header_info(&records.bytes).ok().filter(|info| info.is_transactional());
-    let mut end = log.offsets().log_end;
     let appended = match transactional {
         Some(info) if !log.in_transaction(info.producer_id) => {
             let Some(id) = transactional_id else {
@@ -163,12 +161,11 @@ async fn append_checked(
             if code != errors::NONE {
                 return Err(refused(code));
             }
-            end = log.offsets().log_end;
             log.append_in_txn(records.bytes, records.request_bytes, guard)
         }
         _ => log.append_from(records.bytes, records.request_bytes),
     };
-    appended.map(|a| (a, a.base_offset >= end)).map_err(|e| {
+    appended.map_err(|e| {
         tracing::debug!(%topic, partition, error = %e, "produce refused");
         refused(log_error_code(&e))
     })

@@ -3,7 +3,7 @@
 //! collector of constant values rather than kept in its registry.
 
 use super::latency::Latency;
-use super::recorder::{ReadPath, Stage};
+use super::recorder::{ReadPath, Recorder, Stage};
 use super::snapshot::Scrape;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
@@ -45,9 +45,10 @@ impl Format {
 pub type Window = BTreeMap<(i16, Stage), Latency>;
 
 /// `scrape` encoded in `format`.
-pub fn encode(scrape: Arc<Scrape>, window: Window, format: Format) -> String {
+/// `scrape` encoded in `format`; `recorded` is its shards' recorders added up (`Scrape::recorded`).
+pub fn encode(scrape: Arc<Scrape>, recorded: Recorder, window: Window, format: Format) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Figures(scrape, window)));
+    registry.register_collector(Box::new(Figures(scrape, recorded, window)));
     let mut out = String::new();
     let done = match format {
         Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
@@ -86,7 +87,7 @@ pub fn error_name(code: i16) -> String {
 type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug)]
-struct Figures(Arc<Scrape>, Window);
+struct Figures(Arc<Scrape>, Recorder, Window);
 
 /// One family of `kind`, a sample per row written by `encode`; a family with no rows is left out.
 fn family<V>(
@@ -134,19 +135,18 @@ fn one<V>(v: V) -> Vec<(Labels, V)> {
 
 impl Collector for Figures {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let (scrape, window) = (&*self.0, &self.1);
-        let all = scrape.recorded();
-        requests(&mut enc, &all, window)?;
+        let (scrape, all, window) = (&*self.0, &self.1, &self.2);
+        requests(&mut enc, all, window)?;
         let merged = scrape.partitions();
         partitions(&mut enc, scrape, &merged)?;
         groups(&mut enc, scrape, &merged)?;
-        storage(&mut enc, scrape, &all)?;
-        runtime(&mut enc, scrape, &all)?;
+        storage(&mut enc, scrape, all)?;
+        runtime(&mut enc, scrape, all)?;
         process(&mut enc, scrape)
     }
 }
 
-fn requests(enc: &mut DescriptorEncoder, all: &super::recorder::Recorder, window: &Window) -> fmt::Result {
+fn requests(enc: &mut DescriptorEncoder, all: &Recorder, window: &Window) -> fmt::Result {
     let api = |k: i16| vec![("api", api_name(k))];
     counter(enc, "weir_requests", "Requests answered, by API.", all.apis.iter().map(|(k, a)| (api(*k), a.requests)).collect())?;
     let errors = all
@@ -248,24 +248,24 @@ fn groups(enc: &mut DescriptorEncoder, scrape: &Scrape, partitions: &Merged) -> 
     gauge(enc, "weir_group_total_lag", "The group's lag over all its partitions.", lag_sum)
 }
 
-fn storage(enc: &mut DescriptorEncoder, scrape: &Scrape, all: &super::recorder::Recorder) -> fmt::Result {
+fn storage(enc: &mut DescriptorEncoder, scrape: &Scrape, all: &Recorder) -> fmt::Result {
     let s = &all.storage;
     histogram(enc, "weir_storage_write_time_seconds", "Time of each write to a segment (O_DIRECT).", vec![(Vec::new(), &s.write)])?;
     histogram(enc, "weir_storage_fsync_time_seconds", "Time of each fdatasync of a segment.", vec![(Vec::new(), &s.fsync)])?;
     counter(enc, "weir_storage_written_bytes", "Bytes written to segments (block padding included).", one(s.written_bytes))?;
     counter(enc, "weir_storage_written_batches", "Record batches written to segments.", one(s.batches_written))?;
-    if !s.batches_per_write.is_empty() {
-        let mut metric = enc.encode_descriptor(
-            "weir_storage_group_commit_batches",
-            "Batches per segment write (group commit), bucketed by powers of two.",
-            None,
-            MetricType::Histogram,
-        )?;
-        let mut buckets: Vec<(f64, u64)> = s.batches_per_write.iter().map(|(b, n)| (*b as f64, *n)).collect();
-        let writes = buckets.iter().map(|b| b.1).sum();
-        buckets.push((f64::INFINITY, 0));
-        metric.encode_histogram::<Labels>(s.batches_written as f64, writes, &buckets, None)?;
-    }
+    let mut buckets: Vec<(f64, u64)> = s.batches_per_write.iter().map(|(b, n)| (*b as f64, *n)).collect();
+    let writes = buckets.iter().map(|b| b.1).sum();
+    buckets.push((f64::INFINITY, 0));
+    let rows = if writes > 0 { one(buckets) } else { Vec::new() };
+    family(
+        enc,
+        "weir_storage_group_commit_batches",
+        "Batches per segment write (group commit), bucketed by powers of two.",
+        MetricType::Histogram,
+        rows,
+        |buckets, mut m| m.encode_histogram::<Labels>(s.batches_written as f64, writes, &buckets, None),
+    )?;
     let reads = ReadPath::ALL.iter().map(|p| (vec![("path", p.name().to_string())], s.reads[*p as usize])).collect();
     counter(
         enc,
@@ -295,7 +295,7 @@ fn shard(id: usize) -> Labels {
     vec![("shard", id.to_string())]
 }
 
-fn runtime(enc: &mut DescriptorEncoder, scrape: &Scrape, all: &super::recorder::Recorder) -> fmt::Result {
+fn runtime(enc: &mut DescriptorEncoder, scrape: &Scrape, all: &Recorder) -> fmt::Result {
     let c = &all.connections;
     counter(enc, "weir_connections_accepted", "Client connections accepted.", one(c.accepted))?;
     let refused = vec![

@@ -206,8 +206,9 @@ fn serve_one(
         "/metrics" => {
             let format = Format::from_accept(accept.as_deref());
             let scrape = gathered(source, scrapes);
-            let window = lock(history).window(&scrape.recorded());
-            Response { status: "200 OK", content_type: format.content_type(), body: exposition::encode(scrape, window, format) }
+            let recorded = scrape.recorded();
+            let window = lock(history).window(&recorded);
+            Response { status: "200 OK", content_type: format.content_type(), body: exposition::encode(scrape, recorded, window, format) }
         }
         "/health/live" => text("200 OK", "live\n"),
         "/health/ready" => match source.ready() {

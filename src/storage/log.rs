@@ -322,6 +322,9 @@ impl Chunk {
 pub struct Appended {
     pub base_offset: u64,
     pub last_offset: u64,
+    /// A retried batch the producer had already written: answered with its old offsets, appended
+    /// again nothing.
+    pub duplicate: bool,
 }
 
 /// Offsets a reader needs to know.
@@ -578,7 +581,7 @@ impl Log {
         match check {
             Check::Append => {}
             // A retry of what is in the log: its offsets, which the caller waits on as for new ones.
-            Check::Duplicate { base_offset, last_offset } => return Ok(Appended { base_offset, last_offset }),
+            Check::Duplicate { base_offset, last_offset } => return Ok(Appended { base_offset, last_offset, duplicate: true }),
             Check::OutOfOrder => return Err(LogError::OutOfOrderSequence),
             Check::StaleEpoch => return Err(LogError::InvalidProducerEpoch),
             Check::InvalidTxnState => return Err(LogError::InvalidTxnState),
@@ -593,7 +596,7 @@ impl Log {
         let last_offset = s.next_offset - 1;
         drop(s);
         self.writer_wake.notify_all();
-        Ok(Appended { base_offset, last_offset })
+        Ok(Appended { base_offset, last_offset, duplicate: false })
     }
 
     /// Waits while more than `PENDING_BYTES_MAX` bytes wait for the writer: producers faster than
