@@ -132,10 +132,10 @@ fn reads(c: &mut Criterion) {
                         let (mut offset, mut bytes) = (start_offset, 0u64);
                         // 48 MiB, or the whole hot tail (a whole number of batches, a little less).
                         while bytes < 48 << 20 && offset < log.offsets().high_watermark {
-                            let chunks = log.read(offset, 1 << 20).await.unwrap();
+                            let read = log.read(offset, 1 << 20).await.unwrap();
                             // `fill` appends 16 KiB batches, each read back as one chunk (only a
                             // batch of SHARED_BATCH_MIN_BYTES or more spans two).
-                            for c in &chunks {
+                            for c in &read.chunks {
                                 let c = c.to_bytes().unwrap();
                                 let mut at = 0;
                                 while at < c.len() {
@@ -189,7 +189,7 @@ fn lookups_and_recovery(c: &mut Criterion) {
                         x ^= x >> 7;
                         x ^= x << 17;
                         let got = log.read(x % end, 1).await.unwrap();
-                        assert!(!got.is_empty());
+                        assert!(!got.chunks.is_empty());
                     }
                     let elapsed = t.elapsed();
                     log.close().await.unwrap();

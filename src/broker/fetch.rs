@@ -8,7 +8,7 @@ use super::{errors, partitions, produce::log_error_code, replication, state};
 use crate::metrics::recorder;
 use crate::protocol::fetch_response::{self, Part, Partition, Topic};
 use crate::protocol::{self, ProtocolError, Request};
-use crate::storage::Chunk;
+use crate::storage::{Batches, Chunk};
 use kafka_protocol::messages::FetchRequest;
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +22,8 @@ struct Read {
     last_stable: i64,
     log_start: i64,
     records: Vec<Chunk>,
+    /// The offset after the last batch in `records`.
+    next: u64,
     /// Under read_committed: (producer id, first offset) of the aborted transactions `records` may hold.
     aborted: Vec<(i64, u64)>,
 }
@@ -33,14 +35,14 @@ impl Read {
 }
 
 fn failed(error: i16) -> Read {
-    Read { error, high_watermark: -1, last_stable: -1, log_start: -1, records: Vec::new(), aborted: Vec::new() }
+    Read { error, high_watermark: -1, last_stable: -1, log_start: -1, records: Vec::new(), next: 0, aborted: Vec::new() }
 }
 
 impl Read {
-    fn at(offsets: crate::storage::Offsets, error: i16, records: Vec<Chunk>, aborted: Vec<(i64, u64)>) -> Read {
+    fn at(offsets: crate::storage::Offsets, error: i16, read: Batches, aborted: Vec<(i64, u64)>) -> Read {
         let (high_watermark, last_stable, log_start) =
             (offsets.high_watermark as i64, offsets.last_stable as i64, offsets.log_start as i64);
-        Read { error, high_watermark, last_stable, log_start, records, aborted }
+        Read { error, high_watermark, last_stable, log_start, records: read.chunks, next: read.next, aborted }
     }
 }
 
@@ -64,17 +66,18 @@ async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize
         return failed(errors::UNSUPPORTED_COMPRESSION_TYPE);
     }
     let offsets = part.log.offsets();
+    let nothing = Batches { chunks: Vec::new(), next: offset.max(0) as u64 };
     if offset < 0 {
-        return Read::at(offsets, errors::OFFSET_OUT_OF_RANGE, Vec::new(), Vec::new());
+        return Read::at(offsets, errors::OFFSET_OUT_OF_RANGE, nothing, Vec::new());
     }
     let read = if committed {
         part.log.read_committed(offset as u64, max_bytes).await
     } else {
-        part.log.read(offset as u64, max_bytes).await.map(|records| (records, Vec::new()))
+        part.log.read(offset as u64, max_bytes).await.map(|read| (read, Vec::new()))
     };
     match read {
-        Ok((records, aborted)) => Read::at(part.log.offsets(), errors::NONE, records, aborted),
-        Err(e) => Read::at(offsets, log_error_code(&e), Vec::new(), Vec::new()),
+        Ok((read, aborted)) => Read::at(part.log.offsets(), errors::NONE, read, aborted),
+        Err(e) => Read::at(offsets, log_error_code(&e), nothing, Vec::new()),
     }
 }
 
@@ -234,7 +237,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         if r.error != errors::NONE {
             recorder::error(kafka_protocol::messages::ApiKey::Fetch as i16, r.error);
         }
-        count_sent(w, r.bytes() as u64);
+        count_sent(w, &r);
         let p = Partition {
             index: w.partition,
             error_code: r.error,
@@ -253,16 +256,19 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     fetch_response::encode(version, req.header.correlation_id, read_committed, session, topics, Chunk::len)
 }
 
-/// Counts the record bytes a response carries for a partition on the replica that read them (the
-/// connection's own shard, usually: clients fetch from the leader's port; else one message, no reply).
-fn count_sent(w: &Want, bytes: u64) {
+/// Counts the records and bytes a response carries for a partition on the replica that read them
+/// (the connection's own shard, usually: clients fetch from the leader's port; else one message, no
+/// reply). Records from the offset asked for: a consumer drops those before it in the first batch.
+fn count_sent(w: &Want, r: &Read) {
+    let bytes = r.bytes() as u64;
     if bytes == 0 || w.owner == usize::MAX {
         return;
     }
+    let records = r.next.saturating_sub(w.offset.max(0) as u64);
     let st = state();
     if w.owner == st.shard.id {
         if let Some(part) = st.partition(&w.topic, w.partition) {
-            part.traffic.sent(bytes);
+            part.traffic.sent(records, bytes);
         }
         return;
     }
@@ -271,7 +277,7 @@ fn count_sent(w: &Want, bytes: u64) {
         w.owner,
         Box::new(move || {
             if let Some(part) = state().partition(&topic, partition) {
-                part.traffic.sent(bytes);
+                part.traffic.sent(records, bytes);
             }
         }),
     );

@@ -15,20 +15,25 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
 /// Records and bytes through one partition replica, counted by its owning shard alone.
 #[derive(Default)]
-pub struct PartitionTraffic {
-    pub records_in: Cell<u64>,
-    pub bytes_in: Cell<u64>,
-    pub bytes_out: Cell<u64>,
-}
+pub struct PartitionTraffic(Cell<Traffic>);
 
 impl PartitionTraffic {
     pub fn appended(&self, records: u64, bytes: u64) {
-        self.records_in.set(self.records_in.get() + records);
-        self.bytes_in.set(self.bytes_in.get() + bytes);
+        self.add(Traffic { records_in: records, bytes_in: bytes, ..Traffic::default() });
     }
 
-    pub fn sent(&self, bytes: u64) {
-        self.bytes_out.set(self.bytes_out.get() + bytes);
+    pub fn sent(&self, records: u64, bytes: u64) {
+        self.add(Traffic { records_out: records, bytes_out: bytes, ..Traffic::default() });
+    }
+
+    fn add(&self, more: Traffic) {
+        let mut t = self.0.get();
+        t += more;
+        self.0.set(t);
+    }
+
+    pub fn get(&self) -> Traffic {
+        self.0.get()
     }
 }
 
@@ -153,19 +158,14 @@ fn snapshot(detail: bool) -> ShardSnapshot {
         };
         let (segments, _, cached) = part.log.stats();
         snap.cache_bytes += cached as u64;
-        let t = &part.traffic;
-        traffic.records_in += t.records_in.get();
-        traffic.bytes_in += t.bytes_in.get();
-        traffic.bytes_out += t.bytes_out.get();
+        traffic += part.traffic.get();
         if detail {
             let o = part.log.offsets();
             snap.partitions.push(PartitionStats {
                 topic: topic.clone(),
                 partition: *partition,
                 leads,
-                records_in: t.records_in.get(),
-                bytes_in: t.bytes_in.get(),
-                bytes_out: t.bytes_out.get(),
+                traffic: part.traffic.get(),
                 log_start: o.log_start,
                 high_watermark: o.high_watermark,
                 last_stable: o.last_stable,

@@ -107,17 +107,19 @@ fn screen(now: &Sample, before: &Sample, secs: f64, addr: &str) -> String {
         one(now, "process_resident_memory_bytes") / 1048576.0,
         (one(now, "process_cpu_seconds_total") - one(before, "process_cpu_seconds_total")).max(0.0) / secs * 100.0
     );
-    out += &format!("{:<32} {:>14} {:>12} {:>12}\n", "TOPIC", "RECORDS IN/S", "MB IN/S", "MB OUT/S");
-    let (rin, rin0) = (by(now, "weir_partition_records_in_total", "topic"), by(before, "weir_partition_records_in_total", "topic"));
-    let (bin, bin0) = (by(now, "weir_partition_bytes_in_total", "topic"), by(before, "weir_partition_bytes_in_total", "topic"));
-    let (bout, bout0) = (by(now, "weir_partition_bytes_out_total", "topic"), by(before, "weir_partition_bytes_out_total", "topic"));
-    for topic in rin.keys() {
+    out += &format!("{:<32} {:>14} {:>12} {:>15} {:>12}\n", "TOPIC", "RECORDS IN/S", "MB IN/S", "RECORDS OUT/S", "MB OUT/S");
+    let per_topic = |name: &str| (by(now, name, "topic"), by(before, name, "topic"));
+    let [rin, bin, rout, bout] =
+        ["records_in", "bytes_in", "records_out", "bytes_out"].map(|c| per_topic(&format!("weir_partition_{c}_total")));
+    let per_sec = |(now, before): &(BTreeMap<String, f64>, BTreeMap<String, f64>), topic: &str| rate(now, before, topic, secs);
+    for topic in rin.0.keys() {
         out += &format!(
-            "{:<32} {:>14.0} {:>12.2} {:>12.2}\n",
+            "{:<32} {:>14.0} {:>12.2} {:>15.0} {:>12.2}\n",
             topic,
-            rate(&rin, &rin0, topic, secs),
-            rate(&bin, &bin0, topic, secs) / 1e6,
-            rate(&bout, &bout0, topic, secs) / 1e6
+            per_sec(&rin, topic),
+            per_sec(&bin, topic) / 1e6,
+            per_sec(&rout, topic),
+            per_sec(&bout, topic) / 1e6
         );
     }
     out += &format!("\n{:<24} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "API", "REQ/S", "ERRORS/S", "P50 MS", "P99 MS", "P99.9 MS");

@@ -195,9 +195,10 @@ fn partitions(enc: &mut DescriptorEncoder, scrape: &Scrape, merged: &Merged) -> 
     let parts: Vec<_> = merged.values().collect();
     let tp = |p: &super::snapshot::PartitionStats| vec![("topic", p.topic.clone()), ("partition", p.partition.to_string())];
     let rows = |f: &dyn Fn(&super::snapshot::PartitionStats) -> u64| parts.iter().map(|p| (tp(p), f(p))).collect::<Vec<_>>();
-    counter(enc, "weir_partition_records_in", "Records appended by producers.", rows(&|p| p.records_in))?;
-    counter(enc, "weir_partition_bytes_in", "Record batch bytes appended by producers.", rows(&|p| p.bytes_in))?;
-    counter(enc, "weir_partition_bytes_out", "Record batch bytes sent to consumers.", rows(&|p| p.bytes_out))?;
+    counter(enc, "weir_partition_records_in", "Records appended by producers.", rows(&|p| p.traffic.records_in))?;
+    counter(enc, "weir_partition_bytes_in", "Record batch bytes appended by producers.", rows(&|p| p.traffic.bytes_in))?;
+    counter(enc, "weir_partition_records_out", "Offsets sent to consumers, from each Fetch's offset.", rows(&|p| p.traffic.records_out))?;
+    counter(enc, "weir_partition_bytes_out", "Record batch bytes sent to consumers.", rows(&|p| p.traffic.bytes_out))?;
     gauge(enc, "weir_partition_log_start_offset", "The partition's first offset.", rows(&|p| p.log_start))?;
     gauge(enc, "weir_partition_log_end_offset", "The offset the next record appended gets.", rows(&|p| p.log_end))?;
     gauge(enc, "weir_partition_high_watermark", "The offset consumers read up to.", rows(&|p| p.high_watermark))?;

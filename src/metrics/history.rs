@@ -6,7 +6,7 @@
 use super::exposition::Window;
 use super::latency::Latency;
 use super::recorder::{Recorder, Stage};
-use super::snapshot::Scrape;
+use super::snapshot::{Scrape, Traffic};
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -37,9 +37,7 @@ pub struct Point {
 
 #[derive(Default)]
 struct Totals {
-    records_in: u64,
-    bytes_in: u64,
-    bytes_out: u64,
+    traffic: Traffic,
     requests: u64,
     produce: Latency,
     fetch: Latency,
@@ -48,9 +46,7 @@ struct Totals {
 fn totals(scrape: &Scrape, recorded: &Recorder) -> Totals {
     let mut t = Totals::default();
     for s in scrape.shards.iter().flatten() {
-        t.records_in += s.traffic.records_in;
-        t.bytes_in += s.traffic.bytes_in;
-        t.bytes_out += s.traffic.bytes_out;
+        t.traffic += s.traffic;
     }
     t.requests = recorded.apis.values().map(|a| a.requests).sum();
     let total = |api: i16| recorded.apis.get(&api).map(|a| a.stages[Stage::Total as usize].clone()).unwrap_or_default();
@@ -88,9 +84,9 @@ impl History {
             let ms = |h: Latency| [0.5, 0.99, 0.999].map(|q| h.quantile_seconds(q) * 1e3);
             self.points.push_back(Point {
                 unix_ms,
-                records_in_per_sec: rate(t.records_in, last.records_in),
-                bytes_in_per_sec: rate(t.bytes_in, last.bytes_in),
-                bytes_out_per_sec: rate(t.bytes_out, last.bytes_out),
+                records_in_per_sec: rate(t.traffic.records_in, last.traffic.records_in),
+                bytes_in_per_sec: rate(t.traffic.bytes_in, last.traffic.bytes_in),
+                bytes_out_per_sec: rate(t.traffic.bytes_out, last.traffic.bytes_out),
                 requests_per_sec: rate(t.requests, last.requests),
                 produce_ms: ms(t.produce.since(&last.produce)),
                 fetch_ms: ms(t.fetch.since(&last.fetch)),

@@ -12,9 +12,7 @@ pub struct PartitionStats {
     pub topic: String,
     pub partition: i32,
     pub leads: bool,
-    pub records_in: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
+    pub traffic: Traffic,
     pub log_start: u64,
     pub high_watermark: u64,
     pub last_stable: u64,
@@ -44,12 +42,24 @@ pub struct Bounded {
     pub bound: f64,
 }
 
-/// Records and bytes through a shard's partitions, added up.
-#[derive(Clone, Copy, Debug, Default)]
+/// Records and bytes through a partition replica, or a shard's partitions added up. Records out
+/// are the offsets consumers were sent, from the offset each Fetch asked for to the end of the
+/// last batch returned: on a compacted topic they include the offsets compaction removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
     pub records_in: u64,
     pub bytes_in: u64,
+    pub records_out: u64,
     pub bytes_out: u64,
+}
+
+impl std::ops::AddAssign for Traffic {
+    fn add_assign(&mut self, o: Traffic) {
+        self.records_in += o.records_in;
+        self.bytes_in += o.bytes_in;
+        self.records_out += o.records_out;
+        self.bytes_out += o.bytes_out;
+    }
 }
 
 /// What one shard reports.
@@ -122,11 +132,12 @@ impl Scrape {
                 out.insert(key, r.clone());
                 continue;
             };
-            let (records_in, bytes_in, bytes_out) = (p.records_in + r.records_in, p.bytes_in + r.bytes_in, p.bytes_out + r.bytes_out);
+            let mut traffic = p.traffic;
+            traffic += r.traffic;
             if r.leads && !p.leads {
                 *p = r.clone();
             }
-            (p.records_in, p.bytes_in, p.bytes_out) = (records_in, bytes_in, bytes_out);
+            p.traffic = traffic;
         }
         out.retain(|_, p| p.leads);
         out
@@ -151,8 +162,7 @@ mod tests {
             topic: "t".into(),
             partition: 0,
             leads,
-            records_in,
-            bytes_in: records_in * 10,
+            traffic: Traffic { records_in, bytes_in: records_in * 10, records_out: records_in / 2, bytes_out: records_in * 5 },
             log_end: end,
             high_watermark: end,
             ..Default::default()
@@ -166,7 +176,8 @@ mod tests {
         let scrape = Scrape { shards: vec![Some(replica(0, false, 100, 120)), Some(replica(1, true, 30, 130))], ..Default::default() };
         let merged = scrape.partitions();
         let p = &merged[&("t".to_string(), 0)];
-        assert_eq!((p.records_in, p.bytes_in, p.log_end, p.leads), (130, 1300, 130, true));
+        assert_eq!(p.traffic, Traffic { records_in: 130, bytes_in: 1300, records_out: 65, bytes_out: 650 });
+        assert_eq!((p.log_end, p.leads), (130, true));
         assert_eq!(lag(&merged, "t", 0, 100), Some(30));
         assert_eq!(lag(&merged, "t", 1, 0), None);
         // Only followers answered (the leader's shard did not): no partition figures rather than a follower's.

@@ -265,6 +265,7 @@ struct State {
 
 /// One partition's log. Shared on its shard as `Rc<Log>`.
 pub use compact::{Budget, Dirt, Outcome as CleanOutcome, Pass as CleanPass};
+pub use read::Batches;
 pub use replica::ReplicaEnd;
 
 pub struct Log {
@@ -897,18 +898,19 @@ impl State {
         copy.freeze()
     }
 
-    fn read_cache(&self, offset: u64, max_bytes: usize, hw: u64) -> Vec<Chunk> {
+    fn read_cache(&self, offset: u64, max_bytes: usize, hw: u64) -> (Vec<Chunk>, u64) {
         let first = self.cache.partition_point(|c| c.next() <= offset);
         let mut out = Vec::new();
-        let mut total = 0;
+        let (mut total, mut next) = (0, offset);
         for c in self.cache.iter().skip(first) {
             if c.base() >= hw || (!out.is_empty() && total + c.held.len() > max_bytes) {
                 break;
             }
             total += c.held.len();
+            next = c.next();
             out.extend(c.held.parts().cloned().map(Chunk::Memory));
         }
-        out
+        (out, next)
     }
 
     /// Drops the oldest written batches beyond the cache budget. Unwritten ones always stay: the

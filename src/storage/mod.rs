@@ -16,7 +16,7 @@ pub mod truncate;
 pub mod txn_index;
 
 pub use self::config::{Cleanup, FlushPolicy, LogConfig};
-pub use self::log::{Appended, Chunk, Log, LogError, Offsets, ReplicaEnd};
+pub use self::log::{Appended, Batches, Chunk, Log, LogError, Offsets, ReplicaEnd};
 
 #[cfg(test)]
 mod tests;

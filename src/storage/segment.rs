@@ -459,14 +459,14 @@ impl Segment {
 
     /// The furthest batch boundary in `(after, limit]` known without reading the file: the end of
     /// the segment or an indexed batch's position (O(log n)).
-    pub fn boundary_within(&self, after: u64, limit: u64) -> Option<u64> {
+    pub fn boundary_within(&self, after: u64, limit: u64) -> Option<(u64, u64)> {
         if self.size <= limit {
-            return (self.size > after).then_some(self.size);
+            return (self.size > after).then_some((self.size, self.next_offset));
         }
         let limit = limit.min(u64::from(u32::MAX)) as u32;
         match self.index.partition_point(|&(_, pos)| pos <= limit) {
             0 => None,
-            i => Some(u64::from(self.index[i - 1].1)).filter(|&pos| pos > after),
+            i => Some((u64::from(self.index[i - 1].1), self.base + u64::from(self.index[i - 1].0))).filter(|&(pos, _)| pos > after),
         }
     }
 

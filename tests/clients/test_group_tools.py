@@ -120,8 +120,8 @@ def test_consume_reads_every_partition(broker):
 def test_top_shows_live_throughput_and_latency(broker):
     topic = unique("top")
     bench = subprocess.Popen(
-        [WEIR + "-bench", "produce", "--bootstrap", broker.bootstrap, "--topic", topic, "--msg-size", "100",
-         "--duration", "30s", "--no-pin"],
+        [WEIR + "-bench", "e2e", "--bootstrap", broker.bootstrap, "--topic", topic, "--msg-size", "100",
+         "--rate", "50000", "--duration", "30s", "--no-pin"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 30
@@ -129,7 +129,8 @@ def test_top_shows_live_throughput_and_latency(broker):
             out = weir("top", "-m", f"127.0.0.1:{broker.metrics_port}", "-n", "1", "-d", "1").stdout
             row = next((l.split() for l in out.splitlines() if l.startswith(topic)), None)
             produce_row = next((l.split() for l in out.splitlines() if l.startswith("Produce ")), None)
-            if row and float(row[1]) > 1000 and produce_row and produce_row[3] != "-":
+            # Records in and out per second (columns 1 and 3) while the bench produces and consumes.
+            if row and float(row[1]) > 1000 and float(row[3]) > 1000 and produce_row and produce_row[3] != "-":
                 break
             assert time.time() < deadline, out
         assert float(produce_row[1]) > 0 and float(produce_row[3]) > 0, out

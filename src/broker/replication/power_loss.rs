@@ -136,9 +136,9 @@ async fn check_leader(log: &Log, model: &Model) -> Result<(), String> {
 /// A consumer reads from the leader at `from`: what it gets is what was acknowledged, and what
 /// anyone read there before.
 async fn consume(log: &Log, from: u64, max_bytes: usize, model: &mut Model, totals: &mut Totals) -> Result<(), String> {
-    let chunks = log.read(from, max_bytes).await.map_err(|e| format!("read at {from}: {e}"))?;
+    let read = log.read(from, max_bytes).await.map_err(|e| format!("read at {from}: {e}"))?;
     let mut bytes = Vec::new();
-    for c in &chunks {
+    for c in &read.chunks {
         bytes.extend_from_slice(&c.to_bytes().map_err(|e| e.to_string())?);
     }
     let hw = log.offsets().high_watermark;

@@ -20,24 +20,35 @@ pub(super) enum ReadTo {
     Written,
 }
 
+/// What one read returns.
+#[derive(Debug)]
+pub struct Batches {
+    /// Whole batches, in order.
+    pub chunks: Vec<Chunk>,
+    /// The offset after the last batch returned (where a consumer reads on); the offset read at when
+    /// none was.
+    pub next: u64,
+}
+
 impl Log {
     /// Whole batches from the one containing `offset`, up to `max_bytes` (at least one batch), never
     /// past the high watermark. Empty when `offset` is the high watermark.
-    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Chunk>, LogError> {
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Batches, LogError> {
         Ok(self.read_upto(offset, max_bytes, ReadTo::HighWatermark).await?.0)
     }
 
     /// `read` for a read_committed consumer: never past the last stable offset, and with the
     /// aborted transactions (producer id, first offset) whose batches it may hold.
-    pub async fn read_committed(&self, offset: u64, max_bytes: usize) -> Result<(Vec<Chunk>, Vec<(i64, u64)>), LogError> {
-        let (chunks, upper) = self.read_upto(offset, max_bytes, ReadTo::LastStable).await?;
-        let aborted = if chunks.is_empty() { Vec::new() } else { self.aborted_transactions(offset, upper) };
-        Ok((chunks, aborted))
+    pub async fn read_committed(&self, offset: u64, max_bytes: usize) -> Result<(Batches, Vec<(i64, u64)>), LogError> {
+        let (read, upper) = self.read_upto(offset, max_bytes, ReadTo::LastStable).await?;
+        let aborted = if read.chunks.is_empty() { Vec::new() } else { self.aborted_transactions(offset, upper) };
+        Ok((read, aborted))
     }
 
     /// The read, and an offset the batches returned end at or before (for the aborted
     /// transactions to name: Kafka's bound, generous but cheap).
-    pub(super) async fn read_upto(&self, mut offset: u64, max_bytes: usize, to: ReadTo) -> Result<(Vec<Chunk>, u64), LogError> {
+    pub(super) async fn read_upto(&self, mut offset: u64, max_bytes: usize, to: ReadTo) -> Result<(Batches, u64), LogError> {
+        let none = |offset| Batches { chunks: Vec::new(), next: offset };
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
         // Goes round again only when a segment holds no batch at or after `offset` (compaction removed
         // its last ones): the read goes on in the next segment.
@@ -56,11 +67,12 @@ impl Log {
                     ReadTo::Written => s.written,
                 };
                 if offset >= upto {
-                    return Ok((Vec::new(), upto));
+                    return Ok((none(offset), upto));
                 }
                 if s.cache.front().is_some_and(|c| c.base() <= offset) {
                     recorder::storage_read(ReadPath::Cache);
-                    return Ok((s.read_cache(offset, max_bytes, upto), upto));
+                    let (chunks, next) = s.read_cache(offset, max_bytes, upto);
+                    return Ok((Batches { chunks, next: next.max(offset) }, upto));
                 }
                 // The segment holding `offset`, or the next one if it falls in a gap between them: the
                 // read goes on from the next offset there is, as Kafka's does.
@@ -88,26 +100,25 @@ impl Log {
             let (start, first_end) = if entry.0 == offset {
                 (entry.1, None)
             } else {
-                let holds = |h: &BatchHeader| h.base_offset.get() as u64 + h.last_offset_delta.get() as u64 >= offset;
-                match find_batch(&file, entry.1, size, holds).await? {
-                    Some(found) => (found.pos, Some(found.pos + found.len as u64)),
+                match find_batch(&file, entry.1, size, |h| last_offset(h) >= offset).await? {
+                    Some(found) => (found.pos, Some(found.end())),
                     None if cut.is_none() => {
                         offset = seg_next;
                         continue;
                     }
-                    None => return Ok((Vec::new(), upper)),
+                    None => return Ok((none(offset), upper)),
                 }
             };
             // End on a known boundary within `max_bytes`, or after the first batch if none is that close.
-            let end = match (self.boundary_within(seg_base, start, (start + max_bytes as u64).min(size))?, first_end) {
+            let (end, next) = match (self.boundary_within(seg_base, start, (start + max_bytes as u64).min(size))?, first_end) {
                 (Some(end), _) | (None, Some(end)) => end,
                 (None, None) => match find_batch(&file, start, size, |_| true).await? {
-                    Some(found) => found.pos + found.len as u64,
+                    Some(found) => found.end(),
                     None if cut.is_none() => {
                         offset = seg_next;
                         continue;
                     }
-                    None => return Ok((Vec::new(), upper)),
+                    None => return Ok((none(offset), upper)),
                 },
             };
             if repeated {
@@ -126,7 +137,7 @@ impl Log {
                     Chunk::Memory(Bytes::copy_from_slice(&file.read_at(start, len).await?))
                 }
             };
-            return Ok((vec![chunk], upper));
+            return Ok((Batches { chunks: vec![chunk], next }, upper));
         }
     }
 
@@ -151,7 +162,8 @@ impl Log {
         Err(LogError::Corrupt(format!("segment {seg_base} position {pos}: {e}")))
     }
 
-    fn boundary_within(&self, seg_base: u64, after: u64, limit: u64) -> Result<Option<u64>, LogError> {
+    /// A batch boundary of the segment in (`after`, `limit`], and the offset there.
+    fn boundary_within(&self, seg_base: u64, after: u64, limit: u64) -> Result<Option<(u64, u64)>, LogError> {
         // The segment may have been deleted by retention while we read its headers.
         Ok(self.state().segment(seg_base)?.boundary_within(after, limit))
     }
@@ -193,6 +205,15 @@ impl Log {
 struct Found {
     pos: u64,
     len: usize,
+    /// The offset after its last record.
+    next: u64,
+}
+
+impl Found {
+    /// Where it ends in the file, and the offset after it.
+    fn end(&self) -> (u64, u64) {
+        (self.pos + self.len as u64, self.next)
+    }
 }
 
 /// The offset of a batch's last record.
@@ -224,7 +245,7 @@ async fn find_batch(
         let mut at = 0;
         while let (Ok(h), Ok(len)) = (batch::header(&chunk[at..]), batch::framed_len(&chunk[at..])) {
             if wanted(h) {
-                return Ok(Some(Found { pos: pos + at as u64, len }));
+                return Ok(Some(Found { pos: pos + at as u64, len, next: last_offset(h) + 1 }));
             }
             at += len;
             if at >= chunk.len() {

@@ -52,7 +52,7 @@ impl Log {
     pub async fn read_replica(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
         let mut out = Vec::new();
         let mut part: Option<BytesMut> = None;
-        for chunk in self.read_upto(offset, max_bytes, ReadTo::Written).await?.0 {
+        for chunk in self.read_upto(offset, max_bytes, ReadTo::Written).await?.0.chunks {
             let bytes = chunk.to_bytes()?;
             match part.take() {
                 None if whole_batches(&bytes) => out.push(bytes),

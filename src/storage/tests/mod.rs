@@ -62,8 +62,8 @@ async fn read_all(log: &Log, mut from: u64) -> Vec<(u64, u32)> {
 
 /// One read's chunks, joined: whole batches.
 async fn read_bytes(log: &Log, offset: u64, max_bytes: usize) -> Vec<u8> {
-    let chunks = log.read(offset, max_bytes).await.expect("read");
-    chunks.iter().flat_map(|c| c.to_bytes().expect("chunk bytes")).collect()
+    let read = log.read(offset, max_bytes).await.expect("read");
+    read.chunks.iter().flat_map(|c| c.to_bytes().expect("chunk bytes")).collect()
 }
 
 fn append_all(log: &Log, sizes: &[(i32, usize)]) -> Vec<(u64, u32)> {
@@ -300,11 +300,11 @@ fn file_ranges_hold_whole_batches_within_max_bytes() {
         log.wait_written(end - 1).await.unwrap();
         for offset in (0..end).step_by(3) {
             for max_bytes in [1, 900, 3000] {
-                let chunks = log.read(offset, max_bytes).await.unwrap();
-                let [super::Chunk::File(range)] = &chunks[..] else {
-                    panic!("offset {offset}: one file range expected, got {chunks:?}");
+                let read = log.read(offset, max_bytes).await.unwrap();
+                let [super::Chunk::File(range)] = &read.chunks[..] else {
+                    panic!("offset {offset}: one file range expected, got {read:?}");
                 };
-                let bytes = chunks[0].to_bytes().unwrap();
+                let bytes = read.chunks[0].to_bytes().unwrap();
                 assert_eq!(bytes.len(), range.len);
                 let batches = batch::split(&bytes).expect("whole, valid batches");
                 let first = batches[0].1;
@@ -313,6 +313,8 @@ fn file_ranges_hold_whole_batches_within_max_bytes() {
                 for (_, info) in &batches {
                     assert!(model.contains(&(info.base_offset as u64, info.offset_count)));
                 }
+                let last = batches[batches.len() - 1].1;
+                assert_eq!(read.next, last.base_offset as u64 + u64::from(last.offset_count), "where the read at {offset} ends");
             }
         }
         log.close().await.unwrap();
@@ -351,8 +353,10 @@ fn large_batches_are_kept_by_reference_and_read_back_with_their_offsets() {
         log.wait_written(log.offsets().log_end - 1).await.unwrap();
         let mut from_cache = Vec::new();
         for &(base, _) in &model {
-            let chunks = log.read(base, 1).await.unwrap();
-            assert!(chunks.iter().all(|c| matches!(c, super::Chunk::Memory(_))), "offset {base} from the cache");
+            let read = log.read(base, 1).await.unwrap();
+            assert!(read.chunks.iter().all(|c| matches!(c, super::Chunk::Memory(_))), "offset {base} from the cache");
+            let count = model.iter().find(|m| m.0 == base).map(|m| u64::from(m.1));
+            assert_eq!(Some(read.next - base), count, "the cached read at {base} ends after its batch");
             from_cache.push(read_bytes(&log, base, 1).await);
         }
         assert_eq!(read_all(&log, 0).await, model, "from the cache");
@@ -631,8 +635,8 @@ fn damage_in_closed_segments_is_skipped_and_answered_corrupt_not_cut() {
             // The first read may hand the batch out (its bytes are not read to plan a read); a
             // consumer that asks again, having got nothing it could use, gets an error.
             let first = log.read(damaged, 1 << 20).await;
-            if let Ok(chunks) = &first {
-                let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.to_bytes().unwrap()).collect();
+            if let Ok(read) = &first {
+                let bytes: Vec<u8> = read.chunks.iter().flat_map(|c| c.to_bytes().unwrap()).collect();
                 assert!(batch::split(&bytes).is_err(), "the damaged batch at {damaged} came back sound");
                 let again = log.read(damaged, 1 << 20).await;
                 assert!(matches!(again, Err(super::LogError::Corrupt(_))), "read again at {damaged}: {again:?}");

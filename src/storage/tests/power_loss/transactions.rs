@@ -257,18 +257,18 @@ pub async fn recovered(log: &Log, disk: &SimDisk, model: &mut Model, totals: &mu
 pub async fn read_committed(log: &Log, model: &Model, from: u64, max_bytes: usize, totals: &mut Totals) -> Result<(), String> {
     let mut next = from;
     loop {
-        let (chunks, aborted) = log.read_committed(next, max_bytes).await.map_err(|e| format!("read_committed at {next}: {e}"))?;
+        let (read, aborted) = log.read_committed(next, max_bytes).await.map_err(|e| format!("read_committed at {next}: {e}"))?;
         let last_stable = log.offsets().last_stable;
-        if chunks.is_empty() {
+        if read.chunks.is_empty() {
             // Cleaning may have left nothing from `next` to the last stable offset.
             if next < last_stable && !model.compact {
                 return Err(format!("read_committed at {next} returned nothing, below the last stable offset {last_stable}"));
             }
             return Ok(());
         }
-        compare_read(model, next, &chunks).map_err(|e| format!("read_committed: {e}"))?;
+        compare_read(model, next, &read.chunks).map_err(|e| format!("read_committed: {e}"))?;
         let mut bytes = Vec::new();
-        for c in &chunks {
+        for c in &read.chunks {
             bytes.extend_from_slice(&c.to_bytes().map_err(|e| e.to_string())?);
         }
         let batches = super::split_stored(&bytes)?;
