@@ -101,9 +101,9 @@ fn reads(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(5));
     let d = dir("read");
     // 512 MiB: the first 448 MiB are only on disk, the last 64 MiB also in the cache.
+    weir::storage::read_cache::set_budget(64 << 20);
     let (log, end) = shards::run_local(async {
-        let cache = LogConfig { cache_bytes: 64 << 20, ..cfg(FlushPolicy::Never) };
-        let log = Log::open(&d, cache).await.unwrap();
+        let log = Log::open(&d, cfg(FlushPolicy::Never)).await.unwrap();
         let end = fill(&log, 512 << 20).await;
         log.close().await.unwrap();
         (d.clone(), end)
@@ -114,7 +114,7 @@ fn reads(c: &mut Criterion) {
         g.bench_function(name, |bench| {
             bench.iter_custom(|iters| {
                 shards::run_local(async {
-                    let log = Log::open(&d, LogConfig { cache_bytes: 64 << 20, ..cfg(FlushPolicy::Never) }).await.unwrap();
+                    let log = Log::open(&d, cfg(FlushPolicy::Never)).await.unwrap();
                     // Reopened logs start with an empty cache: warm it by appending the hot tail again.
                     let start_offset = if hot {
                         let before = log.offsets().high_watermark;

@@ -72,6 +72,31 @@ impl Mailboxes {
         }
     }
 
+    /// Runs `job` on every shard from a thread outside them and waits up to `within` for the
+    /// answers: by shard, `None` for one that did not answer in time.
+    pub fn ask_all<T: Send + 'static>(&self, job: fn() -> T, within: std::time::Duration) -> Vec<Option<T>> {
+        let n = self.count();
+        let (tx, rx) = crossbeam_channel::bounded(n);
+        for shard in 0..n {
+            let tx = tx.clone();
+            self.send(
+                shard,
+                Box::new(move || {
+                    let _ = tx.send((shard, job()));
+                }),
+            );
+        }
+        let deadline = std::time::Instant::now() + within;
+        let mut answers: Vec<Option<T>> = (0..n).map(|_| None).collect();
+        for _ in 0..n {
+            match rx.recv_deadline(deadline) {
+                Ok((shard, answer)) => answers[shard] = Some(answer),
+                Err(_) => break,
+            }
+        }
+        answers
+    }
+
     /// Jobs waiting in shard `target`'s mailbox (a gauge for the metrics; racy by nature).
     pub fn depth(&self, target: usize) -> usize {
         self.inboxes[target].rx.len()

@@ -24,6 +24,7 @@ mod handlers;
 mod leader_epoch;
 mod list_offsets;
 mod log_dirs;
+pub mod memory;
 mod observe;
 pub use observe::Gather;
 pub mod panic_guard;
@@ -80,8 +81,8 @@ pub struct BrokerConfig {
     /// Partitions the broker admits, over all topics (`max.partitions`).
     pub max_partitions: usize,
     pub log: LogConfig,
-    /// Memory for recent batches, per shard, split among the shard's partitions.
-    pub cache_bytes_per_shard: usize,
+    /// Memory for recent batches over all shards (`log.cache.max.bytes`; `memory`).
+    pub log_cache_max: memory::CacheSize,
     pub retention_check_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -154,7 +155,7 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             max_partitions: 100_000,
             log: LogConfig::default(),
-            cache_bytes_per_shard: 64 << 20,
+            log_cache_max: memory::CacheSize::Percent(50),
             retention_check_ms: 30_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
@@ -324,6 +325,7 @@ impl ShardState {
 
 /// Runs one shard: restores its partitions, then serves clients until shutdown.
 pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    crate::storage::read_cache::set_budget(memory::Caches::new(cfg.log_cache_max, shard.count).shard_share());
     let topics = match catalog::load(&cfg.data_dir) {
         Ok(t) => t,
         Err(e) => {

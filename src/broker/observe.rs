@@ -5,10 +5,11 @@ use super::{admission, catalog, connections::connections, replication, state, Br
 use crate::metrics::http::Source;
 use crate::metrics::recorder::Recorder;
 use crate::metrics::snapshot::{Bounded, Cluster, PartitionStats, Scrape, ShardSnapshot, Traffic};
+use crate::storage::read_cache;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A shard that has not answered by then is reported as not serving.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
@@ -62,27 +63,7 @@ impl Gather {
 
     /// Runs `job` on every shard; their answers by shard, `None` for one that did not answer in time.
     fn ask<T: Send + 'static>(&self, job: fn() -> T) -> Vec<Option<T>> {
-        let Some(mailboxes) = self.mailboxes.get() else { return Vec::new() };
-        let n = mailboxes.count();
-        let (tx, rx) = crossbeam_channel::bounded(n);
-        for shard in 0..n {
-            let tx = tx.clone();
-            mailboxes.send(
-                shard,
-                Box::new(move || {
-                    let _ = tx.send((shard, job()));
-                }),
-            );
-        }
-        let deadline = Instant::now() + ANSWER_WITHIN;
-        let mut answers: Vec<Option<T>> = (0..n).map(|_| None).collect();
-        for _ in 0..n {
-            match rx.recv_deadline(deadline) {
-                Ok((shard, answer)) => answers[shard] = Some(answer),
-                Err(_) => break,
-            }
-        }
-        answers
+        self.mailboxes.get().map_or_else(Vec::new, |m| m.ask_all(job, ANSWER_WITHIN))
     }
 }
 
@@ -156,8 +137,7 @@ fn snapshot(detail: bool) -> ShardSnapshot {
             }
             replication::Role::Follower(_) => (false, 0, 0),
         };
-        let (segments, _, cached) = part.log.stats();
-        snap.cache_bytes += cached as u64;
+        let (segments, _, _) = part.log.stats();
         traffic += part.traffic.get();
         if detail {
             let o = part.log.offsets();
@@ -184,7 +164,7 @@ fn snapshot(detail: bool) -> ShardSnapshot {
             snap.partitions_offline += 1;
         }
     }
-    snap.cache_limit_bytes = st.cfg.cache_bytes_per_shard as u64;
+    (snap.cache_bytes, snap.cache_limit_bytes) = (read_cache::held() as u64, read_cache::budget() as u64);
     if detail {
         snap.groups = st.groups.stats();
     }

@@ -15,7 +15,7 @@
 use super::catalog::TopicMeta;
 use super::replication::{self, Role};
 use super::{config, errors, state, Partition};
-use crate::storage::{Log, LogConfig};
+use crate::storage::Log;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -30,14 +30,6 @@ pub enum Closed {
     Offline(Instant),
 }
 
-/// The share of the shard's recent-batch cache each partition gets: the budget split over every
-/// partition the shard owns, open or not, so that opening one changes no other's share.
-pub fn cache_share() -> usize {
-    let st = state();
-    let owned = st.partitions.borrow().len() + st.closed.borrow().len();
-    st.cfg.cache_bytes_per_shard / owned.max(1)
-}
-
 /// Registers partition `p` of `meta` as closed until first use (a broker starting).
 pub fn register_dormant(meta: &TopicMeta, p: i32) {
     state().closed.borrow_mut().entry((meta.name.clone(), p)).or_insert(Closed::Dormant);
@@ -49,7 +41,6 @@ pub async fn open(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
     let (log_config, rules) = config::partition_settings(&st.cfg, &config::shard_topic_defaults(&st), meta);
     let dir = st.partition_dir(&meta.name, p);
     let key = (meta.name.clone(), p);
-    let log_config = LogConfig { cache_bytes: cache_share(), ..log_config };
     let Some(role) = Role::of(meta, p, st.shard.count, st.shard.id) else {
         return Err(format!("{}: this shard holds no replica of it", dir.display()));
     };

@@ -10,7 +10,6 @@ use super::errors;
 use super::partitions;
 use super::replication;
 use super::{state, Partition};
-use crate::storage::LogConfig;
 use shards::Notify;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -317,7 +316,7 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
             first_failure.get_or_insert(e);
         }
     }
-    rebalance_cache_and_configs();
+    apply_configs();
     replication::apply(&meta);
     first_failure.map_or(Ok(()), Err)
 }
@@ -327,15 +326,12 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
 async fn retract_partitions(meta: TopicMeta) {
     partitions::drop_from(&meta.name, meta.partitions).await;
     state().topics.borrow_mut().insert(meta.name.clone(), meta);
-    rebalance_cache_and_configs();
 }
 
-/// Applies every topic's current configs to its logs and produce rules, and splits the shard's
-/// cache among its partitions.
-fn rebalance_cache_and_configs() {
+/// Applies every topic's current configs to its logs and produce rules.
+fn apply_configs() {
     let st = state();
     let parts = st.partitions.borrow();
-    let share = partitions::cache_share();
     let topics = st.topics.borrow();
     let defaults = config::shard_topic_defaults(&st);
     // Settings are per topic: resolved once for all its partitions here.
@@ -343,7 +339,7 @@ fn rebalance_cache_and_configs() {
     for ((topic, _), part) in parts.iter() {
         if let Some(meta) = topics.get(topic) {
             let (cfg, rules) = settings.entry(topic.as_str()).or_insert_with(|| config::partition_settings(&st.cfg, &defaults, meta));
-            part.log.set_config(LogConfig { cache_bytes: share, ..cfg.clone() });
+            part.log.set_config(cfg.clone());
             part.rules.set(*rules);
         }
     }
@@ -366,7 +362,7 @@ pub async fn update_broker_configs(
             shard
                 .submit_to(s, move || async move {
                     *state().dynamic_broker.borrow_mut() = n;
-                    rebalance_cache_and_configs();
+                    apply_configs();
                 })
                 .await;
         }
@@ -381,7 +377,6 @@ async fn remove_topic(name: String) {
         st.topic_ids.borrow_mut().remove(&meta.id);
     }
     partitions::drop_from(&name, 0).await;
-    rebalance_cache_and_configs();
 }
 
 /// Deletes segments past retention on this shard's partitions, periodically.

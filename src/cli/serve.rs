@@ -70,9 +70,10 @@ pub struct ServeArgs {
     /// A connection idle this long, in ms, is closed (connections.max.idle.ms; default 600000).
     #[arg(long, env = "WEIR_CONNECTIONS_MAX_IDLE_MS")]
     connections_max_idle_ms: Option<u64>,
-    /// Memory for recent batches per shard, in MiB.
-    #[arg(long, env = "WEIR_CACHE_MB")]
-    cache_mb: Option<usize>,
+    /// Memory for recent batches over all shards (log.cache.max.bytes): bytes, or a share of the
+    /// machine's memory or the cgroup's limit such as 50% (the default); less when memory is short.
+    #[arg(long, env = "WEIR_LOG_CACHE_MAX_BYTES")]
+    log_cache_max_bytes: Option<broker::memory::CacheSize>,
     /// Committed offsets of a group with no members are dropped after this long without a commit
     /// (offsets.retention.minutes).
     #[arg(long, env = "WEIR_OFFSETS_RETENTION_MINUTES")]
@@ -194,7 +195,7 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
                 "max-connections-per-ip" => a.max_connections_per_ip = a.max_connections_per_ip.or(Some(count(&v)? as usize)),
                 "queued-max-request-bytes" => a.queued_max_request_bytes = a.queued_max_request_bytes.or(Some(num(&v)?)),
                 "connections-max-idle-ms" => a.connections_max_idle_ms = a.connections_max_idle_ms.or(Some(count(&v)?)),
-                "cache-mb" => a.cache_mb = a.cache_mb.or(Some(count(&v)? as usize)),
+                "log-cache-max-bytes" => a.log_cache_max_bytes = a.log_cache_max_bytes.or(Some(v.parse().map_err(|e: String| bad(&e))?)),
                 "offsets-retention-minutes" => a.offsets_retention_minutes = a.offsets_retention_minutes.or(Some(count(&v)?)),
                 "max-incremental-fetch-session-cache-slots" => {
                     a.max_incremental_fetch_session_cache_slots = a.max_incremental_fetch_session_cache_slots.or(Some(count(&v)? as usize))
@@ -313,8 +314,8 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
     if let Some(v) = a.connections_max_idle_ms {
         cfg.connections_max_idle_ms = v.max(1);
     }
-    if let Some(v) = a.cache_mb {
-        cfg.cache_bytes_per_shard = v << 20;
+    if let Some(v) = a.log_cache_max_bytes {
+        cfg.log_cache_max = v;
     }
     if let Some(v) = a.max_incremental_fetch_session_cache_slots {
         cfg.fetch_session_slots = v;
@@ -525,6 +526,7 @@ pub fn run(args: ServeArgs) -> i32 {
         }
     };
     gather.started(shards.mailboxes());
+    broker::memory::start(broker::memory::Caches::new(cfg.log_cache_max, cfg.shards), shards.mailboxes(), &STOP);
     shards.join();
     tracing::info!("stopped");
     0

@@ -24,8 +24,6 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     pub index_interval_bytes: u32,
     pub max_message_bytes: usize,
-    /// Bytes of recent batches kept in memory for tail readers.
-    pub cache_bytes: usize,
     /// `producer.id.expiration.ms`: an idempotent producer whose last batch's timestamp is this old
     /// is forgotten (its next batch may start at any sequence).
     pub producer_id_expiration_ms: i64,
@@ -73,7 +71,6 @@ impl Default for LogConfig {
             flush: FlushPolicy::Never,
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
-            cache_bytes: 16 << 20,
             producer_id_expiration_ms: 86_400_000,
             cleanup: Cleanup::default(),
         }

@@ -14,6 +14,7 @@ use super::config::{FlushPolicy, LogConfig};
 use super::control::Marker;
 use super::leader_epochs::LeaderEpochs;
 use super::producer_state::{Check, ProducerState, TxnGuard};
+use super::read_cache;
 use super::segment::{Handles, Recovered, Segment};
 use bytes::{Bytes, BytesMut};
 use shards::{fs, Notify};
@@ -161,6 +162,8 @@ struct Cached {
     info: BatchInfo,
     /// What it says, if it is a transaction marker.
     marker: Option<Marker>,
+    /// When it was appended (`read_cache::now_ms`): the shard evicts the oldest first.
+    appended_ms: u64,
 }
 
 impl Cached {
@@ -210,6 +213,8 @@ struct State {
     /// writer's queue, and never evicted.
     cache: VecDeque<Cached>,
     cache_bytes: usize,
+    /// Noted as one of the shard's cache holders (`read_cache::note_holder`).
+    noted_in_read_cache: bool,
     queued: usize,
     queued_bytes: usize,
     /// Where small batches are copied (see `SLAB_BYTES_MAX`).
@@ -444,6 +449,7 @@ impl Log {
                 dir_unsynced: !fresh,
                 cache: VecDeque::new(),
                 cache_bytes: 0,
+                noted_in_read_cache: false,
                 queued: 0,
                 queued_bytes: 0,
                 slab: BytesMut::new(),
@@ -519,11 +525,8 @@ impl Log {
         self.state().cfg.clone()
     }
 
-    /// Applies new settings; a smaller cache budget takes effect at once.
     pub fn set_config(&self, cfg: LogConfig) {
-        let mut s = self.state();
-        s.cfg = cfg;
-        s.evict_cache();
+        self.state().cfg = cfg;
     }
 
     /// Validates `records` (one or more v2 batches), assigns their offsets and queues them for the
@@ -589,12 +592,14 @@ impl Log {
             Check::CoordinatorFenced => return Err(LogError::CoordinatorFenced),
         }
         let base_offset = s.next_offset;
+        let now_ms = read_cache::now_ms();
         for (at, info) in batches {
             let base = s.next_offset;
             let keep = if share { Keep::LargeShared } else { Keep::Copy };
-            s.queue(&records, at, BatchInfo { base_offset: base as i64, ..info }, marker, keep);
+            s.queue(&records, at, BatchInfo { base_offset: base as i64, ..info }, marker, keep, now_ms);
         }
         let last_offset = s.next_offset - 1;
+        self.note_cached(&mut s);
         drop(s);
         self.writer_wake.notify_all();
         Ok(Appended { base_offset, last_offset, duplicate: false })
@@ -842,10 +847,19 @@ impl State {
     /// Forgets cached batches wholly below `offset` (written ones: those are in closed segments).
     fn drop_cache_below(&mut self, offset: u64) {
         while self.cache.front().is_some_and(|c| c.next() <= offset && c.next() <= self.written) {
-            if let Some(c) = self.cache.pop_front() {
-                self.cache_bytes -= c.held.len();
-            }
+            self.pop_cached_front();
         }
+    }
+
+    fn pop_cached_front(&mut self) {
+        if let Some(c) = self.cache.pop_front() {
+            self.uncache(&c);
+        }
+    }
+
+    fn uncache(&mut self, c: &Cached) {
+        self.cache_bytes -= c.held.len();
+        read_cache::remove(c.held.len());
     }
 
     /// The writer's queue: cached batches not yet written, oldest first.
@@ -853,12 +867,10 @@ impl State {
         self.cache.range(self.cache.len() - self.queued..)
     }
 
-    /// A copy of `batch` with `base_offset` patched in: in the current slab or a new one, or on its
-    /// own if it is large for a slab.
     /// Queues the batch at `at` in `records` for the writer at `info.base_offset` (the caller
     /// checked it may go there) and records its producer's progress.
     /// A leader's log stamps its epoch in the batch; a follower's keeps the leader's.
-    fn queue(&mut self, records: &Bytes, at: usize, info: BatchInfo, marker: Option<Marker>, keep: Keep) {
+    fn queue(&mut self, records: &Bytes, at: usize, info: BatchInfo, marker: Option<Marker>, keep: Keep, appended_ms: u64) {
         let base = info.base_offset as u64;
         let info = BatchInfo { leader_epoch: self.stamp.unwrap_or(info.leader_epoch), ..info };
         let held = if keep == Keep::AsSent {
@@ -877,13 +889,16 @@ impl State {
         self.producers.record(&info, marker);
         self.next_offset = base + u64::from(info.offset_count);
         self.cache_bytes += info.bytes;
+        read_cache::add(info.bytes);
         self.queued += 1;
         self.queued_bytes += info.bytes;
-        self.cache.push_back(Cached { held, info, marker });
+        self.cache.push_back(Cached { held, info, marker, appended_ms });
     }
 
+    /// A copy of `batch` with `base_offset` patched in: in the current slab or a new one, or on its
+    /// own if it is large for a slab.
     fn copy_to_slab(&mut self, batch: &[u8], base_offset: u64, leader_epoch: i32) -> Bytes {
-        let slab_bytes = (self.cfg.cache_bytes / 8).clamp(SLAB_BYTES_MIN, SLAB_BYTES_MAX);
+        let slab_bytes = (read_cache::budget() / 8).clamp(SLAB_BYTES_MIN, SLAB_BYTES_MAX);
         let mut copy = if batch.len() > slab_bytes / 4 {
             BytesMut::from(batch)
         } else {
@@ -913,12 +928,38 @@ impl State {
         (out, next)
     }
 
-    /// Drops the oldest written batches beyond the cache budget. Unwritten ones always stay: the
-    /// writer and readers of the tail rely on them.
-    fn evict_cache(&mut self) {
-        while self.cache_bytes > self.cfg.cache_bytes && self.cache.front().is_some_and(|c| c.next() <= self.written) {
-            let c = self.cache.pop_front().expect("checked");
-            self.cache_bytes -= c.held.len();
+    /// The oldest cached batch that may be evicted: a written one (the writer and readers of the
+    /// tail rely on the others).
+    fn oldest_evictable(&self) -> Option<&Cached> {
+        self.cache.front().filter(|c| c.next() <= self.written)
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        read_cache::remove(self.cache_bytes);
+    }
+}
+
+impl Log {
+    /// Tells the shard's cache that this log holds batches, once.
+    fn note_cached(&self, s: &mut State) {
+        if !s.noted_in_read_cache {
+            s.noted_in_read_cache = true;
+            read_cache::note_holder(&self.me);
+        }
+    }
+
+    /// When the oldest batch it could evict was appended (`read_cache::trim`).
+    pub(super) fn oldest_evictable_ms(&self) -> Option<u64> {
+        self.state().oldest_evictable().map(|c| c.appended_ms)
+    }
+
+    /// Evicts written batches appended before `before_ms`, oldest first, while `more` says so.
+    pub(super) fn evict_appended_before(&self, before_ms: u64, more: impl Fn() -> bool) {
+        let mut s = self.state();
+        while s.oldest_evictable().is_some_and(|c| c.appended_ms < before_ms) && more() {
+            s.pop_cached_front();
         }
     }
 }

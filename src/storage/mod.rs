@@ -11,6 +11,7 @@ pub mod file_budget;
 pub mod leader_epochs;
 pub mod log;
 pub mod producer_state;
+pub mod read_cache;
 pub mod segment;
 pub mod truncate;
 pub mod txn_index;

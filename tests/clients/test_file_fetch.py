@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import Broker, unique
 from test_robustness import frame, produce_consume_ok, recv_exact
 
-SMALL_CACHE = ["--cache-mb", "1", "--segment-bytes", str(1 << 20)]
+SMALL_CACHE = ["--log-cache-max-bytes", str(2 << 20), "--segment-bytes", str(1 << 20)]
 
 
 def disk_read_bytes(broker):
@@ -146,7 +146,7 @@ def batches_in(records):
 @pytest.mark.parametrize("cached", [False, True], ids=["direct-read", "sendfile"])
 def test_a_consumer_that_stops_reading_holds_up_no_one(cached):
     # One big segment, so that each stalled response (8 MiB) is more than the socket buffers hold.
-    b = Broker(shards=1, extra=["--cache-mb", "1"])
+    b = Broker(shards=1, extra=["--log-cache-max-bytes", str(1 << 20)])
     try:
         topic = unique("stall")
         fill(b.bootstrap, topic, 1, 12000)

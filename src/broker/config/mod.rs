@@ -99,7 +99,7 @@ pub fn flushes_every_batch(st: &ShardState, topic: &str) -> bool {
 }
 
 /// The log's settings and the produce rules of a topic, given the broker's config and the shard's
-/// topic defaults (`cache_bytes` is set by the caller).
+/// topic defaults.
 pub fn partition_settings(
     broker: &crate::broker::BrokerConfig,
     defaults: &BTreeMap<&'static str, Resolved>,

@@ -385,7 +385,6 @@ pub fn log_config(values: &BTreeMap<&'static str, Resolved>) -> LogConfig {
         flush: LogConfig::flush_from(flush_messages, flush_ms),
         index_interval_bytes: at_least("index.interval.bytes", 0).map_or(d.index_interval_bytes, |v| v.min(i64::from(u32::MAX)) as u32),
         max_message_bytes: at_least("max.message.bytes", 0).map_or(d.max_message_bytes, |v| v as usize),
-        cache_bytes: d.cache_bytes,
         producer_id_expiration_ms: d.producer_id_expiration_ms,
         cleanup,
     }

@@ -62,11 +62,12 @@ pub struct Totals {
     pub batches_copied: u64,
 }
 
+/// A scenario's settings; and its cache budget (0, 4 or 8 KiB) for this thread's logs.
 fn config(rng: &mut Rng) -> LogConfig {
+    crate::storage::read_cache::set_budget((rng.below(3) * 4096) as usize);
     LogConfig {
         segment_bytes: 4096 * (1 + rng.below(4)),
         index_interval_bytes: 256 << rng.below(3),
-        cache_bytes: (rng.below(3) * 4096) as usize,
         retention_bytes: -1,
         retention_ms: -1,
         flush: FlushPolicy::EveryBatch,

@@ -37,10 +37,12 @@ impl Log {
             }
             next = info.base_offset as u64 + u64::from(info.offset_count);
         }
+        let now_ms = read_cache::now_ms();
         for (at, info) in batches {
             let marker = if info.is_control() { control::parse(&records[at..at + info.bytes]) } else { None };
-            s.queue(&records, at, info, marker, Keep::AsSent);
+            s.queue(&records, at, info, marker, Keep::AsSent, now_ms);
         }
+        self.note_cached(&mut s);
         drop(s);
         self.writer_wake.notify_all();
         Ok(next)

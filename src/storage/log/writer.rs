@@ -139,7 +139,7 @@ impl Log {
         s.failures += 1;
         while s.queued > 0 {
             let Some(dropped) = s.cache.pop_back() else { break };
-            s.cache_bytes -= dropped.held.len();
+            s.uncache(&dropped);
             s.queued -= 1;
         }
         (s.queued, s.queued_bytes) = (0, 0);
@@ -301,8 +301,8 @@ impl Log {
             s.window_writes += 1;
             s.tail_block = next_tail;
             s.unflushed_messages += messages;
-            s.evict_cache();
         }
+        read_cache::trim();
         // Readers and acks=1 need only the write; acks=all may also need the fsync below.
         self.appended.notify_all();
         self.progressed.notify_all();

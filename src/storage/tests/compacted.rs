@@ -125,7 +125,8 @@ fn a_cleaning_pass_leaves_the_latest_record_of_each_key_for_reads_at_once_and_af
     let dir = temp_dir("cleaning-pass");
     let cleanup = super::super::Cleanup { compact: true, ..super::super::Cleanup::default() };
     // A cache larger than the log: reads of the cleaned segments must not come from it.
-    let cfg = LogConfig { segment_bytes: 4096, cache_bytes: 1 << 20, cleanup, ..small_cfg() };
+    let cfg = LogConfig { segment_bytes: 4096, cleanup, ..small_cfg() };
+    super::read_cache::set_budget(1 << 20);
     shards::run_local(async {
         let log = open(&dir, cfg.clone()).await;
         let mut appended = Vec::new();

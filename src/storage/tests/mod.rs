@@ -1,7 +1,7 @@
 //! Log tests against a simple in-memory model: appends, reads, rolls, retention, crash recovery.
 
 use super::batch;
-use super::{FlushPolicy, Log, LogConfig};
+use super::{read_cache, FlushPolicy, Log, LogConfig};
 use bytes::Bytes;
 use proptest::prelude::*;
 use std::path::Path;
@@ -9,6 +9,7 @@ use std::path::Path;
 mod compacted;
 mod power_loss;
 mod replica;
+mod shard_cache;
 mod transactions;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -32,14 +33,11 @@ async fn open(dir: &Path, cfg: LogConfig) -> std::rc::Rc<Log> {
     log
 }
 
+/// Small segments and index intervals; and a 4 KiB cache budget for this thread's logs, so that
+/// reads go to the files.
 fn small_cfg() -> LogConfig {
-    LogConfig {
-        segment_bytes: 8 << 10,
-        index_interval_bytes: 512,
-        cache_bytes: 4 << 10,
-        flush: FlushPolicy::EveryBatch,
-        ..LogConfig::default()
-    }
+    read_cache::set_budget(4 << 10);
+    LogConfig { segment_bytes: 8 << 10, index_interval_bytes: 512, flush: FlushPolicy::EveryBatch, ..LogConfig::default() }
 }
 
 /// Reads every batch from `from` to the high watermark, returning (base offset, record count) per batch.
@@ -271,7 +269,8 @@ fn lookup_by_timestamp_finds_first_batch_at_or_after() {
 fn reads_after_reopen_come_from_cache_then_file() {
     let dir = temp_dir("reopen-read");
     shards::run_local(async {
-        let cfg = LogConfig { cache_bytes: 64 << 20, flush: FlushPolicy::Never, ..LogConfig::default() };
+        read_cache::set_budget(64 << 20);
+        let cfg = LogConfig { flush: FlushPolicy::Never, ..LogConfig::default() };
         let log = open(&dir, cfg.clone()).await;
         append_all(&log, &vec![(16, 1000); 600]);
         log.wait_written(log.offsets().log_end - 1).await.unwrap();
@@ -292,7 +291,8 @@ fn file_ranges_hold_whole_batches_within_max_bytes() {
     let dir = temp_dir("file-ranges");
     shards::run_local(async {
         // Tiny cache: nearly everything is read as file ranges; mixed sizes, some above max_bytes.
-        let cfg = LogConfig { cache_bytes: 1, ..small_cfg() };
+        let cfg = small_cfg();
+        read_cache::set_budget(1);
         let log = open(&dir, cfg).await;
         let sizes: Vec<(i32, usize)> = (0..200).map(|i| (1 + i % 7, [50, 700, 2500, 40][i as usize % 4])).collect();
         let model = append_all(&log, &sizes);
@@ -326,7 +326,8 @@ fn file_ranges_hold_whole_batches_within_max_bytes() {
 fn large_batches_are_kept_by_reference_and_read_back_with_their_offsets() {
     let dir = temp_dir("shared");
     shards::run_local(async {
-        let cfg = LogConfig { segment_bytes: 1 << 20, cache_bytes: 64 << 20, flush: FlushPolicy::Never, ..LogConfig::default() };
+        read_cache::set_budget(64 << 20);
+        let cfg = LogConfig { segment_bytes: 1 << 20, flush: FlushPolicy::Never, ..LogConfig::default() };
         let log = open(&dir, cfg.clone()).await;
         // One request buffer appended again and again (the log must not write into it), with
         // small batches between, across segment rolls.
@@ -547,7 +548,8 @@ fn the_shard_file_budget_closes_the_least_recently_used_logs_files() {
 fn under_flush_every_batch_readers_see_only_fsynced_records() {
     let dir = temp_dir("hw-durable");
     shards::run_local(async {
-        let cfg = LogConfig { flush: FlushPolicy::EveryBatch, segment_bytes: 256 << 10, cache_bytes: 0, ..small_cfg() };
+        let cfg = LogConfig { flush: FlushPolicy::EveryBatch, segment_bytes: 256 << 10, ..small_cfg() };
+        read_cache::set_budget(0);
         let log = open(&dir, cfg).await;
         let done = std::rc::Rc::new(std::cell::Cell::new(false));
         let (watched, stop) = (log.clone(), done.clone());

@@ -88,7 +88,9 @@ pub struct Totals {
     pub markers_removed: u64,
 }
 
+/// A scenario's settings; and its cache budget (0, 4 or 8 KiB) for this thread's logs.
 fn config(rng: &mut Rng) -> (LogConfig, bool) {
+    super::read_cache::set_budget((rng.below(3) * 4096) as usize);
     let flush = match rng.below(3) {
         0 => FlushPolicy::EveryBatch,
         1 => FlushPolicy::Messages(1 + rng.below(8)),
@@ -97,7 +99,6 @@ fn config(rng: &mut Rng) -> (LogConfig, bool) {
     let mut cfg = LogConfig {
         segment_bytes: 4096 * (1 + rng.below(4)),
         index_interval_bytes: 256 << rng.below(3),
-        cache_bytes: (rng.below(3) * 4096) as usize,
         retention_bytes: if rng.below(2) == 0 { -1 } else { (8192 + rng.below(16384)) as i64 },
         retention_ms: -1,
         flush,
