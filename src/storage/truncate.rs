@@ -21,9 +21,15 @@ pub async fn truncate_closed(dir: &Path, offset: u64) -> std::io::Result<()> {
     let mut bases: Vec<u64> = fs::list(dir)?.iter().filter_map(|n| n.strip_suffix(".log")?.parse().ok()).collect();
     bases.sort_unstable();
     let Some(&first) = bases.first().filter(|&&first| first <= offset) else { return restart_at(dir, offset).await };
-    // Whole segments past the cut go, newest first: a crash leaves a shorter log, never a hole.
-    for &base in bases.iter().rev().filter(|&&b| b >= offset && b > first) {
+    // Whole segments past the cut go, newest first: a crash leaves a shorter log, never a hole. And
+    // durably, before the last one left is cut: a power loss after that cut must not bring back a
+    // segment after it, which would leave offsets with no batch between the two.
+    let past: Vec<u64> = bases.iter().rev().copied().filter(|&b| b >= offset && b > first).collect();
+    for &base in &past {
         remove_segment(dir, base).await?;
+    }
+    if !past.is_empty() {
+        fs::sync_dir(dir).await?;
     }
     let last = bases.iter().rev().copied().find(|&b| b < offset).unwrap_or(first);
     let stem = segment::file_stem(last);

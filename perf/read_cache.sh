@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Reading a topic written moments before and larger than 4 GiB (issue 17): 1 KiB records, one
+# partition, consumed from its start from each place a fetch can find them, in one sitting:
+#   memory    — right after the produce: the batch cache (this binary's default budget);
+#   disk      — the same data after a restart (the cache starts empty, and O_DIRECT writes left the
+#               page cache empty): one O_DIRECT read per fetch, the path for data behind the cache;
+#   pagecache — after `cat` put the segments in the page cache: sendfile.
+# Each round produces a fresh topic of GIB GiB (default 4.5). Medians and per-round ratios printed;
+# outputs in perf/out-read-cache/. About a minute a round.
+#
+#   perf/read_cache.sh            # RUNS=3 GIB=4.5
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+GIB=${GIB:-4.5}
+OUT=perf/out-read-cache
+PORT=${PORT:-19792}
+BOOT=127.0.0.1:$PORT
+rm -rf "$OUT" && mkdir -p "$OUT"
+cargo build --release -q
+WEIR=./target/release/weir
+BENCH="./target/release/weir-bench --bootstrap $BOOT --no-pin"
+MSGS=$(python3 -c "print(int($GIB * 2**30 / 1024))")
+
+broker=
+start() {
+    "$WEIR" serve --listen "$BOOT" --data-dir "$OUT/data" --shards 2 --metrics-listen off >> "$OUT/broker.log" 2>&1 &
+    broker=$!
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return; sleep 0.1; done
+    echo "broker did not start" >&2
+    exit 1
+}
+stop() { kill "$broker" && wait "$broker" 2>/dev/null || true; }
+trap 'kill $broker 2>/dev/null || true' EXIT
+
+for n in $(seq "$RUNS"); do
+    rm -rf "$OUT/data" && sync && echo 1 > /proc/sys/vm/drop_caches
+    start
+    $BENCH produce --topic big --msg-size 1024 --messages "$MSGS" --json "$OUT/produce-$n.json" > /dev/null
+    $BENCH consume --topic big --messages "$MSGS" --json "$OUT/memory-$n.json" > /dev/null
+    grep VmHWM /proc/$broker/status | awk '{print $2 * 1024}' > "$OUT/hwm-$n.txt"
+    stop
+    start
+    $BENCH consume --topic big --messages "$MSGS" --json "$OUT/disk-$n.json" > /dev/null
+    cat "$OUT"/data/big-0/*.log > /dev/null
+    $BENCH consume --topic big --messages "$MSGS" --json "$OUT/pagecache-$n.json" > /dev/null
+    stop
+done
+rm -rf "$OUT/data"
+
+python3 - "$OUT" "$RUNS" <<'PY'
+import json, statistics, sys
+out, runs = sys.argv[1], int(sys.argv[2])
+rate = lambda kind, n: json.load(open(f"{out}/{kind}-{n}.json"))["msgs_per_sec"]
+got = {k: [rate(k, n) for n in range(1, runs + 1)] for k in ("produce", "memory", "disk", "pagecache")}
+for k, x in got.items():
+    print(f"{k:10} msgs/s {[round(v) for v in x]}, median {statistics.median(x):,.0f} ({statistics.median(x) * 1024 / 1e6:,.0f} MB/s)")
+for other in ("disk", "pagecache"):
+    ratios = [m / o for m, o in zip(got["memory"], got[other])]
+    print(f"memory/{other} per round {[round(r, 2) for r in ratios]}, median {statistics.median(ratios):.2f}")
+hwm = [int(open(f"{out}/hwm-{n}.txt").read()) for n in range(1, runs + 1)]
+print(f"broker peak RSS after produce + memory consume: {[round(h / 2**20) for h in hwm]} MiB")
+PY
