@@ -38,7 +38,7 @@ for n in $(seq "$RUNS"); do
     start
     $BENCH produce --topic big --msg-size 1024 --messages "$MSGS" --json "$OUT/produce-$n.json" > /dev/null
     $BENCH consume --topic big --messages "$MSGS" --json "$OUT/memory-$n.json" > /dev/null
-    grep VmHWM /proc/$broker/status | awk '{print $2 * 1024}' > "$OUT/hwm-$n.txt"
+    awk '/VmHWM/ {print $2}' /proc/$broker/status > "$OUT/hwm-kib-$n.txt"
     stop
     start
     $BENCH consume --topic big --messages "$MSGS" --json "$OUT/disk-$n.json" > /dev/null
@@ -58,6 +58,6 @@ for k, x in got.items():
 for other in ("disk", "pagecache"):
     ratios = [m / o for m, o in zip(got["memory"], got[other])]
     print(f"memory/{other} per round {[round(r, 2) for r in ratios]}, median {statistics.median(ratios):.2f}")
-hwm = [int(open(f"{out}/hwm-{n}.txt").read()) for n in range(1, runs + 1)]
+hwm = [int(open(f"{out}/hwm-kib-{n}.txt").read()) * 1024 for n in range(1, runs + 1)]
 print(f"broker peak RSS after produce + memory consume: {[round(h / 2**20) for h in hwm]} MiB")
 PY
