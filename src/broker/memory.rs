@@ -145,8 +145,10 @@ pub fn start(caches: Caches, mailboxes: Arc<shards::Mailboxes>, stop: &'static A
     let spawned = std::thread::Builder::new().name("weir-memory".into()).spawn(move || {
         let mut last = caches.configured;
         while !stop.load(Ordering::SeqCst) {
-            if let Some(memory) = Memory::read() {
-                let held: u64 = mailboxes.ask_all(|| read_cache::held() as u64, TICK).into_iter().flatten().sum();
+            let answers = mailboxes.ask_all(|| read_cache::held() as u64, TICK);
+            // A shard too busy to answer in time is asked again next tick: summing without it would
+            // understate what the caches hold, and shrink them for nothing.
+            if let (Some(memory), Some(held)) = (Memory::read(), answers.into_iter().sum::<Option<u64>>()) {
                 let total = allowed(&memory, held, caches.configured, caches.floor);
                 // Shrinking goes out at once; growing in steps worth a message.
                 if total < last || total > last + last / 64 {
