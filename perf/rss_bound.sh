@@ -25,7 +25,7 @@ BROKER=$!
 trap 'kill $BROKER 2>/dev/null || true; wait $BROKER 2>/dev/null || true; rm -rf "$OUT/data"' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
 (while kill -0 $BROKER 2>/dev/null; do
-    awk '/VmRSS/ {print $2 * 1024}' /proc/$BROKER/status >> "$OUT/rss.txt" 2>/dev/null || true
+    awk '/VmRSS/ {print $2}' /proc/$BROKER/status >> "$OUT/rss-kib.txt" 2>/dev/null || true
     sleep 0.5
 done) &
 ./target/release/weir-bench e2e --bootstrap "$BOOT" --topic rss --partitions "$PARTITIONS" --msg-size "$MSG" --rate "$RATE" \
@@ -33,7 +33,7 @@ done) &
 python3 - "$OUT" "$BUDGET" <<'PY'
 import json, sys
 out, budget = sys.argv[1], int(sys.argv[2])
-rss = [int(l) for l in open(f"{out}/rss.txt") if l.strip()]
+rss = [int(l) * 1024 for l in open(f"{out}/rss-kib.txt") if l.strip()]
 bound = budget + (256 << 20)
 e2e = json.load(open(f"{out}/e2e.json"))
 print(f"{len(rss)} samples; peak RSS {max(rss) / 2**20:,.0f} MiB; budget {budget / 2**20:,.0f} MiB + 256 MiB = {bound / 2**20:,.0f} MiB: "

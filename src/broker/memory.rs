@@ -22,6 +22,10 @@ const RESERVE_MIN: u64 = 256 << 20;
 const RESERVE_SHARE: u64 = 16;
 /// No shard's budget goes below this, however short memory is: tail readers need recent batches.
 const SHARD_FLOOR: u64 = 8 << 20;
+/// The broker's resident memory is kept under the caches' setting plus this: what the caches count
+/// (batch bytes) is not all their memory (slabs' unused ends, the buffers large batches came in), and
+/// the rest of the broker needs some (writers' buffers, requests, connections).
+const RSS_ABOVE_SETTING: u64 = 128 << 20;
 
 /// `log.cache.max.bytes`: a size, or a percentage of the memory the broker may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,10 +113,15 @@ fn cgroup() -> Option<(u64, u64)> {
     None
 }
 
-/// The caches' total now: what they hold plus the free memory beyond the reserve, within
-/// `[floor, configured]`.
-pub fn allowed(memory: &Memory, held: u64, configured: u64, floor: u64) -> u64 {
-    (held + memory.free).saturating_sub(memory.reserve()).min(configured).max(floor)
+/// The caches' total now: what they hold plus the free memory beyond the reserve, less what the
+/// broker's resident memory is over the setting plus `RSS_ABOVE_SETTING`, within `[floor, configured]`.
+pub fn allowed(memory: &Memory, held: u64, resident: u64, configured: u64, floor: u64) -> u64 {
+    let by_free = (held + memory.free).saturating_sub(memory.reserve());
+    let by_resident = match resident.saturating_sub(configured + RSS_ABOVE_SETTING) {
+        0 => configured,
+        over => held.saturating_sub(over),
+    };
+    by_free.min(by_resident).min(configured).max(floor)
 }
 
 /// The caches' bounds over all shards.
@@ -148,8 +157,9 @@ pub fn start(caches: Caches, mailboxes: Arc<shards::Mailboxes>, stop: &'static A
             let answers = mailboxes.ask_all(|| read_cache::held() as u64, TICK);
             // A shard too busy to answer in time is asked again next tick: summing without it would
             // understate what the caches hold, and shrink them for nothing.
+            let resident = crate::metrics::process::memory().map_or(0, |(_, resident)| resident);
             if let (Some(memory), Some(held)) = (Memory::read(), answers.into_iter().sum::<Option<u64>>()) {
-                let total = allowed(&memory, held, caches.configured, caches.floor);
+                let total = allowed(&memory, held, resident, caches.configured, caches.floor);
                 // Shrinking goes out at once; growing in steps worth a message.
                 if total < last || total > last + last / 64 {
                     let share = (total / caches.shards) as usize;
@@ -193,12 +203,16 @@ mod tests {
         // 24 GiB, 20 free: the setting binds.
         let roomy = Memory { limit: 24 * gib, free: 20 * gib };
         assert_eq!(roomy.reserve(), 1536 << 20);
-        assert_eq!(allowed(&roomy, gib, 12 * gib, 16 << 20), 12 * gib);
+        assert_eq!(allowed(&roomy, gib, 2 * gib, 12 * gib, 16 << 20), 12 * gib);
         // A 1 GiB cgroup with 100 MiB free: the caches give back what the reserve lacks.
         let short = Memory { limit: gib, free: 100 << 20 };
-        assert_eq!(allowed(&short, 400 << 20, 512 << 20, 16 << 20), 244 << 20);
+        assert_eq!(allowed(&short, 400 << 20, 600 << 20, 512 << 20, 16 << 20), 244 << 20);
         // Nothing left: the floor.
-        assert_eq!(allowed(&Memory { limit: gib, free: 0 }, 10 << 20, 512 << 20, 16 << 20), 16 << 20);
+        assert_eq!(allowed(&Memory { limit: gib, free: 0 }, 10 << 20, 600 << 20, 512 << 20, 16 << 20), 16 << 20);
+        // Memory to spare, but the broker's resident memory 100 MiB over the setting plus its margin:
+        // the caches give that back.
+        let resident = 12 * gib + RSS_ABOVE_SETTING + (100 << 20);
+        assert_eq!(allowed(&roomy, 12 * gib, resident, 12 * gib, 16 << 20), 12 * gib - (100 << 20));
     }
 
     #[test]

@@ -12,18 +12,22 @@ pub struct ProcessStats {
     pub threads: u64,
 }
 
+/// The process's (virtual, resident) bytes, from /proc/self/statm.
+pub fn memory() -> Option<(u64, u64)> {
+    // SAFETY: sysconf reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let mut fields = statm.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()?? * page, fields.next()?? * page))
+}
+
 impl ProcessStats {
     /// Reads them now; a figure /proc does not give stays 0.
     pub fn read() -> ProcessStats {
         let mut p = ProcessStats::default();
         // SAFETY: sysconf reads a constant of the system.
-        let (page, ticks) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
-        let (page, ticks) = (page.max(1) as u64, ticks.max(1) as f64);
-        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
-            let mut fields = statm.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
-            p.virtual_bytes = fields.next().unwrap_or(0) * page;
-            p.resident_bytes = fields.next().unwrap_or(0) * page;
-        }
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        (p.virtual_bytes, p.resident_bytes) = memory().unwrap_or((0, 0));
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
             // Fields after the command name, which is in parentheses and may hold spaces.
             let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
