@@ -18,7 +18,7 @@ mod sendfile;
 pub use mailbox::{Job, Mailboxes};
 pub use notify::{Notified, Notify, Turn, TurnHeld};
 pub use placement::{placement, stable_hash};
-pub use sendfile::{send_buffers, send_file, FileRange};
+pub use sendfile::{send_file, FileRange};
 
 use std::cell::Cell;
 use std::sync::Arc;

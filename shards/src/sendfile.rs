@@ -69,74 +69,6 @@ pub async fn send_file(stream: &mut crate::TcpStream, range: &FileRange) -> io::
     Ok(())
 }
 
-/// Sends `bufs`, in order, with `writev` from the shard's blocking pool: the kernel copies them
-/// into the socket straight from where they are, and not on the shard. For large responses made of
-/// buffers already in memory (cached batches): gathering them into one buffer first cost a third of
-/// the shard's time when consumers read from the cache. What the send timeout leaves unsent goes
-/// out through the stream.
-pub async fn send_buffers<B: AsRef<[u8]> + Send + 'static>(stream: &mut crate::TcpStream, bufs: Vec<B>) -> io::Result<()> {
-    let sock = stream.as_raw_fd();
-    let (bufs, sent) = glommio::executor()
-        .spawn_blocking(move || {
-            let sent = writev_all(sock, &bufs);
-            (bufs, sent)
-        })
-        .await;
-    let mut skip = sent?;
-    for buf in &bufs {
-        let buf = buf.as_ref();
-        if skip >= buf.len() {
-            skip -= buf.len();
-            continue;
-        }
-        stream.write_all(&buf[skip..]).await?;
-        skip = 0;
-    }
-    Ok(())
-}
-
-/// Writes as much of `bufs` as the socket takes before its send timeout; returns the bytes written.
-fn writev_all<B: AsRef<[u8]>>(sock: RawFd, bufs: &[B]) -> io::Result<usize> {
-    set_send_timeout(sock, SEND_TIMEOUT)?;
-    let (mut first, mut skip, mut written) = (0, 0, 0);
-    while first < bufs.len() {
-        // At most IOV_MAX (1024) buffers a call; the first may be partly written already.
-        let iov: Vec<libc::iovec> = bufs[first..]
-            .iter()
-            .take(1024)
-            .enumerate()
-            .map(|(i, b)| {
-                let b = &b.as_ref()[if i == 0 { skip } else { 0 }..];
-                libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() }
-            })
-            .collect();
-        let wanted: usize = iov.iter().map(|v| v.iov_len).sum();
-        // SAFETY: every iovec points into a buffer of `bufs`, which outlives the call, with its length.
-        let n = unsafe { libc::writev(sock, iov.as_ptr(), iov.len() as libc::c_int) };
-        if n < 0 {
-            match io::Error::last_os_error() {
-                e if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The timeout struck: the caller sends the rest.
-                e if e.kind() == io::ErrorKind::WouldBlock => break,
-                e => return Err(e),
-            }
-        }
-        let n = n as usize;
-        written += n;
-        let mut left = n;
-        while first < bufs.len() && left >= bufs[first].as_ref().len() - skip {
-            left -= bufs[first].as_ref().len() - skip;
-            (first, skip) = (first + 1, 0);
-        }
-        skip += left;
-        // A short write on a blocking socket means the timeout struck: stop holding the thread.
-        if n < wanted {
-            break;
-        }
-    }
-    Ok(written)
-}
-
 /// Largest read buffer a shard keeps for its next direct read (a 16 MiB read plus block slack).
 const SPARE_MAX: usize = (16 << 20) + 2 * BLOCK as usize;
 
@@ -316,23 +248,5 @@ mod tests {
             spare = Some(block);
         }
         std::fs::remove_file(&path).unwrap();
-    }
-
-    /// Many buffers (more than one writev takes), empty ones among them, through a socket whose
-    /// buffer fills: every byte arrives once, in order.
-    #[test]
-    fn vectored_writes_send_every_buffer_in_order() {
-        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let bufs: Vec<Vec<u8>> = (0..3000).map(|i| vec![(i % 251) as u8; [0, 1, 700, 9000][i % 4]]).collect();
-        let expected: Vec<u8> = bufs.concat();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            std::io::Read::read_to_end(&mut b, &mut got).unwrap();
-            got
-        });
-        let written = writev_all(a.as_raw_fd(), &bufs).unwrap();
-        drop(a);
-        assert_eq!(written, expected.len());
-        assert!(reader.join().unwrap() == expected, "the bytes arrived as they were sent");
     }
 }

@@ -183,39 +183,23 @@ enum Reply {
     Parts(Vec<Part<Chunk>>),
 }
 
-/// In-memory parts of a response at least this big go out with one `writev` off the shard; smaller
-/// ones are gathered into one buffer and sent from the shard, which is quicker for the tail
-/// readers' small responses (no hand-off to another thread).
-const VECTORED_SEND_MIN_BYTES: usize = 256 << 10;
-
-/// Sends a frame made of parts: encoded bytes and cached records go out together, gathered into
-/// one buffer or (large) straight from where they are with writev; file ranges go from the page
-/// cache to the socket with sendfile, never through ours.
+/// Sends a frame made of parts: encoded bytes and cached records go out together through one
+/// buffer; file ranges go from the page cache to the socket with sendfile, never through ours.
 async fn write_parts(stream: &mut shards::TcpStream, parts: Vec<Part<Chunk>>) -> std::io::Result<()> {
-    let mut run: Vec<Bytes> = Vec::new();
+    let mut buf = BytesMut::new();
     for part in parts {
         match part {
-            Part::Encoded(b) | Part::Records(Chunk::Memory(b)) => run.push(b),
+            Part::Encoded(b) | Part::Records(Chunk::Memory(b)) => buf.extend_from_slice(&b),
             Part::Records(Chunk::File(range)) => {
-                send_run(stream, std::mem::take(&mut run)).await?;
+                if !buf.is_empty() {
+                    stream.write_all(&buf).await?;
+                    buf.clear();
+                }
                 shards::send_file(stream, &range).await?;
             }
         }
     }
-    send_run(stream, run).await
-}
-
-/// Sends consecutive in-memory parts.
-async fn send_run(stream: &mut shards::TcpStream, run: Vec<Bytes>) -> std::io::Result<()> {
-    let len: usize = run.iter().map(Bytes::len).sum();
-    if len >= VECTORED_SEND_MIN_BYTES {
-        return shards::send_buffers(stream, run).await;
-    }
-    if len > 0 {
-        let mut buf = BytesMut::with_capacity(len);
-        for b in &run {
-            buf.extend_from_slice(b);
-        }
+    if !buf.is_empty() {
         stream.write_all(&buf).await?;
     }
     Ok(())
