@@ -14,11 +14,13 @@ mod mailbox;
 mod notify;
 mod placement;
 mod sendfile;
+mod vectored;
 
 pub use mailbox::{Job, Mailboxes};
 pub use notify::{Notified, Notify, Turn, TurnHeld};
 pub use placement::{placement, stable_hash};
 pub use sendfile::{send_file, FileRange};
+pub use vectored::send_buffers;
 
 use std::cell::Cell;
 use std::sync::Arc;

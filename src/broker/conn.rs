@@ -12,7 +12,7 @@ use crate::metrics::recorder;
 use crate::protocol::fetch_response::Part;
 use crate::protocol::{self, frame::FrameReader, ProtocolError};
 use crate::storage::Chunk;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 use kafka_protocol::messages::ApiKey;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,26 +183,22 @@ enum Reply {
     Parts(Vec<Part<Chunk>>),
 }
 
-/// Sends a frame made of parts: encoded bytes and cached records go out together through one
-/// buffer; file ranges go from the page cache to the socket with sendfile, never through ours.
+/// Sends a frame made of parts: encoded bytes and cached records go out as they are, many buffers
+/// to a call (no gathering copy on the shard); file ranges go from the page cache to the socket
+/// with sendfile, never through ours.
 async fn write_parts(stream: &mut shards::TcpStream, parts: Vec<Part<Chunk>>) -> std::io::Result<()> {
-    let mut buf = BytesMut::new();
+    let mut run: Vec<Bytes> = Vec::with_capacity(parts.len());
     for part in parts {
         match part {
-            Part::Encoded(b) | Part::Records(Chunk::Memory(b)) => buf.extend_from_slice(&b),
+            Part::Encoded(b) | Part::Records(Chunk::Memory(b)) => run.push(b),
             Part::Records(Chunk::File(range)) => {
-                if !buf.is_empty() {
-                    stream.write_all(&buf).await?;
-                    buf.clear();
-                }
+                shards::send_buffers(stream, &run).await?;
+                run.clear();
                 shards::send_file(stream, &range).await?;
             }
         }
     }
-    if !buf.is_empty() {
-        stream.write_all(&buf).await?;
-    }
-    Ok(())
+    shards::send_buffers(stream, &run).await
 }
 
 async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolError> {
