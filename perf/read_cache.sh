@@ -5,6 +5,8 @@
 #   disk      — the same data after a restart (the cache starts empty, and O_DIRECT writes left the
 #               page cache empty): one O_DIRECT read per fetch, the path for data behind the cache;
 #   pagecache — after `cat` put the segments in the page cache: sendfile.
+# Each round also measures the ceiling a consumer on this machine cannot pass: one loopback TCP
+# stream (iperf3, 5 s), the transport both paths share.
 # Each round produces a fresh topic of GIB GiB (default 4.5). Medians and per-round ratios printed;
 # outputs in perf/out-read-cache/. About a minute a round.
 #
@@ -45,6 +47,9 @@ for n in $(seq "$RUNS"); do
     cat "$OUT"/data/big-0/*.log > /dev/null
     $BENCH consume --topic big --messages "$MSGS" --json "$OUT/pagecache-$n.json" > /dev/null
     stop
+    iperf3 -s -1 -p $((PORT + 7)) > /dev/null 2>&1 &
+    for _ in $(seq 100); do ss -ltn | grep -q ":$((PORT + 7)) " && break; sleep 0.1; done
+    iperf3 -c 127.0.0.1 -p $((PORT + 7)) -t 5 -J > "$OUT/iperf3-$n.json"
 done
 rm -rf "$OUT/data"
 
@@ -58,6 +63,9 @@ for k, x in got.items():
 for other in ("disk", "pagecache"):
     ratios = [m / o for m, o in zip(got["memory"], got[other])]
     print(f"memory/{other} per round {[round(r, 2) for r in ratios]}, median {statistics.median(ratios):.2f}")
+tcp = [json.load(open(f"{out}/iperf3-{n}.json"))["end"]["sum_received"]["bits_per_second"] / 8 for n in range(1, runs + 1)]
+print(f"loopback TCP (iperf3) MB/s {[round(t / 1e6) for t in tcp]}; memory/loopback per round "
+      f"{[round(m * 1024 / t, 2) for m, t in zip(got['memory'], tcp)]}")
 hwm = [int(open(f"{out}/hwm-kib-{n}.txt").read()) * 1024 for n in range(1, runs + 1)]
 print(f"broker peak RSS after produce + memory consume: {[round(h / 2**20) for h in hwm]} MiB")
 PY

@@ -106,8 +106,12 @@ impl Connection {
         if size < 4 || size as usize > RESPONSE_BYTES_MAX {
             return Err(proto(format!("response frame of {size} bytes")));
         }
-        let mut buf = vec![0u8; size as usize];
-        self.stream.read_exact(&mut buf)?;
+        // Read into spare capacity: zeroing a fetch's megabytes first was 5% of a consumer's time.
+        let mut buf = Vec::with_capacity(size as usize);
+        (&mut self.stream).take(size as u64).read_to_end(&mut buf)?;
+        if buf.len() < size as usize {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
         let correlation = i32::from_be_bytes(buf[..4].try_into().expect("4 bytes"));
         Ok((correlation, Bytes::from(buf)))
     }
