@@ -1,7 +1,8 @@
 //! Client connections: accept, read frames, dispatch, write responses in order.
 //!
 //! Requests on one connection are handled one at a time, as Kafka does, so responses keep their
-//! order. A frame over `max_request_bytes` or an unreadable header closes that connection only,
+//! order, with one exception: a produce request, once its batches are queued, lets the next
+//! request be read while its writes complete (its answer still goes out in order). A frame over `max_request_bytes` or an unreadable header closes that connection only,
 //! with one log line; nothing a client sends can take the shard down.
 
 use super::connections::{connections, Slot};
@@ -97,58 +98,162 @@ impl Occasional {
     }
 }
 
+/// Produce requests a connection may have past phase one and not yet answered.
+const PIPELINED_MAX: usize = 16;
+
+/// A produce request past phase one, its answer still to come.
+struct InFlight {
+    answer: shards::Task<Option<Result<Option<Bytes>, ProtocolError>>>,
+    /// Its request memory, held until it is answered.
+    _reserved: Option<crate::protocol::budget::Reservation>,
+    arrived: Instant,
+    started: Instant,
+}
+
+/// What a connection waits for next: a request, or the answer of the oldest produce in flight.
+enum Next {
+    Frame(Result<Option<Bytes>, ProtocolError>),
+    Answered(Option<Result<Option<Bytes>, ProtocolError>>),
+}
+
 async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let idle = Duration::from_millis(state().cfg.connections_max_idle_ms);
     let mut frames = FrameReader::new(state().cfg.max_request_bytes).within_budget(state().request_budget.clone());
+    // Produce requests are served in two phases (`produce::queue`): once one's batches are queued
+    // in order, the next request is read while its writes complete, and answers go out in order.
+    // Any other request waits until every produce before it is answered, as it would in Kafka.
+    let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
     loop {
-        let frame = match next_frame(&mut frames, &mut stream, idle).await {
-            Ok(Some(f)) => f,
-            Ok(None) => return,
-            Err(e) => {
+        let full = in_flight.len() >= PIPELINED_MAX;
+        let next = match in_flight.front_mut() {
+            None => Next::Frame(next_frame(&mut frames, &mut stream, idle).await),
+            Some(oldest) if full => Next::Answered((&mut oldest.answer).await),
+            Some(oldest) => {
+                futures_lite::future::or(async { Next::Answered((&mut oldest.answer).await) }, async {
+                    Next::Frame(next_frame(&mut frames, &mut stream, idle).await)
+                })
+                .await
+            }
+        };
+        let frame = match next {
+            Next::Answered(answer) => {
+                let done = in_flight.pop_front().expect("the oldest was waited on");
+                let reply = answer.map(|a| a.map(|frame| frame.map(Reply::Frame)));
+                if !answer_one(&mut stream, &peer, idle, reply, Some(ApiKey::Produce as i16), done.arrived, done.started).await {
+                    return;
+                }
+                continue;
+            }
+            Next::Frame(Ok(Some(f))) => f,
+            Next::Frame(Ok(None)) => return,
+            Next::Frame(Err(e)) => {
                 tracing::info!(%peer, error = %e, "closing connection");
                 return;
             }
         };
         let (arrived, started) = (frames.arrived(), Instant::now());
         let api = known_api(&frame);
-        // Boxed: the handlers' futures are large, and an idle connection should not carry them.
-        let reply = match panic_guard::contain(Box::pin(dispatch(frame, &peer))).await {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => {
-                tracing::info!(%peer, error = %e, "closing connection");
-                return;
+        if api == Some(ApiKey::Produce as i16) {
+            match panic_guard::contain(Box::pin(produce_phase_one(frame, &peer))).await {
+                Some(Ok(answer)) => {
+                    let answer = shards::spawn_local(panic_guard::contain(answer));
+                    in_flight.push_back(InFlight { answer, _reserved: frames.take_reservation(), arrived, started });
+                    continue;
+                }
+                Some(Err(e)) => {
+                    let _ = answer_all(&mut stream, &peer, idle, &mut in_flight).await;
+                    tracing::info!(%peer, error = %e, "closing connection");
+                    return;
+                }
+                None => {
+                    let _ = answer_all(&mut stream, &peer, idle, &mut in_flight).await;
+                    tracing::error!(%peer, "closing the connection whose request panicked");
+                    return;
+                }
             }
-            None => {
-                tracing::error!(%peer, "closing the connection whose request panicked");
-                return;
-            }
-        };
-        let processed = Instant::now();
-        let sent = shards::within(idle, async {
-            match reply {
-                None => Ok(()),
-                Some(Reply::Frame(bytes)) => stream.write_all(&bytes).await,
-                Some(Reply::Parts(parts)) => write_parts(&mut stream, parts).await,
-            }
-        })
-        .await;
-        if let Some(api) = api {
-            recorder::request(api, started.saturating_duration_since(arrived), processed - started, processed.elapsed());
         }
-        match sent {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "response not sent; closing connection");
-                return;
-            }
-            None => {
-                tracing::info!(%peer, idle_ms = idle.as_millis() as u64, "response not read within connections.max.idle.ms; closing connection");
-                return;
-            }
+        if !answer_all(&mut stream, &peer, idle, &mut in_flight).await {
+            return;
+        }
+        // Boxed: the handlers' futures are large, and an idle connection should not carry them.
+        let reply = panic_guard::contain(Box::pin(dispatch(frame, &peer))).await;
+        if !answer_one(&mut stream, &peer, idle, reply, api, arrived, started).await {
+            return;
         }
     }
+}
+
+/// Waits for every produce in flight and sends their answers, in order; `false` if the connection
+/// is to close.
+async fn answer_all(
+    stream: &mut shards::TcpStream,
+    peer: &str,
+    idle: Duration,
+    in_flight: &mut std::collections::VecDeque<InFlight>,
+) -> bool {
+    while let Some(done) = in_flight.pop_front() {
+        let reply = done.answer.await.map(|a| a.map(|frame| frame.map(Reply::Frame)));
+        if !answer_one(stream, peer, idle, reply, Some(ApiKey::Produce as i16), done.arrived, done.started).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends one request's reply (`None`: its handler panicked) and records its timings; `false` if the
+/// connection is to close.
+async fn answer_one(
+    stream: &mut shards::TcpStream,
+    peer: &str,
+    idle: Duration,
+    reply: Option<Result<Option<Reply>, ProtocolError>>,
+    api: Option<i16>,
+    arrived: Instant,
+    started: Instant,
+) -> bool {
+    let reply = match reply {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            tracing::info!(%peer, error = %e, "closing connection");
+            return false;
+        }
+        None => {
+            tracing::error!(%peer, "closing the connection whose request panicked");
+            return false;
+        }
+    };
+    let processed = Instant::now();
+    let sent = shards::within(idle, async {
+        match reply {
+            None => Ok(()),
+            Some(Reply::Frame(bytes)) => stream.write_all(&bytes).await,
+            Some(Reply::Parts(parts)) => write_parts(stream, parts).await,
+        }
+    })
+    .await;
+    if let Some(api) = api {
+        recorder::request(api, started.saturating_duration_since(arrived), processed - started, processed.elapsed());
+    }
+    match sent {
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "response not sent; closing connection");
+            false
+        }
+        None => {
+            tracing::info!(%peer, idle_ms = idle.as_millis() as u64, "response not read within connections.max.idle.ms; closing connection");
+            false
+        }
+    }
+}
+
+/// Phase one of a produce request (`produce::queue`).
+async fn produce_phase_one(frame: Bytes, peer: &str) -> Result<produce::Answer, ProtocolError> {
+    let mut req = protocol::decode_header(frame)?;
+    req.peer = peer.to_string();
+    produce::queue(&req).await
 }
 
 /// The frame's API key, if it is one Weir serves: only those are counted, so that a client
@@ -216,7 +321,6 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
     let frame = match req.api {
         ApiKey::ApiVersions => handlers::api_versions(&req),
         ApiKey::Metadata => handlers::metadata(&req).await,
-        ApiKey::Produce => produce::handle(&req).await,
         ApiKey::ListOffsets => list_offsets::list_offsets(&req).await,
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(&req).await,
         ApiKey::DescribeLogDirs => log_dirs::handle(&req),

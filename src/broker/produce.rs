@@ -14,6 +14,8 @@ use crate::storage::LogError;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 /// Outcome for one partition, sent back across shards.
@@ -65,79 +67,115 @@ pub fn log_error_code(e: &LogError) -> i16 {
     }
 }
 
-/// Appends on the owning shard (the caller's job to be there). `transactional_id`: the request's.
-async fn append_local(
+/// Where phase one put a partition's records, for phase two to wait on.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    base_offset: u64,
+    last_offset: u64,
+    log_start: i64,
+    log_append_time: i64,
+    /// acks=all on a replicated leader: waits for the high watermark, with this minimum ISR.
+    min_insync: Option<usize>,
+}
+
+impl Queued {
+    fn outcome(&self) -> Outcome {
+        Outcome {
+            error: errors::NONE,
+            base_offset: self.base_offset as i64,
+            log_start: self.log_start,
+            log_append_time: self.log_append_time,
+            ..refused(errors::NONE)
+        }
+    }
+}
+
+/// Phase one, on the owning shard (the caller's job to be there): checks the records and queues
+/// them for the log's writer, which fixes their offsets and their order. `transactional_id`: the
+/// request's.
+async fn queue_local(
     topic: String,
     partition: i32,
     records: Records,
     acks: i16,
-    timeout: Duration,
     transactional_id: Option<String>,
-) -> Outcome {
-    let part = match partitions::local(&topic, partition).await {
-        Ok(p) => p,
-        Err(code) => return refused(code),
-    };
+) -> Result<Queued, Outcome> {
+    let part = partitions::local(&topic, partition).await.map_err(refused)?;
     // Routed here as its leadership moved away: a follower's copy takes only its leader's batches.
     if !part.role.leads() {
-        return refused(errors::NOT_LEADER_OR_FOLLOWER);
+        return Err(refused(errors::NOT_LEADER_OR_FOLLOWER));
     }
     if let Err(e) = part.log.wait_for_room().await {
-        return refused(log_error_code(&e));
+        return Err(refused(log_error_code(&e)));
     }
     let rules = part.rules.get();
     let now_ms = super::unix_ms();
     let records = match batch_rewrite::apply(&records.bytes, &rules, now_ms) {
         Ok(None) => records,
         Ok(Some(bytes)) => Records { request_bytes: bytes.len(), bytes },
-        Err(code) => return refused(code),
+        Err(code) => return Err(refused(code)),
     };
     if rules.compacted {
         match batch_rewrite::keyless_records(&records.bytes) {
             Ok(keyless) if keyless.is_empty() => {}
-            Ok(keyless) => return keyless_refused(&topic, partition, &keyless),
-            Err(code) => return refused(code),
+            Ok(keyless) => return Err(keyless_refused(&topic, partition, &keyless)),
+            Err(code) => return Err(refused(code)),
         }
     }
     let log_append_time = if rules.log_append_time { now_ms } else { -1 };
     let leader = part.role.leader().filter(|_| acks == -1);
     if let Some(Err(code)) = leader.map(|l| l.check_enough(rules.min_insync_replicas)) {
-        return refused(code);
+        return Err(refused(code));
     }
     let bytes = records.bytes.len() as u64;
-    let appended = match append_checked(&part.log, &topic, partition, records, transactional_id.as_deref()).await {
-        Ok(a) => {
-            if !a.duplicate {
-                part.traffic.appended(a.last_offset - a.base_offset + 1, bytes);
-            }
-            (a.base_offset, a.last_offset)
-        }
-        Err(refusal) => return refusal,
+    let a = append_checked(&part.log, &topic, partition, records, transactional_id.as_deref()).await?;
+    if !a.duplicate {
+        part.traffic.appended(a.last_offset - a.base_offset + 1, bytes);
+    }
+    Ok(Queued {
+        base_offset: a.base_offset,
+        last_offset: a.last_offset,
+        log_start: part.log.offsets().log_start as i64,
+        log_append_time,
+        min_insync: leader.map(|_| rules.min_insync_replicas),
+    })
+}
+
+/// Phase two, on the owning shard: waits until the queued records are as safe as `acks` asks.
+/// acks=1: written to disk (survives a crash of the process, as Kafka's page-cache write does);
+/// acks=all: also fsynced when the topic's flush policy asks it, and on a replicated partition in
+/// every in-sync replica's copy (the high watermark).
+async fn await_local(topic: String, partition: i32, queued: Queued, acks: i16, timeout: Duration) -> Outcome {
+    if acks == 0 {
+        return queued.outcome();
+    }
+    let part = match partitions::local(&topic, partition).await {
+        Ok(p) => p,
+        Err(code) => return refused(code),
     };
-    let log_start = part.log.offsets().log_start as i64;
-    if acks != 0 {
-        // acks=1: written to disk (survives a crash of the process, as Kafka's page-cache write does);
-        // acks=all: also fsynced when the topic's flush policy asks it.
-        // A replicated partition's acks=all: in every in-sync replica's copy (the high watermark).
-        let done = async {
-            match (acks, leader) {
-                (-1, Some(_)) => part.log.wait_high_watermark(appended.1).await,
-                (-1, None) => part.log.wait_durable(appended.1).await,
-                _ => part.log.wait_written(appended.1).await,
-            }
-        };
-        let waited = shards::within(timeout, done).await;
-        match waited {
-            None => return refused(errors::REQUEST_TIMED_OUT),
-            Some(Err(e)) => return refused(log_error_code(&e)),
-            Some(Ok(())) => {}
+    let leader = part.role.leader();
+    if queued.min_insync.is_some() && leader.is_none() {
+        return refused(errors::NOT_LEADER_OR_FOLLOWER);
+    }
+    let done = async {
+        match queued.min_insync {
+            Some(_) => part.log.wait_high_watermark(queued.last_offset).await,
+            None if acks == -1 => part.log.wait_durable(queued.last_offset).await,
+            None => part.log.wait_written(queued.last_offset).await,
         }
-        // The ISR shrank below the minimum while the records were copied (Kafka's answer too).
-        if let Some(Err(_)) = leader.map(|l| l.check_enough(rules.min_insync_replicas)) {
+    };
+    match shards::within(timeout, done).await {
+        None => return refused(errors::REQUEST_TIMED_OUT),
+        Some(Err(e)) => return refused(log_error_code(&e)),
+        Some(Ok(())) => {}
+    }
+    // The ISR shrank below the minimum while the records were copied (Kafka's answer too).
+    if let (Some(min), Some(l)) = (queued.min_insync, leader) {
+        if l.check_enough(min).is_err() {
             return refused(errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
         }
     }
-    Outcome { error: errors::NONE, base_offset: appended.0 as i64, log_start, log_append_time, ..refused(errors::NONE) }
+    queued.outcome()
 }
 
 /// Appends `records`; a transactional producer's first batch here in a transaction is first
@@ -192,20 +230,29 @@ struct Records {
     request_bytes: usize,
 }
 
-pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
+/// A produce request's answer once phase one is over: phase two's waits, then the response (none
+/// for acks=0).
+pub type Answer = Pin<Box<dyn Future<Output = Result<Option<Bytes>, ProtocolError>>>>;
+
+/// Phase one of a produce request: every partition's records checked and queued for its log's
+/// writer (partitions on other shards in parallel). Once it returns, the order of this request's
+/// batches against the connection's next request is fixed, so the connection may read and queue
+/// that one while this one's writes complete (`conn`): their batches share the writes.
+pub async fn queue(req: &Request) -> Result<Answer, ProtocolError> {
     let version = req.header.request_api_version;
     if protocol::versions::answered_unsupported(req.api, version) {
         let acks = protocol::legacy::Reader::new(&req.body).i16()?;
         let body = protocol::legacy::produce_unsupported(&req.body, version, errors::UNSUPPORTED_VERSION)?;
         crate::metrics::recorder::error(req.api as i16, errors::UNSUPPORTED_VERSION);
-        return if acks == 0 { Ok(None) } else { super::handlers::respond_legacy(req, &body) };
+        let answer = if acks == 0 { Ok(None) } else { super::handlers::respond_legacy(req, &body) };
+        return Ok(Box::pin(std::future::ready(answer)));
     }
     let produce: ProduceRequest = protocol::decode_body(req)?;
     let st = state();
     let acks = produce.acks;
     let transactional_id = produce.transactional_id.as_ref().map(|t| t.0.to_string());
     let timeout = Duration::from_millis(produce.timeout_ms.max(0) as u64);
-    let mut pending = Vec::new();
+    let mut queueing = Vec::new();
     for topic in produce.topic_data {
         let name = topic.name.0.to_string();
         let known = match st.topic(&name) {
@@ -234,56 +281,91 @@ pub async fn handle(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                 continue;
             }
             let owner = st.owner(&meta.name, index);
-            let n = name.clone();
-            let txn = transactional_id.clone();
+            let (n, txn) = (name.clone(), transactional_id.clone());
             // Every partition starts now, so partitions on other shards proceed in parallel.
-            let task = if owner == st.shard.id {
-                shards::spawn_local(append_local(n, index, records, acks, timeout, txn))
-            } else {
-                let shard = st.shard.clone();
-                shards::spawn_local(
-                    async move { shard.submit_to(owner, move || append_local(n, index, records, acks, timeout, txn)).await },
-                )
-            };
-            parts.push((index, Ok(task)));
+            let task = on_owner(owner, move || queue_local(n, index, records, acks, txn));
+            parts.push((index, Ok((owner, task))));
         }
-        pending.push((topic.name, parts));
+        queueing.push((topic.name, parts));
     }
-    let mut response = ProduceResponse::default();
-    for (name, parts) in pending {
-        let mut t = TopicProduceResponse::default();
-        t.name = name;
-        for (index, outcome) in parts {
-            let o = match outcome {
-                Ok(task) => task.await,
-                Err(o) => o,
+    // Phase two starts for each partition as soon as all are queued.
+    let mut waiting = Vec::with_capacity(queueing.len());
+    for (name, parts) in queueing {
+        let mut outcomes = Vec::with_capacity(parts.len());
+        for (index, started) in parts {
+            let outcome = match started {
+                Err(o) => Err(o),
+                Ok((owner, task)) => match task.await {
+                    Err(o) => Err(o),
+                    Ok(queued) if acks == 0 => Err(queued.outcome()),
+                    Ok(queued) => {
+                        let n = name.0.to_string();
+                        Ok(on_owner(owner, move || await_local(n, index, queued, acks, timeout)))
+                    }
+                },
             };
-            let mut r = PartitionProduceResponse::default();
-            r.index = index;
-            r.error_code = o.error;
-            r.base_offset = o.base_offset;
-            if req.header.request_api_version >= 5 {
-                r.log_start_offset = o.log_start;
-            }
-            r.log_append_time_ms = o.log_append_time;
-            if req.header.request_api_version >= 8 {
-                r.record_errors = o
-                    .record_errors
-                    .into_iter()
-                    .map(|(index, message)| {
-                        kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage::default()
-                            .with_batch_index(index)
-                            .with_batch_index_error_message(Some(message.into()))
-                    })
-                    .collect();
-                r.error_message = o.error_message.map(Into::into);
-            }
-            t.partition_responses.push(r);
+            outcomes.push((index, outcome));
         }
-        response.responses.push(t);
+        waiting.push((name, outcomes));
     }
-    if acks == 0 {
-        return Ok(None);
+    let answering = Request { api: req.api, header: req.header.clone(), body: Bytes::new(), peer: String::new() };
+    Ok(Box::pin(async move {
+        let mut response = ProduceResponse::default();
+        for (name, parts) in waiting {
+            let mut t = TopicProduceResponse::default();
+            t.name = name;
+            for (index, outcome) in parts {
+                let o = match outcome {
+                    Ok(task) => task.await,
+                    Err(o) => o,
+                };
+                t.partition_responses.push(partition_response(index, o, version));
+            }
+            response.responses.push(t);
+        }
+        if acks == 0 {
+            return Ok(None);
+        }
+        super::handlers::respond(&answering, &response)
+    }))
+}
+
+/// Runs `f` on shard `owner`: this one's as a task of its own, another's through its mailbox.
+fn on_owner<F, Fut, R>(owner: usize, f: F) -> shards::Task<R>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let st = state();
+    if owner == st.shard.id {
+        shards::spawn_local(f())
+    } else {
+        let shard = st.shard.clone();
+        shards::spawn_local(async move { shard.submit_to(owner, f).await })
     }
-    super::handlers::respond(req, &response)
+}
+
+fn partition_response(index: i32, o: Outcome, version: i16) -> PartitionProduceResponse {
+    let mut r = PartitionProduceResponse::default();
+    r.index = index;
+    r.error_code = o.error;
+    r.base_offset = o.base_offset;
+    if version >= 5 {
+        r.log_start_offset = o.log_start;
+    }
+    r.log_append_time_ms = o.log_append_time;
+    if version >= 8 {
+        r.record_errors = o
+            .record_errors
+            .into_iter()
+            .map(|(index, message)| {
+                kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage::default()
+                    .with_batch_index(index)
+                    .with_batch_index_error_message(Some(message.into()))
+            })
+            .collect();
+        r.error_message = o.error_message.map(Into::into);
+    }
+    r
 }

@@ -125,6 +125,16 @@ impl FrameReader {
         self.arrived = self.waiting_since.take().unwrap_or(self.read_at);
     }
 
+    /// The request memory reserved for the frame returned last, for a caller that keeps serving
+    /// the request after asking for the next frame (pipelined produces): dropped when it is done.
+    pub fn take_reservation(&mut self) -> Option<Reservation> {
+        if self.returned {
+            self.held.take()
+        } else {
+            None
+        }
+    }
+
     /// Frees the read buffer if it holds no unread bytes; the next `next` waits without one.
     pub fn release_buffer(&mut self) {
         if self.filled == 0 && self.large.is_none() {
