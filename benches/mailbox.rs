@@ -9,7 +9,7 @@ fn main() {
     let rounds: u64 = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let result: Arc<Mutex<Option<hdrhistogram::Histogram<u64>>>> = Arc::default();
     let out = result.clone();
-    let shards = shards::start(2, move |shard| {
+    let shards = shards::start(2, shards::Cores::Pinned, move |shard| {
         let out = out.clone();
         async move {
             shard.serve_mailbox();

@@ -103,26 +103,40 @@ impl Shard {
     }
 }
 
-/// Starts `count` shards, shard *i* pinned to core *i mod cores*, each running `main(shard)`
-/// (which calls `shard.serve_mailbox()` when it is ready for other shards' calls).
+/// Where shards run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cores {
+    /// Shard *i* and its blocking pool on core *i mod cores*: no migrations, warm caches.
+    Pinned,
+    /// Wherever the kernel puts them. For a host whose cores other processes keep busy too: a
+    /// pinned shard on such a core gets its fair share of that core and no more, and waits for it on
+    /// every wake-up, while a floating one moves to an idle core (Seastar's `--overprovisioned`).
+    Floating,
+}
+
+/// Starts `count` shards, each running `main(shard)` (which calls `shard.serve_mailbox()` when it
+/// is ready for other shards' calls), placed as `cores` says.
 ///
 /// Returns a handle that waits for every shard's `main` to return.
-pub fn start<F, Fut>(count: usize, main: F) -> std::io::Result<Shards>
+pub fn start<F, Fut>(count: usize, cores: Cores, main: F) -> std::io::Result<Shards>
 where
     F: Fn(Shard) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
     assert!(count > 0, "at least one shard");
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mailboxes = Arc::new(Mailboxes::new(count));
     let mut handles = Vec::with_capacity(count);
     for id in 0..count {
         let main = main.clone();
         let shard = Shard { id, count, mailboxes: mailboxes.clone() };
-        let core = id % cores;
-        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(core))
+        let (placement, pool) = match cores {
+            Cores::Pinned => (glommio::Placement::Fixed(id % online), blocking_pool(id % online)),
+            Cores::Floating => (glommio::Placement::Unbound, glommio::PoolPlacement::Unbound(BLOCKING_THREADS)),
+        };
+        let handle = glommio::LocalExecutorBuilder::new(placement)
             .name(&format!("weir-shard-{id}"))
-            .blocking_thread_pool_placement(blocking_pool(core))
+            .blocking_thread_pool_placement(pool)
             .spawn(move || async move {
                 SHARD_ID.with(|s| s.set(Some(id)));
                 main(shard).await;
@@ -170,13 +184,15 @@ pub async fn yield_to_io() {
     sleep(std::time::Duration::from_micros(1)).await;
 }
 
-/// Threads that run a shard's blocking calls (zero-copy sends), on the shard's own core. More than
-/// one, so that a send waiting on a slow consumer does not hold up the others.
+/// Threads that run a shard's blocking calls (zero-copy sends). More than one, so that a send
+/// waiting on a slow consumer does not hold up the others.
+const BLOCKING_THREADS: usize = 4;
+
+/// A pinned shard's blocking pool: on the shard's own core.
 fn blocking_pool(core: usize) -> glommio::PoolPlacement {
-    const THREADS: usize = 4;
     match glommio::CpuSet::online() {
-        Ok(online) => glommio::PoolPlacement::Custom(vec![online.filter(|l| l.cpu == core); THREADS]),
-        Err(_) => glommio::PoolPlacement::Unbound(THREADS),
+        Ok(online) => glommio::PoolPlacement::Custom(vec![online.filter(|l| l.cpu == core); BLOCKING_THREADS]),
+        Err(_) => glommio::PoolPlacement::Unbound(BLOCKING_THREADS),
     }
 }
 

@@ -63,6 +63,8 @@ pub struct BrokerConfig {
     pub log_dirs: Vec<PathBuf>,
     pub shards: usize,
     pub single_port: bool,
+    /// Shards float between cores instead of being pinned (`--floating-shards`).
+    pub floating_shards: bool,
     pub max_request_bytes: usize,
     /// Request bytes in flight over all connections, split evenly over the shards
     /// (`queued.max.request.bytes`; `usize::MAX`: unbounded).
@@ -145,6 +147,7 @@ impl Default for BrokerConfig {
             log_dirs: Vec::new(),
             shards: 1,
             single_port: false,
+            floating_shards: false,
             max_request_bytes: 100 << 20,
             queued_max_request_bytes: 512 << 20,
             max_connections: 10_000,

@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// One port and one advertised broker; shards forward to each other.
     #[arg(long, env = "WEIR_SINGLE_PORT")]
     single_port: bool,
+    /// Let the kernel move shards between cores instead of pinning shard N to core N: for a host
+    /// whose cores other processes also keep busy (a pinned shard then gets a share of its core).
+    #[arg(long, env = "WEIR_FLOATING_SHARDS")]
+    floating_shards: bool,
     /// Partitions of auto-created topics.
     #[arg(long, env = "WEIR_NUM_PARTITIONS")]
     num_partitions: Option<i32>,
@@ -181,6 +185,7 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
                 "data-dir" => a.data_dir = a.data_dir.or(Some(v.clone())),
                 "shards" => a.shards = a.shards.or(Some(count(&v)? as usize)),
                 "single-port" => a.single_port |= v == "true",
+                "floating-shards" => a.floating_shards |= v == "true",
                 "num-partitions" => a.num_partitions = a.num_partitions.or(Some(num(&v)? as i32)),
                 "no-auto-create" => a.no_auto_create |= v == "true",
                 "flush-messages" => a.flush_messages = a.flush_messages.or(Some(count(&v)?)),
@@ -251,6 +256,7 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
     cfg.data_dir = dirs[0].clone();
     cfg.log_dirs = if dirs.len() > 1 { dirs } else { Vec::new() };
     cfg.single_port = a.single_port;
+    cfg.floating_shards = a.floating_shards;
     if !cfg.single_port && usize::from(cfg.port) + cfg.shards > 65_536 {
         return Err("shard ports would pass 65535".into());
     }
@@ -467,7 +473,7 @@ pub fn run(args: ServeArgs) -> i32 {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    tracing::info!(shards = cfg.shards, data_dir = %cfg.data_dir.display(), port = cfg.port, single_port = cfg.single_port, "starting weir");
+    tracing::info!(shards = cfg.shards, data_dir = %cfg.data_dir.display(), port = cfg.port, single_port = cfg.single_port, floating_shards = cfg.floating_shards, "starting weir");
     let stop = Arc::new(AtomicBool::new(false));
     let watcher_stop = stop.clone();
     std::thread::spawn(move || loop {
@@ -518,7 +524,8 @@ pub fn run(args: ServeArgs) -> i32 {
         }
     }
     let (shard_cfg, shard_stop) = (cfg.clone(), stop.clone());
-    let shards = match shards::start(cfg.shards, move |shard| broker::run_shard(shard, shard_cfg.clone(), shard_stop.clone())) {
+    let cores = if cfg.floating_shards { shards::Cores::Floating } else { shards::Cores::Pinned };
+    let shards = match shards::start(cfg.shards, cores, move |shard| broker::run_shard(shard, shard_cfg.clone(), shard_stop.clone())) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("weir serve: cannot start shards: {e}");
