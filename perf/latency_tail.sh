@@ -2,7 +2,8 @@
 # The e2e latency tail at 100k msgs/s (issue 17): 100 B records produced at a fixed rate and read by a
 # consumer waiting at the tail, quiet and with one core busy with another process (a shell busy loop
 # pinned to core 0), each round on a fresh broker. With OLD=<weir binary> that binary runs in turn
-# with this one (old, new, old, new, ...). Per run: p50/p99/p99.9 of the e2e latency and the CPU
+# with this one (old, new, old, new, ...); FLAGS are extra `weir serve` flags for this one (e.g.
+# FLAGS=--floating-shards, or OLD=target/release/weir FLAGS=--floating-shards for pinned vs floating). Per run: p50/p99/p99.9 of the e2e latency and the CPU
 # pressure the run saw (/proc/pressure/cpu "some": the share of time a runnable task waited for a
 # CPU). Medians per binary and condition; outputs in perf/out-latency/.
 #
@@ -32,6 +33,8 @@ run() { # BIN-NAME CONDITION N
     local flags=(--listen "$BOOT" --data-dir "$OUT/data" --shards 2)
     # A binary from before the metrics endpoint has no --metrics-listen.
     "$OUT/weir-$1" serve --help | grep -q -- --metrics-listen && flags+=(--metrics-listen off)
+    # shellcheck disable=SC2206
+    [ "$1" = new ] && flags+=(${FLAGS:-})
     "$OUT/weir-$1" serve "${flags[@]}" >> "$OUT/broker.log" 2>&1 &
     broker=$!
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
