@@ -19,6 +19,8 @@ const IOV_MAX: usize = 1024;
 pub async fn send_buffers<B: AsRef<[u8]>>(stream: &mut crate::TcpStream, bufs: &[B]) -> io::Result<()> {
     let sock = stream.as_raw_fd();
     let mut at = Cursor::default();
+    // Past leading empty buffers: a full socket then waits on one that has bytes.
+    at.advance(bufs, 0);
     while at.first < bufs.len() {
         match send_some(sock, bufs, at) {
             Ok(n) => at.advance(bufs, n),

@@ -130,9 +130,11 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
         let next = match in_flight.front_mut() {
             None => Next::Frame(next_frame(&mut frames, &mut stream, idle).await),
             Some(oldest) if full => Next::Answered((&mut oldest.answer).await),
+            // No idle clock while answers are due: the client is waiting, not idle (each answer
+            // comes within its request's timeout).
             Some(oldest) => {
                 futures_lite::future::or(async { Next::Answered((&mut oldest.answer).await) }, async {
-                    Next::Frame(next_frame(&mut frames, &mut stream, idle).await)
+                    Next::Frame(frames.next(&mut stream).await)
                 })
                 .await
             }
@@ -147,8 +149,13 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
                 continue;
             }
             Next::Frame(Ok(Some(f))) => f,
-            Next::Frame(Ok(None)) => return,
+            // The client closed its side (or was idle): what it sent before is still answered.
+            Next::Frame(Ok(None)) => {
+                answer_all(&mut stream, &peer, idle, &mut in_flight).await;
+                return;
+            }
             Next::Frame(Err(e)) => {
+                answer_all(&mut stream, &peer, idle, &mut in_flight).await;
                 tracing::info!(%peer, error = %e, "closing connection");
                 return;
             }
@@ -163,12 +170,12 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
                     continue;
                 }
                 Some(Err(e)) => {
-                    let _ = answer_all(&mut stream, &peer, idle, &mut in_flight).await;
+                    answer_all(&mut stream, &peer, idle, &mut in_flight).await;
                     tracing::info!(%peer, error = %e, "closing connection");
                     return;
                 }
                 None => {
-                    let _ = answer_all(&mut stream, &peer, idle, &mut in_flight).await;
+                    answer_all(&mut stream, &peer, idle, &mut in_flight).await;
                     tracing::error!(%peer, "closing the connection whose request panicked");
                     return;
                 }

@@ -10,7 +10,7 @@
 use super::{batch_rewrite, errors, partitions, state, topics};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
-use crate::storage::LogError;
+use crate::storage::{LogError, Safe};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -76,6 +76,8 @@ struct Queued {
     log_append_time: i64,
     /// acks=all on a replicated leader: waits for the high watermark, with this minimum ISR.
     min_insync: Option<usize>,
+    /// The log's failed writes right after the append: one after it dropped these batches.
+    failures: u64,
 }
 
 impl Queued {
@@ -129,6 +131,7 @@ async fn queue_local(
     }
     let bytes = records.bytes.len() as u64;
     let a = append_checked(&part.log, &topic, partition, records, transactional_id.as_deref()).await?;
+    let failures = part.log.failures();
     if !a.duplicate {
         part.traffic.appended(a.last_offset - a.base_offset + 1, bytes);
     }
@@ -138,6 +141,7 @@ async fn queue_local(
         log_start: part.log.offsets().log_start as i64,
         log_append_time,
         min_insync: leader.map(|_| rules.min_insync_replicas),
+        failures,
     })
 }
 
@@ -157,14 +161,14 @@ async fn await_local(topic: String, partition: i32, queued: Queued, acks: i16, t
     if queued.min_insync.is_some() && leader.is_none() {
         return refused(errors::NOT_LEADER_OR_FOLLOWER);
     }
-    let done = async {
-        match queued.min_insync {
-            Some(_) => part.log.wait_high_watermark(queued.last_offset).await,
-            None if acks == -1 => part.log.wait_durable(queued.last_offset).await,
-            None => part.log.wait_written(queued.last_offset).await,
-        }
+    let safe = match queued.min_insync {
+        Some(_) => Safe::HighWatermark,
+        None if acks == -1 => Safe::Durable,
+        None => Safe::Written,
     };
-    match shards::within(timeout, done).await {
+    // From the failures counted at the append: a write that failed in between (a full disk, say)
+    // dropped these batches, and their offsets may hold other records by now.
+    match shards::within(timeout, part.log.wait_safe(queued.last_offset, safe, queued.failures)).await {
         None => return refused(errors::REQUEST_TIMED_OUT),
         Some(Err(e)) => return refused(log_error_code(&e)),
         Some(Ok(())) => {}

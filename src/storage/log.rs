@@ -333,6 +333,14 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// What an append's producer waits for (`Log::wait_safe`): acks=1, acks=all, acks=all replicated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Safe {
+    Written,
+    Durable,
+    HighWatermark,
+}
+
 /// Offsets a reader needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offsets {
@@ -628,6 +636,28 @@ impl Log {
     /// and their offsets go to the next appends, which must not answer for them.
     async fn wait_for(&self, done: impl Fn(&State) -> bool) -> Result<(), LogError> {
         let failures = self.state().failures;
+        self.wait_for_since(failures, done).await
+    }
+
+    /// How many times a write failed so far: taken right after an append, it lets a wait begun later
+    /// (`wait_safe`) still see a failure that dropped the appended batches in between.
+    pub fn failures(&self) -> u64 {
+        self.state().failures
+    }
+
+    /// Waits until every offset ≤ `offset` is as safe as `safe` says, failing if a write failed since
+    /// `failures` (`Log::failures`, read right after the append).
+    pub async fn wait_safe(&self, offset: u64, safe: Safe, failures: u64) -> Result<(), LogError> {
+        self.wait_for_since(failures, |s| match safe {
+            Safe::Written => s.written > offset,
+            Safe::Durable if s.cfg.flush == FlushPolicy::EveryBatch => s.durable > offset,
+            Safe::Durable => s.written > offset,
+            Safe::HighWatermark => s.high_watermark() > offset,
+        })
+        .await
+    }
+
+    async fn wait_for_since(&self, failures: u64, done: impl Fn(&State) -> bool) -> Result<(), LogError> {
         self.wait_until(|s| done(s) || s.failures != failures).await?;
         let s = self.state();
         if done(&s) {

@@ -17,7 +17,7 @@ pub mod truncate;
 pub mod txn_index;
 
 pub use self::config::{Cleanup, FlushPolicy, LogConfig};
-pub use self::log::{Appended, Batches, Chunk, Log, LogError, Offsets, ReplicaEnd};
+pub use self::log::{Appended, Batches, Chunk, Log, LogError, Offsets, ReplicaEnd, Safe};
 
 #[cfg(test)]
 mod tests;

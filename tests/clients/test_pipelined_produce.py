@@ -4,6 +4,7 @@ the batches of requests sent back to back share writes; answers still come in re
 requests get none, the records keep the order they were sent in, and any other request waits for
 the produces before it."""
 
+import socket
 import struct
 import time
 import warnings
@@ -88,4 +89,16 @@ def test_a_request_after_pipelined_produces_sees_all_of_them(broker):
     correlation, r = read_response(conn, ListOffsetsResponse, 1)
     assert correlation == requests + 1
     assert (r.topics[0].partitions[0].error_code, r.topics[0].partitions[0].offset) == (0, requests * RECORDS_PER_REQUEST)
+    conn.close()
+
+
+def test_produces_sent_before_the_client_closes_its_side_are_answered(broker):
+    topic = unique("pipelined-half-close")
+    conn = open_leader(broker, topic)
+    requests = 8
+    conn.sock.sendall(b"".join(produce_frame(i + 1, topic, 1, i * RECORDS_PER_REQUEST) for i in range(requests)))
+    conn.sock.shutdown(socket.SHUT_WR)
+    for i in range(requests):
+        correlation, r = read_response(conn, ProduceResponse, 7)
+        assert (correlation, r.responses[0].partition_responses[0].error_code) == (i + 1, 0)
     conn.close()

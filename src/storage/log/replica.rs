@@ -180,11 +180,6 @@ impl Log {
         };
         Ok(crate::storage::checkpoint::write(&dir, crate::storage::checkpoint::HIGH_WATERMARK, &[hw]).await?)
     }
-
-    /// Waits until the high watermark passes `offset` (acks=all of a replicated partition).
-    pub async fn wait_high_watermark(&self, offset: u64) -> Result<(), LogError> {
-        self.wait_for(|s| s.high_watermark() > offset).await
-    }
 }
 
 /// Does `bytes` end where a batch ends?
