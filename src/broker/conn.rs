@@ -2,8 +2,9 @@
 //!
 //! Requests on one connection are handled one at a time, as Kafka does, so responses keep their
 //! order, with one exception: a produce request, once its batches are queued, lets the next
-//! request be read while its writes complete (its answer still goes out in order). A frame over `max_request_bytes` or an unreadable header closes that connection only,
-//! with one log line; nothing a client sends can take the shard down.
+//! request be read while its writes complete (its answer still goes out in order). A frame over
+//! `max_request_bytes` or an unreadable header closes that connection only, with one log line;
+//! nothing a client sends can take the shard down.
 
 use super::connections::{connections, Slot};
 use super::{
@@ -142,8 +143,7 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
         let frame = match next {
             Next::Answered(answer) => {
                 let done = in_flight.pop_front().expect("the oldest was waited on");
-                let reply = answer.map(|a| a.map(|frame| frame.map(Reply::Frame)));
-                if !answer_one(&mut stream, &peer, idle, reply, Some(ApiKey::Produce as i16), done.arrived, done.started).await {
+                if !answer_produce(&mut stream, &peer, idle, &done, answer).await {
                     return;
                 }
                 continue;
@@ -169,14 +169,11 @@ async fn connection(mut stream: shards::TcpStream, _slot: Slot<'static>) {
                     in_flight.push_back(InFlight { answer, _reserved: frames.take_reservation(), arrived, started });
                     continue;
                 }
-                Some(Err(e)) => {
-                    answer_all(&mut stream, &peer, idle, &mut in_flight).await;
-                    tracing::info!(%peer, error = %e, "closing connection");
-                    return;
-                }
-                None => {
-                    answer_all(&mut stream, &peer, idle, &mut in_flight).await;
-                    tracing::error!(%peer, "closing the connection whose request panicked");
+                // Refused or panicked: the produces before are answered, then this closes.
+                failed => {
+                    if answer_all(&mut stream, &peer, idle, &mut in_flight).await {
+                        answer_one(&mut stream, &peer, idle, failed.map(|f| f.map(|_| None)), api, arrived, started).await;
+                    }
                     return;
                 }
             }
@@ -200,13 +197,25 @@ async fn answer_all(
     idle: Duration,
     in_flight: &mut std::collections::VecDeque<InFlight>,
 ) -> bool {
-    while let Some(done) = in_flight.pop_front() {
-        let reply = done.answer.await.map(|a| a.map(|frame| frame.map(Reply::Frame)));
-        if !answer_one(stream, peer, idle, reply, Some(ApiKey::Produce as i16), done.arrived, done.started).await {
+    while let Some(mut done) = in_flight.pop_front() {
+        let answer = (&mut done.answer).await;
+        if !answer_produce(stream, peer, idle, &done, answer).await {
             return false;
         }
     }
     true
+}
+
+/// Sends a pipelined produce's answer (`answer_one`).
+async fn answer_produce(
+    stream: &mut shards::TcpStream,
+    peer: &str,
+    idle: Duration,
+    done: &InFlight,
+    answer: Option<Result<Option<Bytes>, ProtocolError>>,
+) -> bool {
+    let reply = answer.map(|a| a.map(|frame| frame.map(Reply::Frame)));
+    answer_one(stream, peer, idle, reply, Some(ApiKey::Produce as i16), done.arrived, done.started).await
 }
 
 /// Sends one request's reply (`None`: its handler panicked) and records its timings; `false` if the

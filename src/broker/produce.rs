@@ -287,7 +287,7 @@ pub async fn queue(req: &Request) -> Result<Answer, ProtocolError> {
             let owner = st.owner(&meta.name, index);
             let (n, txn) = (name.clone(), transactional_id.clone());
             // Every partition starts now, so partitions on other shards proceed in parallel.
-            let task = on_owner(owner, move || queue_local(n, index, records, acks, txn));
+            let task = spawn_on(owner, move || queue_local(n, index, records, acks, txn));
             parts.push((index, Ok((owner, task))));
         }
         queueing.push((topic.name, parts));
@@ -304,7 +304,7 @@ pub async fn queue(req: &Request) -> Result<Answer, ProtocolError> {
                     Ok(queued) if acks == 0 => Err(queued.outcome()),
                     Ok(queued) => {
                         let n = name.0.to_string();
-                        Ok(on_owner(owner, move || await_local(n, index, queued, acks, timeout)))
+                        Ok(spawn_on(owner, move || await_local(n, index, queued, acks, timeout)))
                     }
                 },
             };
@@ -334,8 +334,10 @@ pub async fn queue(req: &Request) -> Result<Answer, ProtocolError> {
     }))
 }
 
-/// Runs `f` on shard `owner`: this one's as a task of its own, another's through its mailbox.
-fn on_owner<F, Fut, R>(owner: usize, f: F) -> shards::Task<R>
+/// Starts `f` on shard `owner` and returns at once (unlike `State::on_owner`, which waits, and
+/// looks the partition up first): on this shard as a task of its own, on another through its
+/// mailbox.
+fn spawn_on<F, Fut, R>(owner: usize, f: F) -> shards::Task<R>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
