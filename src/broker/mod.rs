@@ -196,6 +196,9 @@ impl BrokerConfig {
 
 /// This shard's replica of a partition.
 pub struct Partition {
+    /// The topic's id when the log was opened: a topic deleted and created again under its name
+    /// has another, so a request that started on the old log can tell.
+    pub topic_id: u128,
     pub log: Rc<Log>,
     /// What produce does to batches, from the topic's configs (refreshed when they change).
     pub rules: std::cell::Cell<config::ProduceRules>,

@@ -47,7 +47,7 @@ pub async fn open(meta: &TopicMeta, p: i32) -> Result<Rc<Partition>, String> {
     match Log::open(&dir, log_config).await.map_err(|e| e.to_string()) {
         Ok(log) => {
             st.closed.borrow_mut().remove(&key);
-            let part = Rc::new(Partition { log, rules: std::cell::Cell::new(rules), role, traffic: Rc::default() });
+            let part = Rc::new(Partition { topic_id: meta.id, log, rules: std::cell::Cell::new(rules), role, traffic: Rc::default() });
             st.partitions.borrow_mut().insert(key, part.clone());
             replication::start(meta, p, &part);
             Ok(part)

@@ -70,6 +70,8 @@ pub fn log_error_code(e: &LogError) -> i16 {
 /// Where phase one put a partition's records, for phase two to wait on.
 #[derive(Debug, Clone, Copy)]
 struct Queued {
+    /// The topic's id at the append (`Partition::topic_id`).
+    topic_id: u128,
     base_offset: u64,
     last_offset: u64,
     log_start: i64,
@@ -136,6 +138,7 @@ async fn queue_local(
         part.traffic.appended(a.last_offset - a.base_offset + 1, bytes);
     }
     Ok(Queued {
+        topic_id: part.topic_id,
         base_offset: a.base_offset,
         last_offset: a.last_offset,
         log_start: part.log.offsets().log_start as i64,
@@ -154,6 +157,8 @@ async fn await_local(topic: String, partition: i32, queued: Queued, acks: i16, t
         return queued.outcome();
     }
     let part = match partitions::local(&topic, partition).await {
+        // Deleted and created again between the phases: the records went with the old log.
+        Ok(p) if p.topic_id != queued.topic_id => return refused(errors::UNKNOWN_TOPIC_OR_PARTITION),
         Ok(p) => p,
         Err(code) => return refused(code),
     };

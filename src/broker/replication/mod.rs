@@ -211,6 +211,7 @@ pub fn apply(meta: &TopicMeta) {
             continue;
         }
         let swapped = Rc::new(Partition {
+            topic_id: part.topic_id,
             log: part.log.clone(),
             rules: std::cell::Cell::new(part.rules.get()),
             role: desired,
