@@ -5,7 +5,8 @@
 # with this one (old, new, old, new, ...); FLAGS are extra `weir serve` flags for this one (e.g.
 # FLAGS=--floating-shards, or OLD=target/release/weir FLAGS=--floating-shards for pinned vs floating). Per run: p50/p99/p99.9 of the e2e latency and the CPU
 # pressure the run saw (/proc/pressure/cpu "some": the share of time a runnable task waited for a
-# CPU). Medians per binary and condition; outputs in perf/out-latency/.
+# CPU) and the share of the CPUs' time the hypervisor took (steal in /proc/stat: a vCPU not running
+# at all, which no priority inside the machine helps). Medians per binary and condition; outputs in perf/out-latency/.
 #
 #   perf/latency_tail.sh                       # RUNS=3 SECONDS_PER_RUN=8
 #   OLD=/tmp/weir-before perf/latency_tail.sh
@@ -27,6 +28,7 @@ broker= hog=
 cleanup() { kill $broker $hog 2>/dev/null || true; }
 trap cleanup EXIT
 pressure() { awk '/^some/ {split($5, t, "="); print t[2]}' /proc/pressure/cpu; }
+steal() { awk '/^cpu / {print $9}' /proc/stat; }
 
 run() { # BIN-NAME CONDITION N
     rm -rf "$OUT/data"
@@ -40,10 +42,11 @@ run() { # BIN-NAME CONDITION N
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
     hog=
     if [ "$2" = busy ]; then taskset -c 0 sh -c 'while :; do :; done' & hog=$!; fi
-    local before=$(pressure)
+    local before=$(pressure) stolen=$(steal)
     $BENCH e2e --bootstrap "$BOOT" --topic lat --msg-size 100 --rate 100000 --linger-ms 0.1 --warmup 1s \
         --duration "${SECS}s" --no-pin --json "$OUT/$1-$2-$3.json" > /dev/null
     echo $(( $(pressure) - before )) > "$OUT/$1-$2-$3.pressure-us"
+    echo $(( $(steal) - stolen )) > "$OUT/$1-$2-$3.steal-ticks"
     [ -n "$hog" ] && kill $hog && wait $hog 2>/dev/null || true
     kill $broker && wait $broker 2>/dev/null || true
 }
@@ -56,7 +59,7 @@ done
 rm -rf "$OUT/data"
 
 python3 - "$OUT" "$RUNS" "$SECS" "${bins[@]}" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 out, runs, secs, bins = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
 for cond in ("quiet", "busy"):
     for b in bins:
@@ -64,9 +67,10 @@ for cond in ("quiet", "busy"):
         for n in range(1, runs + 1):
             lat = json.load(open(f"{out}/{b}-{cond}-{n}.json"))["latency"]
             stall = int(open(f"{out}/{b}-{cond}-{n}.pressure-us").read()) / 1e6 / (secs + 1)
-            rows.append((lat["p50_us"], lat["p99_us"], lat["p99_9_us"], stall))
-        med = [statistics.median(r[i] for r in rows) for i in range(4)]
+            stolen = int(open(f"{out}/{b}-{cond}-{n}.steal-ticks").read()) / os.sysconf("SC_CLK_TCK")
+            rows.append((lat["p50_us"], lat["p99_us"], lat["p99_9_us"], stall, stolen / (secs + 1) / os.cpu_count()))
+        med = [statistics.median(r[i] for r in rows) for i in range(5)]
         runs_txt = " ".join(f"{r[1] / 1000:.2f}" for r in rows)
         print(f"{cond:5} {b:3}  p50 {med[0] / 1000:.2f} ms  p99 {med[1] / 1000:.2f} ms  p99.9 {med[2] / 1000:.2f} ms"
-              f"  (p99 per run: {runs_txt}; CPU pressure 'some' {med[3] * 100:.0f}%)")
+              f"  (p99 per run: {runs_txt}; CPU pressure 'some' {med[3] * 100:.0f}%; steal {med[4] * 100:.0f}%)")
 PY
