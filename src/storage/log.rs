@@ -24,30 +24,25 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+mod cache;
 mod compact;
 mod files;
+mod open;
 mod producers;
 mod read;
 mod replica;
+mod retention;
 mod swap;
 mod transactions;
 mod writer;
+
+pub use cache::SHARED_BATCH_MIN_BYTES;
+use cache::{Cached, Keep};
 
 /// O_DIRECT alignment of writes (the block size of every disk we target).
 const BLOCK_BYTES: u64 = 4096;
 /// Bytes appended but not yet written, per partition, beyond which producers wait for the writer.
 const PENDING_BYTES_MAX: usize = 16 << 20;
-/// Batches at least this big are kept by reference to the appender's buffer rather than copied:
-/// a copy of a large batch costs as much as writing it (measured: one copy fewer took 1 MiB
-/// appends from 66% of fio's write rate to 84–113%). Smaller ones are copied, so that a small
-/// batch never holds a large request buffer in memory.
-pub const SHARED_BATCH_MIN_BYTES: usize = 256 << 10;
-/// Small batches are copied into slabs of this size or less (a share of the cache budget): one
-/// allocation, and one shared reference count, for many batches. Per-batch allocations and
-/// reference counts took a third of the time of 1 KiB appends. A batch over a quarter of the slab
-/// gets an allocation of its own, so an abandoned slab's unused end is under a quarter of it.
-const SLAB_BYTES_MAX: usize = 256 << 10;
-const SLAB_BYTES_MIN: usize = 4 << 10;
 /// The recovery point is checkpointed when the durable part of the active segment has grown this
 /// much past it (then a restart after a crash validates at most about this much per partition),
 /// and at close if it has grown at least `CLOSE_CHECKPOINT_BYTES` (a clean restart validates less
@@ -112,68 +107,6 @@ impl LogError {
     /// (as Kafka takes the log directory offline), whatever the error, a full disk included.
     fn fsync(e: std::io::Error) -> LogError {
         LogError::Storage(format!("fsync failed: {e}"))
-    }
-}
-
-/// How `State::queue` keeps a batch's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keep {
-    /// A copy (small batches of a request: they would keep the whole request's buffer).
-    Copy,
-    /// Large batches by reference (`Held::Shared`), small ones copied.
-    LargeShared,
-    /// By reference, as they are: a follower's batches, which carry their offsets and epoch and
-    /// come in buffers of their own (the leader's cache, or its read).
-    AsSent,
-}
-
-/// A batch in memory, with its assigned base offset.
-#[derive(Clone)]
-enum Held {
-    /// The batch whole: a copy with the base offset patched in, or a replica's as it came.
-    Copied(Bytes),
-    /// The appender's bytes by reference, which stay as they came: `head` (the base offset
-    /// assigned, the length, the leader epoch stamped) replaces their first 16 bytes wherever
-    /// the batch goes.
-    Shared { head: Bytes, rest: Bytes },
-}
-
-impl Held {
-    fn len(&self) -> usize {
-        match self {
-            Held::Copied(b) => b.len(),
-            Held::Shared { head, rest } => head.len() + rest.len(),
-        }
-    }
-
-    /// The batch's bytes in order, as reference-counted slices.
-    fn parts(&self) -> impl Iterator<Item = &Bytes> {
-        let (first, second) = match self {
-            Held::Copied(b) => (b, None),
-            Held::Shared { head, rest } => (head, Some(rest)),
-        };
-        std::iter::once(first).chain(second)
-    }
-}
-
-/// A recent batch kept in memory, with its assigned offsets in `info`.
-struct Cached {
-    held: Held,
-    info: BatchInfo,
-    /// What it says, if it is a transaction marker.
-    marker: Option<Marker>,
-    /// When it was appended (`read_cache::now_ms`): the shard evicts the oldest first.
-    appended_ms: u64,
-}
-
-impl Cached {
-    fn base(&self) -> u64 {
-        self.info.base_offset as u64
-    }
-
-    /// The offset after the batch.
-    fn next(&self) -> u64 {
-        self.base() + u64::from(self.info.offset_count)
     }
 }
 
@@ -356,156 +289,6 @@ pub struct Offsets {
 }
 
 impl Log {
-    /// Opens (recovering) or creates the log in `dir` and starts its writer task on this shard.
-    pub async fn open(dir: &Path, cfg: LogConfig) -> Result<Rc<Log>, LogError> {
-        let _turn = super::file_budget::opening().await;
-        assert!(cfg.segment_bytes <= u64::from(u32::MAX), "positions are u32 in the index");
-        if !fs::exists(dir) {
-            fs::create_dir_all(dir).await?;
-            if let Some(parent) = dir.parent() {
-                fs::sync_dir(parent).await?;
-            }
-        }
-        fs::prime_direct_io(dir).await?;
-        let names = fs::list(dir)?;
-        // A cleaning pass a crash interrupted before its rename: the segment it cleaned is whole.
-        for name in names.iter().filter(|name| compact::is_leftover(name)) {
-            fs::remove_file(&dir.join(name)).await?;
-        }
-        let mut bases: Vec<u64> = names.iter().filter_map(|name| name.strip_suffix(".log")?.parse().ok()).collect();
-        bases.sort_unstable();
-        let mut segments = Vec::with_capacity(bases.len().max(1));
-        let mut scanned = 0;
-        // The last segment's report: its zeros and last partial block (a fresh log has neither).
-        let mut last = Recovered::default();
-        // A segment whose aborted transactions index is damaged: the walk at open starts there at the latest.
-        let mut txn_index_damaged_from = u64::MAX;
-        let recovery_point = super::checkpoint::read::<2>(dir, super::checkpoint::RECOVERY_POINT).unwrap_or([0, 0]);
-        for (i, &base) in bases.iter().enumerate() {
-            let next_base = bases.get(i + 1).copied();
-            let trusted_to = if recovery_point[0] == base { recovery_point[1] } else { 0 };
-            let (seg, report) = Segment::recover(dir, base, next_base, cfg.index_interval_bytes, trusted_to).await?;
-            if report.bytes_cut > 0 {
-                tracing::warn!(dir = %dir.display(), segment = base, bytes_cut = report.bytes_cut, "recovery cut an invalid tail");
-            }
-            scanned += report.batches_scanned;
-            if report.txn_index_damaged {
-                tracing::warn!(dir = %dir.display(), segment = base, "damaged .txnindex: its transactions are found again in the log");
-                txn_index_damaged_from = txn_index_damaged_from.min(base);
-            }
-            last = report;
-            segments.push(seg);
-        }
-        // DeleteRecords' start is durable; records after it may not be. A log that now ends below it
-        // starts again, empty, at it (as Kafka does): no offset below it is given out again.
-        let checkpointed_start = super::checkpoint::read::<1>(dir, super::checkpoint::LOG_START).map(|[o]| o);
-        if let (Some(start), Some(seg)) = (checkpointed_start, segments.last()) {
-            if start > seg.next_offset {
-                tracing::warn!(dir = %dir.display(), log_end = seg.next_offset, log_start = start, "the log ends below its start: records after it were lost; it starts again there");
-                for seg in segments.drain(..) {
-                    seg.remove_files().await?;
-                }
-                last = Recovered::default();
-            }
-        }
-        let fresh = segments.is_empty();
-        if fresh {
-            segments.push(Segment::create(dir, checkpointed_start.unwrap_or(0)).await?);
-        }
-        let Recovered { file_len, tail_block, trusted, .. } = last;
-        let active = segments.last().expect("at least one segment");
-        let (next_offset, active_base, active_size) = (active.next_offset, active.base, active.size);
-        // What recovery read past the recovery point may not be durable (a crash of the process
-        // keeps unsynced writes in the page cache): it is fsynced before it counts as durable.
-        let (durable, durable_pos) = if fresh { (next_offset, 0) } else { trusted };
-        // DeleteRecords may have moved the start past the first segment's base.
-        let log_start = checkpointed_start.unwrap_or(0).clamp(segments[0].base, next_offset);
-        let (producers, snapshot_at, ended) =
-            producers::rebuild(dir, &mut segments, log_start, next_offset, txn_index_damaged_from).await?;
-        // Markers past what is durable keep their transactions unstable until the writer fsynced them.
-        let unstable_txns = ended.iter().filter(|t| t.marker_offset >= durable).map(|t| (t.first_offset, t.marker_offset)).collect();
-        let first_dirty = super::checkpoint::read::<1>(dir, super::checkpoint::CLEANER_OFFSET).map_or(0, |[o]| o);
-        let hw_at_close = super::checkpoint::read::<1>(dir, super::checkpoint::HIGH_WATERMARK).map(|[o]| o.min(next_offset));
-        if hw_at_close.is_some() {
-            fs::remove_file(&dir.join(super::checkpoint::HIGH_WATERMARK)).await?;
-        }
-        // Epochs starting at or past the log end began with batches a crash took, or none.
-        let mut epochs = fs::read(&LeaderEpochs::path(dir)).ok().and_then(|text| LeaderEpochs::decode(&text)).unwrap_or_default();
-        epochs.truncate_from(next_offset);
-        let next_prealloc_end = active_size.next_multiple_of(BLOCK_BYTES).max(file_len / BLOCK_BYTES * BLOCK_BYTES);
-        tracing::debug!(dir = %dir.display(), segments = segments.len(), next_offset, scanned, "log opened");
-        let log = Rc::new_cyclic(|me| Log {
-            me: me.clone(),
-            shard: shards::current_shard(),
-            state: RefCell::new(State {
-                dir: dir.to_path_buf(),
-                log_start,
-                log_start_durable: checkpointed_start.unwrap_or(0).min(log_start),
-                cfg,
-                segments,
-                next_offset,
-                written: next_offset,
-                durable,
-                replicated_hw: None,
-                hw_at_close,
-                stamp: None,
-                epochs,
-                epochs_changed: 0,
-                epochs_saved: 0,
-                durable_end: (active_base, durable_pos),
-                recovery_point: (recovery_point[0], recovery_point[1]),
-                dir_unsynced: !fresh,
-                cache: VecDeque::new(),
-                cache_bytes: 0,
-                noted_in_read_cache: false,
-                queued: 0,
-                queued_bytes: 0,
-                slab: BytesMut::new(),
-                prealloc_end: next_prealloc_end,
-                window_bytes: 0,
-                last_window_bytes: 0,
-                window_writes: 0,
-                last_window_writes: 0,
-                window_start: Instant::now(),
-                tail_block,
-                unflushed_messages: next_offset - durable,
-                last_flush: Instant::now(),
-                producers: producers.clone(),
-                producers_written: producers,
-                unstable_txns,
-                snapshot_at,
-                prealloc_paused_until: None,
-                rolling: false,
-                writer_running: true,
-                failed: None,
-                disk_failed: false,
-                failures: 0,
-                closing: false,
-                last_used: Instant::now(),
-                reading: VecDeque::new(),
-                last_file_read: None,
-                reported_damage: Vec::new(),
-                first_dirty,
-            }),
-            appended: Notify::default(),
-            progressed: Notify::default(),
-            writer_wake: Notify::default(),
-            checkpointing: shards::Turn::default(),
-            segment_files: shards::Turn::default(),
-        });
-        if log.state().segments.iter().any(Segment::holds_files) {
-            super::file_budget::note_holder(&log.me); // a new segment, open for its writer
-        }
-        let writer = log.clone();
-        shards::spawn_local(async move {
-            writer.clone().write_loop().await;
-            writer.state().writer_running = false;
-            writer.progressed.notify_all();
-        })
-        .detach();
-        Ok(log)
-    }
-
     fn state(&self) -> std::cell::RefMut<'_, State> {
         if let Some(shard) = self.shard {
             shards::assert_on_shard(shard);
@@ -685,87 +468,6 @@ impl Log {
         }
     }
 
-    /// DeleteRecords: moves the log start up to `offset` (at most the high watermark), durably, and
-    /// deletes the closed segments wholly below it. Returns the new log start (the low watermark).
-    pub async fn delete_records(&self, offset: u64) -> Result<u64, LogError> {
-        let (removed, dir) = {
-            let mut s = self.state();
-            if offset > s.high_watermark() {
-                return Err(LogError::OutOfRange { offset, start: s.log_start, end: s.high_watermark() });
-            }
-            // The start answered must survive a crash, also when retention moved it there.
-            let offset = offset.max(s.log_start);
-            if offset <= s.log_start_durable {
-                return Ok(s.log_start);
-            }
-            let mut removed = Vec::new();
-            while s.segments.len() > 1 && s.segments[0].next_offset <= offset {
-                removed.push(s.segments.remove(0));
-                s.log_start = s.log_start.max(s.segments[0].base);
-            }
-            s.drop_cache_below_start();
-            (removed, s.dir.clone())
-        };
-        // Whole segments go first: on a full disk that frees the room the checkpoint needs. A crash
-        // before the checkpoint leaves the start at the first remaining segment's base, as retention does.
-        {
-            let _files = self.segment_files.take().await;
-            for seg in removed {
-                seg.remove_files().await?;
-            }
-        }
-        {
-            let _turn = self.checkpointing.take().await;
-            let start = self.state().log_start.max(offset);
-            super::checkpoint::write(&dir, super::checkpoint::LOG_START, &[start]).await?;
-        }
-        let mut s = self.state();
-        s.log_start = s.log_start.max(offset);
-        s.log_start_durable = s.log_start_durable.max(offset);
-        s.drop_cache_below_start();
-        s.expire_producers(i64::MIN);
-        let start = s.log_start;
-        Ok(start)
-    }
-
-    /// Deletes whole oldest segments beyond `retention.bytes` or older than `retention.ms` (under
-    /// `cleanup.policy` `delete`); the active segment is never deleted. Returns how many segments went.
-    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
-        let removed = {
-            let mut s = self.state();
-            let mut removed = Vec::new();
-            let delete = s.cfg.cleanup.delete;
-            let mut total: u64 = s.segments.iter().map(|seg| seg.size).sum();
-            while delete && s.segments.len() > 1 {
-                let oldest = &s.segments[0];
-                let by_size = s.cfg.retention_bytes >= 0 && total - oldest.size >= s.cfg.retention_bytes as u64;
-                let by_time = s.cfg.retention_ms >= 0 && oldest.max_timestamp >= 0 && oldest.max_timestamp < now_ms - s.cfg.retention_ms;
-                if !(by_size || by_time) || oldest.next_offset > s.written {
-                    break;
-                }
-                let seg = s.segments.remove(0);
-                total -= seg.size;
-                s.log_start = s.log_start.max(s.segments[0].base);
-                removed.push(seg);
-            }
-            s.drop_cache_below_start();
-            removed
-        };
-        // The oldest first: a crash meanwhile leaves a log that starts later, never one with a hole.
-        {
-            let _files = self.segment_files.take().await;
-            for seg in &removed {
-                seg.remove_files().await?;
-            }
-        }
-        // Only once their files are gone: a producer forgotten while its batches stay on disk (a
-        // removal that failed) would have its retries appended twice after a restart.
-        let mut s = self.state();
-        let expiry = s.cfg.producer_id_expiration_ms;
-        s.expire_producers(now_ms.saturating_sub(expiry));
-        Ok(removed.len())
-    }
-
     /// Writes what is queued, fsyncs, and stops the writer. Appends fail afterwards.
     pub async fn close(&self) -> Result<(), LogError> {
         self.state().closing = true;
@@ -866,130 +568,6 @@ impl State {
         match self.segments.binary_search_by_key(&base, |seg| seg.base) {
             Ok(at) => Ok(&self.segments[at]),
             Err(_) => Err(LogError::OutOfRange { offset: base, start: self.log_start, end: self.next_offset }),
-        }
-    }
-
-    /// Forgets cached batches wholly below the log start (retention, DeleteRecords).
-    fn drop_cache_below_start(&mut self) {
-        self.drop_cache_below(self.log_start);
-    }
-
-    /// Forgets cached batches wholly below `offset` (written ones: those are in closed segments).
-    fn drop_cache_below(&mut self, offset: u64) {
-        while self.cache.front().is_some_and(|c| c.next() <= offset && c.next() <= self.written) {
-            self.pop_cached_front();
-        }
-    }
-
-    fn pop_cached_front(&mut self) {
-        if let Some(c) = self.cache.pop_front() {
-            self.uncache(&c);
-        }
-    }
-
-    fn uncache(&mut self, c: &Cached) {
-        self.cache_bytes -= c.held.len();
-        read_cache::remove(c.held.len());
-    }
-
-    /// The writer's queue: cached batches not yet written, oldest first.
-    fn unwritten(&self) -> impl Iterator<Item = &Cached> {
-        self.cache.range(self.cache.len() - self.queued..)
-    }
-
-    /// Queues the batch at `at` in `records` for the writer at `info.base_offset` (the caller
-    /// checked it may go there) and records its producer's progress.
-    /// A leader's log stamps its epoch in the batch; a follower's keeps the leader's.
-    fn queue(&mut self, records: &Bytes, at: usize, info: BatchInfo, marker: Option<Marker>, keep: Keep, appended_ms: u64) {
-        let base = info.base_offset as u64;
-        let info = BatchInfo { leader_epoch: self.stamp.unwrap_or(info.leader_epoch), ..info };
-        let held = if keep == Keep::AsSent {
-            Held::Copied(records.slice(at..at + info.bytes))
-        } else if keep == Keep::LargeShared && info.bytes >= SHARED_BATCH_MIN_BYTES {
-            let mut head = BytesMut::from(&records[at..at + batch::LEADER_EPOCH_END]);
-            batch::set_base_offset(&mut head, base);
-            batch::set_leader_epoch(&mut head, info.leader_epoch);
-            Held::Shared { head: head.freeze(), rest: records.slice(at + batch::LEADER_EPOCH_END..at + info.bytes) }
-        } else {
-            Held::Copied(self.copy_to_slab(&records[at..at + info.bytes], base, info.leader_epoch))
-        };
-        if self.epochs.assign(info.leader_epoch, base) {
-            self.epochs_changed += 1;
-        }
-        self.producers.record(&info, marker);
-        self.next_offset = base + u64::from(info.offset_count);
-        self.cache_bytes += info.bytes;
-        read_cache::add(info.bytes);
-        self.queued += 1;
-        self.queued_bytes += info.bytes;
-        self.cache.push_back(Cached { held, info, marker, appended_ms });
-    }
-
-    /// A copy of `batch` with `base_offset` patched in: in the current slab or a new one, or on its
-    /// own if it is large for a slab.
-    fn copy_to_slab(&mut self, batch: &[u8], base_offset: u64, leader_epoch: i32) -> Bytes {
-        let slab_bytes = (read_cache::budget() / 8).clamp(SLAB_BYTES_MIN, SLAB_BYTES_MAX);
-        let mut copy = if batch.len() > slab_bytes / 4 {
-            BytesMut::from(batch)
-        } else {
-            if self.slab.capacity() < batch.len() {
-                self.slab = BytesMut::with_capacity(slab_bytes);
-            }
-            self.slab.extend_from_slice(batch);
-            self.slab.split()
-        };
-        batch::set_base_offset(&mut copy, base_offset);
-        batch::set_leader_epoch(&mut copy, leader_epoch);
-        copy.freeze()
-    }
-
-    fn read_cache(&self, offset: u64, max_bytes: usize, hw: u64) -> (Vec<Chunk>, u64) {
-        let first = self.cache.partition_point(|c| c.next() <= offset);
-        let mut out = Vec::new();
-        let (mut total, mut next) = (0, offset);
-        for c in self.cache.iter().skip(first) {
-            if c.base() >= hw || (!out.is_empty() && total + c.held.len() > max_bytes) {
-                break;
-            }
-            total += c.held.len();
-            next = c.next();
-            out.extend(c.held.parts().cloned().map(Chunk::Memory));
-        }
-        (out, next)
-    }
-
-    /// The oldest cached batch that may be evicted: a written one (the writer and readers of the
-    /// tail rely on the others).
-    fn oldest_evictable(&self) -> Option<&Cached> {
-        self.cache.front().filter(|c| c.next() <= self.written)
-    }
-}
-
-impl Drop for State {
-    fn drop(&mut self) {
-        read_cache::remove(self.cache_bytes);
-    }
-}
-
-impl Log {
-    /// Tells the shard's cache that this log holds batches, once.
-    fn note_cached(&self, s: &mut State) {
-        if !s.noted_in_read_cache {
-            s.noted_in_read_cache = true;
-            read_cache::note_holder(&self.me);
-        }
-    }
-
-    /// When the oldest batch it could evict was appended (`read_cache::trim`).
-    pub(super) fn oldest_evictable_ms(&self) -> Option<u64> {
-        self.state().oldest_evictable().map(|c| c.appended_ms)
-    }
-
-    /// Evicts written batches appended before `before_ms`, oldest first, while `more` says so.
-    pub(super) fn evict_appended_before(&self, before_ms: u64, more: impl Fn() -> bool) {
-        let mut s = self.state();
-        while s.oldest_evictable().is_some_and(|c| c.appended_ms < before_ms) && more() {
-            s.pop_cached_front();
         }
     }
 }
