@@ -95,6 +95,7 @@ async fn wait_local(topic: String, partition: i32, mark: i64, wait: Duration, co
     futures_lite::future::or(appended, shards::sleep(wait)).await;
 }
 
+#[derive(Clone)]
 struct Want {
     topic: String,
     partition: i32,
@@ -191,37 +192,16 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
             }
         })
         .collect();
-    let reads = loop {
-        let mut reads = Vec::with_capacity(wants.len());
-        let mut total = 0usize;
-        for w in &wants {
-            if w.owner == usize::MAX {
-                let unknown_id = version >= 13 && w.topic.is_empty();
-                reads.push(failed(if unknown_id { errors::UNKNOWN_TOPIC_ID } else { errors::UNKNOWN_TOPIC_OR_PARTITION }));
-                continue;
-            }
-            if let Some(code) = w.fenced {
-                reads.push(failed(code));
-                continue;
-            }
-            // KIP-74: the response may exceed max_bytes by one batch, for the first partition with data.
-            let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
-            if budget == 0 && total > 0 {
-                reads.push(read_one(w, 0).await.without_records());
-                continue;
-            }
-            let r = read_one(w, budget.max(1)).await;
-            total += r.bytes();
-            reads.push(r);
+    let limits = Limits { max_bytes, min_bytes, deadline, read_committed };
+    // All on one other shard (one partition, say): the reads and the wait between them run there,
+    // one round trip in all instead of one per read and one for the wait.
+    let owner = wants.first().map(|w| w.owner).filter(|&o| o != st.shard.id && o != usize::MAX);
+    let reads = match owner.filter(|&o| wants.iter().all(|w| w.owner == o)) {
+        Some(o) => {
+            let there = wants.clone();
+            st.shard.submit_to(o, move || async move { read_until(&there, limits).await }).await
         }
-        let now = Instant::now();
-        let errored = reads.iter().any(|r| r.error != errors::NONE);
-        if total >= min_bytes.max(1) || min_bytes == 0 || now >= deadline || errored || wants.is_empty() {
-            break reads;
-        }
-        let visible = |r: &Read| if read_committed { r.last_stable } else { r.high_watermark };
-        let marks: Vec<i64> = reads.iter().zip(&wants).map(|(r, w)| visible(r).max(w.offset)).collect();
-        wait_any(&wants, &marks, deadline - now).await;
+        None => read_until(&wants, limits).await,
     };
     let answered: Vec<Answered> = reads
         .iter()
@@ -254,6 +234,53 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     }
     let session = fetch_response::Session { error_code: errors::NONE, id: ctx.session_id() };
     fetch_response::encode(version, req.header.correlation_id, read_committed, session, topics, Chunk::len)
+}
+
+/// What bounds a Fetch's reads.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_bytes: usize,
+    min_bytes: usize,
+    deadline: Instant,
+    read_committed: bool,
+}
+
+/// Reads every wanted partition, and while they hold fewer than `min_bytes` waits for one of them
+/// to be appended to (or the deadline) and reads them all again. On any shard.
+async fn read_until(wants: &[Want], limits: Limits) -> Vec<Read> {
+    let Limits { max_bytes, min_bytes, deadline, read_committed } = limits;
+    loop {
+        let mut reads = Vec::with_capacity(wants.len());
+        let mut total = 0usize;
+        for w in wants {
+            if w.owner == usize::MAX {
+                let unknown_id = w.version >= 13 && w.topic.is_empty();
+                reads.push(failed(if unknown_id { errors::UNKNOWN_TOPIC_ID } else { errors::UNKNOWN_TOPIC_OR_PARTITION }));
+                continue;
+            }
+            if let Some(code) = w.fenced {
+                reads.push(failed(code));
+                continue;
+            }
+            // KIP-74: the response may exceed max_bytes by one batch, for the first partition with data.
+            let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
+            if budget == 0 && total > 0 {
+                reads.push(read_one(w, 0).await.without_records());
+                continue;
+            }
+            let r = read_one(w, budget.max(1)).await;
+            total += r.bytes();
+            reads.push(r);
+        }
+        let now = Instant::now();
+        let errored = reads.iter().any(|r| r.error != errors::NONE);
+        if total >= min_bytes.max(1) || min_bytes == 0 || now >= deadline || errored || wants.is_empty() {
+            return reads;
+        }
+        let visible = |r: &Read| if read_committed { r.last_stable } else { r.high_watermark };
+        let marks: Vec<i64> = reads.iter().zip(wants).map(|(r, w)| visible(r).max(w.offset)).collect();
+        wait_any(wants, &marks, deadline - now).await;
+    }
 }
 
 /// Counts the records and bytes a response carries for a partition on the replica that read them
