@@ -152,6 +152,15 @@ impl Drop for Busy {
 pub async fn drop_from(topic: &str, first: i32) {
     let st = state();
     let doomed = |t: &String, p: i32| t == topic && p >= first;
+    // One being opened (a first request, a cut replica) is let finish, then dropped with the rest:
+    // else it would stay open, of no topic.
+    loop {
+        let busy = st.opening.borrow().iter().find(|((t, p), _)| doomed(t, *p)).map(|(_, done)| done.clone());
+        match busy {
+            Some(done) => done.notified().await,
+            None => break,
+        }
+    }
     let closed: Vec<i32> = st.closed.borrow().keys().filter(|(t, p)| doomed(t, *p)).map(|(_, p)| *p).collect();
     st.closed.borrow_mut().retain(|(t, p), _| !doomed(t, *p));
     for p in closed {

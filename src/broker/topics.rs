@@ -12,7 +12,7 @@ use super::replication;
 use super::{state, Partition};
 use shards::Notify;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 /// Partitions a topic may have: a bound on files and memory per request.
@@ -32,6 +32,22 @@ pub struct Controller {
     saving: shards::Turn,
     /// One dynamic broker config change at a time (read, change, persist, apply).
     configuring: shards::Turn,
+    /// Topics a create, delete or partition change runs for (`change_turn`), and its end.
+    changing: RefCell<HashSet<String>>,
+    changed: Notify,
+}
+
+/// Held while a create, delete or partition change of one topic runs.
+struct ChangeTurn<'a> {
+    ctl: &'a Controller,
+    name: String,
+}
+
+impl Drop for ChangeTurn<'_> {
+    fn drop(&mut self) {
+        self.ctl.changing.borrow_mut().remove(&self.name);
+        self.ctl.changed.notify_all();
+    }
 }
 
 impl Controller {
@@ -43,7 +59,21 @@ impl Controller {
             auto_creates: super::auto_create::Rate::new(auto_create_rate),
             saving: shards::Turn::default(),
             configuring: shards::Turn::default(),
+            changing: RefCell::new(HashSet::new()),
+            changed: Notify::default(),
         }
+    }
+
+    /// Waits until no other change of topic `name` runs, then holds the turn. A change applied on
+    /// the shards while another removed the same topic there left a log of no topic (which the
+    /// next topic of that name took over, old records and all) or a directory deleted under a
+    /// writer (whose next open failed).
+    async fn change_turn(&self, name: &str) -> ChangeTurn<'_> {
+        while self.changing.borrow().contains(name) {
+            self.changed.notified().await;
+        }
+        self.changing.borrow_mut().insert(name.to_string());
+        ChangeTurn { ctl: self, name: name.to_string() }
     }
 
     fn with_catalog<R>(&self, f: impl FnOnce(&mut BTreeMap<String, TopicMeta>) -> R) -> Result<R, Refusal> {
@@ -149,6 +179,7 @@ async fn create_as(
     validate(&name, partitions, &configs)?;
     on_controller(move || async move {
         let ctl = &state().controller;
+        let _turn = ctl.change_turn(&name).await;
         let max = state().cfg.max_partitions;
         let meta = TopicMeta::new(name.clone(), partitions, configs, replication_factor);
         ctl.with_catalog(|c| {
@@ -220,7 +251,9 @@ pub async fn ensure(name: String) -> Result<TopicMeta, Refusal> {
 /// Deletes a topic and its data on every shard.
 pub async fn delete(name: String) -> Result<(), Refusal> {
     on_controller(move || async move {
-        if !state().controller.with_catalog(|c| c.contains_key(&name))? {
+        let ctl = &state().controller;
+        let _turn = ctl.change_turn(&name).await;
+        if !ctl.with_catalog(|c| c.contains_key(&name))? {
             return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")));
         }
         drop_topic(name).await
@@ -250,6 +283,7 @@ pub async fn update(
 ) -> Result<TopicMeta, Refusal> {
     on_controller(move || async move {
         let ctl = &state().controller;
+        let _turn = ctl.change_turn(&name).await;
         let max = state().cfg.max_partitions;
         let (before, meta) = ctl.with_catalog(|c| -> Result<(TopicMeta, TopicMeta), Refusal> {
             let current = c.get(&name).ok_or((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")))?.clone();
@@ -311,6 +345,16 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
         if !st.holds_replica(&meta, p) || st.partition(&meta.name, p).is_some() || st.closed.borrow().contains_key(&(meta.name.clone(), p))
         {
             continue;
+        }
+        // A partition new to this shard: a directory under its name is what a failed deletion of an
+        // earlier topic of that name left, not records of this one.
+        let dir = st.partition_dir(&meta.name, p);
+        if shards::fs::exists(&dir) {
+            tracing::warn!(dir = %dir.display(), "removing what a deleted topic of the same name left");
+            if let Err(e) = shards::fs::remove_dir_all(&dir).await {
+                first_failure.get_or_insert(format!("{}: {e}", dir.display()));
+                continue;
+            }
         }
         if let Err(e) = partitions::open(&meta, p).await {
             first_failure.get_or_insert(e);

@@ -509,7 +509,10 @@ impl Log {
 
     /// Closes the log and removes its directory.
     pub async fn delete(&self) -> Result<(), LogError> {
-        self.close().await?;
+        // The records go either way: a close that failed (a failing disk) does not keep them.
+        if let Err(e) = self.close().await {
+            tracing::warn!(dir = %self.state().dir.display(), error = %e, "closing a log being deleted failed");
+        }
         let dir = self.state().dir.clone();
         fs::remove_dir_all(&dir).await?;
         Ok(())

@@ -22,10 +22,17 @@ pub struct Direct {
 }
 
 impl Direct {
+    /// Opens (creating) the file at `path` once by name; the other two opens go through that
+    /// descriptor (`/proc/self/fd`), so all three are the same file even if the name is removed
+    /// meanwhile (a topic deleted, a segment retention took). glommio looks the name up again after
+    /// its open and panics if it is gone: through the descriptor it cannot be.
     pub async fn open(path: &Path) -> io::Result<Direct> {
-        let dma = glommio::io::OpenOptions::new().read(true).write(true).create(true).dma_open(path).await?;
-        let buffered = File::open(path)?;
-        let direct = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path)?;
+        use std::os::fd::AsRawFd;
+        let buffered = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let by_fd = std::path::PathBuf::from(format!("/proc/self/fd/{}", buffered.as_raw_fd()));
+        let same = if by_fd.exists() { by_fd.as_path() } else { path };
+        let dma = glommio::io::OpenOptions::new().read(true).write(true).dma_open(same).await?;
+        let direct = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(same)?;
         Ok(Direct { dma, buffered: Arc::new(buffered), direct: Arc::new(direct) })
     }
 
