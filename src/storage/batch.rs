@@ -336,6 +336,10 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     out.push(z as u8);
 }
 
+/// The fewest bytes a record takes after its length: attributes, timestamp and offset deltas, key
+/// and value lengths, header count (one byte each at their smallest).
+const RECORD_BYTES_MIN: usize = 6;
+
 fn get_varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
     let mut z: u64 = 0;
     for shift in (0..64).step_by(7) {
@@ -375,34 +379,55 @@ pub fn records_in(body: &[u8], base: i64, ts: i64, count: i32) -> Option<Vec<Rea
     Some(record_spans(body, base, ts, count)?.into_iter().map(|(_, r)| r).collect())
 }
 
-/// `records_in`, with where each record's bytes (its length prefix included) lie in `body`.
+/// `records_in`, with where each record's bytes (its length prefix included) lie in `body`. `None`
+/// unless `body` is exactly `count` records, each of whose fields end within its length.
 pub fn record_spans(body: &[u8], base: i64, ts: i64, count: i32) -> Option<Vec<(std::ops::Range<usize>, ReadRecord<'_>)>> {
     let end = body.len();
+    let count = usize::try_from(count).ok()?;
     let mut at = 0;
     // The count is untrusted: a record takes at least 7 bytes, so the bytes bound it.
-    let mut out = Vec::with_capacity((count.max(0) as usize).min(end / 7));
+    let mut out = Vec::with_capacity(count.min(end / 7));
     while at < end {
-        let start = at;
-        let len = get_varint(body, &mut at)? as usize;
-        let rec_end = at.checked_add(len)?;
-        if rec_end > end {
-            return None;
+        if out.len() == count {
+            return None; // more records than the header says
         }
+        let start = at;
+        let len = usize::try_from(get_varint(body, &mut at)?).ok().filter(|&len| len >= RECORD_BYTES_MIN)?;
+        let rec_end = at.checked_add(len).filter(|&e| e <= end)?;
+        // Read within the record: a length too short for its fields is damage, not a hint (a
+        // length of 0 once made a 64 MiB run of zeros 64 M records of one byte each).
+        let rec = &body[..rec_end];
         at += 1; // attributes
-        let ts_delta = get_varint(body, &mut at)?;
-        let offset_delta = get_varint(body, &mut at)?;
-        let key = get_bytes(body, &mut at)?;
-        let value = get_bytes(body, &mut at)?;
+        let ts_delta = get_varint(rec, &mut at)?;
+        let offset_delta = get_varint(rec, &mut at)?;
+        let key = get_bytes(rec, &mut at)?;
+        let value = get_bytes(rec, &mut at)?;
         out.push((start..rec_end, ReadRecord { offset: base + offset_delta, timestamp_ms: ts + ts_delta, key, value }));
         at = rec_end;
     }
-    Some(out)
+    (out.len() == count).then_some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn records_must_fill_their_lengths_and_the_count() {
+        let b = build(3, 10, 1000);
+        let body = &b[HEADER_BYTES..];
+        assert_eq!(record_spans(body, 0, 0, 3).map(|r| r.len()), Some(3));
+        assert!(record_spans(body, 0, 0, 2).is_none(), "more records than the count");
+        assert!(record_spans(body, 0, 0, 4).is_none(), "fewer records than the count");
+        // A run of zeros reads as records of length 0: refused at the first, not stepped through.
+        let zeros = vec![0u8; 64 << 20];
+        assert!(record_spans(&zeros, 0, 0, 1 << 26).is_none());
+        // A length too short for the fields that follow it.
+        let mut short = body.to_vec();
+        short[0] = 2 << 1;
+        assert!(record_spans(&short, 0, 0, 3).is_none());
+    }
 
     #[test]
     fn valid_batch_round_trips() {

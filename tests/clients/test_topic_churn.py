@@ -71,8 +71,9 @@ def produce(t, acks):  # Produce v3, partition 0
 
 
 def produce_answer(raw):
-    """(error code, base offset) of a Produce v3 answer for one partition."""
-    error, base = struct.unpack(">hq", raw[-26:-16])
+    """(error code, base offset) of a Produce v3 answer for one partition: they come before its
+    log append time and the answer's throttle time."""
+    error, base = struct.unpack(">hq", raw[-22:-12])
     return error, base
 
 
@@ -116,6 +117,7 @@ def test_topics_deleted_and_created_while_written_to():
                 assert struct.unpack(">h", call(s, 19, 0, create(t))[-2:])[0] == 0
                 error, base = produce_answer(call(s, 0, 3, produce(t, -1)))
                 assert (error, base) == (0, 0), f"{t}: a new topic's first record went to offset {base} (error {error})"
+                assert produce_answer(call(s, 0, 3, produce(t, -1))) == (0, 1), "the answer is read where it is"
     finally:
         stop.set()
         b.close()
