@@ -285,6 +285,12 @@ pub async fn queue(req: &Request) -> Result<Answer, ProtocolError> {
                 }
             };
             let records = Records { bytes: p.records.unwrap_or_default(), request_bytes: req.body.len() };
+            // Kafka's rule since v3 (the oldest answered): exactly one batch per partition. A second
+            // would pass unchecked by what checks the first (its producer's transaction, say).
+            if batch::framed_len(&records.bytes).ok() != Some(records.bytes.len()) {
+                parts.push((index, Err(refused(errors::INVALID_RECORD))));
+                continue;
+            }
             if version < ZSTD_PRODUCE_VERSION_MIN && has_zstd(&records.bytes) {
                 parts.push((index, Err(refused(errors::UNSUPPORTED_COMPRESSION_TYPE))));
                 continue;

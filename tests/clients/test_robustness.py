@@ -120,6 +120,34 @@ def test_corrupt_batch_fails_that_partition_only(shared_broker):
     s.close()
 
 
+def test_two_batches_for_one_partition_are_refused(shared_broker):
+    """Kafka's rule since Produce v3: exactly one batch per partition, else INVALID_RECORD. A second
+    batch was once appended, unchecked by what checks the first (a transactional one of a made-up
+    producer opened a transaction no coordinator knew, and read_committed readers stopped there)."""
+    from test_topic_churn import batch
+
+    topic = unique("twobatch").encode()
+    p = Producer({"bootstrap.servers": shared_broker.bootstrap})
+    p.produce(topic.decode(), value=b"create")
+    assert p.flush(10) == 0
+
+    def produce(correlation, records):
+        body = struct.pack(">hhi", -1, 1, 5000) + struct.pack(">i", 1) + struct.pack(">h", len(topic)) + topic
+        body += struct.pack(">i", 1) + struct.pack(">ii", 0, len(records)) + records
+        s.sendall(frame(0, 3, correlation, body))
+        resp = read_frame(s)
+        off = 4 + 4 + 2 + len(topic) + 4
+        return struct.unpack(">ihq", resp[off : off + 14])[1:]
+
+    s = socket.create_connection(("127.0.0.1", shared_broker.port))
+    try:
+        assert produce(1, batch() + batch())[0] == 87  # INVALID_RECORD
+        assert produce(2, b"")[0] == 87, "no batch at all"
+        assert produce(3, batch()) == (0, 1), "nothing of the refused requests was appended"
+    finally:
+        s.close()
+
+
 def test_kill_9_keeps_every_acks_all_message():
     b = Broker(extra=["--flush-messages", "1"])
     try:
