@@ -53,6 +53,7 @@ fn keyless_refused(topic: &str, partition: i32, keyless: &[(usize, i32)]) -> Out
 pub fn log_error_code(e: &LogError) -> i16 {
     match e {
         LogError::Batch(b) if b.is_corruption() => errors::CORRUPT_MESSAGE,
+        LogError::Batch(crate::storage::batch::BatchError::Codec(_)) => errors::UNSUPPORTED_COMPRESSION_TYPE,
         LogError::Corrupt(_) => errors::CORRUPT_MESSAGE,
         LogError::Batch(_) => errors::INVALID_RECORD,
         LogError::TooLarge(_) => errors::MESSAGE_TOO_LARGE,

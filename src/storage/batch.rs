@@ -41,8 +41,8 @@ pub struct BatchHeader {
 
 const _: () = assert!(std::mem::size_of::<BatchHeader>() == HEADER_BYTES);
 
-/// Why a batch was refused. The broker maps `Crc`, `Truncated` and `Length` to CORRUPT_MESSAGE and the
-/// rest to INVALID_RECORD.
+/// Why a batch was refused. The broker maps `Crc`, `Truncated` and `Length` to CORRUPT_MESSAGE,
+/// `Codec` to UNSUPPORTED_COMPRESSION_TYPE and the rest to INVALID_RECORD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     #[error("batch truncated: {have} bytes, need {need}")]
@@ -55,6 +55,10 @@ pub enum BatchError {
     Crc { stored: u32, computed: u32 },
     #[error("record count {count} does not match last offset delta {last_offset_delta}")]
     Counts { count: i32, last_offset_delta: i32 },
+    #[error("compression codec {0} is not one Kafka defines")]
+    Codec(i16),
+    #[error("records do not match their batch: {0}")]
+    Records(&'static str),
 }
 
 impl BatchError {
@@ -110,14 +114,56 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
 }
 
 /// Validates a producer's batch at the start of `bytes` (which may hold more after it): lengths,
-/// magic, CRC, and dense counts (a record at every offset it spans). Never panics, whatever the input.
+/// magic, CRC, dense counts (a record at every offset it spans), a codec Kafka defines, and the
+/// records of an uncompressed batch (`check_records`). Never panics, whatever the input.
 pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     let info = validate_stored(bytes)?;
     // Producers write dense batches; a gap or an empty batch would break offset contiguity.
     if info.records_count <= 0 || info.offset_count as i64 != i64::from(info.records_count) {
         return Err(BatchError::Counts { count: info.records_count, last_offset_delta: info.offset_count as i32 - 1 });
     }
+    match info.attributes & ATTR_CODEC_MASK {
+        // A control batch's one record is the broker's to write (a producer's is refused as such).
+        0 if info.is_control() => {}
+        0 => check_records(&bytes[HEADER_BYTES..info.bytes], info.records_count)?,
+        1..=4 => {}
+        codec => return Err(BatchError::Codec(codec)),
+    }
     Ok(info)
+}
+
+/// Kafka's check of an uncompressed batch's records as it reads them: each at least
+/// `RECORD_BYTES_MIN` long, its fields (headers included, each with a key) ending exactly at its
+/// length, offset deltas 0, 1, 2…, and exactly `count` records filling `body`. A record a consumer
+/// cannot read stops it at that offset for good (librdkafka stalls there without an error).
+fn check_records(body: &[u8], count: i32) -> Result<(), BatchError> {
+    let bad = BatchError::Records;
+    let mut at = 0;
+    for index in 0..i64::from(count) {
+        let len = get_varint(body, &mut at).and_then(|l| usize::try_from(l).ok()).filter(|&l| l >= RECORD_BYTES_MIN);
+        let end = len.and_then(|l| at.checked_add(l)).filter(|&e| e <= body.len()).ok_or(bad("a record's length"))?;
+        let rec = &body[..end];
+        at += 1; // attributes
+        get_varint(rec, &mut at).ok_or(bad("a timestamp delta"))?;
+        if get_varint(rec, &mut at) != Some(index) {
+            return Err(bad("offset deltas not 0, 1, 2…"));
+        }
+        get_bytes(rec, &mut at).ok_or(bad("a key"))?;
+        get_bytes(rec, &mut at).ok_or(bad("a value"))?;
+        let headers = get_varint(rec, &mut at).filter(|&n| n >= 0).ok_or(bad("a header count"))?;
+        // Each header takes at least 2 bytes, so a claimed count stops at the record's end.
+        for _ in 0..headers {
+            get_bytes(rec, &mut at).flatten().ok_or(bad("a header key"))?;
+            get_bytes(rec, &mut at).ok_or(bad("a header value"))?;
+        }
+        if at != end {
+            return Err(bad("a record's length"));
+        }
+    }
+    if at != body.len() {
+        return Err(bad("bytes past the last record"));
+    }
+    Ok(())
 }
 
 /// `validate` for a batch as the log may hold it: compaction may have removed records from it (its

@@ -120,11 +120,12 @@ def test_corrupt_batch_fails_that_partition_only(shared_broker):
     s.close()
 
 
-def test_two_batches_for_one_partition_are_refused(shared_broker):
+def test_batches_that_do_not_read_as_they_say_are_refused(shared_broker):
     """Kafka's rule since Produce v3: exactly one batch per partition, else INVALID_RECORD. A second
     batch was once appended, unchecked by what checks the first (a transactional one of a made-up
-    producer opened a transaction no coordinator knew, and read_committed readers stopped there)."""
-    from test_topic_churn import batch
+    producer opened a transaction no coordinator knew, and read_committed readers stopped there).
+    And an uncompressed batch's records must read as its header says, with a codec Kafka defines."""
+    from test_topic_churn import ONE_RECORD, batch
 
     topic = unique("twobatch").encode()
     p = Producer({"bootstrap.servers": shared_broker.bootstrap})
@@ -144,6 +145,21 @@ def test_two_batches_for_one_partition_are_refused(shared_broker):
         assert produce(1, batch() + batch())[0] == 87  # INVALID_RECORD
         assert produce(2, b"")[0] == 87, "no batch at all"
         assert produce(3, batch()) == (0, 1), "nothing of the refused requests was appended"
+        # Records that do not read as the header says (the CRC is right): consumers stopped at them.
+        record = ONE_RECORD[2:]
+        unreadable = {
+            "garbage": b"\x07" * 40,
+            "offset delta 5": b"\xd6\x01" + record[:2] + b"\x0a" + record[3:],
+            "two records, count 1": ONE_RECORD + ONE_RECORD,
+            "count 2, one record": None,
+            "length 0": b"\x00" + record,
+            "length past the batch": b"\xd8\x01" + record,
+        }
+        for n, (what, records) in enumerate(unreadable.items()):
+            raw = batch(ONE_RECORD, count=2) if records is None else batch(records)
+            assert produce(10 + n, raw)[0] == 87, what
+        assert produce(30, batch(attributes=7))[0] == 76, "codec 7: UNSUPPORTED_COMPRESSION_TYPE"
+        assert produce(31, batch()) == (0, 2), "nothing of the refused requests was appended"
     finally:
         s.close()
 

@@ -48,12 +48,13 @@ def name(t):
     return struct.pack(">h", len(t)) + t.encode()
 
 
-def batch():
-    """One uncompressed record batch (magic 2) of one 100-byte record."""
-    record = b"\x00\x00\x00\x01\xc8\x01" + b"x" * 100 + b"\x00"  # 107 bytes: length varint 0xd6 0x01
-    record = b"\xd6\x01" + record
+ONE_RECORD = b"\xd6\x01" + b"\x00\x00\x00\x01\xc8\x01" + b"x" * 100 + b"\x00"  # 107 bytes after its length
+
+
+def batch(records=ONE_RECORD, count=1, attributes=0):
+    """A record batch (magic 2, valid CRC) around `records`, its header saying `count` records."""
     ts = int(time.time() * 1000)
-    tail = struct.pack(">hiqqqhii", 0, 0, ts, ts, -1, -1, -1, 1) + record
+    tail = struct.pack(">hiqqqhii", attributes, count - 1, ts, ts, -1, -1, -1, count) + records
     return struct.pack(">qi", 0, 9 + len(tail)) + struct.pack(">ibI", -1, 2, calc_crc32c(tail)) + tail
 
 
