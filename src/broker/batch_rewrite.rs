@@ -4,12 +4,13 @@
 //! when a record without a key is sent to a compacted topic (`keyless_records`).
 //!
 //! Off by default (`compression.type=producer`, CreateTime, unbounded): then nothing here copies or
-//! inflates anything, and batches reach the log as produced. A rewrite validates the batch first
-//! (a new CRC must never bless damaged bytes), keeps every header field but the length, the codec
+//! inflates anything, and batches reach the log as produced. A rewrite checks the batch's frame first
+//! (a new CRC must never bless damaged bytes; the log checks the records it is given), keeps every header field but the length, the codec
 //! and timestamp-type bits, the max timestamp and the CRC, and costs one copy of the batch.
 
 use super::config::ProduceRules;
 use super::errors;
+use super::produce::batch_error_code;
 use crate::protocol::compression::Codec;
 use crate::storage::batch::{self, ATTR_CODEC_MASK, ATTR_LOG_APPEND_TIME, HEADER_BYTES, LOG_OVERHEAD_BYTES};
 use bytes::Bytes;
@@ -30,7 +31,7 @@ pub fn apply(records: &Bytes, rules: &ProduceRules, now_ms: i64) -> Result<Optio
     let mut out = Vec::with_capacity(records.len());
     let mut rest = &records[..];
     while !rest.is_empty() {
-        let info = batch::validate(rest).map_err(|e| if e.is_corruption() { errors::CORRUPT_MESSAGE } else { errors::INVALID_RECORD })?;
+        let info = batch::validate_frame(rest).map_err(batch_error_code)?;
         rewrite_one(&rest[..info.bytes], rules, now_ms, &mut out)?;
         rest = &rest[info.bytes..];
     }
@@ -45,7 +46,7 @@ pub fn keyless_records(records: &[u8]) -> Result<Vec<(usize, i32)>, i16> {
     let mut rest = records;
     let mut batch_no = 0;
     while !rest.is_empty() {
-        let info = batch::validate(rest).map_err(|e| if e.is_corruption() { errors::CORRUPT_MESSAGE } else { errors::INVALID_RECORD })?;
+        let info = batch::validate_frame(rest).map_err(batch_error_code)?;
         let one = &rest[..info.bytes];
         if !info.is_control() {
             let (_, body) = crate::storage::compaction::filter::records_section(one).map_err(|_| errors::CORRUPT_MESSAGE)?;

@@ -9,7 +9,7 @@
 
 use super::{batch_rewrite, errors, partitions, state, topics};
 use crate::protocol::{self, ProtocolError, Request};
-use crate::storage::batch;
+use crate::storage::batch::{self, BatchError};
 use crate::storage::{LogError, Safe};
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -50,12 +50,19 @@ fn keyless_refused(topic: &str, partition: i32, keyless: &[(usize, i32)]) -> Out
     }
 }
 
+/// Kafka's error for a batch `storage::batch` refused.
+pub fn batch_error_code(e: BatchError) -> i16 {
+    match e {
+        _ if e.is_corruption() => errors::CORRUPT_MESSAGE,
+        BatchError::Codec(_) => errors::UNSUPPORTED_COMPRESSION_TYPE,
+        _ => errors::INVALID_RECORD,
+    }
+}
+
 pub fn log_error_code(e: &LogError) -> i16 {
     match e {
-        LogError::Batch(b) if b.is_corruption() => errors::CORRUPT_MESSAGE,
-        LogError::Batch(crate::storage::batch::BatchError::Codec(_)) => errors::UNSUPPORTED_COMPRESSION_TYPE,
+        LogError::Batch(b) => batch_error_code(*b),
         LogError::Corrupt(_) => errors::CORRUPT_MESSAGE,
-        LogError::Batch(_) => errors::INVALID_RECORD,
         LogError::TooLarge(_) => errors::MESSAGE_TOO_LARGE,
         LogError::OutOfRange { .. } => errors::OFFSET_OUT_OF_RANGE,
         LogError::Storage(_) | LogError::NoSpace(_) => errors::KAFKA_STORAGE_ERROR,

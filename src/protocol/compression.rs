@@ -1,5 +1,6 @@
-//! Kafka's four batch codecs on a batch's records section: the broker inflates batches to find a
-//! record by timestamp and to recompress for `compression.type`; weir-bench compresses its batches.
+//! Kafka's four batch codecs on a batch's records section: the broker inflates batches to check a
+//! producer's records, to find a record by timestamp and to recompress for `compression.type`;
+//! weir-bench compresses its batches.
 //!
 //! Decompression is bounded: a client's 1 MiB of gzip could claim gigabytes, so output past
 //! `INFLATED_BYTES_MAX` is an error, never an allocation. Snappy comes in two framings: librdkafka
@@ -68,7 +69,7 @@ impl Codec {
                 let _ = e.write_all(body);
                 e.finish().unwrap_or_default()
             }
-            Codec::Zstd => ruzstd::encoding::compress_to_vec(body, ruzstd::encoding::CompressionLevel::Fastest),
+            Codec::Zstd => zstd::bulk::compress(body, 1).unwrap_or_default(),
         }
     }
 
@@ -92,10 +93,7 @@ impl Codec {
                 Ok(out)
             }
             Codec::Lz4 => bounded(&mut lz4_flex::frame::FrameDecoder::new(data)),
-            Codec::Zstd => {
-                let mut source = data;
-                bounded(&mut ruzstd::decoding::StreamingDecoder::new(&mut source).map_err(std::io::Error::other)?)
-            }
+            Codec::Zstd => bounded(&mut zstd::stream::read::Decoder::with_buffer(data)?),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! The CRC does not cover `baseOffset` (nor `batchLength` and the leader epoch), so the broker
 //! assigns offsets by patching those 8 bytes and stores the batch exactly as produced, compressed or not.
 
+use crate::protocol::compression::Codec;
 use zerocopy::byteorder::{BigEndian, I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
@@ -41,7 +42,7 @@ pub struct BatchHeader {
 
 const _: () = assert!(std::mem::size_of::<BatchHeader>() == HEADER_BYTES);
 
-/// Why a batch was refused. The broker maps `Crc`, `Truncated` and `Length` to CORRUPT_MESSAGE,
+/// Why a batch was refused. The broker maps `Crc`, `Truncated`, `Length` and `Inflate` to CORRUPT_MESSAGE,
 /// `Codec` to UNSUPPORTED_COMPRESSION_TYPE and the rest to INVALID_RECORD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
@@ -59,12 +60,14 @@ pub enum BatchError {
     Codec(i16),
     #[error("records do not match their batch: {0}")]
     Records(&'static str),
+    #[error("compressed records do not inflate")]
+    Inflate,
 }
 
 impl BatchError {
     /// True for damage to the bytes themselves, as opposed to well-formed but unacceptable content.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Self::Truncated { .. } | Self::Length(_) | Self::Crc { .. })
+        matches!(self, Self::Truncated { .. } | Self::Length(_) | Self::Crc { .. } | Self::Inflate)
     }
 }
 
@@ -113,29 +116,41 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
     Ok(LOG_OVERHEAD_BYTES + length as usize)
 }
 
-/// Validates a producer's batch at the start of `bytes` (which may hold more after it): lengths,
-/// magic, CRC, dense counts (a record at every offset it spans), a codec Kafka defines, and the
-/// records of an uncompressed batch (`check_records`). Never panics, whatever the input.
+/// Validates a producer's batch at the start of `bytes` (which may hold more after it): its frame
+/// (`validate_frame`) and its records (`check_records`), inflated first when compressed, as
+/// Kafka's LogValidator does: a record a consumer cannot read stops it at that offset for good
+/// (librdkafka stalls there without an error). Never panics, whatever the input.
 pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
+    let info = validate_frame(bytes)?;
+    let body = &bytes[HEADER_BYTES..info.bytes];
+    match Codec::from_attributes(info.attributes) {
+        // A control batch's one record is the broker's to write (a producer's is refused as such).
+        _ if info.is_control() => {}
+        Some(codec) if codec != Codec::None => {
+            check_records(&codec.decompress(body).map_err(|_| BatchError::Inflate)?, info.records_count)?
+        }
+        _ => check_records(body, info.records_count)?,
+    }
+    Ok(info)
+}
+
+/// A producer's batch checked short of its records: lengths, magic, CRC, dense counts (a record
+/// at every offset it spans) and a codec Kafka defines. For a batch `validate` will see again.
+pub fn validate_frame(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     let info = validate_stored(bytes)?;
     // Producers write dense batches; a gap or an empty batch would break offset contiguity.
     if info.records_count <= 0 || info.offset_count as i64 != i64::from(info.records_count) {
         return Err(BatchError::Counts { count: info.records_count, last_offset_delta: info.offset_count as i32 - 1 });
     }
-    match info.attributes & ATTR_CODEC_MASK {
-        // A control batch's one record is the broker's to write (a producer's is refused as such).
-        0 if info.is_control() => {}
-        0 => check_records(&bytes[HEADER_BYTES..info.bytes], info.records_count)?,
-        1..=4 => {}
-        codec => return Err(BatchError::Codec(codec)),
+    if Codec::from_attributes(info.attributes).is_none() {
+        return Err(BatchError::Codec(info.attributes & ATTR_CODEC_MASK));
     }
     Ok(info)
 }
 
-/// Kafka's check of an uncompressed batch's records as it reads them: each at least
+/// Kafka's check of a batch's (inflated) records as it reads them: each at least
 /// `RECORD_BYTES_MIN` long, its fields (headers included, each with a key) ending exactly at its
-/// length, offset deltas 0, 1, 2…, and exactly `count` records filling `body`. A record a consumer
-/// cannot read stops it at that offset for good (librdkafka stalls there without an error).
+/// length, offset deltas 0, 1, 2…, and exactly `count` records filling `body`.
 fn check_records(body: &[u8], count: i32) -> Result<(), BatchError> {
     let bad = BatchError::Records;
     let mut at = 0;
@@ -473,6 +488,29 @@ mod tests {
         let mut short = body.to_vec();
         short[0] = 2 << 1;
         assert!(record_spans(&short, 0, 0, 3).is_none());
+    }
+
+    #[test]
+    fn a_producers_records_are_read_through_whatever_the_codec() {
+        let record = || NewRecord { key: Some(b"k"), value: Some(b"v"), headers: &[("h", b"x")] };
+        let good = encode_records(&[record(), record(), record()]);
+        let mut wrong = good.clone();
+        wrong[3] = 5 << 1; // the first record's offset delta
+        for codec in [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let batch = |body: &[u8], count| frame(&codec.compress(body), count, 1, codec as i16);
+            assert!(validate(&batch(&good, 3)).is_ok(), "{codec:?}");
+            assert_eq!(validate(&batch(&good, 2)), Err(BatchError::Records("bytes past the last record")), "{codec:?}");
+            assert_eq!(validate(&batch(&wrong, 3)), Err(BatchError::Records("offset deltas not 0, 1, 2…")), "{codec:?}");
+            assert_eq!(validate(&batch(&[7; 40], 1)), Err(BatchError::Records("a record's length")), "{codec:?}");
+            // The frame alone is sound: what the checks of a batch to be rewritten see.
+            assert!(validate_frame(&batch(&wrong, 3)).is_ok(), "{codec:?}");
+            if codec != Codec::None {
+                let damaged = frame(&[0xff; 40], 3, 1, codec as i16);
+                assert_eq!(validate(&damaged), Err(BatchError::Inflate), "{codec:?}");
+                assert!(BatchError::Inflate.is_corruption());
+            }
+        }
+        assert_eq!(validate(&frame(&good, 3, 1, 7)), Err(BatchError::Codec(7)));
     }
 
     #[test]

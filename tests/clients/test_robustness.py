@@ -1,5 +1,6 @@
 """Bad input, crashes and the single-port mode, against the real broker."""
 
+import gzip
 import signal
 import socket
 import struct
@@ -124,7 +125,8 @@ def test_batches_that_do_not_read_as_they_say_are_refused(shared_broker):
     """Kafka's rule since Produce v3: exactly one batch per partition, else INVALID_RECORD. A second
     batch was once appended, unchecked by what checks the first (a transactional one of a made-up
     producer opened a transaction no coordinator knew, and read_committed readers stopped there).
-    And an uncompressed batch's records must read as its header says, with a codec Kafka defines."""
+    And a batch's records must read as its header says, inflated if compressed, with a codec Kafka
+    defines."""
     from test_topic_churn import ONE_RECORD, batch
 
     topic = unique("twobatch").encode()
@@ -159,7 +161,12 @@ def test_batches_that_do_not_read_as_they_say_are_refused(shared_broker):
             raw = batch(ONE_RECORD, count=2) if records is None else batch(records)
             assert produce(10 + n, raw)[0] == 87, what
         assert produce(30, batch(attributes=7))[0] == 76, "codec 7: UNSUPPORTED_COMPRESSION_TYPE"
-        assert produce(31, batch()) == (0, 2), "nothing of the refused requests was appended"
+        # Compressed, the records are inflated to be checked, as Kafka does.
+        assert produce(31, batch(gzip.compress(b"\x07" * 40), attributes=1))[0] == 87, "gzip of garbage"
+        assert produce(32, batch(gzip.compress(ONE_RECORD), count=2, attributes=1))[0] == 87, "gzip, count 2"
+        assert produce(33, batch(b"\x1f\x8b" + b"\x07" * 40, attributes=1))[0] == 2, "not gzip: CORRUPT_MESSAGE"
+        assert produce(34, batch(gzip.compress(ONE_RECORD), attributes=1)) == (0, 2), "sound gzip"
+        assert produce(35, batch()) == (0, 3), "nothing of the refused requests was appended"
     finally:
         s.close()
 

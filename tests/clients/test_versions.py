@@ -125,9 +125,19 @@ def crc32c(data):
     return crc ^ 0xFFFFFFFF
 
 
-def batch_with_codec(codec, payload=b"\x28\x00\x00\x00\x02"):
-    """A well-formed v2 batch of one record whose attributes name `codec` (the broker does not
-    inflate batches on produce, so the payload need not be real compressed data)."""
+# One record of 6 bytes: no key, no value, no headers.
+ONE_RECORD = b"\x0c\x00\x00\x00\x01\x01\x00"
+
+
+def zstd_frame(data):
+    """`data` as a zstd frame of one raw (stored) block: what a zstd reader inflates, no encoder needed."""
+    header = b"\x28\xb5\x2f\xfd" + bytes([0x20, len(data)])  # single segment, 1-byte content size
+    return header + ((len(data) << 3) | 1).to_bytes(3, "little") + data  # last block, raw
+
+
+def batch_with_codec(codec):
+    """A well-formed v2 batch of one record, compressed as `codec` (0 none, 4 zstd) says."""
+    payload = {0: ONE_RECORD, 4: zstd_frame(ONE_RECORD)}[codec]
     after_crc = struct.pack(">hiqqqhii", codec, 0, 0, 0, -1, -1, -1, 1) + payload
     crc = crc32c(after_crc)
     body = struct.pack(">ibI", -1, 2, crc) + after_crc

@@ -20,9 +20,10 @@ impl Log {
     /// Appends batches that carry their offsets: a follower copying its leader. They must come in
     /// order, from the log end on (a gap is allowed: compaction leaves them); producers' state
     /// follows them as it follows the leader's, so that this replica can lead. Returns the offset
-    /// after the last batch.
+    /// after the last batch. They are checked as the log holds them (`split_stored`): the leader
+    /// checked their records when produced, and compaction may since have removed some.
     pub fn append_replica(&self, records: Bytes) -> Result<u64, LogError> {
-        let batches = batch::split(&records)?;
+        let batches = batch::split_stored(&records)?;
         let mut s = self.state();
         if let Some(e) = &s.failed {
             return Err(LogError::Storage(e.clone()));

@@ -42,6 +42,22 @@ fn a_followers_copy_holds_the_leaders_bytes_and_epochs() {
 }
 
 #[test]
+fn a_follower_takes_a_batch_compaction_thinned() {
+    let dir = temp_dir("replica-thinned");
+    shards::run_local(async {
+        let follower = open(&dir, small_cfg()).await;
+        // One record left of three offsets, as a leader's cleaning pass leaves a batch.
+        let mut thinned = batch::build(1, 50, 1_000);
+        thinned[23..27].copy_from_slice(&2i32.to_be_bytes());
+        batch::set_crc(&mut thinned);
+        assert_eq!(follower.append_replica(thinned.clone().into()).unwrap(), 3);
+        follower.wait_durable(2).await.unwrap();
+        assert_eq!(follower.offsets().log_end, 3);
+        assert_eq!(follower.read_replica(0, 1).await.unwrap().concat(), thinned);
+    });
+}
+
+#[test]
 fn a_cut_log_recovers_shorter_with_its_producers_and_epochs() {
     let dir = temp_dir("replica-cut");
     shards::run_local(async {
