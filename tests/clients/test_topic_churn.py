@@ -11,6 +11,7 @@ import time
 import warnings
 
 from conftest import Broker
+from test_robustness import frame, read_frame
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -20,28 +21,9 @@ TOPICS = ["churn-0", "churn-1", "churn-2"]
 CHURN_SECONDS = 15
 
 
-def frame(key, version, body):
-    payload = struct.pack(">hhih", key, version, 1, 6) + b"churny" + body
-    return struct.pack(">i", len(payload)) + payload
-
-
-def recv(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
-
-
-def answer(sock):
-    return recv(sock, struct.unpack(">i", recv(sock, 4))[0])
-
-
 def call(sock, key, version, body):
-    sock.sendall(frame(key, version, body))
-    return answer(sock)
+    sock.sendall(frame(key, version, 1, body))
+    return read_frame(sock)
 
 
 def name(t):
@@ -95,9 +77,9 @@ def test_topics_deleted_and_created_while_written_to():
             while not stop.is_set():
                 t = TOPICS[i % len(TOPICS)]
                 i += 1
-                s.sendall(frame(0, 3, produce(t, acks)) * 5)
+                s.sendall(frame(0, 3, 1, produce(t, acks)) * 5)
                 for _ in range(5):
-                    answer(s)
+                    read_frame(s)
 
     try:
         threads = [threading.Thread(target=admin, args=(b.port + i, i), daemon=True) for i in range(2)]
