@@ -12,6 +12,9 @@
 //! The CRC does not cover `baseOffset` (nor `batchLength` and the leader epoch), so the broker
 //! assigns offsets by patching those 8 bytes and stores the batch exactly as produced, compressed or not.
 
+mod records;
+
+pub use self::records::{encode_records, put_varint, record_spans, records_in, NewRecord, ReadRecord};
 use crate::protocol::compression::Codec;
 use zerocopy::byteorder::{BigEndian, I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
@@ -117,7 +120,7 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
 }
 
 /// Validates a producer's batch at the start of `bytes` (which may hold more after it): its frame
-/// (`validate_frame`) and its records (`check_records`), inflated first when compressed, as
+/// (`validate_frame`) and its records (`records::check`), inflated first when compressed, as
 /// Kafka's LogValidator does: a record a consumer cannot read stops it at that offset for good
 /// (librdkafka stalls there without an error). Never panics, whatever the input.
 pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
@@ -127,9 +130,9 @@ pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
         // A control batch's one record is the broker's to write (a producer's is refused as such).
         _ if info.is_control() => {}
         Some(codec) if codec != Codec::None => {
-            check_records(&codec.decompress(body).map_err(|_| BatchError::Inflate)?, info.records_count)?
+            records::check(&codec.decompress(body).map_err(|_| BatchError::Inflate)?, info.records_count).map_err(BatchError::Records)?
         }
-        _ => check_records(body, info.records_count)?,
+        _ => records::check(body, info.records_count).map_err(BatchError::Records)?,
     }
     Ok(info)
 }
@@ -146,39 +149,6 @@ pub fn validate_frame(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
         return Err(BatchError::Codec(info.attributes & ATTR_CODEC_MASK));
     }
     Ok(info)
-}
-
-/// Kafka's check of a batch's (inflated) records as it reads them: each at least
-/// `RECORD_BYTES_MIN` long, its fields (headers included, each with a key) ending exactly at its
-/// length, offset deltas 0, 1, 2…, and exactly `count` records filling `body`.
-fn check_records(body: &[u8], count: i32) -> Result<(), BatchError> {
-    let bad = BatchError::Records;
-    let mut at = 0;
-    for index in 0..i64::from(count) {
-        let len = get_varint(body, &mut at).and_then(|l| usize::try_from(l).ok()).filter(|&l| l >= RECORD_BYTES_MIN);
-        let end = len.and_then(|l| at.checked_add(l)).filter(|&e| e <= body.len()).ok_or(bad("a record's length"))?;
-        let rec = &body[..end];
-        at += 1; // attributes
-        get_varint(rec, &mut at).ok_or(bad("a timestamp delta"))?;
-        if get_varint(rec, &mut at) != Some(index) {
-            return Err(bad("offset deltas not 0, 1, 2…"));
-        }
-        get_bytes(rec, &mut at).ok_or(bad("a key"))?;
-        get_bytes(rec, &mut at).ok_or(bad("a value"))?;
-        let headers = get_varint(rec, &mut at).filter(|&n| n >= 0).ok_or(bad("a header count"))?;
-        // Each header takes at least 2 bytes, so a claimed count stops at the record's end.
-        for _ in 0..headers {
-            get_bytes(rec, &mut at).flatten().ok_or(bad("a header key"))?;
-            get_bytes(rec, &mut at).ok_or(bad("a header value"))?;
-        }
-        if at != end {
-            return Err(bad("a record's length"));
-        }
-    }
-    if at != body.len() {
-        return Err(bad("bytes past the last record"));
-    }
-    Ok(())
 }
 
 /// `validate` for a batch as the log may hold it: compaction may have removed records from it (its
@@ -293,48 +263,10 @@ pub fn compression(bytes: &[u8]) -> Result<u8, BatchError> {
     Ok((header(bytes)?.attributes.get() & ATTR_CODEC_MASK) as u8)
 }
 
-/// One record to put in a batch.
-pub struct NewRecord<'a> {
-    pub key: Option<&'a [u8]>,
-    pub value: Option<&'a [u8]>,
-    pub headers: &'a [(&'a str, &'a [u8])],
-}
-
 /// Encodes an uncompressed v2 batch (base offset 0, no producer id) holding `records`, all with
 /// timestamp `timestamp_ms`.
 pub fn encode(records: &[NewRecord<'_>], timestamp_ms: i64) -> Vec<u8> {
     frame(&encode_records(records), records.len() as i32, timestamp_ms, 0)
-}
-
-/// The records section of a batch (what a codec compresses).
-pub fn encode_records(records: &[NewRecord<'_>]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(records.iter().map(|r| r.value.map_or(0, |v| v.len()) + 32).sum());
-    let mut rec = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.push(0); // attributes
-        put_varint(&mut rec, 0); // timestamp delta
-        put_varint(&mut rec, i as i64); // offset delta
-        for field in [r.key, r.value] {
-            match field {
-                None => put_varint(&mut rec, -1),
-                Some(b) => {
-                    put_varint(&mut rec, b.len() as i64);
-                    rec.extend_from_slice(b);
-                }
-            }
-        }
-        put_varint(&mut rec, r.headers.len() as i64);
-        for (k, v) in r.headers {
-            put_varint(&mut rec, k.len() as i64);
-            rec.extend_from_slice(k.as_bytes());
-            put_varint(&mut rec, v.len() as i64);
-            rec.extend_from_slice(v);
-        }
-        put_varint(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
-    }
-    body
 }
 
 /// Wraps a records section (compressed per `attributes`' codec bits, or not) into a v2 batch.
@@ -378,53 +310,6 @@ pub fn build(count: i32, value_bytes: usize, timestamp_ms: i64) -> Vec<u8> {
     encode(&records, timestamp_ms)
 }
 
-/// A record read back from an uncompressed batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadRecord<'a> {
-    pub offset: i64,
-    pub timestamp_ms: i64,
-    pub key: Option<&'a [u8]>,
-    pub value: Option<&'a [u8]>,
-}
-
-/// Zig-zag varint, as Kafka records use.
-pub fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-/// The fewest bytes a record takes after its length: attributes, timestamp and offset deltas, key
-/// and value lengths, header count (one byte each at their smallest).
-const RECORD_BYTES_MIN: usize = 6;
-
-fn get_varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
-    let mut z: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*at)?;
-        *at += 1;
-        z |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
-        }
-    }
-    None
-}
-
-fn get_bytes<'a>(bytes: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
-    let len = get_varint(bytes, at)?;
-    if len < 0 {
-        return Some(None);
-    }
-    let end = at.checked_add(len as usize)?;
-    let out = bytes.get(*at..end)?;
-    *at = end;
-    Some(Some(out))
-}
-
 /// The records of one validated, uncompressed batch (`None` if compressed or malformed).
 pub fn records(batch: &[u8]) -> Option<Vec<ReadRecord<'_>>> {
     let h = header(batch).ok()?;
@@ -435,60 +320,10 @@ pub fn records(batch: &[u8]) -> Option<Vec<ReadRecord<'_>>> {
     records_in(&batch[HEADER_BYTES..end], h.base_offset.get(), h.base_timestamp.get(), h.records_count.get())
 }
 
-/// The records of a (decompressed) records section, given its batch's base offset and timestamp.
-pub fn records_in(body: &[u8], base: i64, ts: i64, count: i32) -> Option<Vec<ReadRecord<'_>>> {
-    Some(record_spans(body, base, ts, count)?.into_iter().map(|(_, r)| r).collect())
-}
-
-/// `records_in`, with where each record's bytes (its length prefix included) lie in `body`. `None`
-/// unless `body` is exactly `count` records, each of whose fields end within its length.
-pub fn record_spans(body: &[u8], base: i64, ts: i64, count: i32) -> Option<Vec<(std::ops::Range<usize>, ReadRecord<'_>)>> {
-    let end = body.len();
-    let count = usize::try_from(count).ok()?;
-    let mut at = 0;
-    // The count is untrusted: a record takes at least 7 bytes, so the bytes bound it.
-    let mut out = Vec::with_capacity(count.min(end / 7));
-    while at < end {
-        if out.len() == count {
-            return None; // more records than the header says
-        }
-        let start = at;
-        let len = usize::try_from(get_varint(body, &mut at)?).ok().filter(|&len| len >= RECORD_BYTES_MIN)?;
-        let rec_end = at.checked_add(len).filter(|&e| e <= end)?;
-        // Read within the record: a length too short for its fields is damage, not a hint (a
-        // length of 0 once made a 64 MiB run of zeros 64 M records of one byte each).
-        let rec = &body[..rec_end];
-        at += 1; // attributes
-        let ts_delta = get_varint(rec, &mut at)?;
-        let offset_delta = get_varint(rec, &mut at)?;
-        let key = get_bytes(rec, &mut at)?;
-        let value = get_bytes(rec, &mut at)?;
-        out.push((start..rec_end, ReadRecord { offset: base + offset_delta, timestamp_ms: ts + ts_delta, key, value }));
-        at = rec_end;
-    }
-    (out.len() == count).then_some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn records_must_fill_their_lengths_and_the_count() {
-        let b = build(3, 10, 1000);
-        let body = &b[HEADER_BYTES..];
-        assert_eq!(record_spans(body, 0, 0, 3).map(|r| r.len()), Some(3));
-        assert!(record_spans(body, 0, 0, 2).is_none(), "more records than the count");
-        assert!(record_spans(body, 0, 0, 4).is_none(), "fewer records than the count");
-        // A run of zeros reads as records of length 0: refused at the first, not stepped through.
-        let zeros = vec![0u8; 64 << 20];
-        assert!(record_spans(&zeros, 0, 0, 1 << 26).is_none());
-        // A length too short for the fields that follow it.
-        let mut short = body.to_vec();
-        short[0] = 2 << 1;
-        assert!(record_spans(&short, 0, 0, 3).is_none());
-    }
 
     #[test]
     fn a_producers_records_are_read_through_whatever_the_codec() {
