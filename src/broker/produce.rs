@@ -197,7 +197,10 @@ async fn await_local(topic: String, partition: i32, queued: Queued, acks: i16, t
 
 /// Appends `records`; a transactional producer's first batch here in a transaction is first
 /// checked with its coordinator: the partition must be in the transaction (KIP-890 part 1), or a
-/// late batch would open a transaction nobody ends.
+/// late batch would open a transaction nobody ends. So is a batch at another epoch than the open
+/// transaction's: a higher one, unchecked, would take the partition's epoch for the producer, the
+/// coordinator's marker at the real epoch would then be refused as stale, and the transaction
+/// would stay open for good (a client knowing only the producer id could do it).
 async fn append_checked(
     log: &crate::storage::Log,
     topic: &str,
@@ -207,7 +210,7 @@ async fn append_checked(
 ) -> Result<crate::storage::Appended, Outcome> {
     let transactional = batch::header_info(&records.bytes).ok().filter(|info| info.is_transactional());
     let appended = match transactional {
-        Some(info) if !log.in_transaction(info.producer_id) => {
+        Some(info) if log.txn_epoch(info.producer_id) != Some(info.producer_epoch) => {
             let Some(id) = transactional_id else {
                 return Err(refused(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
             };

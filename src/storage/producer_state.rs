@@ -146,8 +146,9 @@ impl ProducerState {
         TxnGuard(self.producers.get(&producer_id).map_or(0, |p| p.markers))
     }
 
-    pub fn in_transaction(&self, producer_id: i64) -> bool {
-        self.producers.get(&producer_id).is_some_and(|p| p.txn_first.is_some())
+    /// The epoch of `producer_id`'s open transaction here, if one is open.
+    pub fn txn_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).filter(|p| p.txn_first.is_some()).map(|p| p.epoch)
     }
 
     /// Every producer, as DescribeProducers shows them.
@@ -514,7 +515,7 @@ mod tests {
         assert_eq!(s.len(), 3, "producer 1's last batch is below the log start; 3 has a transaction open");
         s.expire(0, 1_001);
         assert_eq!(s.len(), 1, "expired by time, but not producer 3");
-        assert!(s.in_transaction(3));
+        assert_eq!(s.txn_epoch(3), Some(0));
     }
 
     #[test]
@@ -536,6 +537,6 @@ mod tests {
         v1.extend_from_slice(&crc.to_be_bytes());
         let s = ProducerState::decode(&v1).unwrap();
         assert_eq!(s.check(&batch(8, 2, 0, 1, 9), None), Check::Duplicate { base_offset: 7, last_offset: 7 });
-        assert!(!s.in_transaction(8));
+        assert_eq!(s.txn_epoch(8), None);
     }
 }

@@ -293,3 +293,40 @@ def test_add_partitions_v4_batches_and_verify_only_as_brokers_send_them(shared_b
         assert verified[ids[0]] == {(topic, 0): 48}  # ended: no longer in a transaction
     finally:
         conn.close()
+
+
+def test_a_batch_at_another_epoch_cannot_take_over_an_open_transaction(shared_broker):
+    """A transactional batch at a higher epoch than the open transaction's, from a client that
+    knows only the producer id (DescribeProducers shows it), was appended unchecked and took the
+    partition's epoch; the coordinator's commit marker at the real epoch was then refused as stale
+    and the transaction never ended here (read_committed readers stopped for good). Now it is
+    checked with the coordinator like a transaction's first batch, and refused."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    from kafka_wire import Connection
+    from test_idempotence import open_leader, produce
+
+    b = shared_broker
+    topic = unique("txn-epoch")
+    p = producer(b, unique("tid"))
+    p.begin_transaction()
+    send(p, topic, [b"victim"])
+    tp = KTopicPartition(topic, 0)
+    admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    (s,) = admin.describe_producers([tp])[tp].active_producers
+    admin.close()
+    forged = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=1, producer_id=s.producer_id,
+                                       producer_epoch=s.producer_epoch + 5, base_sequence=0, batch_size=1 << 20)
+    forged.append(0, timestamp=int(time.time() * 1000), key=None, value=b"forged", headers=[])
+    conn: Connection = open_leader(b, topic)
+    try:
+        assert produce(conn, topic, bytes(forged.build()))[0] != 0, "the forged batch is refused"
+    finally:
+        conn.close()
+    p.commit_transaction(30)
+    plain = Producer({"bootstrap.servers": b.bootstrap})
+    plain.produce(topic, value=b"after")
+    plain.flush(30)
+    assert [v for _, v in read_all(b, topic, "read_committed")] == [b"victim", b"after"]

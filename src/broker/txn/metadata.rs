@@ -144,15 +144,25 @@ impl TxnMetadata {
     }
 
     /// The abort that fences this transaction's producer: its epoch bumped (the markers carry it).
+    /// InitProducerId hands out at most `EPOCH_EXHAUSTED`, so the bump fits; at `i16::MAX` it stays
+    /// (a wrapped epoch would make every partition refuse the markers as stale, and the
+    /// transaction would never end).
     pub fn fenced(&self, now_ms: i64) -> TxnMetadata {
-        TxnMetadata { epoch: self.epoch + 1, last_epoch: -1, state: TxnState::PrepareAbort, last_update_ms: now_ms, ..self.clone() }
+        TxnMetadata {
+            epoch: self.epoch.saturating_add(1),
+            last_epoch: -1,
+            state: TxnState::PrepareAbort,
+            last_update_ms: now_ms,
+            ..self.clone()
+        }
     }
 
-    /// The request's producer is this transaction's current one.
+    /// The request's producer is this transaction's current one. `i16::MAX` is only ever a fence's
+    /// epoch, never handed out: a producer using it guessed it.
     pub fn check_producer(&self, producer_id: i64, epoch: i16) -> Result<(), i16> {
         if producer_id != self.producer_id {
             Err(errors::INVALID_PRODUCER_ID_MAPPING)
-        } else if epoch != self.epoch {
+        } else if epoch != self.epoch || epoch == i16::MAX {
             Err(errors::PRODUCER_FENCED)
         } else {
             Ok(())
@@ -282,5 +292,13 @@ mod tests {
         let worn = TxnMetadata { epoch: EPOCH_EXHAUSTED, ..bumped.clone() };
         let rotated = ready(worn.init(None, 60_000, 8, || 200));
         assert_eq!((rotated.producer_id, rotated.previous_producer_id, rotated.epoch), (200, 100, 0));
+        // A transaction at the last epoch handed out is fenced at i16::MAX, which no one may use
+        // after, and a fence there cannot wrap.
+        let last = TxnMetadata { epoch: EPOCH_EXHAUSTED, state: TxnState::Ongoing, ..bumped.clone() };
+        let Ok(Init::Fence(fence)) = last.init(None, 60_000, 9, || unreachable!()) else { panic!() };
+        assert_eq!(fence.epoch, i16::MAX);
+        let aborted = fence.completed(10);
+        assert_eq!(aborted.add_partitions(100, i16::MAX, &[p("t", 0)], 11), Err(errors::PRODUCER_FENCED), "a guessed epoch");
+        assert_eq!(TxnMetadata { state: TxnState::Ongoing, ..aborted }.fenced(12).epoch, i16::MAX);
     }
 }

@@ -12,9 +12,10 @@ impl Log {
         self.state().producers.guard(producer_id)
     }
 
-    /// Whether `producer_id` has a transaction open here (its batches need no coordinator check).
-    pub fn in_transaction(&self, producer_id: i64) -> bool {
-        self.state().producers.in_transaction(producer_id)
+    /// The epoch of `producer_id`'s open transaction here, if one is open: its batches at that
+    /// epoch need no coordinator check.
+    pub fn txn_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.state().producers.txn_epoch(producer_id)
     }
 
     /// Its producers, as its written batches left them (DescribeProducers).

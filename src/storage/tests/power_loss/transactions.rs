@@ -210,7 +210,7 @@ pub async fn recovered(log: &Log, disk: &SimDisk, model: &mut Model, totals: &mu
     for (k, p) in txns.producers.iter().enumerate() {
         let open = txns.open_of(k).map(|t| &txns.txns[t]).filter(|t| !t.batches.is_empty());
         let first_left = open.and_then(|t| t.batches.iter().find(|&&b| b >= o.log_start).copied());
-        match (open, log.in_transaction(p.id)) {
+        match (open, log.txn_epoch(p.id).is_some()) {
             (Some(t), true) => {
                 lowest = lowest.min(t.batches[0].max(o.log_start));
                 highest = highest.min(first_left.unwrap_or(o.high_watermark));
