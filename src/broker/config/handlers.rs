@@ -85,10 +85,19 @@ pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: DescribeConfigsRequest = if version == 0 { protocol::decode_body_extended(req, &[0], 1)? } else { protocol::decode_body(req)? };
     let st = state();
     let mut r = DescribeConfigsResponse::default();
+    let mut seen = std::collections::HashSet::new();
     for res in q.resources {
         let mut out = describe_configs_response::DescribeConfigsResult::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
+        // Each resource once (Kafka refuses duplicates in AlterConfigs the same way): a 5-byte
+        // entry repeated made every config, documented, once per repeat.
+        if !seen.insert((res.resource_type, res.resource_name.to_string())) {
+            out.error_code = errors::INVALID_REQUEST;
+            out.error_message = Some(text("duplicate resource".to_string()));
+            r.results.push(out);
+            continue;
+        }
         // Null or empty: every config, as Kafka does.
         let keys: Option<Vec<String>> = res.configuration_keys.filter(|k| !k.is_empty()).map(|k| k.iter().map(|s| s.to_string()).collect());
         let described = match res.resource_type {
@@ -156,9 +165,17 @@ type Ops = Vec<(String, Op)>;
 fn list_op(current: Option<&String>, default: &str, op: &Op) -> String {
     let base = current.map_or(default, |s| s.as_str());
     let mut items: Vec<&str> = topic::list(base).collect();
+    // By sets: a list's length is the client's, and list against list once held the controller
+    // shard for minutes.
     match op {
-        Op::Append(v) => items.extend(topic::list(v).filter(|x| !topic::list(base).any(|b| b == *x))),
-        Op::Subtract(v) => items.retain(|x| !topic::list(v).any(|s| s == *x)),
+        Op::Append(v) => {
+            let had: std::collections::HashSet<&str> = items.iter().copied().collect();
+            items.extend(topic::list(v).filter(|x| !had.contains(x)));
+        }
+        Op::Subtract(v) => {
+            let gone: std::collections::HashSet<&str> = topic::list(v).collect();
+            items.retain(|x| !gone.contains(x));
+        }
         _ => {}
     }
     items.join(",")

@@ -47,8 +47,17 @@ pub(super) async fn describe_groups(req: &Request) -> Result<Option<Bytes>, Prot
     let q: DescribeGroupsRequest = protocol::decode_body(req)?;
     let version = req.header.request_api_version;
     let mut r = DescribeGroupsResponse::default();
+    let mut seen = std::collections::HashSet::new();
     for gid in q.groups {
         let group = gid.to_string();
+        // Each name is described once: one 600-byte request naming a group of 80 MB of member
+        // metadata K times once made a response of K × 80 MB.
+        if !seen.insert(group.clone()) {
+            let mut d = describe_groups_response::DescribedGroup::default();
+            (d.group_id, d.error_code) = (gid, errors::INVALID_REQUEST);
+            r.groups.push(d);
+            continue;
+        }
         let g2 = group.clone();
         let v = on_coordinator(&group, move || describe_local(g2)).await;
         let mut d = describe_groups_response::DescribedGroup::default();

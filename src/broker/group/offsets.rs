@@ -163,7 +163,15 @@ pub(super) async fn offset_fetch(req: &Request) -> Result<Option<Bytes>, Protoco
     let version = req.header.request_api_version;
     let mut r = OffsetFetchResponse::default();
     if version >= 8 {
+        let mut seen = std::collections::HashSet::new();
         for g in q.groups {
+            // Each group once, as in DescribeGroups: a repeated name would repeat its offsets.
+            if !seen.insert(g.group_id.to_string()) {
+                let mut rg = offset_fetch_response::OffsetFetchResponseGroup::default();
+                (rg.group_id, rg.error_code) = (g.group_id, errors::INVALID_REQUEST);
+                r.groups.push(rg);
+                continue;
+            }
             let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
             let found = fetch_offsets(&g.group_id, wanted, q.require_stable).await;
             let mut rg = offset_fetch_response::OffsetFetchResponseGroup::default();

@@ -214,25 +214,34 @@ impl Group {
         if self.phase == Phase::Empty {
             return !protocol_type.is_empty() && !protocols.is_empty();
         }
-        self.protocol_type.as_deref() == Some(protocol_type)
-            && protocols.iter().any(|(p, _)| self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == p)))
+        self.protocol_type.as_deref() == Some(protocol_type) && !self.common_protocols(protocols.iter().map(|(n, _)| n)).is_empty()
+    }
+
+    /// Those of `names` every member supports. By sets: a client's protocol list has no bound, and
+    /// scanning lists against lists once held the coordinator's shard for minutes.
+    fn common_protocols<'a>(&self, names: impl Iterator<Item = &'a String>) -> HashSet<&'a String> {
+        let mut common: HashSet<&String> = names.collect();
+        for m in self.members.values() {
+            let theirs: HashSet<&String> = m.protocols.iter().map(|(n, _)| n).collect();
+            common.retain(|n| theirs.contains(n));
+        }
+        common
     }
 
     /// The protocol every member supports that most members prefer (each votes for its first
     /// listed candidate); ties go to the leader's order.
     fn select_protocol(&self) -> Option<String> {
         let first = self.leader.as_ref().and_then(|l| self.members.get(l)).or_else(|| self.members.values().next())?;
-        let candidates: Vec<&String> = first
-            .protocols
-            .iter()
-            .map(|(n, _)| n)
-            .filter(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == *n)))
-            .collect();
-        let vote = |m: &Member| m.protocols.iter().map(|(n, _)| n).find(|n| candidates.contains(n)).cloned();
-        let votes: Vec<String> = self.members.values().filter_map(vote).collect();
+        let common = self.common_protocols(first.protocols.iter().map(|(n, _)| n));
+        let mut votes: HashMap<&String, usize> = HashMap::new();
+        for m in self.members.values() {
+            if let Some(n) = m.protocols.iter().map(|(n, _)| n).find(|n| common.contains(n)) {
+                *votes.entry(n).or_default() += 1;
+            }
+        }
         let mut best: Option<(&String, usize)> = None;
-        for c in &candidates {
-            let n = votes.iter().filter(|v| v == c).count();
+        for (c, _) in first.protocols.iter().filter(|(n, _)| common.contains(n)) {
+            let n = votes.get(c).copied().unwrap_or(0);
             if best.is_none_or(|(_, b)| n > b) {
                 best = Some((c, n));
             }
