@@ -104,12 +104,12 @@ where
     shard.submit_to(0, f).await
 }
 
-/// Applies `meta` on every shard and waits for all.
-async fn broadcast_apply(meta: TopicMeta) -> Result<(), Refusal> {
+/// Applies `meta` on every shard and waits for all; partitions from `new_from` on were just made.
+async fn broadcast_apply(meta: TopicMeta, new_from: i32) -> Result<(), Refusal> {
     let shard = state().shard.clone();
     for s in 0..shard.count {
         let m = meta.clone();
-        shard.submit_to(s, move || apply_topic(m)).await.map_err(|e| (errors::KAFKA_STORAGE_ERROR, e))?;
+        shard.submit_to(s, move || apply_topic(m, new_from)).await.map_err(|e| (errors::KAFKA_STORAGE_ERROR, e))?;
     }
     Ok(())
 }
@@ -200,7 +200,7 @@ async fn create_as(
         let done = Rc::new(Notify::default());
         ctl.creating.borrow_mut().insert(name.clone(), done.clone());
         let result = match ctl.save().await {
-            Ok(()) => match broadcast_apply(meta.clone()).await {
+            Ok(()) => match broadcast_apply(meta.clone(), 0).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // Some partition did not open (out of fds or disk, say): undo the whole topic.
@@ -297,7 +297,7 @@ pub async fn update(
             Ok((current, next))
         })??;
         ctl.save().await?;
-        if let Err(e) = broadcast_apply(meta.clone()).await {
+        if let Err(e) = broadcast_apply(meta.clone(), before.partitions).await {
             // New partitions that did not all open are taken back, with whatever data they hold.
             tracing::warn!(topic = %name, error = %e.1, "topic change failed; restoring the topic as it was");
             ctl.with_catalog(|c| c.insert(name.clone(), before.clone()))?;
@@ -335,8 +335,8 @@ pub fn restore_topic(meta: TopicMeta) {
 
 /// Makes this shard know `meta` and open the partitions it owns. A partition that cannot open is
 /// offline (requests for it answer KAFKA_STORAGE_ERROR) and the others open; the first failure is
-/// returned.
-pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
+/// returned. Partitions from `new_from` on were just created.
+pub async fn apply_topic(meta: TopicMeta, new_from: i32) -> Result<(), String> {
     let st = state();
     st.topic_ids.borrow_mut().insert(meta.id, meta.name.clone());
     st.topics.borrow_mut().insert(meta.name.clone(), meta.clone());
@@ -346,10 +346,12 @@ pub async fn apply_topic(meta: TopicMeta) -> Result<(), String> {
         {
             continue;
         }
-        // A partition new to this shard: a directory under its name is what a failed deletion of an
-        // earlier topic of that name left, not records of this one.
+        // A partition just created: a directory under its name is what a failed deletion of an
+        // earlier topic of that name left, not records of this one. Only then: an older partition
+        // not open here is offline (its disk failed, say), and its directory is its records —
+        // removing it on the next change of the topic (an ISR change) lost acknowledged records.
         let dir = st.partition_dir(&meta.name, p);
-        if shards::fs::exists(&dir) {
+        if p >= new_from && shards::fs::exists(&dir) {
             tracing::warn!(dir = %dir.display(), "removing what a deleted topic of the same name left");
             if let Err(e) = shards::fs::remove_dir_all(&dir).await {
                 first_failure.get_or_insert(format!("{}: {e}", dir.display()));
