@@ -124,8 +124,9 @@ struct State {
     /// The high watermark its replicas allow (`replica.rs`), for a replicated partition's log;
     /// `None`: this log alone decides (the one replica).
     replicated_hw: Option<u64>,
-    /// The replicated high watermark checkpointed at the last clean close, if any.
-    hw_at_close: Option<u64>,
+    /// The replicated high watermark this log last knew: checkpointed at the last clean close, then
+    /// each one it was given since (`set_replicated_hw`).
+    hw_known: Option<u64>,
     /// The epoch a leader stamps in the batches it appends (`None`: they keep theirs — a
     /// follower's copies, or a log outside replication).
     stamp: Option<i32>,

@@ -70,14 +70,15 @@ impl Leader {
         }
     }
 
-    /// Takes charge of the partition's log: its high watermark starts where it was at the last clean close
-    /// (else at the log start) and moves as the ISR's copies are known (at once if it is the only
-    /// one in sync), so a restart never shows a record that only this replica holds.
+    /// Takes charge of the partition's log: its high watermark starts at the last one it knew (as a
+    /// follower, or at the last clean close; else at the log start) and moves as the ISR's copies
+    /// are known (at once if it is the only one in sync), so a restart never shows a record that
+    /// only this replica holds.
     pub fn start(&self, log: &Log, min_isr: usize) {
         log.lead(self.epoch);
         self.epoch_start.set(log.replica_end().written);
         let start = log.offsets().log_start;
-        log.set_replicated_hw(Some(log.high_watermark_at_close().unwrap_or(start).max(start)));
+        log.set_replicated_hw(Some(log.known_high_watermark().unwrap_or(start).max(start)));
         self.update_hw(log, min_isr);
     }
 

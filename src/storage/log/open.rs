@@ -73,8 +73,8 @@ impl Log {
         // Markers past what is durable keep their transactions unstable until the writer fsynced them.
         let unstable_txns = ended.iter().filter(|t| t.marker_offset >= durable).map(|t| (t.first_offset, t.marker_offset)).collect();
         let first_dirty = checkpoint::read::<1>(dir, checkpoint::CLEANER_OFFSET).map_or(0, |[o]| o);
-        let hw_at_close = checkpoint::read::<1>(dir, checkpoint::HIGH_WATERMARK).map(|[o]| o.min(next_offset));
-        if hw_at_close.is_some() {
+        let hw_known = checkpoint::read::<1>(dir, checkpoint::HIGH_WATERMARK).map(|[o]| o.min(next_offset));
+        if hw_known.is_some() {
             fs::remove_file(&dir.join(checkpoint::HIGH_WATERMARK)).await?;
         }
         // Epochs starting at or past the log end began with batches a crash took, or none.
@@ -95,7 +95,7 @@ impl Log {
                 written: next_offset,
                 durable,
                 replicated_hw: None,
-                hw_at_close,
+                hw_known,
                 stamp: None,
                 epochs,
                 epochs_changed: 0,

@@ -89,6 +89,7 @@ impl Log {
                 return;
             }
             s.replicated_hw = hw;
+            s.hw_known = hw.or(s.hw_known);
         }
         self.appended.notify_all();
         self.progressed.notify_all();
@@ -164,10 +165,12 @@ impl Log {
         }
     }
 
-    /// The high watermark this log had when it was last closed cleanly as a replica (read when it
-    /// opened): where its leader's may start.
-    pub fn high_watermark_at_close(&self) -> Option<u64> {
-        self.state().hw_at_close
+    /// The replicated high watermark this log last knew — the one checkpointed at its last clean
+    /// close, or one its leader gave it since: where its own may start when it leads. (The one at
+    /// the close alone made a follower that had copied on since start its leadership that far back:
+    /// records its followers acknowledged vanished from ListOffsets and reads.)
+    pub fn known_high_watermark(&self) -> Option<u64> {
+        self.state().hw_known
     }
 
     /// At a clean close of a replica's log, its high watermark for the next open (`checkpoint`).

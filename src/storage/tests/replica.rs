@@ -113,10 +113,14 @@ fn a_replicas_high_watermark_survives_a_clean_close_once() {
         assert_eq!(log.offsets().high_watermark, 4);
         log.close().await.unwrap();
         let log = open(&dir, small_cfg()).await;
-        assert_eq!(log.high_watermark_at_close(), Some(4));
+        assert_eq!(log.known_high_watermark(), Some(4));
         // Read once: a crash from now on must not find a value that later truncation made stale.
         log.close().await.unwrap();
         let log = Log::open(&dir, small_cfg()).await.unwrap();
-        assert_eq!(log.high_watermark_at_close(), None);
+        assert_eq!(log.known_high_watermark(), None);
+        // A follower's copy knows each high watermark its leader gave it, for when it leads.
+        log.set_replicated_hw(Some(7));
+        log.set_replicated_hw(None);
+        assert_eq!(log.known_high_watermark(), Some(7));
     });
 }
