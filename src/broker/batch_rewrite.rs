@@ -4,9 +4,10 @@
 //! when a record without a key is sent to a compacted topic (`keyless_records`).
 //!
 //! Off by default (`compression.type=producer`, CreateTime, unbounded): then nothing here copies or
-//! inflates anything, and batches reach the log as produced. A rewrite checks the batch's frame first
-//! (a new CRC must never bless damaged bytes; the log checks the records it is given), keeps every header field but the length, the codec
-//! and timestamp-type bits, the max timestamp and the CRC, and costs one copy of the batch.
+//! inflates anything, and batches reach the log as produced. A rewrite checks the batch's frame
+//! first (a new CRC must never bless damaged bytes; the log checks the records it is given), keeps
+//! every header field but the length, the codec and timestamp-type bits, the max timestamp and the
+//! CRC, and costs one copy of the batch.
 
 use super::config::ProduceRules;
 use super::errors;
@@ -49,7 +50,7 @@ pub fn keyless_records(records: &[u8]) -> Result<Vec<(usize, i32)>, i16> {
         let info = batch::validate_frame(rest).map_err(batch_error_code)?;
         let one = &rest[..info.bytes];
         if !info.is_control() {
-            let (_, body) = crate::storage::compaction::filter::records_section(one).map_err(|_| errors::CORRUPT_MESSAGE)?;
+            let (_, body) = batch::records_section(one).map_err(|_| errors::CORRUPT_MESSAGE)?;
             let h = batch::header(one).map_err(|_| errors::CORRUPT_MESSAGE)?;
             let parsed =
                 batch::records_in(&body, info.base_offset, h.base_timestamp.get(), info.records_count).ok_or(errors::CORRUPT_MESSAGE)?;

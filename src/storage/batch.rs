@@ -16,6 +16,7 @@ mod records;
 
 pub use self::records::{encode_records, put_varint, record_spans, records_in, NewRecord, ReadRecord};
 use crate::protocol::compression::Codec;
+use std::borrow::Cow;
 use zerocopy::byteorder::{BigEndian, I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
@@ -125,16 +126,23 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
 /// (librdkafka stalls there without an error). Never panics, whatever the input.
 pub fn validate(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     let info = validate_frame(bytes)?;
-    let body = &bytes[HEADER_BYTES..info.bytes];
-    match Codec::from_attributes(info.attributes) {
-        // A control batch's one record is the broker's to write (a producer's is refused as such).
-        _ if info.is_control() => {}
-        Some(codec) if codec != Codec::None => {
-            records::check(&codec.decompress(body).map_err(|_| BatchError::Inflate)?, info.records_count).map_err(BatchError::Records)?
-        }
-        _ => records::check(body, info.records_count).map_err(BatchError::Records)?,
+    // A control batch's one record is the broker's to write (a producer's is refused as such).
+    if !info.is_control() {
+        let (_, body) = records_section(&bytes[..info.bytes])?;
+        records::check(&body, info.records_count).map_err(BatchError::Records)?;
     }
     Ok(info)
+}
+
+/// The codec of a whole batch and its records section, inflated when compressed.
+pub fn records_section(batch: &[u8]) -> Result<(Codec, Cow<'_, [u8]>), BatchError> {
+    let h = header(batch)?;
+    let end = framed_len(batch)?.min(batch.len());
+    let codec = Codec::from_attributes(h.attributes.get()).ok_or(BatchError::Codec(h.attributes.get() & ATTR_CODEC_MASK))?;
+    let stored = &batch[HEADER_BYTES..end];
+    let body =
+        if codec == Codec::None { Cow::Borrowed(stored) } else { Cow::Owned(codec.decompress(stored).map_err(|_| BatchError::Inflate)?) };
+    Ok((codec, body))
 }
 
 /// A producer's batch checked short of its records: lengths, magic, CRC, dense counts (a record

@@ -9,7 +9,7 @@
 //! would reopen the transaction for recovery's walk); a batch left without records stays, empty, if it
 //! is its producer's last in the pass (its sequences are what an idempotent retry is checked against).
 
-use super::filter::{filter_batch, records_section, Filtered};
+use super::filter::{filter_batch, Filtered};
 use super::offset_map::OffsetMap;
 use crate::storage::batch::{self, BatchInfo, ReadRecord, ATTR_CODEC_MASK, HEADER_BYTES};
 use std::collections::HashSet;
@@ -72,7 +72,7 @@ fn in_aborted(info: &BatchInfo, aborted: &[Aborted]) -> bool {
 
 /// The records of a batch, inflated.
 fn with_records<T>(bytes: &[u8], info: &BatchInfo, f: impl FnOnce(&[ReadRecord<'_>]) -> T) -> Result<T, String> {
-    let (_, body) = records_section(bytes)?;
+    let (_, body) = batch::records_section(bytes).map_err(|e| e.to_string())?;
     let h = batch::header(bytes).map_err(|e| e.to_string())?;
     let records =
         batch::records_in(&body, info.base_offset, h.base_timestamp.get(), info.records_count).ok_or("records that do not parse")?;

@@ -2,7 +2,6 @@
 
 use crate::protocol::compression::Codec;
 use crate::storage::batch::{self, ReadRecord, HEADER_BYTES};
-use std::borrow::Cow;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Filtered {
@@ -21,7 +20,7 @@ pub enum Filtered {
 /// again with the batch's codec; record count, length and CRC are recomputed.
 pub fn filter_batch(batch: &[u8], mut keep: impl FnMut(&ReadRecord<'_>) -> bool) -> Result<Filtered, String> {
     let h = batch::header(batch).map_err(|e| e.to_string())?;
-    let (codec, body) = records_section(batch)?;
+    let (codec, body) = batch::records_section(batch).map_err(|e| e.to_string())?;
     let body = &body[..];
     let spans =
         batch::record_spans(body, h.base_offset.get(), h.base_timestamp.get(), h.records_count.get()).ok_or("records that do not parse")?;
@@ -45,16 +44,6 @@ pub fn filter_batch(batch: &[u8], mut keep: impl FnMut(&ReadRecord<'_>) -> bool)
     out[57..61].copy_from_slice(&(kept.len() as i32).to_be_bytes());
     batch::set_crc(&mut out);
     Ok(Filtered::Kept(out))
-}
-
-/// The codec of a whole batch and its records section, inflated.
-pub fn records_section(batch: &[u8]) -> Result<(Codec, Cow<'_, [u8]>), String> {
-    let h = batch::header(batch).map_err(|e| e.to_string())?;
-    let end = batch::framed_len(batch).map_err(|e| e.to_string())?.min(batch.len());
-    let codec = Codec::from_attributes(h.attributes.get()).ok_or("unknown codec")?;
-    let stored = &batch[HEADER_BYTES..end];
-    let body = if codec == Codec::None { Cow::Borrowed(stored) } else { Cow::Owned(codec.decompress(stored).map_err(|e| e.to_string())?) };
-    Ok((codec, body))
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //!   has no record left (nothing deleted comes back).
 
 use super::super::super::batch::{self, NewRecord};
-use super::super::super::compaction::filter::records_section;
 use super::super::super::compaction::offset_map::ENTRY_BYTES;
 use super::super::super::compaction::throttle::Throttle;
 use super::super::super::log::{Budget, CleanOutcome};
@@ -75,7 +74,7 @@ type Rec = (u64, Option<Vec<u8>>, Option<Vec<u8>>);
 
 fn records_of(stored: &[u8]) -> Result<Vec<Rec>, String> {
     let info = batch::validate_stored(stored).map_err(|e| e.to_string())?;
-    let (_, body) = records_section(stored)?;
+    let (_, body) = batch::records_section(stored).map_err(|e| e.to_string())?;
     let h = batch::header(stored).map_err(|e| e.to_string())?;
     let records =
         batch::records_in(&body, info.base_offset, h.base_timestamp.get(), info.records_count).ok_or("records that do not parse")?;
