@@ -449,6 +449,33 @@ fn preallocation_follows_the_write_rate_and_is_given_back_when_idle() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_writer_never_idle_writes_zeros_ahead_with_its_data() {
+    let dir = temp_dir("prealloc-busy");
+    let cfg = LogConfig { segment_bytes: 64 << 20, flush: FlushPolicy::Never, ..small_cfg() };
+    shards::run_local(async {
+        let log = open(&dir, cfg).await;
+        let file_len = || std::fs::metadata(active_log_file(&dir)).unwrap().len();
+        // One batch always queued while the one before is written: the writer is never idle, so
+        // only the data writes can put zeros ahead of the tail.
+        let mut prev = log.append(batch::build(1, 1000, 1_000).into()).unwrap().last_offset;
+        let mut lengths = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let next = log.append(batch::build(1, 1000, 1_000).into()).unwrap().last_offset;
+            log.wait_written(prev).await.unwrap();
+            lengths.insert(file_len());
+            prev = next;
+        }
+        log.wait_written(prev).await.unwrap();
+        // ~210 KB of data: a write that extended the file by each block it crossed grew it ~50
+        // times; one that writes the zeros ahead with its data, a few.
+        assert!(lengths.len() < 20, "the file grew {} times: {lengths:?}", lengths.len());
+        assert_eq!(read_all(&log, 0).await.len(), 201);
+        log.close().await.unwrap();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Descriptors this process holds on files under `dir`.
 fn files_open_under(dir: &Path) -> usize {
     std::fs::read_dir("/proc/self/fd")
