@@ -3,7 +3,6 @@
 
 use super::{histogram, nanos_since, pin, Args, Stop, Totals};
 use crate::client::{self, Connection};
-use crate::protocol::compression::Codec;
 use crate::storage::batch;
 use crate::storage::control::ConsumerFilter;
 use hdrhistogram::Histogram;
@@ -92,8 +91,7 @@ pub fn run(
                         messages += h.records_count.get().max(0) as u64;
                         bytes += len as u64;
                         if stamped && measured {
-                            let codec = Codec::from_attributes(h.attributes.get()).unwrap_or(Codec::None);
-                            let body = codec.decompress(&b[batch::HEADER_BYTES..])?;
+                            let (_, body) = batch::records_section(&b).map_err(|e| client::ClientError::Protocol(e.to_string()))?;
                             for rec in batch::records_in(&body, base_offset, 0, h.records_count.get()).unwrap_or_default() {
                                 if let Some(v) = rec.value.filter(|v| v.len() >= 8) {
                                     let sent = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));

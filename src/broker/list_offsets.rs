@@ -6,7 +6,6 @@
 
 use super::handlers::{respond, respond_legacy};
 use super::{errors, replication, state, Partition};
-use crate::protocol::compression::Codec;
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::batch;
 use bytes::Bytes;
@@ -34,10 +33,8 @@ fn find_record(stored: &[u8], wanted: impl Fn(i64, i64) -> bool) -> Option<(i64,
         let last = base + i64::from(h.last_offset_delta.get());
         return (base..=last).find(|o| wanted(*o, max_ts)).map(|o| (o, max_ts));
     }
-    let end = batch::framed_len(stored).ok()?.min(stored.len());
-    let codec = Codec::from_attributes(attributes)?;
-    let body = match codec.decompress(&stored[batch::HEADER_BYTES..end]) {
-        Ok(body) => body,
+    let body = match batch::records_section(stored) {
+        Ok((_, body)) => body,
         Err(e) => {
             tracing::warn!(base_offset = base, error = %e, "cannot inflate a batch for a timestamp lookup; answering per batch");
             return Some((base, max_ts));
@@ -151,6 +148,7 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::compression::Codec;
 
     /// A batch of 100 records at offsets 500.. with timestamps 1000 + 10 × i, in `codec`.
     fn stored(codec: Codec) -> Vec<u8> {
