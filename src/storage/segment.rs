@@ -240,11 +240,14 @@ impl Segment {
         let mut resumed = false;
         loop {
             for (pos, info) in batches {
-                // Offsets within a segment are contiguous, except after skipped damage and in a closed
-                // segment, which compaction may have left with gaps. An active segment's gap is damage:
-                // past a crash, stale batches from before it can follow the rewritten ones.
+                // Offsets within a segment are contiguous, except after skipped damage and where
+                // compaction removed batches: in a closed segment, or in a follower's copy of a
+                // compacted leader. An active segment's gap past its recovery point is damage: past a
+                // crash, stale batches from before it can follow the rewritten ones (a follower then
+                // copies them again from its leader); below it the bytes were fsynced.
                 let first = info.base_offset as u64;
-                if !(first == expected || (resumed || next_base.is_some()) && first > expected) {
+                let sound = pos + info.bytes as u64 <= must_hold;
+                if !(first == expected || (resumed || sound) && first > expected) {
                     break;
                 }
                 resumed = false;

@@ -270,7 +270,8 @@ impl Log {
             let mut messages = 0;
             let first = s.cache.len() - s.queued;
             for p in s.cache.range(first..first + taken) {
-                assert_eq!(p.info.base_offset as u64, s.written, "offsets are written contiguously");
+                // A follower's copy of a compacted leader has gaps between batches; nothing else does.
+                debug_assert!(p.info.base_offset as u64 >= s.written, "offsets are written in order");
                 seg.track_batch(pos, &p.info, interval);
                 pos += p.info.bytes as u64;
                 s.written = p.next();

@@ -42,6 +42,31 @@ fn a_followers_copy_holds_the_leaders_bytes_and_epochs() {
 }
 
 #[test]
+fn a_follower_takes_the_gaps_compaction_left_between_batches() {
+    let dir = temp_dir("replica-gaps");
+    shards::run_local(async {
+        let follower = open(&dir, small_cfg()).await;
+        // A compacted leader's log from its start: offsets 0..90 and 91..200 are gone.
+        let at = |base: u64| {
+            let mut b = batch::build(1, 50, 1_000);
+            batch::set_base_offset(&mut b, base);
+            batch::set_crc(&mut b);
+            Bytes::from(b)
+        };
+        assert_eq!(follower.append_replica(at(90)).unwrap(), 91);
+        assert_eq!(follower.append_replica(Bytes::from([at(200).to_vec(), at(201).to_vec()].concat())).unwrap(), 202);
+        follower.wait_durable(201).await.unwrap();
+        assert_eq!(follower.offsets().log_end, 202);
+        assert_eq!(read_all(&follower, 0).await, vec![(90, 1), (200, 1), (201, 1)]);
+        follower.close().await.unwrap();
+        // Past its recovery point a gap reads as a torn tail (the follower copies it again), and
+        // the copy opens.
+        let reopened = open(&dir, small_cfg()).await;
+        assert!(reopened.offsets().log_end <= 202);
+    });
+}
+
+#[test]
 fn a_follower_takes_a_batch_compaction_thinned() {
     let dir = temp_dir("replica-thinned");
     shards::run_local(async {
