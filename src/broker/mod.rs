@@ -371,6 +371,7 @@ pub async fn run_shard(shard: Shard, cfg: Arc<BrokerConfig>, stop: Arc<std::sync
         tracing::error!(error = %e, "data directory is not usable");
         std::process::exit(1);
     }
+    topics::warn_of_unnamed_dirs(&topics);
     // Partitions open on first use (`partitions`): start-up does not grow with their number.
     for meta in topics.into_values() {
         topics::restore_topic(meta);

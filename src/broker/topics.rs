@@ -9,7 +9,7 @@ use super::config;
 use super::errors;
 use super::partitions;
 use super::replication;
-use super::{state, Partition};
+use super::{state, unix_ms, Partition};
 use shards::Notify;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -314,6 +314,32 @@ pub async fn update(
     .await
 }
 
+/// Warns at start of partition directories this shard would own whose topic `topics` does not
+/// name: records a lost or damaged topics.meta forgot. They are left alone (and moved aside if a
+/// topic of that name is created).
+pub fn warn_of_unnamed_dirs(topics: &BTreeMap<String, TopicMeta>) {
+    let st = state();
+    let (me, count) = (st.shard.id, st.shard.count);
+    let unnamed: Vec<String> = shards::fs::list(st.log_dir())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|name| {
+            let (base, replica) = match name.rsplit_once(".replica-") {
+                Some((base, s)) => (base, s.parse::<usize>().ok()),
+                None => (name.as_str(), None),
+            };
+            let Some((topic, p)) = base.rsplit_once('-') else { return false };
+            let Ok(p) = p.parse::<u32>() else { return false };
+            let mine = replica.map_or(shards::placement(topic, p, count) == me, |s| s == me);
+            mine && !topics.contains_key(topic) && !topic.starts_with("__") && shards::fs::list(&st.log_dir().join(name)).is_ok()
+        })
+        .collect();
+    if !unnamed.is_empty() {
+        let first: Vec<&str> = unnamed.iter().take(5).map(String::as_str).collect();
+        tracing::warn!(count = unnamed.len(), first = ?first, "partition directories whose topic topics.meta does not name (was it lost or damaged?): left alone");
+    }
+}
+
 /// Makes this shard know `meta` at start: the partitions it owns are registered closed and open on
 /// first use (`partitions`).
 pub fn restore_topic(meta: TopicMeta) {
@@ -346,14 +372,17 @@ pub async fn apply_topic(meta: TopicMeta, new_from: i32) -> Result<(), String> {
         {
             continue;
         }
-        // A partition just created: a directory under its name is what a failed deletion of an
-        // earlier topic of that name left, not records of this one. Only then: an older partition
-        // not open here is offline (its disk failed, say), and its directory is its records —
-        // removing it on the next change of the topic (an ISR change) lost acknowledged records.
+        // A partition just created: a directory under its name holds no records of this topic —
+        // what a failed deletion of an earlier topic of that name left, or records a lost or
+        // damaged topics.meta no longer names. It is moved aside, not removed: removing it made a
+        // produce to a topic a lost topics.meta forgot remove all of that topic's records. Only
+        // for a new partition: an older one not open here is offline (its disk failed, say), and
+        // its directory is its records.
         let dir = st.partition_dir(&meta.name, p);
         if p >= new_from && shards::fs::exists(&dir) {
-            tracing::warn!(dir = %dir.display(), "removing what a deleted topic of the same name left");
-            if let Err(e) = shards::fs::remove_dir_all(&dir).await {
+            let aside = dir.with_file_name(format!("{}.{}.orphaned", dir.file_name().unwrap_or_default().to_string_lossy(), unix_ms()));
+            tracing::warn!(dir = %dir.display(), moved_to = %aside.display(), "a new partition's directory held records topics.meta does not name (a deleted topic's, or topics.meta was lost): moved aside");
+            if let Err(e) = shards::fs::rename(&dir, &aside).await {
                 first_failure.get_or_insert(format!("{}: {e}", dir.display()));
                 continue;
             }

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, unique
+from conftest import Broker, read_to_end, unique
 
 
 def committed(bootstrap, group, topic):
@@ -165,5 +165,39 @@ def test_a_consumer_reaches_the_end_past_a_damaged_batch(damage):
         assert got[-1] == values[-1], "the consumer read to the end"
         assert len(got) >= len(values) - 1, f"{len(values) - len(got)} records missing: only the damaged one may be"
         assert set(got) - set(values) <= {g for g in got if g[:5] == b"%05d" % base}, "only the damaged record may differ"
+    finally:
+        b.close()
+
+
+def test_a_lost_topic_catalog_never_removes_records():
+    """topics.meta lost: the broker starts knowing no topics, warns of the partition directories it
+    does not name, and a produce that auto-creates the topic again moves the old directory aside
+    instead of removing it (it used to remove every record the lost catalog named)."""
+    b = Broker(shards=1)
+    try:
+        topic = unique("lost-catalog")
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all"})
+        for i in range(1000):
+            p.produce(topic, value=b"v%d" % i)
+        assert p.flush(30) == 0
+        b.stop()
+        old_dir = os.path.join(b.data_dir, f"{topic}-0")
+        old_bytes = sum(os.path.getsize(os.path.join(old_dir, f)) for f in os.listdir(old_dir) if f.endswith(".log"))
+        assert old_bytes > 1000 * 2
+        open(os.path.join(b.data_dir, "topics.meta"), "wb").close()
+        b.start()
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all"})
+        p.produce(topic, value=b"after")
+        assert p.flush(30) == 0
+        log = open(b.log_path, errors="replace").read()
+        assert "topics.meta does not name" in log and f"{topic}-0" in log
+        aside = [d for d in os.listdir(b.data_dir) if d.startswith(f"{topic}-0.") and d.endswith(".orphaned")]
+        assert len(aside) == 1, os.listdir(b.data_dir)
+        kept = os.path.join(b.data_dir, aside[0])
+        assert sum(os.path.getsize(os.path.join(kept, f)) for f in os.listdir(kept) if f.endswith(".log")) == old_bytes
+        # The recreated topic holds only the new record; the moved directory is not read as a topic.
+        assert [v for _, _, v in read_to_end(b.bootstrap, topic)] == [b"after"]
+        b.restart()
+        assert [v for _, _, v in read_to_end(b.bootstrap, topic)] == [b"after"]
     finally:
         b.close()
