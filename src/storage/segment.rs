@@ -34,6 +34,16 @@ pub fn file_stem(base: u64) -> String {
     format!("{base:020}")
 }
 
+/// The offset a file named `<file_stem>suffix` is for; `None` for any other name (`250.log` or
+/// `+5.log` would otherwise name a segment whose files are not where `file_stem` puts them).
+pub fn stem_offset(name: &str, suffix: &str) -> Option<u64> {
+    let stem = name.strip_suffix(suffix)?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
 pub struct Segment {
     pub base: u64,
     pub path: PathBuf,

@@ -18,7 +18,7 @@ use std::path::Path;
 /// the first segment empties the log and starts it at `offset` (Kafka's `truncateTo`): the log
 /// would otherwise still end past it, and its follower would cut again and again.
 pub async fn truncate_closed(dir: &Path, offset: u64) -> std::io::Result<()> {
-    let mut bases: Vec<u64> = fs::list(dir)?.iter().filter_map(|n| n.strip_suffix(".log")?.parse().ok()).collect();
+    let mut bases: Vec<u64> = fs::list(dir)?.iter().filter_map(|n| segment::stem_offset(n, ".log")).collect();
     bases.sort_unstable();
     let Some(&first) = bases.first().filter(|&&first| first <= offset) else { return restart_at(dir, offset).await };
     // Whole segments past the cut go, newest first: a crash leaves a shorter log, never a hole. And
@@ -56,10 +56,8 @@ pub async fn restart_at(dir: &Path, offset: u64) -> std::io::Result<()> {
     checkpoint::write(dir, checkpoint::LOG_START, &[offset]).await?;
     // With no segment, recovery starts the log at its checkpointed start.
     let names = fs::list(dir)?;
-    for name in names.iter().filter(|n| n.ends_with(".log")) {
-        if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse().ok()) {
-            remove_segment(dir, base).await?;
-        }
+    for base in names.iter().filter_map(|n| segment::stem_offset(n, ".log")) {
+        remove_segment(dir, base).await?;
     }
     // Last: a crash before leaves batches whose epochs the next reconciliation still compares.
     fs::remove_file(&LeaderEpochs::path(dir)).await?;

@@ -20,7 +20,7 @@ impl Log {
         for name in names.iter().filter(|name| compact::is_leftover(name)) {
             fs::remove_file(&dir.join(name)).await?;
         }
-        let mut bases: Vec<u64> = names.iter().filter_map(|name| name.strip_suffix(".log")?.parse().ok()).collect();
+        let mut bases: Vec<u64> = names.iter().filter_map(|name| crate::storage::segment::stem_offset(name, ".log")).collect();
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut scanned = 0;

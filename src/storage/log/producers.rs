@@ -21,7 +21,7 @@ fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
 
 /// The offsets of the snapshots in `dir`, in increasing order.
 fn snapshots(dir: &Path) -> Result<Vec<u64>, LogError> {
-    let mut offsets: Vec<u64> = fs::list(dir)?.iter().filter_map(|n| n.strip_suffix(SNAPSHOT_SUFFIX)?.parse().ok()).collect();
+    let mut offsets: Vec<u64> = fs::list(dir)?.iter().filter_map(|n| super::super::segment::stem_offset(n, SNAPSHOT_SUFFIX)).collect();
     offsets.sort_unstable();
     Ok(offsets)
 }

@@ -476,6 +476,28 @@ fn a_writer_never_idle_writes_zeros_ahead_with_its_data() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn files_named_like_segments_but_not_as_the_log_names_them_are_ignored() {
+    let dir = temp_dir("stray-names");
+    shards::run_local(async {
+        let log = open(&dir, small_cfg()).await;
+        let a = log.append(batch::build(3, 100, 1_000).into()).unwrap();
+        log.wait_durable(a.last_offset).await.unwrap();
+        log.close().await.unwrap();
+        // `250.log` and `+5.log` parse as offsets: they used to take the partition offline
+        // (opening `00000000000000000250.log`, which does not exist).
+        for name in ["250.log", "+5.log", "00000000000000000007.log.bak", "0000000000000000000x.log", "250.snapshot"] {
+            std::fs::write(dir.join(name), b"stray").unwrap();
+        }
+        let reopened = open(&dir, small_cfg()).await;
+        assert_eq!(read_all(&reopened, 0).await, vec![(0, 3)]);
+        let b = reopened.append(batch::build(1, 100, 1_000).into()).unwrap();
+        reopened.wait_durable(b.last_offset).await.unwrap();
+        assert_eq!(reopened.offsets().log_end, 4);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Descriptors this process holds on files under `dir`.
 fn files_open_under(dir: &Path) -> usize {
     std::fs::read_dir("/proc/self/fd")
