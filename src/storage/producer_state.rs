@@ -35,6 +35,8 @@ pub const RECENT_BATCHES: usize = 5;
 const VERSION: u16 = 2;
 /// Producers a snapshot may hold: bounds what a damaged or hostile file makes us allocate.
 const SNAPSHOT_PRODUCERS_MAX: usize = 1 << 20;
+/// The most bytes a sound snapshot holds: a larger file is damaged, and is not read.
+pub const SNAPSHOT_BYTES_MAX: u64 = (6 + SNAPSHOT_PRODUCERS_MAX * (39 + RECENT_BATCHES * 24) + 4) as u64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Recent {
@@ -453,6 +455,8 @@ mod tests {
         for i in 0..7 {
             s.record(&batch(9, 0, i, 1, 100 + i as u64), None);
         }
+        // A producer with all its batches takes the most bytes `SNAPSHOT_BYTES_MAX` allows for one.
+        assert_eq!(s.clone().encode().len() as u64, (SNAPSHOT_BYTES_MAX - 10) / SNAPSHOT_PRODUCERS_MAX as u64 + 10);
         assert_eq!(s.check(&batch(9, 0, 2, 1, 0), None), Check::Duplicate { base_offset: 102, last_offset: 102 });
         assert_eq!(s.check(&batch(9, 0, 1, 1, 0), None), Check::OutOfOrder, "too old to be known a duplicate");
     }

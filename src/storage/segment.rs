@@ -187,9 +187,9 @@ impl Segment {
         let std_file = ScanFile::open(&log)?;
         let file_len = std_file.size()?;
         let loaded_index = read_index(&idx_path, file_len);
-        let loaded_time_index = read_time_index(&tidx_path);
+        let loaded_time_index = read_time_index(&tidx_path, file_len);
         let mut seg = Self::empty(base, log.clone());
-        let (txns, txn_index_damaged) = TxnIndex::load(TxnIndex::path_for(dir, &file_stem(base)));
+        let (txns, txn_index_damaged) = TxnIndex::load(TxnIndex::path_for(dir, &file_stem(base)), file_len);
         seg.txns = txns;
         let mut report = Recovered { txn_index_damaged, ..Recovered::default() };
 
@@ -528,9 +528,10 @@ fn on_disk_prefix<T: PartialEq>(loaded: &Result<Vec<T>, Unusable>, believed: &[T
     }
 }
 
-/// An index file's bytes, or why there are none.
-fn read_entries(path: &Path, entry_bytes: usize) -> Result<Vec<u8>, Unusable> {
-    match fs::read(path) {
+/// An index file's bytes, or why there are none. Each entry stands for a batch of at least 61
+/// bytes of the log: an index longer than its log (`log_len`) is damaged, and is not read.
+fn read_entries(path: &Path, entry_bytes: usize, log_len: u64) -> Result<Vec<u8>, Unusable> {
+    match fs::read_at_most(path, log_len) {
         Ok(bytes) if bytes.len() % entry_bytes == 0 => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Unusable::Missing),
         _ => Err(Unusable::Damaged),
@@ -539,7 +540,7 @@ fn read_entries(path: &Path, entry_bytes: usize) -> Result<Vec<u8>, Unusable> {
 
 /// Reads and sanity-checks an `.index` file: entries strictly increasing, positions inside the log.
 fn read_index(path: &Path, log_len: u64) -> Result<Vec<(u32, u32)>, Unusable> {
-    let bytes = read_entries(path, INDEX_ENTRY_BYTES)?;
+    let bytes = read_entries(path, INDEX_ENTRY_BYTES, log_len)?;
     let entries: Vec<(u32, u32)> = bytes.chunks_exact(INDEX_ENTRY_BYTES).map(|c| (be_u32(&c[0..4]), be_u32(&c[4..8]))).collect();
     let increasing = entries.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
     let inside = entries.last().is_none_or(|&(_, pos)| u64::from(pos) < log_len);
@@ -550,8 +551,8 @@ fn read_index(path: &Path, log_len: u64) -> Result<Vec<(u32, u32)>, Unusable> {
     }
 }
 
-fn read_time_index(path: &Path) -> Result<Vec<(i64, u32)>, Unusable> {
-    let bytes = read_entries(path, TIME_INDEX_ENTRY_BYTES)?;
+fn read_time_index(path: &Path, log_len: u64) -> Result<Vec<(i64, u32)>, Unusable> {
+    let bytes = read_entries(path, TIME_INDEX_ENTRY_BYTES, log_len)?;
     let entries: Vec<(i64, u32)> = bytes
         .chunks_exact(TIME_INDEX_ENTRY_BYTES)
         .map(|c| (i64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]), be_u32(&c[8..12])))

@@ -48,9 +48,10 @@ impl TxnIndex {
     }
 
     /// The index in `path`, and whether its file was damaged (then it holds nothing and the
-    /// segment's transactions must be found again in the log).
-    pub fn load(path: PathBuf) -> (TxnIndex, bool) {
-        let bytes = match fs::read(&path) {
+    /// segment's transactions must be found again in the log). Each entry stands for an abort
+    /// marker in the segment: a file longer than the segment's log (`log_len`) is damaged.
+    pub fn load(path: PathBuf, log_len: u64) -> (TxnIndex, bool) {
+        let bytes = match fs::read_at_most(&path, log_len) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (TxnIndex::new(path), false),
             Err(_) => return (TxnIndex { stale: true, ..TxnIndex::new(path) }, true),

@@ -251,6 +251,22 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     }
 }
 
+/// The whole content of the file at `path` if it holds at most `max` bytes; an `InvalidData` error
+/// if it holds more (a file whose size damage set must not take the memory it claims).
+pub fn read_at_most(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let too_large = |len: u64| io::Error::new(io::ErrorKind::InvalidData, format!("{} holds {len} bytes, more than {max}", path.display()));
+    match sim(path) {
+        Some(disk) => disk.read(path).and_then(|b| if b.len() as u64 > max { Err(too_large(b.len() as u64)) } else { Ok(b) }),
+        None => {
+            let len = std::fs::metadata(path)?.len();
+            if len > max {
+                return Err(too_large(len));
+            }
+            std::fs::read(path)
+        }
+    }
+}
+
 /// Replaces the file at `path` with `bytes` so that a crash leaves the old content or the new one:
 /// written to `<path>.tmp`, fsynced, renamed over `path`, its directory fsynced.
 pub async fn write_durably(path: &Path, bytes: Vec<u8>) -> io::Result<()> {

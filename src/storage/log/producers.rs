@@ -5,7 +5,7 @@
 use super::*;
 use crate::storage::control::{self, Marker};
 use crate::storage::producer_state::CompletedTxn;
-use crate::storage::producer_state::ProducerState;
+use crate::storage::producer_state::{ProducerState, SNAPSHOT_BYTES_MAX};
 use crate::storage::segment::resync;
 
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
@@ -50,7 +50,7 @@ pub(super) async fn rebuild(
         .iter()
         .rev()
         .filter(|&&o| o >= first_base && o <= log_end && o <= walk_from_at_most)
-        .find_map(|&o| Some((ProducerState::decode(&fs::read(&snapshot_path(dir, o)).ok()?)?, o)));
+        .find_map(|&o| Some((ProducerState::decode(&fs::read_at_most(&snapshot_path(dir, o), SNAPSHOT_BYTES_MAX).ok()?)?, o)));
     let (mut state, from) = found.unwrap_or_else(|| (ProducerState::default(), first_base));
     let snapshot_at = from;
     let mut ended = Vec::new();

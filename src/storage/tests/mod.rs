@@ -498,6 +498,35 @@ fn files_named_like_segments_but_not_as_the_log_names_them_are_ignored() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn index_files_longer_than_their_segment_are_damaged_and_not_read() {
+    let dir = temp_dir("huge-index");
+    let cfg = LogConfig { segment_bytes: 4 << 10, ..small_cfg() };
+    shards::run_local(async {
+        let log = open(&dir, cfg.clone()).await;
+        for _ in 0..20 {
+            let a = log.append(batch::build(2, 300, 1_000).into()).unwrap();
+            log.wait_durable(a.last_offset).await.unwrap();
+        }
+        let before = read_all(&log, 0).await;
+        log.close().await.unwrap();
+        // Sparse files claiming 64 GiB: reading them whole would take that much memory.
+        let mut grown = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if [".index", ".timeindex", ".txnindex", ".snapshot"].iter().any(|s| name.ends_with(s)) {
+                std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(64 << 30).unwrap();
+                grown += 1;
+            }
+        }
+        assert!(grown >= 3, "{grown} index files");
+        let reopened = open(&dir, cfg).await;
+        assert_eq!(read_all(&reopened, 0).await, before);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Descriptors this process holds on files under `dir`.
 fn files_open_under(dir: &Path) -> usize {
     std::fs::read_dir("/proc/self/fd")
