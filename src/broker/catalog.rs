@@ -62,6 +62,9 @@ fn initial_state(replicas: &[u16]) -> PartitionState {
 
 const FILE: &str = "topics.meta";
 
+/// Partitions a topic may have: a bound on files and memory per request.
+pub const PARTITIONS_MAX: i32 = 10_000;
+
 /// Kafka's internal topics. Weir keeps their state in files of its own (`docs/groups.md`), so these
 /// names are reserved: never auto-created, never created by a client.
 pub const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
@@ -95,11 +98,22 @@ pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
         let replication_factor = fields.next().map_or(Some(1), |r| r.parse().ok()).ok_or_else(|| bad(line))?;
         let states = decode_states(fields.next().unwrap_or("")).ok_or_else(|| bad(line))?;
         let partitions = partitions.parse().map_err(|_| bad(line))?;
+        // What no create or alter writes is damage: a partition count of 20 million took 5 GB.
+        if !valid_topic_name(name) || !(1..=PARTITIONS_MAX).contains(&partitions) {
+            return Err(bad(line));
+        }
         let id = u128::from_str_radix(id, 16).map_err(|_| bad(line))?;
         let configs = configs
             .split(';')
             .filter(|kv| !kv.is_empty())
             .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, v)| match crate::broker::config::topic::check(k, v) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(topic = name, error = %e, "topics.meta holds a config no alter would take: ignored, the default applies");
+                    false
+                }
+            })
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         topics.insert(name.to_string(), TopicMeta { name: name.to_string(), partitions, id, configs, replication_factor, states });
@@ -186,5 +200,13 @@ mod tests {
         let old = &load(&dir).unwrap()["old"];
         assert_eq!((old.replication_factor, old.id, old.states.len()), (1, 42, 0));
         assert!(valid_topic_name("ok-name.1") && !valid_topic_name("bad name") && !valid_topic_name(".."));
+        // Damage: counts and names no create writes stop the start; a config no alter takes is
+        // dropped (its default applies), the rest of the topic kept.
+        for line in ["big\t20000000\t2a\t\n", "zero\t0\t2a\t\n", "bad name\t1\t2a\t\n"] {
+            std::fs::write(dir.join(FILE), line).unwrap();
+            assert!(load(&dir).is_err(), "{line:?}");
+        }
+        std::fs::write(dir.join(FILE), "t\t2\t2a\tflush.messages=0;max.message.bytes=-5;retention.ms=60000\n").unwrap();
+        assert_eq!(load(&dir).unwrap()["t"].configs, [("retention.ms".to_string(), "60000".to_string())].into_iter().collect());
     }
 }

@@ -15,9 +15,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
-/// Partitions a topic may have: a bound on files and memory per request.
-const PARTITIONS_MAX: i32 = 10_000;
-
 /// A refused topic change: Kafka error code and message.
 pub type Refusal = (i16, String);
 
@@ -121,8 +118,8 @@ pub fn validate(name: &str, partitions: i32, configs: &BTreeMap<String, String>)
     if catalog::is_internal(name) {
         return Err((errors::INVALID_TOPIC_EXCEPTION, format!("{name} is reserved for the broker's internal state")));
     }
-    if !(1..=PARTITIONS_MAX).contains(&partitions) {
-        return Err((errors::INVALID_PARTITIONS, format!("partitions must be 1..={PARTITIONS_MAX}")));
+    if !(1..=catalog::PARTITIONS_MAX).contains(&partitions) {
+        return Err((errors::INVALID_PARTITIONS, format!("partitions must be 1..={}", catalog::PARTITIONS_MAX)));
     }
     for (k, v) in configs {
         config::topic::check(k, v).map_err(|m| (errors::INVALID_CONFIG, m))?;

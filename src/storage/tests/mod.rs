@@ -527,6 +527,27 @@ fn index_files_longer_than_their_segment_are_damaged_and_not_read() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn an_active_segment_that_looks_closed_is_not_served_with_its_zeros() {
+    let dir = temp_dir("looks-closed");
+    let cfg = LogConfig { segment_bytes: 64 << 10, flush: FlushPolicy::Never, ..small_cfg() };
+    shards::run_local(async {
+        let log = open(&dir, cfg.clone()).await;
+        let written = append_all(&log, &[(2, 300); 6]);
+        log.wait_written(11).await.unwrap();
+        log.close().await.unwrap();
+        // A later segment's file appears beside it (copied in, or a roll's file that outlived the
+        // seal of this one): the active segment, block padding and all, is now a closed one.
+        std::fs::write(dir.join("00000000000000001000.log"), b"").unwrap();
+        let reopened = open(&dir, cfg).await;
+        let bytes = read_bytes(&reopened, 0, 1 << 20).await;
+        let batches = batch::split_stored(&bytes).expect("whole sound batches, no zeros after them");
+        let read: Vec<(u64, u32)> = batches.iter().map(|(_, b)| (b.base_offset as u64, b.offset_count)).collect();
+        assert_eq!(read, written);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Descriptors this process holds on files under `dir`.
 fn files_open_under(dir: &Path) -> usize {
     std::fs::read_dir("/proc/self/fd")
