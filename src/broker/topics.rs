@@ -321,6 +321,9 @@ pub fn warn_of_unnamed_dirs(topics: &BTreeMap<String, TopicMeta>) {
         .unwrap_or_default()
         .into_iter()
         .filter(|name| {
+            if name.ends_with(".orphaned") {
+                return false;
+            }
             let (base, replica) = match name.rsplit_once(".replica-") {
                 Some((base, s)) => (base, s.parse::<usize>().ok()),
                 None => (name.as_str(), None),

@@ -140,6 +140,10 @@ struct State {
     durable_end: (u64, u64),
     /// The last `durable_end` written to the recovery point checkpoint.
     recovery_point: (u64, u64),
+    /// Where (segment base, byte position) the last batch the active segment took past a gap in
+    /// its offsets ends (a follower copying a compacted leader): recovery takes such a jump only
+    /// below the recovery point, so the next one checkpointed covers it whatever it grew.
+    gap_end: Option<(u64, u64)>,
     /// The directory holds names a crash may not have made durable (those recovery found): it is
     /// fsynced before the first fsync that makes records durable.
     dir_unsynced: bool,

@@ -102,6 +102,7 @@ impl Log {
                 epochs_saved: 0,
                 durable_end: (active_base, durable_pos),
                 recovery_point: (recovery_point[0], recovery_point[1]),
+                gap_end: None,
                 dir_unsynced: !fresh,
                 cache: VecDeque::new(),
                 cache_bytes: 0,

@@ -218,7 +218,7 @@ impl Log {
             return self.flush_if_due().await;
         }
         let file = self.active_file().await?;
-        let (write_pos, buf, taken, next_tail) = {
+        let (write_pos, buf, taken, next_tail, aligned) = {
             let s = self.state();
             let active = s.segments.last().expect("active segment");
             let room = s.cfg.segment_bytes.saturating_sub(active.size);
@@ -226,7 +226,8 @@ impl Log {
             let mut data_len = 0usize;
             for p in s.unwritten() {
                 let fits = (data_len + p.info.bytes) as u64 <= room || (taken == 0 && active.size == 0);
-                if !fits || (taken > 0 && data_len + p.info.bytes > WRITE_BYTES_MAX) {
+                let indexable = (p.next() - 1).saturating_sub(active.base) <= u64::from(u32::MAX);
+                if !fits || (taken > 0 && (data_len + p.info.bytes > WRITE_BYTES_MAX || !indexable)) {
                     break;
                 }
                 data_len += p.info.bytes;
@@ -239,7 +240,8 @@ impl Log {
             let total = s.tail_block.len() + data_len;
             let aligned = total.div_ceil(BLOCK_BYTES as usize) * BLOCK_BYTES as usize;
             let zeros_end = s.zeros_goal(write_pos + total as u64);
-            let mut buf = file.alloc(write_len(write_pos, aligned, s.prealloc_end, zeros_end));
+            let paused = s.prealloc_paused_until.is_some_and(|until| Instant::now() < until);
+            let mut buf = file.alloc(if paused { aligned } else { write_len(write_pos, aligned, s.prealloc_end, zeros_end) });
             let out = buf.as_bytes_mut();
             out[..s.tail_block.len()].copy_from_slice(&s.tail_block);
             let mut at = s.tail_block.len();
@@ -250,15 +252,25 @@ impl Log {
             out[at..].fill(0);
             // What will be the new partial last block, rewritten by the next write.
             let next_tail = out[total - total % BLOCK_BYTES as usize..total].to_vec();
-            (write_pos, buf, taken, next_tail)
+            (write_pos, buf, taken, next_tail, aligned)
         };
         self.save_epochs().await?;
         let expect = buf.len();
         let started = Instant::now();
-        let wrote = file.write_at(buf, write_pos).await?;
+        let wrote = match file.write_at(buf, write_pos).await {
+            Ok(wrote) => wrote,
+            // Perhaps out of room for the zeros only: no zeros for a while, and the next turn
+            // writes the same batches alone (they are still queued).
+            Err(_) if expect > aligned => {
+                self.state().prealloc_paused_until = Some(Instant::now() + PREALLOC_PAUSE);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         recorder::storage_write(started.elapsed(), expect as u64, taken as u64);
-        if wrote != expect {
-            return Err(LogError::Storage(format!("short write: {wrote} of {expect} bytes")));
+        // The zeros after the data may be cut short (the disk filling up): the data is what counts.
+        if wrote < aligned {
+            return Err(LogError::Storage(format!("short write: {wrote} of {aligned} bytes")));
         }
         {
             let mut guard = self.state();
@@ -272,8 +284,12 @@ impl Log {
             for p in s.cache.range(first..first + taken) {
                 // A follower's copy of a compacted leader has gaps between batches; nothing else does.
                 debug_assert!(p.info.base_offset as u64 >= s.written, "offsets are written in order");
+                let jumped = p.info.base_offset as u64 > s.written.max(seg.base);
                 seg.track_batch(pos, &p.info, interval);
                 pos += p.info.bytes as u64;
+                if jumped {
+                    s.gap_end = Some((seg.base, pos));
+                }
                 s.written = p.next();
                 s.queued_bytes -= p.info.bytes;
                 messages += u64::from(p.info.offset_count);
@@ -290,7 +306,7 @@ impl Log {
                 tracing::warn!(dir = %s.dir.display(), error = %e, "writing a segment's index failed; it is rewritten later");
             }
             s.last_used = Instant::now();
-            s.prealloc_end = s.prealloc_end.max(write_pos + expect as u64);
+            s.prealloc_end = s.prealloc_end.max(write_pos + (wrote as u64) / BLOCK_BYTES * BLOCK_BYTES);
             if s.window_start.elapsed() >= RATE_WINDOW {
                 let recent = s.window_start.elapsed() < 2 * RATE_WINDOW;
                 s.last_window_bytes = if recent { s.window_bytes } else { 0 };
@@ -382,7 +398,8 @@ impl Log {
         let due = |s: &State| {
             let (base, pos) = s.durable_end;
             let from = if s.recovery_point.0 == base { s.recovery_point.1 } else { 0 };
-            pos > from && pos - from >= min_growth
+            let gap = s.gap_end.is_some_and(|(gap_base, gap_pos)| gap_base == base && from < gap_pos && gap_pos <= pos);
+            pos > from && (pos - from >= min_growth || gap)
         };
         if !due(&self.state()) {
             return Ok(());
@@ -396,7 +413,9 @@ impl Log {
             (s.dir.clone(), s.durable_end)
         };
         super::super::checkpoint::write(&dir, super::super::checkpoint::RECOVERY_POINT, &[point.0, point.1]).await?;
-        self.state().recovery_point = point;
+        let mut s = self.state();
+        s.recovery_point = point;
+        s.gap_end = s.gap_end.filter(|&(base, pos)| base == point.0 && pos > point.1);
         Ok(())
     }
 
@@ -410,11 +429,16 @@ impl Log {
                 };
                 let full = active.size + first.info.bytes as u64 > s.cfg.segment_bytes;
                 let old = active.created.elapsed() >= Duration::from_millis(s.cfg.segment_ms);
-                if active.size == 0 || !(full || old) {
+                // Offsets are indexed relative to the segment's base in 32 bits (Kafka rolls
+                // likewise): a follower copying a compacted leader can take a batch further on.
+                let unindexable = (first.next() - 1).saturating_sub(active.base) > u64::from(u32::MAX);
+                if !unindexable && (active.size == 0 || !(full || old)) {
                     return Ok(());
                 }
             }
-            let rolled = (active.size, s.dir.clone(), s.written);
+            // The next segment starts at the first batch it takes, past a gap a follower copied.
+            let base = s.unwritten().next().map_or(s.written, |first| s.written.max(first.info.base_offset as u64));
+            let rolled = (active.size, s.dir.clone(), base);
             // A failure below leaves the roll to be retried, even if the batches that made it due
             // are dropped: a successor's file may exist, so the sealed segment takes no more.
             s.rolling = true;
