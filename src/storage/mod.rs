@@ -12,6 +12,7 @@ pub mod leader_epochs;
 pub mod log;
 pub mod producer_state;
 pub mod read_cache;
+pub mod scan;
 pub mod segment;
 pub mod truncate;
 pub mod txn_index;

@@ -35,7 +35,7 @@ pub async fn truncate_closed(dir: &Path, offset: u64) -> std::io::Result<()> {
     let stem = segment::file_stem(last);
     let log = dir.join(format!("{stem}.log"));
     let file = ScanFile::open(&log)?;
-    let (batches, valid_end) = segment::scan(&file, 0, file.size()?);
+    let (batches, valid_end) = super::scan::scan(&file, 0, file.size()?);
     let cut =
         batches.iter().find(|(_, info)| info.base_offset as u64 + u64::from(info.offset_count) > offset).map_or(valid_end, |(pos, _)| *pos);
     drop(file);

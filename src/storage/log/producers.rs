@@ -6,7 +6,7 @@ use super::*;
 use crate::storage::control::{self, Marker};
 use crate::storage::producer_state::CompletedTxn;
 use crate::storage::producer_state::{ProducerState, SNAPSHOT_BYTES_MAX};
-use crate::storage::segment::resync;
+use crate::storage::scan::resync;
 
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
 /// Snapshots kept: the newest, and the one before in case a crash makes the newest lie past the
