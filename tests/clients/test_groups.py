@@ -228,7 +228,9 @@ def join_group_v0(port, group, protocol):
 def test_inconsistent_protocols_are_refused(shared_broker):
     topic = make_topic(shared_broker.bootstrap, 2, 2)
     group = unique("g")
-    a = consumer(shared_broker.bootstrap, group, "range")
+    # A session long enough that a loaded machine does not expire the member meanwhile: an empty
+    # group takes any protocol, and the bare join then waits for a rebalance (timed out once under load).
+    a = consumer(shared_broker.bootstrap, group, "range", **{"session.timeout.ms": 30000, "heartbeat.interval.ms": 1000})
     a.subscribe([topic])
     wait_assigned([a], 2)
     assert join_group_v0(shared_broker.port, group, "my-own-assignor") == 23  # INCONSISTENT_GROUP_PROTOCOL
