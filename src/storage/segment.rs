@@ -350,6 +350,12 @@ impl Segment {
     }
 
     /// Records that the batch `info` now sits at `pos` in this segment's file.
+    /// Whether the segment can index offsets up to `last_offset`: the index holds them relative to
+    /// its base in 32 bits (a follower's copy of a compacted leader can jump further).
+    pub fn can_index(&self, last_offset: u64) -> bool {
+        last_offset.saturating_sub(self.base) <= u64::from(u32::MAX)
+    }
+
     pub fn track_batch(&mut self, pos: u64, info: &BatchInfo, interval: u32) {
         let rel = info.base_offset as u64 - self.base;
         assert!(rel <= u64::from(u32::MAX), "relative offset fits the index");

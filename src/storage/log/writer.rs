@@ -107,10 +107,8 @@ impl Log {
             let s = self.state();
             let active = s.segments.last().expect("active segment");
             let end = s.zeros_goal(active.size);
-            let ahead = s.prealloc_end.saturating_sub(active.size);
-            let paused = s.prealloc_paused_until.is_some_and(|until| Instant::now() < until);
-            let enough = s.prealloc_end >= end || ahead >= (end - active.size) / 2;
-            if s.queued > 0 || active.size == 0 || s.closing || s.rolling || enough || paused {
+            let enough = s.prealloc_end.saturating_sub(active.size) >= end.saturating_sub(active.size) / 2;
+            if s.queued > 0 || active.size == 0 || s.closing || s.rolling || enough || s.prealloc_paused() {
                 return Ok(false);
             }
             (s.prealloc_end, (end - s.prealloc_end).min(PREALLOC_CHUNK_BYTES) as usize)
@@ -226,8 +224,7 @@ impl Log {
             let mut data_len = 0usize;
             for p in s.unwritten() {
                 let fits = (data_len + p.info.bytes) as u64 <= room || (taken == 0 && active.size == 0);
-                let indexable = (p.next() - 1).saturating_sub(active.base) <= u64::from(u32::MAX);
-                if !fits || (taken > 0 && (data_len + p.info.bytes > WRITE_BYTES_MAX || !indexable)) {
+                if !fits || (taken > 0 && (data_len + p.info.bytes > WRITE_BYTES_MAX || !active.can_index(p.next() - 1))) {
                     break;
                 }
                 data_len += p.info.bytes;
@@ -240,8 +237,7 @@ impl Log {
             let total = s.tail_block.len() + data_len;
             let aligned = total.div_ceil(BLOCK_BYTES as usize) * BLOCK_BYTES as usize;
             let zeros_end = s.zeros_goal(write_pos + total as u64);
-            let paused = s.prealloc_paused_until.is_some_and(|until| Instant::now() < until);
-            let mut buf = file.alloc(if paused { aligned } else { write_len(write_pos, aligned, s.prealloc_end, zeros_end) });
+            let mut buf = file.alloc(if s.prealloc_paused() { aligned } else { write_len(write_pos, aligned, s.prealloc_end, zeros_end) });
             let out = buf.as_bytes_mut();
             out[..s.tail_block.len()].copy_from_slice(&s.tail_block);
             let mut at = s.tail_block.len();
@@ -429,10 +425,8 @@ impl Log {
                 };
                 let full = active.size + first.info.bytes as u64 > s.cfg.segment_bytes;
                 let old = active.created.elapsed() >= Duration::from_millis(s.cfg.segment_ms);
-                // Offsets are indexed relative to the segment's base in 32 bits (Kafka rolls
-                // likewise): a follower copying a compacted leader can take a batch further on.
-                let unindexable = (first.next() - 1).saturating_sub(active.base) > u64::from(u32::MAX);
-                if !unindexable && (active.size == 0 || !(full || old)) {
+                // Kafka rolls likewise at a batch the segment cannot index.
+                if active.can_index(first.next() - 1) && (active.size == 0 || !(full || old)) {
                     return Ok(());
                 }
             }
@@ -499,6 +493,11 @@ impl State {
         let rate = if repeated { self.window_bytes.max(self.last_window_bytes) } else { 0 };
         let ahead = (2 * rate).next_multiple_of(BLOCK_BYTES).min(PREALLOC_AHEAD_BYTES);
         (from + ahead).next_multiple_of(BLOCK_BYTES).min(self.cfg.segment_bytes / BLOCK_BYTES * BLOCK_BYTES)
+    }
+
+    /// Whether zeros ahead are off for now (after a failed zero write: a full disk, usually).
+    fn prealloc_paused(&self) -> bool {
+        self.prealloc_paused_until.is_some_and(|until| Instant::now() < until)
     }
 
     /// The end of the active segment's last written block: what its file keeps without zeros ahead.
