@@ -62,6 +62,24 @@ fn plausible(info: &BatchInfo) -> bool {
     info.attributes & !0x7f == 0 && codec <= 4 && info.producer_id >= -1 && info.producer_epoch >= -1 && uncompressed_room
 }
 
+/// Where the chain of plausible batch headers from `pos` ends: `file_len` when each header leads
+/// to the next up to the file's end. Reads the headers only, not the records between them: a
+/// closed segment's end is checked this way at every open, and a whole last batch (up to
+/// max.message.bytes) read through the page cache would leave it there.
+pub fn headers_end(file: &ScanFile, mut pos: u64, file_len: u64) -> u64 {
+    let mut header = [0u8; batch::HEADER_BYTES];
+    while pos < file_len {
+        if pos + header.len() as u64 > file_len || file.read_exact_at(&mut header, pos).is_err() {
+            return pos;
+        }
+        match batch::header_info(&header) {
+            Ok(info) if plausible(&info) && pos + info.bytes as u64 <= file_len => pos += info.bytes as u64,
+            _ => return pos,
+        }
+    }
+    pos
+}
+
 /// Walks valid batches from `pos` until the first invalid byte, zero length or end of file.
 /// Returns each batch's position and header, and where the valid bytes end.
 pub fn scan(file: &ScanFile, mut pos: u64, file_len: u64) -> (Vec<(u64, BatchInfo)>, u64) {

@@ -14,7 +14,7 @@
 
 use super::batch::BatchInfo;
 use super::file_budget;
-use super::scan::{resync, scan};
+use super::scan::{headers_end, resync, scan};
 use super::txn_index::TxnIndex;
 use shards::fs::{self, AppendFile, DirectFile, ScanFile};
 use std::path::{Path, PathBuf};
@@ -195,12 +195,12 @@ impl Segment {
         if let (Some(next_base), Ok(index), Ok(time_index)) = (next_base, &loaded_index, &loaded_time_index) {
             // Closed segment with sane indexes: trust them, the file was cut to size when it was sealed.
             // (Its first batch may start past its base: compaction removes whole batches.) Its end
-            // is checked: sound batches from the last index entry must end exactly at the file's
-            // end. An active segment that only looks closed (a file of a later segment appeared
-            // beside it) ends in its zeros, which readers were served (librdkafka's consumer
-            // aborted its process on them).
+            // is checked: the batch headers from the last index entry must lead exactly to the
+            // file's end. An active segment that only looks closed (a file of a later segment
+            // appeared beside it) ends in its zeros, which readers were served (librdkafka's
+            // consumer aborted its process on them).
             let last_indexed = index.last().map_or(0, |&(_, pos)| u64::from(pos));
-            if index.first().is_none_or(|&(_, pos)| pos == 0) && scan(&std_file, last_indexed, file_len).1 == file_len {
+            if index.first().is_none_or(|&(_, pos)| pos == 0) && headers_end(&std_file, last_indexed, file_len) == file_len {
                 seg.size = file_len;
                 seg.next_offset = next_base;
                 seg.max_timestamp = time_index.last().map_or(-1, |e| e.0);
