@@ -91,6 +91,9 @@ pub struct BrokerConfig {
     /// How long the first rebalance of an empty group waits for more members
     /// (`group.initial.rebalance.delay.ms`).
     pub group_initial_rebalance_delay_ms: u64,
+    /// Memory for group members' metadata and assignments over all shards, split evenly
+    /// (`group.metadata.max.bytes`; `usize::MAX`: unbounded).
+    pub group_metadata_max_bytes: usize,
     pub offsets_retention_minutes: u64,
     /// A transactional id with no transaction for this long is forgotten (`transactional.id.expiration.ms`).
     pub transactional_id_expiration_ms: u64,
@@ -163,6 +166,7 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
+            group_metadata_max_bytes: 256 << 20,
             offsets_retention_minutes: 7 * 24 * 60,
             transactional_id_expiration_ms: 7 * 24 * 3_600_000,
             fetch_session_slots: 1000,

@@ -94,6 +94,11 @@ pub struct ServeArgs {
     /// (group.initial.rebalance.delay.ms; default 3000).
     #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// Memory for group members' protocol metadata and assignments, over all shards
+    /// (group.metadata.max.bytes; default 256 MiB; -1: unbounded). A join or assignment past it is
+    /// refused.
+    #[arg(long, env = "WEIR_GROUP_METADATA_MAX_BYTES", allow_negative_numbers = true)]
+    group_metadata_max_bytes: Option<i64>,
     /// A transactional id with no transaction for this long, in ms, is forgotten
     /// (transactional.id.expiration.ms; default 604800000).
     #[arg(long, env = "WEIR_TRANSACTIONAL_ID_EXPIRATION_MS")]
@@ -171,6 +176,11 @@ struct MetricsAddr {
 /// The metrics listener's default port (Redpanda's admin port, where it serves its metrics).
 const METRICS_PORT: u16 = 9644;
 
+/// A byte bound from its flag: −1 (any value below 1) means unbounded, as Kafka's.
+fn byte_bound(v: i64) -> usize {
+    usize::try_from(v).ok().filter(|&n| n > 0).unwrap_or(usize::MAX)
+}
+
 fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String> {
     if let Some(path) = a.config.clone() {
         for (k, v) in read_config(&path)? {
@@ -214,6 +224,7 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
                 "group-initial-rebalance-delay-ms" => {
                     a.group_initial_rebalance_delay_ms = a.group_initial_rebalance_delay_ms.or(Some(count(&v)?))
                 }
+                "group-metadata-max-bytes" => a.group_metadata_max_bytes = a.group_metadata_max_bytes.or(Some(num(&v)?)),
                 "transactional-id-expiration-ms" => {
                     a.transactional_id_expiration_ms = a.transactional_id_expiration_ms.or(Some(count(&v)?))
                 }
@@ -315,7 +326,10 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
         cfg.max_connections_per_ip = v;
     }
     if let Some(v) = a.queued_max_request_bytes {
-        cfg.queued_max_request_bytes = usize::try_from(v).ok().filter(|&n| n > 0).unwrap_or(usize::MAX);
+        cfg.queued_max_request_bytes = byte_bound(v);
+    }
+    if let Some(v) = a.group_metadata_max_bytes {
+        cfg.group_metadata_max_bytes = byte_bound(v);
     }
     if let Some(v) = a.connections_max_idle_ms {
         cfg.connections_max_idle_ms = v.max(1);

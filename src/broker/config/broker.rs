@@ -57,8 +57,9 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
         ("group.min.session.timeout.ms", cfg.group_min_session_timeout_ms.to_string(), long, "--group-min-session-timeout-ms"),
         ("group.max.session.timeout.ms", cfg.group_max_session_timeout_ms.to_string(), long, "--group-max-session-timeout-ms"),
         ("group.initial.rebalance.delay.ms", cfg.group_initial_rebalance_delay_ms.to_string(), long, "--group-initial-rebalance-delay-ms"),
+        ("group.metadata.max.bytes", bytes_or_unbounded(cfg.group_metadata_max_bytes), long, "--group-metadata-max-bytes"),
         ("socket.request.max.bytes", cfg.max_request_bytes.to_string(), long, "--max-request-bytes"),
-        ("queued.max.request.bytes", queued_max_request_bytes(cfg), long, "--queued-max-request-bytes"),
+        ("queued.max.request.bytes", bytes_or_unbounded(cfg.queued_max_request_bytes), long, "--queued-max-request-bytes"),
         ("max.partitions", cfg.max_partitions.to_string(), long, "--max-partitions"),
         ("max.connections", cfg.max_connections.to_string(), long, "--max-connections"),
         ("max.connections.per.ip", cfg.max_connections_per_ip.to_string(), long, "--max-connections-per-ip"),
@@ -80,7 +81,6 @@ fn statics(st: &ShardState, node: i32) -> Vec<(&'static str, String, Kind, &'sta
     ]
 }
 
-/// `queued.max.request.bytes` as Kafka shows it: -1 when unbounded.
 /// `log.dirs` as Kafka shows it: the directories, comma-separated.
 fn log_dirs(cfg: &crate::broker::BrokerConfig) -> String {
     let dirs: Vec<String> = if cfg.log_dirs.is_empty() {
@@ -91,11 +91,12 @@ fn log_dirs(cfg: &crate::broker::BrokerConfig) -> String {
     dirs.join(",")
 }
 
-fn queued_max_request_bytes(cfg: &crate::broker::BrokerConfig) -> String {
-    if cfg.queued_max_request_bytes == usize::MAX {
+/// A byte bound as Kafka shows one (`queued.max.request.bytes`): -1 when unbounded.
+fn bytes_or_unbounded(bytes: usize) -> String {
+    if bytes == usize::MAX {
         "-1".into()
     } else {
-        cfg.queued_max_request_bytes.to_string()
+        bytes.to_string()
     }
 }
 

@@ -2,11 +2,11 @@
 //! offsets, and the offsets files that persist them. Lives in the shard's `ShardState`; touched by
 //! that shard only (requests for a group reach it through `super::on_coordinator`).
 
-use super::state::Group;
+use super::state::{Group, ShardBytes};
 use super::store::{self, GroupOffsets, OffsetsFile, Pending, Record, OFFSETS_PARTITIONS};
 use crate::broker::{state, unix_ms, BrokerConfig};
 use crate::storage::FlushPolicy;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -25,6 +25,11 @@ pub struct Coordinator {
     pub(super) max_session: i32,
     initial_rebalance_delay: Duration,
     offsets_retention: Duration,
+    /// Bytes the groups hold for their members, and this shard's share of group.metadata.max.bytes.
+    member_bytes: ShardBytes,
+    member_bytes_max: usize,
+    /// Joins and assignments refused at that bound since the last warning, and when that was.
+    refused: Cell<(u64, Option<Instant>)>,
 }
 
 impl Coordinator {
@@ -40,6 +45,9 @@ impl Coordinator {
             max_session: cfg.group_max_session_timeout_ms,
             initial_rebalance_delay: Duration::from_millis(cfg.group_initial_rebalance_delay_ms),
             offsets_retention: Duration::from_secs(cfg.offsets_retention_minutes * 60),
+            member_bytes: ShardBytes::default(),
+            member_bytes_max: cfg.group_metadata_max_bytes / cfg.shards.max(1),
+            refused: Cell::new((0, None)),
         }
     }
 
@@ -75,8 +83,31 @@ impl Coordinator {
 
     /// The group's state, created (Empty) if it has none yet.
     pub(super) fn group(&self, id: &str) -> Rc<RefCell<Group>> {
-        let delay = self.initial_rebalance_delay;
-        self.groups.borrow_mut().entry(id.to_string()).or_insert_with(|| Rc::new(RefCell::new(Group::new(delay, Instant::now())))).clone()
+        let (delay, bytes) = (self.initial_rebalance_delay, &self.member_bytes);
+        self.groups
+            .borrow_mut()
+            .entry(id.to_string())
+            .or_insert_with(|| Rc::new(RefCell::new(Group::new(delay, Instant::now(), bytes.clone()))))
+            .clone()
+    }
+
+    /// Whether this shard's groups may hold `incoming` bytes for a member (or an assignment) in
+    /// place of its `current` ones within group.metadata.max.bytes. Refusals are logged at most
+    /// every 10 s, with their count.
+    pub(super) fn admits(&self, group: &str, current: usize, incoming: usize) -> bool {
+        let held = self.member_bytes.get().saturating_sub(current);
+        if held.saturating_add(incoming) <= self.member_bytes_max {
+            return true;
+        }
+        let (count, warned) = self.refused.get();
+        let now = Instant::now();
+        if warned.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10)) {
+            tracing::warn!(%group, held, incoming, limit = self.member_bytes_max, refused = count + 1, "group members' metadata would pass group.metadata.max.bytes: refused");
+            self.refused.set((0, Some(now)));
+        } else {
+            self.refused.set((count + 1, warned));
+        }
+        false
     }
 
     pub(super) fn existing(&self, id: &str) -> Option<Rc<RefCell<Group>>> {
@@ -146,7 +177,9 @@ impl Coordinator {
     pub(super) async fn expire(&self, now: Instant) {
         let groups: Vec<Rc<RefCell<Group>>> = self.groups.borrow().values().cloned().collect();
         for g in groups {
-            g.borrow_mut().expire(now);
+            let mut g = g.borrow_mut();
+            g.expire(now);
+            g.account();
         }
         {
             let offsets = self.offsets.borrow();

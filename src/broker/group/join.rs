@@ -77,8 +77,17 @@ async fn join_local(q: JoinGroupRequest, version: i16, client_id: String, client
         require_known_member_id: version >= 4 && instance_id.is_none(),
         supports_skip_assignment: version >= 9,
     };
+    let current = gref.borrow().member_bytes(&request.member_id);
+    if !coord.admits(&q.group_id, current, request.held_bytes()) {
+        return JoinReply::error(&request.member_id, errors::GROUP_MAX_SIZE_REACHED);
+    }
     let id_base = instance_id.clone().unwrap_or(client_id);
-    let step = gref.borrow_mut().join(request, Instant::now(), || new_member_id(&id_base));
+    let step = {
+        let mut g = gref.borrow_mut();
+        let step = g.join(request, Instant::now(), || new_member_id(&id_base));
+        g.account();
+        step
+    };
     let member_id = match step {
         JoinStep::Reply(r) => return r,
         JoinStep::Wait { member_id } => member_id,
@@ -93,7 +102,9 @@ async fn join_local(q: JoinGroupRequest, version: i16, client_id: String, client
         };
         let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         futures_lite::future::or(changed.notified(), shards::sleep(wait)).await;
-        gref.borrow_mut().try_complete_join(Instant::now());
+        let mut g = gref.borrow_mut();
+        g.try_complete_join(Instant::now());
+        g.account();
     }
 }
 
@@ -136,8 +147,20 @@ async fn sync_local(q: SyncGroupRequest) -> SyncAnswer {
         if mismatch && g.members.contains_key(&member_id) && q.generation_id == g.generation {
             return (errors::INCONSISTENT_GROUP_PROTOCOL, Bytes::new(), None, None);
         }
+        if g.awaits_assignment_from(&member_id, instance_id.as_deref(), q.generation_id) {
+            // Kafka answers an assignment too large to store this way (the group's record in
+            // __consumer_offsets would pass its max.message.bytes).
+            let incoming = q.assignments.iter().map(|a| a.assignment.len()).sum();
+            if !shard_state().groups.admits(&q.group_id, g.assignment_bytes(), incoming) {
+                g.refuse_assignment(errors::UNKNOWN_SERVER_ERROR, Instant::now());
+                g.account();
+                return (errors::UNKNOWN_SERVER_ERROR, Bytes::new(), None, None);
+            }
+        }
         let assignments = q.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
-        if let Some(done) = g.sync(&member_id, instance_id.as_deref(), q.generation_id, assignments, Instant::now()) {
+        let done = g.sync(&member_id, instance_id.as_deref(), q.generation_id, assignments, Instant::now());
+        g.account();
+        if let Some(done) = done {
             return answer(&g, done);
         }
     }

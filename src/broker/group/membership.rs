@@ -43,7 +43,9 @@ pub(super) async fn leave_group(req: &Request) -> Result<Option<Bytes>, Protocol
             return vec![errors::UNKNOWN_MEMBER_ID; l.len()];
         };
         let mut group = gref.borrow_mut();
-        l.iter().map(|(member, instance)| group.leave(member, instance.as_deref(), Instant::now())).collect()
+        let codes = l.iter().map(|(member, instance)| group.leave(member, instance.as_deref(), Instant::now())).collect();
+        group.account();
+        codes
     })
     .await;
     let mut r = LeaveGroupResponse::default();

@@ -147,10 +147,13 @@ pub struct Group {
     subscribed: Option<HashSet<String>>,
     initial_delay: Duration,
     pub changed: Rc<Notify>,
+    /// The shard's count of bytes its groups hold, and this group's share of it (`held.rs`).
+    shard_bytes: ShardBytes,
+    accounted: usize,
 }
 
 impl Group {
-    pub fn new(initial_delay: Duration, now: Instant) -> Self {
+    pub fn new(initial_delay: Duration, now: Instant, shard_bytes: ShardBytes) -> Self {
         Group {
             phase: Phase::Empty,
             generation: 0,
@@ -166,6 +169,8 @@ impl Group {
             subscribed: None,
             initial_delay,
             changed: Rc::new(Notify::default()),
+            shard_bytes,
+            accounted: 0,
         }
     }
 
@@ -442,6 +447,25 @@ impl Group {
 
     // ---- sync, heartbeat, leave ----
 
+    /// Whether this SyncGroup carries the assignment the group waits for: the leader's, this generation's.
+    pub fn awaits_assignment_from(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> bool {
+        self.phase == Phase::CompletingRebalance
+            && generation == self.generation
+            && self.leader.as_deref() == Some(member_id)
+            && self.check_member(member_id, instance_id).is_none()
+    }
+
+    /// An assignment that cannot be kept (Kafka's `resetAndPropagateAssignmentError`, then a
+    /// rebalance): every member waiting for it gets `error`.
+    pub fn refuse_assignment(&mut self, error: i16, now: Instant) {
+        for m in self.members.values_mut() {
+            if std::mem::take(&mut m.awaiting_sync) {
+                m.sync_reply = Some((error, Bytes::new()));
+            }
+        }
+        self.prepare_rebalance(now);
+    }
+
     /// Kafka's `doSyncGroup`. `None`: parked until the leader's assignment or a new round.
     pub fn sync(
         &mut self,
@@ -617,7 +641,10 @@ impl Group {
     }
 }
 
+mod held;
 mod join;
+
+pub use held::ShardBytes;
 
 #[cfg(test)]
 mod tests;

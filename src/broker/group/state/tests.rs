@@ -34,7 +34,7 @@ fn id(n: &str) -> impl FnOnce() -> String + '_ {
 /// the time it became so.
 fn stable_pair(instance: Option<&str>) -> (Group, Instant) {
     let t0 = Instant::now();
-    let mut g = Group::new(DELAY, t0);
+    let mut g = Group::new(DELAY, t0, ShardBytes::default());
     waiting(g.join(request("", None, b"m"), t0, id("a")));
     waiting(g.join(request("", instance, b"m"), t0, id("b")));
     assert!(!g.try_complete_join(t0 + DELAY), "b arrived during the delay: it is extended once");
@@ -55,7 +55,7 @@ fn stable_pair(instance: Option<&str>) -> (Group, Instant) {
 #[test]
 fn first_rebalance_waits_the_initial_delay_and_takes_late_joiners() {
     let t0 = Instant::now();
-    let mut g = Group::new(DELAY, t0);
+    let mut g = Group::new(DELAY, t0, ShardBytes::default());
     waiting(g.join(request("", None, b"m"), t0, id("a")));
     assert!(!g.try_complete_join(t0 + DELAY / 2), "the first member does not get everything alone");
     waiting(g.join(request("", None, b"m"), t0 + DELAY / 2, id("b")));
@@ -88,7 +88,7 @@ fn offset_commits_follow_kafkas_state_rules() {
 #[test]
 fn an_empty_group_takes_commits_from_outside_group_management_only() {
     let t0 = Instant::now();
-    let mut g = Group::new(DELAY, t0);
+    let mut g = Group::new(DELAY, t0, ShardBytes::default());
     assert_eq!(g.commit_error("", None, -1, t0), None);
     assert_eq!(g.commit_error("m", None, 3, t0), Some(errors::UNKNOWN_MEMBER_ID));
 }
@@ -152,7 +152,7 @@ fn silent_members_expire_and_the_rest_rebalance() {
 #[test]
 fn a_rebalance_answers_waiting_followers_with_rebalance_in_progress() {
     let t0 = Instant::now();
-    let mut g = Group::new(Duration::ZERO, t0);
+    let mut g = Group::new(Duration::ZERO, t0, ShardBytes::default());
     waiting(g.join(request("", None, b"m"), t0, id("a")));
     assert_eq!(g.phase, Phase::CompletingRebalance, "no delay: the join ends at once");
     waiting(g.join(request("", None, b"m"), t0, id("b")));
@@ -161,4 +161,50 @@ fn a_rebalance_answers_waiting_followers_with_rebalance_in_progress() {
     assert!(g.sync("b", None, 2, vec![], t0).is_none());
     waiting(g.join(request("", None, b"m"), t0, id("c")));
     assert_eq!(g.take_sync_reply("b", None), Some((errors::REBALANCE_IN_PROGRESS, Bytes::new())));
+}
+
+#[test]
+fn the_shard_count_follows_what_members_hold_and_a_dropped_group_gives_it_back() {
+    let (mut g, t) = stable_pair(None);
+    let shard = g.shard_bytes.clone();
+    assert_eq!(shard.get(), 0, "nothing counted until the coordinator accounts");
+    g.account();
+    let both = shard.get();
+    assert_eq!(both, g.member_bytes("a") + g.member_bytes("b"));
+    assert!(
+        g.member_bytes("a") > "a".len() + "c".len() + "/127.0.0.1".len() + "rangem".len() + "A".len(),
+        "metadata, assignment, strings and bookkeeping"
+    );
+    // A second group on the same shard adds to the same count.
+    let mut other = Group::new(DELAY, t, shard.clone());
+    waiting(other.join(request("", None, &[7; 1000]), t, id("x")));
+    other.account();
+    assert_eq!(shard.get(), both + other.member_bytes("x"));
+    assert!(other.member_bytes("x") > 1000);
+    assert_eq!(g.leave("b", None, t), errors::NONE);
+    g.account();
+    assert_eq!(shard.get(), g.member_bytes("a") + other.member_bytes("x"), "b's bytes are given back");
+    drop(other);
+    assert_eq!(shard.get(), g.member_bytes("a"));
+    drop(g);
+    assert_eq!(shard.get(), 0);
+}
+
+#[test]
+fn a_refused_assignment_answers_the_waiting_followers_and_rebalances() {
+    let (mut g, t) = stable_pair(None);
+    // A new member: the next round.
+    let c = waiting(g.join(request("", None, b"m"), t, id("c")));
+    waiting(g.join(request("a", None, b"m"), t, id("-")));
+    waiting(g.join(request("b", None, b"m"), t, id("-")));
+    g.try_complete_join(t);
+    assert_eq!((g.phase, g.generation), (Phase::CompletingRebalance, 2), "every member rejoined: the round ends");
+    assert!(g.sync("b", None, 2, vec![], t).is_none(), "a follower waits for the leader");
+    assert!(!g.awaits_assignment_from("b", None, 2) && !g.awaits_assignment_from("a", None, 1));
+    assert!(g.awaits_assignment_from("a", None, 2));
+    g.refuse_assignment(errors::UNKNOWN_SERVER_ERROR, t);
+    assert_eq!(g.take_sync_reply("b", None), Some((errors::UNKNOWN_SERVER_ERROR, Bytes::new())));
+    assert_eq!(g.phase, Phase::PreparingRebalance);
+    assert_eq!(g.assignment_bytes(), 0, "the old assignments are gone");
+    assert_eq!(g.take_sync_reply(&c, None), Some((errors::REBALANCE_IN_PROGRESS, Bytes::new())), "one that had not synced rejoins");
 }

@@ -1,0 +1,84 @@
+//! The memory a group holds for its members — their protocol metadata and assignments, which a
+//! client chooses the size of — counted into its shard's total, which `group.metadata.max.bytes`
+//! bounds (`coordinator.rs` admits or refuses joins and assignments by it).
+
+use super::{Group, JoinRequest, Member};
+use bytes::Bytes;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// The bytes all of one shard's groups hold, shared by them.
+pub type ShardBytes = Rc<Cell<usize>>;
+
+/// A member's bookkeeping beyond its strings and bytes (map entries, timers, parked replies): an
+/// estimate, so that members with empty metadata are counted too.
+const MEMBER_OVERHEAD: usize = 256;
+/// A member id handed out with MEMBER_ID_REQUIRED, beyond the id itself.
+const PENDING_OVERHEAD: usize = 64;
+/// A member id as `new_member_id` mints them, beyond its client or instance id.
+const MINTED_ID_BYTES: usize = 40;
+
+fn protocols_bytes(protocols: &[(String, Bytes)]) -> usize {
+    protocols.iter().map(|(name, metadata)| name.len() + metadata.len()).sum()
+}
+
+impl Member {
+    fn held_bytes(&self, id: &str) -> usize {
+        MEMBER_OVERHEAD
+            + id.len()
+            + self.client_id.len()
+            + self.client_host.len()
+            + self.instance_id.as_ref().map_or(0, String::len)
+            + protocols_bytes(&self.protocols)
+            + self.assignment.len()
+    }
+}
+
+impl JoinRequest {
+    /// What the member joining with this request holds once it has joined (no assignment yet).
+    pub fn held_bytes(&self) -> usize {
+        let id = if self.member_id.is_empty() {
+            MINTED_ID_BYTES + self.client_id.len().max(self.instance_id.as_ref().map_or(0, String::len))
+        } else {
+            self.member_id.len()
+        };
+        MEMBER_OVERHEAD
+            + id
+            + self.client_id.len()
+            + self.client_host.len()
+            + self.instance_id.as_ref().map_or(0, String::len)
+            + protocols_bytes(&self.protocols)
+    }
+}
+
+impl Group {
+    /// What the group holds now: its members and its pending member ids.
+    fn held_bytes(&self) -> usize {
+        self.members.iter().map(|(id, m)| m.held_bytes(id)).sum::<usize>()
+            + self.pending.keys().map(|id| PENDING_OVERHEAD + id.len()).sum::<usize>()
+    }
+
+    /// What member `id` holds (0 for one the group does not have).
+    pub fn member_bytes(&self, id: &str) -> usize {
+        self.members.get(id).map_or(0, |m| m.held_bytes(id))
+    }
+
+    /// What the members' assignments hold.
+    pub fn assignment_bytes(&self) -> usize {
+        self.members.values().map(|m| m.assignment.len()).sum()
+    }
+
+    /// Brings the shard's total up to date with what this group holds now: called after each
+    /// request or tick that changed the group.
+    pub fn account(&mut self) {
+        let now = self.held_bytes();
+        self.shard_bytes.set(self.shard_bytes.get().saturating_sub(self.accounted) + now);
+        self.accounted = now;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.shard_bytes.set(self.shard_bytes.get().saturating_sub(self.accounted));
+    }
+}
