@@ -77,7 +77,7 @@ async fn join_local(q: JoinGroupRequest, version: i16, client_id: String, client
         require_known_member_id: version >= 4 && instance_id.is_none(),
         supports_skip_assignment: version >= 9,
     };
-    let current = gref.borrow().member_bytes(&request.member_id);
+    let current = gref.borrow().member_bytes(&request.member_id, request.instance_id.as_deref());
     if !coord.admits(&q.group_id, current, request.held_bytes()) {
         return JoinReply::error(&request.member_id, errors::GROUP_MAX_SIZE_REACHED);
     }

@@ -58,8 +58,13 @@ impl Group {
             + self.pending.keys().map(|id| PENDING_OVERHEAD + id.len()).sum::<usize>()
     }
 
-    /// What member `id` holds (0 for one the group does not have).
-    pub fn member_bytes(&self, id: &str) -> usize {
+    /// What the member a JoinGroup names holds (0 for one the group does not have): by its member
+    /// id, or by its instance id for a static member rejoining with none.
+    pub fn member_bytes(&self, member_id: &str, instance_id: Option<&str>) -> usize {
+        let id = match instance_id.and_then(|i| self.statics.get(i)) {
+            Some(id) if member_id.is_empty() => id.as_str(),
+            _ => member_id,
+        };
         self.members.get(id).map_or(0, |m| m.held_bytes(id))
     }
 

@@ -170,24 +170,28 @@ fn the_shard_count_follows_what_members_hold_and_a_dropped_group_gives_it_back()
     assert_eq!(shard.get(), 0, "nothing counted until the coordinator accounts");
     g.account();
     let both = shard.get();
-    assert_eq!(both, g.member_bytes("a") + g.member_bytes("b"));
+    assert_eq!(both, g.member_bytes("a", None) + g.member_bytes("b", None));
     assert!(
-        g.member_bytes("a") > "a".len() + "c".len() + "/127.0.0.1".len() + "rangem".len() + "A".len(),
+        g.member_bytes("a", None) > "a".len() + "c".len() + "/127.0.0.1".len() + "rangem".len() + "A".len(),
         "metadata, assignment, strings and bookkeeping"
     );
     // A second group on the same shard adds to the same count.
     let mut other = Group::new(DELAY, t, shard.clone());
     waiting(other.join(request("", None, &[7; 1000]), t, id("x")));
     other.account();
-    assert_eq!(shard.get(), both + other.member_bytes("x"));
-    assert!(other.member_bytes("x") > 1000);
+    assert_eq!(shard.get(), both + other.member_bytes("x", None));
+    assert!(other.member_bytes("x", None) > 1000);
     assert_eq!(g.leave("b", None, t), errors::NONE);
     g.account();
-    assert_eq!(shard.get(), g.member_bytes("a") + other.member_bytes("x"), "b's bytes are given back");
+    assert_eq!(shard.get(), g.member_bytes("a", None) + other.member_bytes("x", None), "b's bytes are given back");
     drop(other);
-    assert_eq!(shard.get(), g.member_bytes("a"));
+    assert_eq!(shard.get(), g.member_bytes("a", None));
     drop(g);
     assert_eq!(shard.get(), 0);
+    // A static member rejoining without its member id is found by its instance id.
+    let (g, _) = stable_pair(Some("i"));
+    assert_eq!(g.member_bytes("", Some("i")), g.member_bytes("b", None));
+    assert_eq!(g.member_bytes("", Some("unknown")), 0);
 }
 
 #[test]
