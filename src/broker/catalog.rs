@@ -81,6 +81,13 @@ pub fn valid_topic_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// The existing topic a new one named `name` collides with: one whose name differs only in '.'
+/// against '_' (Kafka refuses it: both give the same metric names).
+pub fn collision<'a>(existing: impl IntoIterator<Item = &'a String>, name: &str) -> Option<&'a String> {
+    let same = |a: u8, b: u8| a == b || (a == b'.' && b == b'_') || (a == b'_' && b == b'.');
+    existing.into_iter().find(|t| t.as_str() != name && t.len() == name.len() && t.bytes().zip(name.bytes()).all(|(a, b)| same(a, b)))
+}
+
 pub fn load(dir: &Path) -> std::io::Result<BTreeMap<String, TopicMeta>> {
     let text = match shards::fs::read(&dir.join(FILE)) {
         Ok(bytes) => String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
@@ -200,6 +207,10 @@ mod tests {
         let old = &load(&dir).unwrap()["old"];
         assert_eq!((old.replication_factor, old.id, old.states.len()), (1, 42, 0));
         assert!(valid_topic_name("ok-name.1") && !valid_topic_name("bad name") && !valid_topic_name(".."));
+        let names = ["a.b".to_string(), "c_d".to_string(), "e".to_string()];
+        assert_eq!(collision(&names, "a_b"), Some(&names[0]));
+        assert_eq!(collision(&names, "c.d"), Some(&names[1]));
+        assert_eq!((collision(&names, "a.b"), collision(&names, "a-b"), collision(&names, "a_bc")), (None, None, None));
         // Damage: counts and names no create writes stop the start; a config no alter takes is
         // dropped (its default applies), the rest of the topic kept.
         for line in ["big\t20000000\t2a\t\n", "zero\t0\t2a\t\n", "bad name\t1\t2a\t\n"] {

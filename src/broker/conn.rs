@@ -8,7 +8,8 @@
 
 use super::connections::{connections, Slot};
 use super::{
-    config, delete_records, elect_leaders, fetch, group, handlers, leader_epoch, list_offsets, log_dirs, panic_guard, produce, state, txn,
+    config, delete_records, elect_leaders, fetch, group, handlers, leader_epoch, list_offsets, log_dirs, panic_guard, produce, state,
+    topic_admin, txn,
 };
 use crate::metrics::recorder;
 use crate::protocol::fetch_response::Part;
@@ -342,9 +343,9 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         ApiKey::DescribeLogDirs => log_dirs::handle(&req),
         ApiKey::ElectLeaders => elect_leaders::handle(&req).await,
         ApiKey::DeleteRecords => delete_records::delete_records(&req).await,
-        ApiKey::CreateTopics => handlers::create_topics(&req).await,
-        ApiKey::DeleteTopics => handlers::delete_topics(&req).await,
-        ApiKey::CreatePartitions => handlers::create_partitions(&req).await,
+        ApiKey::CreateTopics => topic_admin::create_topics(&req).await,
+        ApiKey::DeleteTopics => topic_admin::delete_topics(&req).await,
+        ApiKey::CreatePartitions => topic_admin::create_partitions(&req).await,
         ApiKey::DescribeConfigs => config::describe_configs(&req),
         ApiKey::IncrementalAlterConfigs => config::incremental_alter_configs(&req).await,
         ApiKey::AlterConfigs => config::alter_configs(&req).await,

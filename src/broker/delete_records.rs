@@ -2,7 +2,7 @@
 //! with it). Below the new start, fetches get OFFSET_OUT_OF_RANGE and whole segments are deleted.
 
 use super::handlers::respond;
-use super::{errors, produce, state};
+use super::{config, errors, produce, state};
 use crate::protocol::{self, ProtocolError, Request};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
@@ -16,10 +16,13 @@ pub async fn delete_records(req: &Request) -> Result<Option<Bytes>, ProtocolErro
     let mut r = DeleteRecordsResponse::default();
     for topic in q.topics {
         let mut t = delete_records_response::DeleteRecordsTopicResult::default();
+        let deletes = st.topic(&topic.name).is_none_or(|meta| config::deletes_records(&st, &meta));
         for p in topic.partitions {
             let offset = p.offset;
-            let (error, low_watermark) = st
-                .on_owner(&topic.name, p.partition_index, move |part| async move {
+            let (error, low_watermark) = if !deletes && st.partition_exists(&topic.name, p.partition_index) {
+                (errors::POLICY_VIOLATION, -1)
+            } else {
+                st.on_owner(&topic.name, p.partition_index, move |part| async move {
                     let target = match offset {
                         HIGH_WATERMARK => part.log.offsets().high_watermark,
                         o if o >= 0 => o as u64,
@@ -31,7 +34,8 @@ pub async fn delete_records(req: &Request) -> Result<Option<Bytes>, ProtocolErro
                     }
                 })
                 .await
-                .unwrap_or_else(|code| (code, -1));
+                .unwrap_or_else(|code| (code, -1))
+            };
             let mut pr = delete_records_response::DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.error_code = error;

@@ -8,7 +8,6 @@ use crate::protocol::{self, versions, ProtocolError, Request};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use std::collections::BTreeMap;
 
 pub const CLUSTER_ID: &str = "weir-cluster";
 
@@ -45,7 +44,7 @@ pub(super) fn respond_legacy(req: &Request, body: &[u8]) -> Result<Option<Bytes>
 }
 
 /// Answers an old version whose layout is a newer one's without its leading throttle time.
-fn respond_without_throttle<T: kafka_protocol::protocol::Encodable + ErrorCodes>(
+pub(super) fn respond_without_throttle<T: kafka_protocol::protocol::Encodable + ErrorCodes>(
     req: &Request,
     as_version: i16,
     body: &T,
@@ -53,6 +52,12 @@ fn respond_without_throttle<T: kafka_protocol::protocol::Encodable + ErrorCodes>
     count_errors(req, body);
     let framed = protocol::encode_response(req.api, as_version, req.header.correlation_id, body)?;
     respond_legacy(req, &framed[12..])
+}
+
+/// The items that occur more than once (names a request must not repeat).
+pub(super) fn repeated<T: std::hash::Hash + Eq + Clone>(items: impl IntoIterator<Item = T>) -> std::collections::HashSet<T> {
+    let mut seen = std::collections::HashSet::new();
+    items.into_iter().filter(|i| !seen.insert(i.clone())).collect()
 }
 
 pub(super) fn text(s: impl Into<String>) -> StrBytes {
@@ -146,6 +151,20 @@ pub async fn metadata(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
             let all: Vec<TopicMeta> = st.topics.borrow().values().cloned().collect();
             r.topics = all.iter().map(|t| metadata_topic(t, version, with_operations)).collect();
         }
+        // v12+: topics by id (Kafka's `handleTopicMetadataRequest` then ignores the names).
+        Some(wanted) if version >= 12 && wanted.iter().any(|w| !w.topic_id.is_nil()) => {
+            let mut seen = std::collections::HashSet::new();
+            for id in wanted.iter().map(|w| w.topic_id).filter(|id| !id.is_nil() && seen.insert(*id)) {
+                r.topics.push(match st.topic_by_id(id.as_u128()) {
+                    Some(meta) => metadata_topic(&meta, version, with_operations),
+                    None => {
+                        let mut t = metadata_response::MetadataResponseTopic::default();
+                        (t.name, t.topic_id, t.error_code) = (None, id, errors::UNKNOWN_TOPIC_ID);
+                        t
+                    }
+                });
+            }
+        }
         Some(wanted) => {
             // Version 4+ says per request whether to auto-create; older versions always may.
             let may_create = st.cfg.auto_create_topics && (req.header.request_api_version < 4 || m.allow_auto_topic_creation);
@@ -185,109 +204,6 @@ pub fn describe_cluster(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         b.host = text(host);
         b.port = port;
         r.brokers.push(b);
-    }
-    respond(req, &r)
-}
-
-fn configs_map(configs: impl IntoIterator<Item = (StrBytes, Option<StrBytes>)>) -> BTreeMap<String, String> {
-    configs.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?.to_string()))).collect()
-}
-
-pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let version = req.header.request_api_version;
-    let q: CreateTopicsRequest = match version {
-        // v0 is v1 without `validate_only`; v1's request is v2's.
-        0 => protocol::decode_body_extended(req, &[0], 2)?,
-        1 => protocol::decode_body_extended(req, &[], 2)?,
-        _ => protocol::decode_body(req)?,
-    };
-    let defaults = state().cfg.num_partitions;
-    let mut r = CreateTopicsResponse::default();
-    for t in q.topics {
-        let name = t.name.0.to_string();
-        let partitions = if t.num_partitions == -1 { defaults } else { t.num_partitions };
-        let configs = configs_map(t.configs.into_iter().map(|c| (c.name, c.value)));
-        let mut res = create_topics_response::CreatableTopicResult::default();
-        res.name = t.name;
-        let outcome = match topics::replication_factor(t.replication_factor) {
-            Err(refusal) => Err(refusal),
-            Ok(_) if !t.assignments.is_empty() => Err((
-                errors::INVALID_REPLICA_ASSIGNMENT,
-                "Weir places replicas itself (one per shard, the same for a partition every time): a manual assignment is not supported"
-                    .to_string(),
-            )),
-            Ok(r) if q.validate_only => topics::validate(&name, partitions, &configs).map(|()| (r, None)),
-            Ok(r) => topics::create(name, partitions, r, configs).await.map(|meta| (r, Some(meta))),
-        };
-        match outcome {
-            Ok((replication_factor, meta)) => {
-                if req.header.request_api_version >= 5 {
-                    res.num_partitions = partitions;
-                    res.replication_factor = replication_factor as i16;
-                }
-                if let (Some(meta), true) = (meta, req.header.request_api_version >= 7) {
-                    res.topic_id = uuid::Uuid::from_u128(meta.id);
-                }
-            }
-            Err((code, msg)) => {
-                res.error_code = code;
-                res.error_message = Some(text(msg));
-            }
-        }
-        r.topics.push(res);
-    }
-    if version <= 1 {
-        count_errors(req, &r);
-        return respond_legacy(req, &protocol::legacy::create_topics_v0_v1_response(&r, version));
-    }
-    respond(req, &r)
-}
-
-pub async fn delete_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let version = req.header.request_api_version;
-    // v0's request is v1's; its response is v1's without the throttle time.
-    let q: DeleteTopicsRequest = if version == 0 { protocol::decode_body_extended(req, &[], 1)? } else { protocol::decode_body(req)? };
-    let names: Vec<TopicName> = q.topic_names.into_iter().chain(q.topics.into_iter().filter_map(|t| t.name)).collect();
-    let mut r = DeleteTopicsResponse::default();
-    for name in names {
-        let mut res = delete_topics_response::DeletableTopicResult::default();
-        if let Err((code, msg)) = topics::delete(name.0.to_string()).await {
-            res.error_code = code;
-            res.error_message = Some(text(msg));
-        }
-        res.name = Some(name);
-        r.responses.push(res);
-    }
-    if version == 0 {
-        return respond_without_throttle(req, 1, &r);
-    }
-    respond(req, &r)
-}
-
-pub async fn create_partitions(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
-    let q: CreatePartitionsRequest = protocol::decode_body(req)?;
-    let mut r = CreatePartitionsResponse::default();
-    for t in q.topics {
-        let mut res = create_partitions_response::CreatePartitionsTopicResult::default();
-        let count = t.count;
-        let validate_only = q.validate_only;
-        let outcome = topics::update(t.name.0.to_string(), move |meta| {
-            if count <= meta.partitions {
-                return Err((errors::INVALID_PARTITIONS, format!("topic has {} partitions; it can only grow", meta.partitions)));
-            }
-            if validate_only {
-                return Err((errors::NONE, String::new()));
-            }
-            meta.partitions = count;
-            Ok(())
-        })
-        .await;
-        if let Err((code, msg)) = outcome {
-            res.error_code = code;
-            res.error_message = (code != errors::NONE).then(|| text(msg));
-        }
-        res.name = t.name;
-        r.results.push(res);
     }
     respond(req, &r)
 }

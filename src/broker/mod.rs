@@ -33,6 +33,7 @@ mod produce;
 mod record_file;
 mod replication;
 pub use replication::at_start as replication_at_start;
+mod topic_admin;
 mod topics;
 mod txn;
 
@@ -280,6 +281,11 @@ impl ShardState {
 
     pub fn topic(&self, name: &str) -> Option<TopicMeta> {
         self.topics.borrow().get(name).cloned()
+    }
+
+    /// The topic with id `id` (a walk over the topics: ids are asked for by admin calls only).
+    pub fn topic_by_id(&self, id: u128) -> Option<TopicMeta> {
+        self.topics.borrow().values().find(|m| m.id == id).cloned()
     }
 
     /// Does `topic` exist with a partition `partition`? (No copy of its metadata.)

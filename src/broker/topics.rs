@@ -127,6 +127,21 @@ pub fn validate(name: &str, partitions: i32, configs: &BTreeMap<String, String>)
     Ok(())
 }
 
+/// `validate`, and what creating the topic would check against the others (a validate-only
+/// CreateTopics, against this shard's copy of the catalog).
+pub fn validate_new(name: &str, partitions: i32, configs: &BTreeMap<String, String>) -> Result<(), Refusal> {
+    validate(name, partitions, configs)?;
+    let st = state();
+    let topics = st.topics.borrow();
+    if topics.contains_key(name) {
+        return Err((errors::TOPIC_ALREADY_EXISTS, format!("Topic '{name}' already exists.")));
+    }
+    match catalog::collision(topics.keys(), name) {
+        Some(other) => Err((errors::INVALID_TOPIC_EXCEPTION, format!("Topic '{name}' collides with existing topic: {other}"))),
+        None => Ok(()),
+    }
+}
+
 /// The replication factor `asked` (−1: `default.replication.factor`) if the broker can place that
 /// many replicas of each partition: one per shard a client sees as a broker.
 pub fn replication_factor(asked: i16) -> Result<u16, Refusal> {
@@ -181,7 +196,10 @@ async fn create_as(
         let meta = TopicMeta::new(name.clone(), partitions, configs, replication_factor);
         ctl.with_catalog(|c| {
             if c.contains_key(&name) {
-                return Err((errors::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists")));
+                return Err((errors::TOPIC_ALREADY_EXISTS, format!("Topic '{name}' already exists.")));
+            }
+            if let Some(other) = catalog::collision(c.keys(), &name) {
+                return Err((errors::INVALID_TOPIC_EXCEPTION, format!("Topic '{name}' collides with existing topic: {other}")));
             }
             admission::admit_partitions(partitions_in(c), partitions as usize, max)?;
             if auto && !ctl.auto_creates.take() {

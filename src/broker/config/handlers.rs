@@ -2,13 +2,14 @@
 
 use super::topic::{self, Effect, Kind};
 use super::{broker, Source};
-use crate::broker::handlers::{respond, respond_legacy, text};
+use crate::broker::catalog::TopicMeta;
+use crate::broker::handlers::{repeated, respond, respond_legacy, text};
 use crate::broker::{errors, state, topics, ShardState};
 use crate::protocol::{self, ProtocolError, Request};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -26,10 +27,18 @@ struct Described {
 }
 
 fn describe_topic(st: &ShardState, name: &str) -> Option<Vec<Described>> {
-    let meta = st.topic(name)?;
+    Some(describe_topic_meta(st, &st.topic(name)?))
+}
+
+/// Every config of a topic as CreateTopics v5+ answers them: (name, value, read-only, source).
+pub fn created_topic_configs(st: &ShardState, meta: &TopicMeta) -> Vec<(String, String, bool, i8)> {
+    describe_topic_meta(st, meta).into_iter().map(|d| (d.name, d.value, d.read_only, d.source as i8)).collect()
+}
+
+fn describe_topic_meta(st: &ShardState, meta: &TopicMeta) -> Vec<Described> {
     let defaults = super::shard_topic_defaults(st);
     let values = topic::resolve(&meta.configs, &defaults);
-    let described = topic::TOPIC_CONFIGS
+    topic::TOPIC_CONFIGS
         .iter()
         .map(|c| {
             let r = &values[c.name];
@@ -55,8 +64,7 @@ fn describe_topic(st: &ShardState, name: &str) -> Option<Vec<Described>> {
                 synonyms,
             }
         })
-        .collect();
-    Some(described)
+        .collect()
 }
 
 fn describe_broker(st: &ShardState, name: &str) -> Result<Vec<Described>, String> {
@@ -277,25 +285,46 @@ async fn alter(resource_type: i8, name: String, ops: Result<Ops, String>, replac
     }
 }
 
+/// One resource's changes, checked as Kafka's `ConfigAdminManager.preprocess` does: each config
+/// once, and a value for every operation but DELETE. Items are (name, operation, value).
+fn ops_of<'a>(configs: impl Iterator<Item = (&'a str, i8, Option<&'a str>)>) -> Result<Ops, String> {
+    let (mut ops, mut nulls, mut seen, mut twice) = (Ops::new(), Vec::new(), HashSet::new(), false);
+    for (name, op, value) in configs {
+        twice |= !seen.insert(name);
+        let op = match (op, value) {
+            (1, _) => Op::Delete,
+            (0..=3, None) => {
+                nulls.push(name);
+                continue;
+            }
+            (0, Some(v)) => Op::Set(v.to_string()),
+            (2, Some(v)) => Op::Append(v.to_string()),
+            (3, Some(v)) => Op::Subtract(v.to_string()),
+            (op, _) => return Err(format!("operation {op} on {name} is not valid")),
+        };
+        ops.push((name.to_string(), op));
+    }
+    if twice {
+        return Err("Error due to duplicate config keys".into());
+    }
+    if !nulls.is_empty() {
+        return Err(format!("Null value not supported for : {}", nulls.join(", ")));
+    }
+    Ok(ops)
+}
+
+const REPEATED_RESOURCE: &str = "Each resource must appear at most once.";
+
 pub async fn incremental_alter_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: IncrementalAlterConfigsRequest = protocol::decode_body(req)?;
+    let twice = repeated(q.resources.iter().map(|r| (r.resource_type, r.resource_name.to_string())));
     let mut r = IncrementalAlterConfigsResponse::default();
     for res in q.resources {
-        let ops: Result<Ops, String> = res
-            .configs
-            .iter()
-            .map(|c| {
-                let value = c.value.as_ref().map(|v| v.to_string());
-                let op = match (c.config_operation, value) {
-                    (0, Some(v)) => Op::Set(v),
-                    (1, _) => Op::Delete,
-                    (2, Some(v)) => Op::Append(v),
-                    (3, Some(v)) => Op::Subtract(v),
-                    (op, _) => return Err(format!("operation {op} on {} is not valid", c.name)),
-                };
-                Ok((c.name.to_string(), op))
-            })
-            .collect();
+        let ops = if twice.contains(&(res.resource_type, res.resource_name.to_string())) {
+            Err(REPEATED_RESOURCE.to_string())
+        } else {
+            ops_of(res.configs.iter().map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref())))
+        };
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         (out.error_code, out.error_message) = alter(res.resource_type, res.resource_name.to_string(), ops, false, q.validate_only).await;
         out.resource_type = res.resource_type;
@@ -308,10 +337,14 @@ pub async fn incremental_alter_configs(req: &Request) -> Result<Option<Bytes>, P
 /// The legacy AlterConfigs: the given configs replace the resource's whole set.
 pub async fn alter_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: AlterConfigsRequest = protocol::decode_body(req)?;
+    let twice = repeated(q.resources.iter().map(|r| (r.resource_type, r.resource_name.to_string())));
     let mut r = AlterConfigsResponse::default();
     for res in q.resources {
-        let ops =
-            Ok(res.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map_or(Op::Delete, |v| Op::Set(v.to_string())))).collect());
+        let ops = if twice.contains(&(res.resource_type, res.resource_name.to_string())) {
+            Err(REPEATED_RESOURCE.to_string())
+        } else {
+            ops_of(res.configs.iter().map(|c| (c.name.as_str(), 0, c.value.as_deref())))
+        };
         let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
         (out.error_code, out.error_message) = alter(res.resource_type, res.resource_name.to_string(), ops, true, q.validate_only).await;
         out.resource_type = res.resource_type;

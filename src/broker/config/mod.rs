@@ -9,7 +9,7 @@ pub mod broker;
 mod handlers;
 pub mod topic;
 
-pub use handlers::{alter_configs, describe_configs, incremental_alter_configs};
+pub use handlers::{alter_configs, created_topic_configs, describe_configs, incremental_alter_configs};
 
 use super::catalog::TopicMeta;
 use super::{BrokerConfig, ShardState};
@@ -96,6 +96,13 @@ pub fn flushes_every_batch(st: &ShardState, topic: &str) -> bool {
         Some(meta) => partition_settings(&st.cfg, &shard_topic_defaults(st), &meta).0.flush == FlushPolicy::EveryBatch,
         None => st.cfg.log.flush == FlushPolicy::EveryBatch,
     }
+}
+
+/// Whether `meta`'s `cleanup.policy` holds `delete`: only then may DeleteRecords move its log start
+/// (Kafka's `Partition.deleteRecordsOnLeader`).
+pub fn deletes_records(st: &ShardState, meta: &TopicMeta) -> bool {
+    let values = topic::resolve(&meta.configs, &shard_topic_defaults(st));
+    values.get("cleanup.policy").is_none_or(|r| topic::list(&r.value).any(|p| p == "delete"))
 }
 
 /// The log's settings and the produce rules of a topic, given the broker's config and the shard's
