@@ -8,7 +8,7 @@
 
 use super::connections::{connections, Slot};
 use super::{
-    config, delete_records, elect_leaders, fetch, group, handlers, leader_epoch, list_offsets, log_dirs, panic_guard, produce, state,
+    acls, config, delete_records, elect_leaders, fetch, group, handlers, leader_epoch, list_offsets, log_dirs, panic_guard, produce, state,
     topic_admin, txn,
 };
 use crate::metrics::recorder;
@@ -341,6 +341,9 @@ async fn dispatch(frame: Bytes, peer: &str) -> Result<Option<Reply>, ProtocolErr
         ApiKey::ListOffsets => list_offsets::list_offsets(&req).await,
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(&req).await,
         ApiKey::DescribeLogDirs => log_dirs::handle(&req),
+        ApiKey::DescribeAcls => acls::describe_acls(&req),
+        ApiKey::CreateAcls => acls::create_acls(&req),
+        ApiKey::DeleteAcls => acls::delete_acls(&req),
         ApiKey::ElectLeaders => elect_leaders::handle(&req).await,
         ApiKey::DeleteRecords => delete_records::delete_records(&req).await,
         ApiKey::CreateTopics => topic_admin::create_topics(&req).await,

@@ -38,6 +38,9 @@ error_codes! {
         r.replica_election_results.iter().flat_map(|t| &t.partition_result).for_each(|p| f(p.error_code));
     };
     DeleteRecordsResponse => |r, f| r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+    DescribeAclsResponse => |r, f| f(r.error_code);
+    CreateAclsResponse => |r, f| r.results.iter().for_each(|c| f(c.error_code));
+    DeleteAclsResponse => |r, f| r.filter_results.iter().for_each(|d| f(d.error_code));
     CreateTopicsResponse => |r, f| r.topics.iter().for_each(|t| f(t.error_code));
     DeleteTopicsResponse => |r, f| r.responses.iter().for_each(|t| f(t.error_code));
     CreatePartitionsResponse => |r, f| r.results.iter().for_each(|t| f(t.error_code));

@@ -5,6 +5,7 @@
 //! elsewhere is forwarded through the mailbox. Shard 0 is the controller: it owns the durable topic
 //! catalog and tells every shard about changes.
 
+mod acls;
 mod admission;
 mod auto_create;
 mod batch_rewrite;

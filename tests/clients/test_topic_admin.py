@@ -151,3 +151,28 @@ def test_delete_records_on_a_compacted_topic_is_a_policy_violation(shared_broker
         assert e.args[0].code() == POLICY_VIOLATION, e
     done = admin.delete_records([TopicPartition(both, 0, 2)])[TopicPartition(both, 0, 2)].result(10)
     assert done.low_watermark == 2, "compact,delete takes it"
+
+
+def test_acl_calls_answer_security_disabled_as_a_kafka_broker_without_an_authorizer(shared_broker):
+    from confluent_kafka.admin import AclBinding, AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+    from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, KafkaAdminClient, ResourcePatternFilter
+    from kafka.admin import ResourceType as KResourceType
+    from kafka.errors import SecurityDisabledError
+
+    admin = AdminClient({"bootstrap.servers": shared_broker.bootstrap})
+    binding = AclBinding(ResourceType.TOPIC, "t", ResourcePatternType.LITERAL, "User:x", "*", AclOperation.READ, AclPermissionType.ALLOW)
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY)
+    for future in list(admin.create_acls([binding]).values()) + list(admin.delete_acls([everything]).values()):
+        try:
+            future.result(10)
+            raise AssertionError("an ACL call succeeded")
+        except Exception as e:  # noqa: BLE001 - the KafkaException carries the code
+            assert e.args[0].code() == 54 and "No Authorizer" in e.args[0].str(), e
+    k = KafkaAdminClient(bootstrap_servers=shared_broker.bootstrap)
+    try:
+        k.describe_acls(ACLFilter(principal=None, host="*", operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY, resource_pattern=ResourcePatternFilter(KResourceType.ANY, None, ACLResourcePatternType.ANY)))
+        raise AssertionError("DescribeAcls succeeded")
+    except SecurityDisabledError:
+        pass
+    finally:
+        k.close()
