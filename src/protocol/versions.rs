@@ -43,9 +43,9 @@ pub const SUPPORTED: &[(ApiKey, RangeInclusive<i16>)] = &[
     (ApiKey::DescribeProducers, 0..=0),
     (ApiKey::DescribeTransactions, 0..=0),
     (ApiKey::ListTransactions, 0..=1),
-    (ApiKey::DescribeAcls, 0..=3),
-    (ApiKey::CreateAcls, 0..=3),
-    (ApiKey::DeleteAcls, 0..=3),
+    (ApiKey::DescribeAcls, 1..=3),
+    (ApiKey::CreateAcls, 1..=3),
+    (ApiKey::DeleteAcls, 1..=3),
 ];
 
 /// Versions below `kafka-protocol`'s range, read and written by `super::legacy`.
