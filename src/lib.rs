@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod broker;
 pub mod client;
+pub mod log_levels;
 pub mod metrics;
 pub mod protocol;
 pub mod storage;

@@ -10,11 +10,13 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 
 const NO_AUTHORIZER: &str = "No Authorizer is configured.";
+/// DescribeAcls's wording of it (Kafka's `AclApis`).
+const NO_AUTHORIZER_ON_BROKER: &str = "No Authorizer is configured on the broker";
 
 pub fn describe_acls(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let _: DescribeAclsRequest = protocol::decode_body(req)?;
     let mut r = DescribeAclsResponse::default();
-    (r.error_code, r.error_message) = (errors::SECURITY_DISABLED, Some(text(NO_AUTHORIZER)));
+    (r.error_code, r.error_message) = (errors::SECURITY_DISABLED, Some(text(NO_AUTHORIZER_ON_BROKER)));
     respond(req, &r)
 }
 

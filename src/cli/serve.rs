@@ -463,12 +463,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 pub fn run(args: ServeArgs) -> i32 {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    weir::log_levels::init();
     let (cfg, metrics_addr) = match build_config(args) {
         Ok(c) => c,
         Err(e) => {

@@ -11,7 +11,8 @@ import pytest
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewTopic
 
-from conftest import unique
+from conftest import Broker, unique
+from test_robustness import produce_consume_ok
 from kafka_wire import Connection, build
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -213,3 +214,46 @@ def test_zstd_topics_are_refused_to_fetch_before_v10(shared_broker):
     finally:
         conn.close()
     assert codes == {9: UNSUPPORTED_COMPRESSION_TYPE, 10: 0}
+
+
+def test_broker_loggers_are_described_and_their_levels_changed_at_runtime():
+    """kafka-configs --entity-type broker-loggers: DescribeConfigs and IncrementalAlterConfigs on
+    BROKER_LOGGER (8), checked as Kafka's RuntimeLoggerManager; a level set takes effect at once."""
+    from kafka.protocol.admin import DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse
+
+    b = Broker(shards=1)
+    conn = Connection(b.port)
+    try:
+
+        def describe():
+            r = conn.call(build(DescribeConfigsRequest, 4, resources=[{"resource_type": 8, "resource_name": "0", "configuration_keys": None}], include_synonyms=False, include_documentation=False), DescribeConfigsResponse)
+            [res] = r.results
+            assert res.error_code == 0, res.error_message
+            assert all(c.config_source == 6 for c in res.configs), "DYNAMIC_BROKER_LOGGER_CONFIG"
+            return {c.name: c.value for c in res.configs}
+
+        def alter(*configs, validate_only=False, name="0"):
+            r = conn.call(build(IncrementalAlterConfigsRequest, 1, resources=[{"resource_type": 8, "resource_name": name, "configs": [{"name": n, "config_operation": op, "value": v} for n, op, v in configs]}], validate_only=validate_only), IncrementalAlterConfigsResponse)
+            return r.responses[0].error_code
+
+        levels = describe()
+        assert levels["root"] == "INFO" and levels["weir::broker"] == "INFO"
+        before = open(b.log_path).read().count("DEBUG")
+        assert alter(("weir::broker", 0, "DEBUG"), validate_only=True) == 0
+        assert describe()["weir::broker"] == "INFO", "validate_only changes nothing"
+        assert alter(("weir::broker", 0, "DEBUG")) == 0
+        levels = describe()
+        assert (levels["weir::broker"], levels["weir::storage"], levels["root"]) == ("DEBUG", "INFO", "INFO"), levels
+        assert produce_consume_ok(b.bootstrap)
+        assert open(b.log_path).read().count("DEBUG") > before, "the broker logs at debug at once"
+        assert alter(("weir::broker", 1, None)) == 0
+        assert describe()["weir::broker"] == "INFO"
+        # Kafka's refusals.
+        assert alter(("root", 1, None)) == 42
+        assert alter(("kafka.server", 0, "DEBUG")) == 40
+        assert alter(("weir::broker", 0, "LOUD")) == 40
+        assert alter(("weir::broker", 2, "DEBUG")) == 42
+        assert alter(("weir::broker", 0, "DEBUG"), name="77") == 42
+    finally:
+        conn.close()
+        b.close()

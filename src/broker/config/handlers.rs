@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// One described config, before it is put in a response.
 struct Described {
@@ -87,6 +88,36 @@ fn describe_broker(st: &ShardState, name: &str) -> Result<Vec<Described>, String
         .collect())
 }
 
+/// A broker id of this process, as BROKER_LOGGER resources name them (Kafka's
+/// `RuntimeLoggerManager.validateResourceNameIsNodeId`).
+fn logger_node(st: &ShardState, name: &str) -> Result<i32, String> {
+    let node = name.parse::<i32>().map_err(|_| format!("Node id must be an integer, but it is: {name}"))?;
+    if st.cfg.nodes().iter().any(|(id, _)| *id == node) {
+        Ok(node)
+    } else {
+        Err(format!("Unexpected node id {node}"))
+    }
+}
+
+fn describe_loggers(st: &ShardState, name: &str) -> Result<Vec<Described>, String> {
+    if name.is_empty() {
+        return Err("Broker id must not be empty".into());
+    }
+    logger_node(st, name)?;
+    Ok(crate::log_levels::describe()
+        .into_iter()
+        .map(|(name, value)| Described {
+            name,
+            value,
+            read_only: false,
+            source: Source::BrokerLogger,
+            kind: Kind::Text,
+            doc: String::new(),
+            synonyms: Vec::new(),
+        })
+        .collect())
+}
+
 pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let version = req.header.request_api_version;
     // v0 is v1 without `include_synonyms`.
@@ -113,6 +144,7 @@ pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                 describe_topic(&st, &res.resource_name).ok_or((errors::UNKNOWN_TOPIC_OR_PARTITION, "no such topic".to_string()))
             }
             RESOURCE_BROKER => describe_broker(&st, &res.resource_name).map_err(|m| (errors::INVALID_REQUEST, m)),
+            RESOURCE_BROKER_LOGGER => describe_loggers(&st, &res.resource_name).map_err(|m| (errors::INVALID_REQUEST, m)),
             _ => Err((errors::INVALID_REQUEST, "unsupported resource type".to_string())),
         };
         match described {
@@ -273,6 +305,27 @@ async fn alter_broker(name: String, ops: Ops, replace: bool, validate_only: bool
     }
 }
 
+/// Log levels by logger (`crate::log_levels`): SET and DELETE only, as Kafka.
+fn alter_loggers(name: &str, ops: Ops, validate_only: bool) -> (i16, Option<StrBytes>) {
+    if let Err(m) = logger_node(&state(), name) {
+        return (errors::INVALID_REQUEST, Some(text(m)));
+    }
+    let changes: Result<Vec<_>, String> = ops
+        .into_iter()
+        .map(|(logger, op)| match op {
+            Op::Set(level) => Ok(crate::log_levels::Change::Set { logger, level }),
+            Op::Delete => Ok(crate::log_levels::Change::Delete { logger }),
+            Op::Append(_) => Err("APPEND operation is not allowed for the BROKER_LOGGER resource".to_string()),
+            Op::Subtract(_) => Err("SUBTRACT operation is not allowed for the BROKER_LOGGER resource".to_string()),
+        })
+        .collect();
+    let outcome = changes.map_err(|m| (errors::INVALID_REQUEST, m)).and_then(|c| crate::log_levels::alter(&c, validate_only));
+    match outcome {
+        Ok(()) => (errors::NONE, None),
+        Err((code, m)) => (code, Some(text(m))),
+    }
+}
+
 async fn alter(resource_type: i8, name: String, ops: Result<Ops, String>, replace: bool, validate_only: bool) -> (i16, Option<StrBytes>) {
     let ops = match ops {
         Ok(ops) => ops,
@@ -281,7 +334,11 @@ async fn alter(resource_type: i8, name: String, ops: Result<Ops, String>, replac
     match resource_type {
         RESOURCE_TOPIC => alter_topic(name, ops, replace, validate_only).await,
         RESOURCE_BROKER => alter_broker(name, ops, replace, validate_only).await,
-        _ => (errors::INVALID_REQUEST, Some(text("only topic and broker configs can be altered"))),
+        RESOURCE_BROKER_LOGGER if !replace => alter_loggers(&name, ops, validate_only),
+        _ => (
+            errors::INVALID_REQUEST,
+            Some(text("only topic and broker configs can be altered (broker loggers: with IncrementalAlterConfigs)")),
+        ),
     }
 }
 

@@ -24,6 +24,7 @@ pub enum Source {
     DynamicBroker = 2,
     StaticBroker = 4,
     Default = 5,
+    BrokerLogger = 6,
 }
 
 /// A config's effective value and where it comes from.
