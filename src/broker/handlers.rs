@@ -154,8 +154,9 @@ pub async fn metadata(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
         // v12+: topics by id (Kafka's `handleTopicMetadataRequest` then ignores the names).
         Some(wanted) if version >= 12 && wanted.iter().any(|w| !w.topic_id.is_nil()) => {
             let mut seen = std::collections::HashSet::new();
+            let names = st.topic_names_by_id();
             for id in wanted.iter().map(|w| w.topic_id).filter(|id| !id.is_nil() && seen.insert(*id)) {
-                r.topics.push(match st.topic_by_id(id.as_u128()) {
+                r.topics.push(match names.get(&id.as_u128()).and_then(|n| st.topic(n)) {
                     Some(meta) => metadata_topic(&meta, version, with_operations),
                     None => {
                         let mut t = metadata_response::MetadataResponseTopic::default();

@@ -284,9 +284,9 @@ impl ShardState {
         self.topics.borrow().get(name).cloned()
     }
 
-    /// The topic with id `id` (a walk over the topics: ids are asked for by admin calls only).
-    pub fn topic_by_id(&self, id: u128) -> Option<TopicMeta> {
-        self.topics.borrow().values().find(|m| m.id == id).cloned()
+    /// The topics' names by id (built per request that names topics by id: admin calls only).
+    pub fn topic_names_by_id(&self) -> std::collections::HashMap<u128, String> {
+        self.topics.borrow().values().map(|m| (m.id, m.name.clone())).collect()
     }
 
     /// Does `topic` exist with a partition `partition`? (No copy of its metadata.)

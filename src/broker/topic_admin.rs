@@ -8,7 +8,7 @@ use super::{config, errors, state, topics};
 use crate::protocol::{self, ProtocolError, Request};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 const DUPLICATE_NAME: &str = "Duplicate topic name.";
 
@@ -49,7 +49,11 @@ pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
             continue;
         }
         let partitions = if t.num_partitions == -1 { defaults } else { t.num_partitions };
+        // Kafka's order: an existing topic is TOPIC_ALREADY_EXISTS whatever else the entry says
+        // (a create-if-missing must not fail on its replication factor or configs).
+        let exists = st.topic(&name).is_some();
         let outcome = match (topics::replication_factor(t.replication_factor), creatable_configs(&t.configs)) {
+            _ if exists => Err((errors::TOPIC_ALREADY_EXISTS, format!("Topic '{name}' already exists."))),
             (Err(refusal), _) | (_, Err(refusal)) => Err(refusal),
             (Ok(_), _) if !t.assignments.is_empty() => Err((
                 errors::INVALID_REPLICA_ASSIGNMENT,
@@ -141,36 +145,48 @@ pub async fn delete_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
     }
     let twice_names = repeated(named.iter().filter_map(|n| if let Named::Name(s) = n { Some(s.clone()) } else { None }));
     let twice_ids = repeated(named.iter().filter_map(|n| if let Named::Id(id) = n { Some(*id) } else { None }));
-    let mut answered_names = HashSet::new();
-    let mut answered_ids = HashSet::new();
+    for name in &twice_names {
+        answer(&mut r, Some(name.clone()), uuid::Uuid::nil(), Some((errors::INVALID_REQUEST, DUPLICATE_NAME.into())));
+    }
+    for id in &twice_ids {
+        answer(&mut r, None, *id, Some((errors::INVALID_REQUEST, "Duplicate topic id.".into())));
+    }
+    // What to delete: by id (its name now), and by name (its id now, for the answer).
+    let st = state();
+    let names_by_id = if named.iter().any(|n| matches!(n, Named::Id(_))) { st.topic_names_by_id() } else { Default::default() };
+    let mut by_id: HashMap<uuid::Uuid, String> = HashMap::new();
+    let mut by_name: Vec<(String, uuid::Uuid)> = Vec::new();
     for n in named {
-        let st = state();
-        let (name, id) = match n {
-            Named::Name(name) if twice_names.contains(&name) => {
-                if answered_names.insert(name.clone()) {
-                    answer(&mut r, Some(name), uuid::Uuid::nil(), Some((errors::INVALID_REQUEST, DUPLICATE_NAME.into())));
-                }
-                continue;
-            }
-            Named::Id(id) if twice_ids.contains(&id) => {
-                if answered_ids.insert(id) {
-                    answer(&mut r, None, id, Some((errors::INVALID_REQUEST, "Duplicate topic id.".into())));
-                }
-                continue;
-            }
+        match n {
+            Named::Id(id) if twice_ids.contains(&id) => {}
+            Named::Id(id) => match names_by_id.get(&id.as_u128()) {
+                Some(name) => drop(by_id.insert(id, name.clone())),
+                None => answer(&mut r, None, id, Some((errors::UNKNOWN_TOPIC_ID, "This server does not host this topic ID.".into()))),
+            },
+            Named::Name(name) if twice_names.contains(&name) => {}
             Named::Name(name) => {
                 let id = st.topic(&name).map_or(uuid::Uuid::nil(), |m| uuid::Uuid::from_u128(m.id));
-                (name, id)
+                by_name.push((name, id));
             }
-            Named::Id(id) => match st.topic_by_id(id.as_u128()) {
-                Some(meta) => (meta.name, id),
-                None => {
-                    answer(&mut r, None, id, Some((errors::UNKNOWN_TOPIC_ID, "This server does not host this topic ID.".into())));
-                    continue;
-                }
-            },
-        };
-        let outcome = topics::delete(name.clone()).await;
+        }
+    }
+    // The same topic by name and by id: Kafka deletes neither.
+    by_name.retain(|(name, id)| {
+        let clash = by_id.remove(id).is_some();
+        if clash {
+            answer(
+                &mut r,
+                Some(name.clone()),
+                *id,
+                Some((errors::INVALID_REQUEST, "The provided topic name maps to an ID that was already supplied.".into())),
+            );
+        }
+        !clash
+    });
+    drop(st);
+    let doomed = by_id.into_iter().map(|(id, name)| (name, Some(id), id)).chain(by_name.into_iter().map(|(name, id)| (name, None, id)));
+    for (name, exact, id) in doomed {
+        let outcome = topics::delete(name.clone(), exact.map(|i| i.as_u128())).await;
         answer(&mut r, Some(name), if version >= 6 { id } else { uuid::Uuid::nil() }, outcome.err());
     }
     if version == 0 {

@@ -263,13 +263,19 @@ pub async fn ensure(name: String) -> Result<TopicMeta, Refusal> {
     }
 }
 
-/// Deletes a topic and its data on every shard.
-pub async fn delete(name: String) -> Result<(), Refusal> {
+/// Deletes a topic and its data on every shard; with `id`, only the topic of that id (Kafka deletes
+/// by id exactly: a topic deleted and created again under the name meanwhile is another).
+pub async fn delete(name: String, id: Option<u128>) -> Result<(), Refusal> {
     on_controller(move || async move {
         let ctl = &state().controller;
         let _turn = ctl.change_turn(&name).await;
-        if !ctl.with_catalog(|c| c.contains_key(&name))? {
-            return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}")));
+        match (ctl.with_catalog(|c| c.get(&name).map(|m| m.id))?, id) {
+            (None, None) => return Err((errors::UNKNOWN_TOPIC_OR_PARTITION, format!("no topic {name}"))),
+            (Some(found), Some(wanted)) if found != wanted => {
+                return Err((errors::UNKNOWN_TOPIC_ID, "This server does not host this topic ID.".into()));
+            }
+            (None, Some(_)) => return Err((errors::UNKNOWN_TOPIC_ID, "This server does not host this topic ID.".into())),
+            _ => {}
         }
         drop_topic(name).await
     })

@@ -78,6 +78,15 @@ def test_topics_by_id_are_described_and_deleted_and_unknown_ids_answered(shared_
         bad = conn.call(build(DeleteTopicsRequest, 6, topics=[{"name": other, "topic_id": stranger}], timeout_ms=10_000), DeleteTopicsResponse)
         assert [r.error_code for r in bad.responses] == [INVALID_REQUEST]
         assert other in names(conn)
+        # The same topic by name and by id: neither deletes it.
+        other_id = names(conn)[other]
+        both = conn.call(build(DeleteTopicsRequest, 6, topics=[{"name": None, "topic_id": other_id}, {"name": other, "topic_id": None}], timeout_ms=10_000), DeleteTopicsResponse)
+        assert [r.error_code for r in both.responses] == [INVALID_REQUEST]
+        assert other in names(conn)
+        # An existing topic is TOPIC_ALREADY_EXISTS before anything else the entry gets wrong.
+        entry = {"name": other, "num_partitions": 1, "replication_factor": 99, "assignments": [], "configs": [{"name": "retention.ms", "value": None}]}
+        [exists] = conn.call(build(CreateTopicsRequest, 7, topics=[entry], timeout_ms=10_000, validate_only=False), CreateTopicsResponse).topics
+        assert exists.error_code == 36
     finally:
         conn.close()
 

@@ -73,12 +73,13 @@ async fn join_local(q: JoinGroupRequest, version: i16, client_id: String, client
         session_timeout: session,
         rebalance_timeout: Duration::from_millis(rebalance_ms.max(0) as u64),
         protocol_type: q.protocol_type.to_string(),
-        protocols: q.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+        // Copies: a slice would keep the whole request frame alive, bytes the bound never sees.
+        protocols: q.protocols.iter().map(|p| (p.name.to_string(), Bytes::copy_from_slice(&p.metadata))).collect(),
         require_known_member_id: version >= 4 && instance_id.is_none(),
         supports_skip_assignment: version >= 9,
     };
-    let current = gref.borrow().member_bytes(&request.member_id, request.instance_id.as_deref());
-    if !coord.admits(&q.group_id, current, request.held_bytes()) {
+    let (current, kept) = gref.borrow().member_bytes(&request.member_id, request.instance_id.as_deref());
+    if !coord.admits(&q.group_id, current, request.held_bytes() + kept) {
         return JoinReply::error(&request.member_id, errors::GROUP_MAX_SIZE_REACHED);
     }
     let id_base = instance_id.clone().unwrap_or(client_id);
@@ -157,7 +158,7 @@ async fn sync_local(q: SyncGroupRequest) -> SyncAnswer {
                 return (errors::UNKNOWN_SERVER_ERROR, Bytes::new(), None, None);
             }
         }
-        let assignments = q.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
+        let assignments = q.assignments.iter().map(|a| (a.member_id.to_string(), Bytes::copy_from_slice(&a.assignment))).collect();
         let done = g.sync(&member_id, instance_id.as_deref(), q.generation_id, assignments, Instant::now());
         g.account();
         if let Some(done) = done {

@@ -147,7 +147,10 @@ pub struct Group {
     subscribed: Option<HashSet<String>>,
     initial_delay: Duration,
     pub changed: Rc<Notify>,
-    /// The shard's count of bytes its groups hold, and this group's share of it (`held.rs`).
+    /// The bytes this group holds for its members and pending ids, kept up to date by every change
+    /// to them (`held.rs`); the shard's count of all its groups' bytes, and this group's share of
+    /// it as last counted.
+    held: usize,
     shard_bytes: ShardBytes,
     accounted: usize,
 }
@@ -169,6 +172,7 @@ impl Group {
             subscribed: None,
             initial_delay,
             changed: Rc::new(Notify::default()),
+            held: 0,
             shard_bytes,
             accounted: 0,
         }
@@ -295,12 +299,14 @@ impl Group {
     fn prepare_rebalance(&mut self, now: Instant) {
         if self.phase == Phase::CompletingRebalance {
             // Followers waiting for an assignment of this generation rejoin instead.
+            let mut freed = 0;
             for m in self.members.values_mut() {
-                m.assignment = Bytes::new();
+                freed += std::mem::take(&mut m.assignment).len();
                 if std::mem::take(&mut m.awaiting_sync) {
                     m.sync_reply = Some((errors::REBALANCE_IN_PROGRESS, Bytes::new()));
                 }
             }
+            self.held -= freed;
         }
         let timeout = self.rebalance_timeout();
         self.timer = if self.phase == Phase::Empty {
@@ -418,6 +424,7 @@ impl Group {
     /// Removes a member without starting a rebalance.
     fn forget_member(&mut self, id: &str) {
         let Some(m) = self.members.remove(id) else { return };
+        self.held -= m.held_bytes(id);
         if let Some(inst) = &m.instance_id {
             if self.statics.get(inst).is_some_and(|s| s == id) {
                 self.statics.remove(inst);
@@ -497,13 +504,17 @@ impl Group {
                 }
                 if self.leader.as_deref() == Some(member_id) {
                     let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    let (mut freed, mut taken) = (0, 0);
                     for (id, m) in self.members.iter_mut() {
+                        freed += m.assignment.len();
                         m.assignment = given.remove(id).unwrap_or_default();
+                        taken += m.assignment.len();
                         if std::mem::take(&mut m.awaiting_sync) {
                             m.sync_reply = Some((errors::NONE, m.assignment.clone()));
                             m.last_heartbeat = now;
                         }
                     }
+                    self.held = self.held - freed + taken;
                     self.phase = Phase::Stable;
                     self.changed.notify_all();
                 }
@@ -537,6 +548,7 @@ impl Group {
             return errors::FENCED_INSTANCE_ID;
         }
         if self.pending.remove(member_id).is_some() {
+            self.held -= pending_bytes(member_id);
             if self.phase == Phase::PreparingRebalance {
                 self.try_complete_join(now);
             }
@@ -583,7 +595,13 @@ impl Group {
     /// The expiry tick: pending ids, silent members, members that never synced, late join phases.
     pub fn expire(&mut self, now: Instant) {
         let before = self.pending.len();
-        self.pending.retain(|_, until| now < *until);
+        let mut freed = 0;
+        self.pending.retain(|id, until| {
+            let keep = now < *until;
+            freed += if keep { 0 } else { pending_bytes(id) };
+            keep
+        });
+        self.held -= freed;
         if self.pending.len() != before && self.phase == Phase::PreparingRebalance {
             self.try_complete_join(now);
         }
@@ -644,6 +662,7 @@ impl Group {
 mod held;
 mod join;
 
+use held::pending_bytes;
 pub use held::ShardBytes;
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! who gets MEMBER_ID_REQUIRED, when a rejoin starts a rebalance and when it is answered at once,
 //! and how a static member takes its old place (KIP-345).
 
-use super::{Group, JoinReply, JoinRequest, JoinStep, JoinTimer, Member, Phase};
+use super::{pending_bytes, Group, JoinReply, JoinRequest, JoinStep, JoinTimer, Member, Phase};
 use crate::broker::errors;
 use bytes::Bytes;
 use std::time::Instant;
@@ -26,7 +26,9 @@ impl Group {
             return self.rejoin_static(old_id, member_id, req, now);
         }
         if req.require_known_member_id {
-            self.pending.insert(member_id.clone(), now + req.session_timeout);
+            if self.pending.insert(member_id.clone(), now + req.session_timeout).is_none() {
+                self.held += pending_bytes(&member_id);
+            }
             return JoinStep::Reply(JoinReply::error(&member_id, errors::MEMBER_ID_REQUIRED));
         }
         self.add_member(member_id, req, now)
@@ -39,6 +41,7 @@ impl Group {
         let Some(mut member) = self.members.remove(&old_id) else {
             return JoinStep::Reply(JoinReply::error("", errors::UNKNOWN_MEMBER_ID));
         };
+        self.held -= member.held_bytes(&old_id);
         // The old incarnation's parked requests wake to find their id gone (FENCED_INSTANCE_ID).
         member.awaiting_join = false;
         member.awaiting_sync = false;
@@ -50,6 +53,7 @@ impl Group {
         member.client_id = req.client_id;
         member.client_host = req.client_host;
         member.last_heartbeat = now;
+        self.held += member.held_bytes(&new_id);
         self.members.insert(new_id.clone(), member);
         if let Some(inst) = &req.instance_id {
             self.statics.insert(inst.clone(), new_id.clone());
@@ -136,7 +140,9 @@ impl Group {
                 self.statics.insert(inst.clone(), id.clone());
             }
             None => {
-                self.pending.remove(&id);
+                if self.pending.remove(&id).is_some() {
+                    self.held -= pending_bytes(&id);
+                }
             }
         }
         let member = Member {
@@ -154,7 +160,10 @@ impl Group {
             join_reply: None,
             sync_reply: None,
         };
-        self.members.insert(id.clone(), member);
+        self.held += member.held_bytes(&id);
+        if let Some(replaced) = self.members.insert(id.clone(), member) {
+            self.held -= replaced.held_bytes(&id);
+        }
         self.maybe_prepare_rebalance(now);
         JoinStep::Wait { member_id: id }
     }
@@ -162,10 +171,12 @@ impl Group {
     fn update_member_and_rebalance(&mut self, req: JoinRequest, now: Instant) -> JoinStep {
         let id = req.member_id.clone();
         if let Some(m) = self.members.get_mut(&id) {
+            self.held -= m.held_bytes(&id);
             m.protocols = req.protocols;
             m.session_timeout = req.session_timeout;
             m.rebalance_timeout = req.rebalance_timeout;
             m.last_heartbeat = now;
+            self.held += m.held_bytes(&id);
         }
         self.park_join(id.clone());
         self.maybe_prepare_rebalance(now);

@@ -49,6 +49,7 @@ fn stable_pair(instance: Option<&str>) -> (Group, Instant) {
     assert_eq!(g.take_sync_reply("a", None), Some((errors::NONE, Bytes::from_static(b"A"))));
     assert_eq!(g.take_sync_reply("b", instance), Some((errors::NONE, Bytes::from_static(b"B"))));
     assert_eq!((g.phase, g.generation), (Phase::Stable, 1));
+    assert_eq!(g.held, g.recount(), "the bytes held, kept change by change");
     (g, t)
 }
 
@@ -117,6 +118,7 @@ fn a_static_member_rejoining_gets_its_assignment_back_without_a_rebalance() {
     assert_eq!(g.sync("b2", Some("inst-b"), 1, vec![], t), Some((errors::NONE, Bytes::from_static(b"B"))));
     assert_eq!(g.heartbeat("b", Some("inst-b"), 1, t), errors::FENCED_INSTANCE_ID, "the old incarnation is fenced");
     assert_eq!(g.heartbeat("a", None, 1, t), errors::NONE, "the other member saw nothing");
+    assert_eq!(g.held, g.recount(), "the new incarnation counted in the old one's place");
 }
 
 #[test]
@@ -131,11 +133,20 @@ fn a_pending_member_id_holds_the_join_phase_until_it_joins_or_expires() {
         }
         JoinStep::Wait { .. } => panic!("KIP-394: a new dynamic member gets its id first"),
     };
+    assert_eq!(g.held, g.recount(), "a pending id is counted");
     waiting(g.join(request("a", None, b"m"), t, id("-")));
     waiting(g.join(request("b", None, b"m"), t, id("-")));
     assert_eq!(g.phase, Phase::PreparingRebalance, "the pending member has not joined yet");
     waiting(g.join(request(&pending, None, b"m"), t, id("-")));
     assert_eq!((g.phase, g.generation, g.members.len()), (Phase::CompletingRebalance, 2, 3));
+    assert_eq!(g.held, g.recount());
+    // One that never joins expires.
+    let mut late = request("", None, b"m");
+    late.require_known_member_id = true;
+    let _ = g.join(late, t, id("q"));
+    g.expire(t + Duration::from_secs(11));
+    assert!(g.pending.is_empty());
+    assert_eq!(g.held, g.recount());
 }
 
 #[test]
@@ -147,6 +158,7 @@ fn silent_members_expire_and_the_rest_rebalance() {
     assert!(!g.members.contains_key("b"), "b said nothing for longer than its session timeout");
     assert_eq!(g.phase, Phase::PreparingRebalance);
     assert_eq!(g.heartbeat("a", None, 1, t), errors::REBALANCE_IN_PROGRESS);
+    assert_eq!(g.held, g.recount());
 }
 
 #[test]
@@ -161,6 +173,7 @@ fn a_rebalance_answers_waiting_followers_with_rebalance_in_progress() {
     assert!(g.sync("b", None, 2, vec![], t0).is_none());
     waiting(g.join(request("", None, b"m"), t0, id("c")));
     assert_eq!(g.take_sync_reply("b", None), Some((errors::REBALANCE_IN_PROGRESS, Bytes::new())));
+    assert_eq!(g.held, g.recount());
 }
 
 #[test]
@@ -170,28 +183,29 @@ fn the_shard_count_follows_what_members_hold_and_a_dropped_group_gives_it_back()
     assert_eq!(shard.get(), 0, "nothing counted until the coordinator accounts");
     g.account();
     let both = shard.get();
-    assert_eq!(both, g.member_bytes("a", None) + g.member_bytes("b", None));
+    assert_eq!(both, g.member_bytes("a", None).0 + g.member_bytes("b", None).0);
     assert!(
-        g.member_bytes("a", None) > "a".len() + "c".len() + "/127.0.0.1".len() + "rangem".len() + "A".len(),
+        g.member_bytes("a", None).0 > "a".len() + "c".len() + "/127.0.0.1".len() + "rangem".len() + "A".len(),
         "metadata, assignment, strings and bookkeeping"
     );
     // A second group on the same shard adds to the same count.
     let mut other = Group::new(DELAY, t, shard.clone());
     waiting(other.join(request("", None, &[7; 1000]), t, id("x")));
     other.account();
-    assert_eq!(shard.get(), both + other.member_bytes("x", None));
-    assert!(other.member_bytes("x", None) > 1000);
+    assert_eq!(shard.get(), both + other.member_bytes("x", None).0);
+    assert!(other.member_bytes("x", None).0 > 1000);
     assert_eq!(g.leave("b", None, t), errors::NONE);
+    assert_eq!(g.held, g.recount());
     g.account();
-    assert_eq!(shard.get(), g.member_bytes("a", None) + other.member_bytes("x", None), "b's bytes are given back");
+    assert_eq!(shard.get(), g.member_bytes("a", None).0 + other.member_bytes("x", None).0, "b's bytes are given back");
     drop(other);
-    assert_eq!(shard.get(), g.member_bytes("a", None));
+    assert_eq!(shard.get(), g.member_bytes("a", None).0);
     drop(g);
     assert_eq!(shard.get(), 0);
     // A static member rejoining without its member id is found by its instance id.
     let (g, _) = stable_pair(Some("i"));
-    assert_eq!(g.member_bytes("", Some("i")), g.member_bytes("b", None));
-    assert_eq!(g.member_bytes("", Some("unknown")), 0);
+    assert_eq!(g.member_bytes("", Some("i")).0, g.member_bytes("b", None).0);
+    assert_eq!(g.member_bytes("", Some("unknown")).0, 0);
 }
 
 #[test]
@@ -211,4 +225,5 @@ fn a_refused_assignment_answers_the_waiting_followers_and_rebalances() {
     assert_eq!(g.phase, Phase::PreparingRebalance);
     assert_eq!(g.assignment_bytes(), 0, "the old assignments are gone");
     assert_eq!(g.take_sync_reply(&c, None), Some((errors::REBALANCE_IN_PROGRESS, Bytes::new())), "one that had not synced rejoins");
+    assert_eq!(g.held, g.recount());
 }
