@@ -169,9 +169,8 @@ pub fn describe_configs(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
                             .collect();
                     }
                     c.config_type = d.kind.code();
-                    if q.include_documentation {
-                        c.documentation = Some(text(d.doc));
-                    }
+                    // Null unless asked for, as Kafka (the codec's default is an empty string).
+                    c.documentation = q.include_documentation.then(|| text(d.doc));
                     out.configs.push(c);
                 }
             }
