@@ -194,6 +194,16 @@ def test_broker_configs_are_described_and_altered_at_runtime(broker):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     assert described(admin, tres)["retention.ms"].value == "3600000", "dynamic broker configs survive a restart"
     assert described(admin, ConfigResource(ConfigResource.Type.BROKER, "1"))["log.retention.ms"].value == "3600000", "every shard"
+    # The cluster default (the empty name) is the dynamic configs alone, as Kafka's.
+    from kafka.protocol.admin import DescribeConfigsRequest, DescribeConfigsResponse
+
+    conn = Connection(broker.port)
+    try:
+        req = build(DescribeConfigsRequest, 4, resources=[{"resource_type": 4, "resource_name": "", "configuration_keys": None}], include_synonyms=False, include_documentation=False)
+        [res] = conn.call(req, DescribeConfigsResponse).results
+        assert [(c.name, c.value, c.config_source, c.documentation) for c in res.configs] == [("log.retention.ms", "3600000", 3, None)]
+    finally:
+        conn.close()
 
 
 def test_zstd_topics_are_refused_to_fetch_before_v10(shared_broker):

@@ -1,5 +1,6 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, for topics and brokers.
 
+use super::broker::Entry;
 use super::topic::{self, Effect, Kind};
 use super::{broker, Source};
 use crate::broker::catalog::TopicMeta;
@@ -74,8 +75,13 @@ fn describe_broker(st: &ShardState, name: &str) -> Result<Vec<Described>, String
     if !st.cfg.nodes().iter().any(|(id, _)| *id == node) {
         return Err(format!("no broker {node}"));
     }
+    // The cluster default (the empty name) holds only the dynamic configs, as Kafka's: those set
+    // through any broker id apply to all here.
+    let cluster_default = name.is_empty();
     Ok(broker::describe(st, node)
         .into_iter()
+        .filter(|e| !cluster_default || e.source == Source::DynamicBroker)
+        .map(|e| Entry { source: if cluster_default { Source::DynamicDefaultBroker } else { e.source }, ..e })
         .map(|e| Described {
             synonyms: vec![(e.name.clone(), e.value.clone(), e.source)],
             name: e.name,

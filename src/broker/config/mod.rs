@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 pub enum Source {
     Topic = 1,
     DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
     BrokerLogger = 6,
