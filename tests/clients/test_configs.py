@@ -247,17 +247,18 @@ def test_broker_loggers_are_described_and_their_levels_changed_at_runtime():
             return r.responses[0].error_code
 
         levels = describe()
-        assert levels["root"] == "INFO" and levels["weir::broker"] == "INFO"
+        root = levels["root"]
+        assert root in ("TRACE", "DEBUG", "INFO", "WARN", "ERROR") and levels["weir::broker"] == root
         before = open(b.log_path).read().count("DEBUG")
         assert alter(("weir::broker", 0, "DEBUG"), validate_only=True) == 0
-        assert describe()["weir::broker"] == "INFO", "validate_only changes nothing"
+        assert describe()["weir::broker"] == root, "validate_only changes nothing"
         assert alter(("weir::broker", 0, "DEBUG")) == 0
         levels = describe()
-        assert (levels["weir::broker"], levels["weir::storage"], levels["root"]) == ("DEBUG", "INFO", "INFO"), levels
+        assert (levels["weir::broker"], levels["weir::storage"], levels["root"]) == ("DEBUG", root, root), levels
         assert produce_consume_ok(b.bootstrap)
         assert open(b.log_path).read().count("DEBUG") > before, "the broker logs at debug at once"
         assert alter(("weir::broker", 1, None)) == 0
-        assert describe()["weir::broker"] == "INFO"
+        assert describe()["weir::broker"] == root
         # Kafka's refusals.
         assert alter(("root", 1, None)) == 42
         assert alter(("kafka.server", 0, "DEBUG")) == 40
