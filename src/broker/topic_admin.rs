@@ -8,7 +8,7 @@ use super::{config, errors, state, topics};
 use crate::protocol::{self, ProtocolError, Request};
 use bytes::Bytes;
 use kafka_protocol::messages::*;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 const DUPLICATE_NAME: &str = "Duplicate topic name.";
 
@@ -33,21 +33,21 @@ pub async fn create_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
     let st = state();
     let defaults = st.cfg.num_partitions;
     let twice = repeated(q.topics.iter().map(|t| t.name.0.to_string()));
-    let mut answered = HashSet::new();
     let mut r = CreateTopicsResponse::default();
+    // One answer for each repeated name, nothing created for it.
+    for name in &twice {
+        let mut res = create_topics_response::CreatableTopicResult::default();
+        (res.name, res.error_code, res.error_message) =
+            (TopicName(text(name.clone())), errors::INVALID_REQUEST, Some(text(DUPLICATE_NAME)));
+        r.topics.push(res);
+    }
     for t in q.topics {
         let name = t.name.0.to_string();
-        let mut res = create_topics_response::CreatableTopicResult::default();
-        res.name = t.name;
         if twice.contains(&name) {
-            // Nothing created, one answer for the name.
-            if answered.insert(name) {
-                res.error_code = errors::INVALID_REQUEST;
-                res.error_message = Some(text(DUPLICATE_NAME));
-                r.topics.push(res);
-            }
             continue;
         }
+        let mut res = create_topics_response::CreatableTopicResult::default();
+        res.name = t.name;
         let partitions = if t.num_partitions == -1 { defaults } else { t.num_partitions };
         // Kafka's order: an existing topic is TOPIC_ALREADY_EXISTS whatever else the entry says
         // (a create-if-missing must not fail on its replication factor or configs).
@@ -198,20 +198,20 @@ pub async fn delete_topics(req: &Request) -> Result<Option<Bytes>, ProtocolError
 pub async fn create_partitions(req: &Request) -> Result<Option<Bytes>, ProtocolError> {
     let q: CreatePartitionsRequest = protocol::decode_body(req)?;
     let twice = repeated(q.topics.iter().map(|t| t.name.0.to_string()));
-    let mut answered = HashSet::new();
     let mut r = CreatePartitionsResponse::default();
-    for t in q.topics {
+    for name in &twice {
         let mut res = create_partitions_response::CreatePartitionsTopicResult::default();
+        (res.name, res.error_code, res.error_message) =
+            (TopicName(text(name.clone())), errors::INVALID_REQUEST, Some(text(DUPLICATE_NAME)));
+        r.results.push(res);
+    }
+    for t in q.topics {
         let name = t.name.0.to_string();
-        res.name = t.name;
         if twice.contains(&name) {
-            if answered.insert(name) {
-                res.error_code = errors::INVALID_REQUEST;
-                res.error_message = Some(text(DUPLICATE_NAME));
-                r.results.push(res);
-            }
             continue;
         }
+        let mut res = create_partitions_response::CreatePartitionsTopicResult::default();
+        res.name = t.name;
         let count = t.count;
         let validate_only = q.validate_only;
         let outcome = topics::update(name, move |meta| {

@@ -1,6 +1,5 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, for topics and brokers.
 
-use super::broker::Entry;
 use super::topic::{self, Effect, Kind};
 use super::{broker, Source};
 use crate::broker::catalog::TopicMeta;
@@ -69,10 +68,15 @@ fn describe_topic_meta(st: &ShardState, meta: &TopicMeta) -> Vec<Described> {
         .collect()
 }
 
+/// Whether `node` is a broker id this process advertises.
+fn is_node(st: &ShardState, node: i32) -> bool {
+    st.cfg.nodes().iter().any(|(id, _)| *id == node)
+}
+
 fn describe_broker(st: &ShardState, name: &str) -> Result<Vec<Described>, String> {
     let node =
         if name.is_empty() { st.cfg.node_for(st.shard.id) } else { name.parse::<i32>().map_err(|_| format!("bad broker id {name}"))? };
-    if !st.cfg.nodes().iter().any(|(id, _)| *id == node) {
+    if !is_node(st, node) {
         return Err(format!("no broker {node}"));
     }
     // The cluster default (the empty name) holds only the dynamic configs, as Kafka's: those set
@@ -81,25 +85,27 @@ fn describe_broker(st: &ShardState, name: &str) -> Result<Vec<Described>, String
     Ok(broker::describe(st, node)
         .into_iter()
         .filter(|e| !cluster_default || e.source == Source::DynamicBroker)
-        .map(|e| Entry { source: if cluster_default { Source::DynamicDefaultBroker } else { e.source }, ..e })
-        .map(|e| Described {
-            synonyms: vec![(e.name.clone(), e.value.clone(), e.source)],
-            name: e.name,
-            value: e.value,
-            read_only: e.read_only,
-            source: e.source,
-            kind: e.kind,
-            doc: e.doc.to_string(),
+        .map(|e| {
+            let source = if cluster_default { Source::DynamicDefaultBroker } else { e.source };
+            Described {
+                synonyms: vec![(e.name.clone(), e.value.clone(), source)],
+                name: e.name,
+                value: e.value,
+                read_only: e.read_only,
+                source,
+                kind: e.kind,
+                doc: e.doc.to_string(),
+            }
         })
         .collect())
 }
 
-/// A broker id of this process, as BROKER_LOGGER resources name them (Kafka's
+/// Checks that a BROKER_LOGGER resource names a broker id of this process (Kafka's
 /// `RuntimeLoggerManager.validateResourceNameIsNodeId`).
-fn logger_node(st: &ShardState, name: &str) -> Result<i32, String> {
+fn check_logger_node(st: &ShardState, name: &str) -> Result<(), String> {
     let node = name.parse::<i32>().map_err(|_| format!("Node id must be an integer, but it is: {name}"))?;
-    if st.cfg.nodes().iter().any(|(id, _)| *id == node) {
-        Ok(node)
+    if is_node(st, node) {
+        Ok(())
     } else {
         Err(format!("Unexpected node id {node}"))
     }
@@ -109,7 +115,7 @@ fn describe_loggers(st: &ShardState, name: &str) -> Result<Vec<Described>, Strin
     if name.is_empty() {
         return Err("Broker id must not be empty".into());
     }
-    logger_node(st, name)?;
+    check_logger_node(st, name)?;
     Ok(crate::log_levels::describe()
         .into_iter()
         .map(|(name, value)| Described {
@@ -276,7 +282,7 @@ async fn alter_topic(name: String, ops: Ops, replace: bool, validate_only: bool)
 /// Applies `ops` to the dynamic broker configs, on the controller, then on every shard.
 async fn alter_broker(name: String, ops: Ops, replace: bool, validate_only: bool) -> (i16, Option<StrBytes>) {
     let st = state();
-    if !name.is_empty() && !name.parse::<i32>().is_ok_and(|id| st.cfg.nodes().iter().any(|(n, _)| *n == id)) {
+    if !name.is_empty() && !name.parse::<i32>().is_ok_and(|id| is_node(&st, id)) {
         return (errors::INVALID_REQUEST, Some(text(format!("no broker {name}"))));
     }
     for (config, op) in &ops {
@@ -312,7 +318,7 @@ async fn alter_broker(name: String, ops: Ops, replace: bool, validate_only: bool
 
 /// Log levels by logger (`crate::log_levels`): SET and DELETE only, as Kafka.
 fn alter_loggers(name: &str, ops: Ops, validate_only: bool) -> (i16, Option<StrBytes>) {
-    if let Err(m) = logger_node(&state(), name) {
+    if let Err(m) = check_logger_node(&state(), name) {
         return (errors::INVALID_REQUEST, Some(text(m)));
     }
     let changes: Result<Vec<_>, String> = ops

@@ -27,32 +27,27 @@ pub(super) fn pending_bytes(id: &str) -> usize {
     PENDING_OVERHEAD + id.len()
 }
 
+/// What a member holds but its assignment: its id, strings and protocols, and its bookkeeping.
+fn member_bytes(id_len: usize, client_id: &str, client_host: &str, instance_id: Option<&String>, protocols: &[(String, Bytes)]) -> usize {
+    MEMBER_OVERHEAD + id_len + client_id.len() + client_host.len() + instance_id.map_or(0, String::len) + protocols_bytes(protocols)
+}
+
 impl Member {
     pub(super) fn held_bytes(&self, id: &str) -> usize {
-        MEMBER_OVERHEAD
-            + id.len()
-            + self.client_id.len()
-            + self.client_host.len()
-            + self.instance_id.as_ref().map_or(0, String::len)
-            + protocols_bytes(&self.protocols)
-            + self.assignment.len()
+        member_bytes(id.len(), &self.client_id, &self.client_host, self.instance_id.as_ref(), &self.protocols) + self.assignment.len()
     }
 }
 
 impl JoinRequest {
     /// What the member joining with this request holds once it has joined (no assignment yet).
     pub fn held_bytes(&self) -> usize {
-        let id = if self.member_id.is_empty() {
-            MINTED_ID_BYTES + self.client_id.len().max(self.instance_id.as_ref().map_or(0, String::len))
+        let instance = self.instance_id.as_ref();
+        let id_len = if self.member_id.is_empty() {
+            MINTED_ID_BYTES + self.client_id.len().max(instance.map_or(0, String::len))
         } else {
             self.member_id.len()
         };
-        MEMBER_OVERHEAD
-            + id
-            + self.client_id.len()
-            + self.client_host.len()
-            + self.instance_id.as_ref().map_or(0, String::len)
-            + protocols_bytes(&self.protocols)
+        member_bytes(id_len, &self.client_id, &self.client_host, instance, &self.protocols)
     }
 }
 
