@@ -13,6 +13,7 @@ pub mod fs;
 mod mailbox;
 mod notify;
 mod placement;
+mod priority;
 mod sendfile;
 mod vectored;
 
@@ -126,10 +127,12 @@ where
     assert!(count > 0, "at least one shard");
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mailboxes = Arc::new(Mailboxes::new(count));
+    let threads: Arc<[priority::ShardThread]> = (0..count).map(|_| priority::ShardThread::default()).collect();
     let mut handles = Vec::with_capacity(count);
     for id in 0..count {
         let main = main.clone();
         let shard = Shard { id, count, mailboxes: mailboxes.clone() };
+        let threads = threads.clone();
         let (placement, pool) = match cores {
             Cores::Pinned => (glommio::Placement::Fixed(id % online), blocking_pool(id % online)),
             Cores::Floating => (glommio::Placement::Unbound, glommio::PoolPlacement::Unbound(BLOCKING_THREADS)),
@@ -139,12 +142,13 @@ where
             .blocking_thread_pool_placement(pool)
             .spawn(move || async move {
                 SHARD_ID.with(|s| s.set(Some(id)));
+                threads[id].record();
                 main(shard).await;
             })
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         handles.push(handle);
     }
-    Ok(Shards { handles, mailboxes })
+    Ok(Shards { handles, mailboxes, threads })
 }
 
 /// Shares of a shard's CPU its background work gets when requests want it too (the requests' task
@@ -200,12 +204,19 @@ fn blocking_pool(core: usize) -> glommio::PoolPlacement {
 pub struct Shards {
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
     mailboxes: Arc<Mailboxes>,
+    threads: Arc<[priority::ShardThread]>,
 }
 
 impl Shards {
     /// The shards' mailboxes, for a thread outside them (the metrics listener) to hand them jobs.
     pub fn mailboxes(&self) -> Arc<Mailboxes> {
         self.mailboxes.clone()
+    }
+
+    /// Gives shards real-time priority while they use little of their core (see `priority`), until
+    /// `stop` is set. An error if this process may not use real-time priorities.
+    pub fn prioritize_light(&self, stop: &'static std::sync::atomic::AtomicBool) -> std::io::Result<()> {
+        priority::watch(self.threads.clone(), stop)
     }
 
     /// Waits until every shard's main future has returned.

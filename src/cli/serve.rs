@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// whose cores other processes also keep busy (a pinned shard then gets a share of its core).
     #[arg(long, env = "WEIR_FLOATING_SHARDS")]
     floating_shards: bool,
+    /// Keep shards at ordinary priority. By default a shard that uses little of its core runs at
+    /// real-time priority (SCHED_FIFO 1) so that its wake-ups preempt other processes; it loses it
+    /// within 100 ms of using more (needs CAP_SYS_NICE; without, shards keep ordinary priority).
+    #[arg(long, env = "WEIR_NO_REALTIME_SHARDS")]
+    no_realtime_shards: bool,
     /// Partitions of auto-created topics.
     #[arg(long, env = "WEIR_NUM_PARTITIONS")]
     num_partitions: Option<i32>,
@@ -196,6 +201,7 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
                 "shards" => a.shards = a.shards.or(Some(count(&v)? as usize)),
                 "single-port" => a.single_port |= v == "true",
                 "floating-shards" => a.floating_shards |= v == "true",
+                "no-realtime-shards" => a.no_realtime_shards |= v == "true",
                 "num-partitions" => a.num_partitions = a.num_partitions.or(Some(num(&v)? as i32)),
                 "no-auto-create" => a.no_auto_create |= v == "true",
                 "flush-messages" => a.flush_messages = a.flush_messages.or(Some(count(&v)?)),
@@ -268,6 +274,7 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
     cfg.log_dirs = if dirs.len() > 1 { dirs } else { Vec::new() };
     cfg.single_port = a.single_port;
     cfg.floating_shards = a.floating_shards;
+    cfg.realtime_shards = !a.no_realtime_shards;
     if !cfg.single_port && usize::from(cfg.port) + cfg.shards > 65_536 {
         return Err("shard ports would pass 65535".into());
     }
@@ -482,7 +489,7 @@ pub fn run(args: ServeArgs) -> i32 {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    tracing::info!(shards = cfg.shards, data_dir = %cfg.data_dir.display(), port = cfg.port, single_port = cfg.single_port, floating_shards = cfg.floating_shards, "starting weir");
+    tracing::info!(shards = cfg.shards, data_dir = %cfg.data_dir.display(), port = cfg.port, single_port = cfg.single_port, floating_shards = cfg.floating_shards, realtime_shards = cfg.realtime_shards, "starting weir");
     let stop = Arc::new(AtomicBool::new(false));
     let watcher_stop = stop.clone();
     std::thread::spawn(move || loop {
@@ -541,6 +548,11 @@ pub fn run(args: ServeArgs) -> i32 {
             return 1;
         }
     };
+    if cfg.realtime_shards {
+        if let Err(e) = shards.prioritize_light(&STOP) {
+            tracing::warn!(error = %e, "shards keep ordinary priority: real-time priority needs CAP_SYS_NICE (or --no-realtime-shards to silence this)");
+        }
+    }
     gather.started(shards.mailboxes());
     broker::memory::start(broker::memory::Caches::new(cfg.log_cache_max, cfg.shards), shards.mailboxes(), &STOP);
     shards.join();

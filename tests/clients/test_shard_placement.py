@@ -1,7 +1,12 @@
 """Where shards run: pinned, shard N and its blocking threads on core N (the default); with
---floating-shards, on any core the kernel picks (for hosts whose cores other processes keep busy)."""
+--floating-shards, on any core the kernel picks (for hosts whose cores other processes keep busy).
+And at what priority: a shard that uses little of its core runs SCHED_FIFO (its wake-ups preempt
+other processes), its blocking threads and io_uring workers do not; --no-realtime-shards keeps all
+ordinary."""
 
 import os
+import resource
+import time
 
 import pytest
 
@@ -43,5 +48,58 @@ def test_floating_shards_may_run_on_any_core():
         for name, sets in cpus.items():
             assert sets == {everywhere}, f"{name}: {sets}"
         assert produce_consume_ok(b.bootstrap)
+    finally:
+        b.close()
+
+
+def threads(pid):
+    """[(name, tid)] of the broker's threads."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                out.append((f.read().strip(), int(tid)))
+        except FileNotFoundError:
+            pass  # an io_uring worker that ended
+    return out
+
+
+def policy(tid):
+    try:
+        return os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK
+    except (ProcessLookupError, OSError):
+        return None
+
+
+may_be_realtime = os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= 2
+
+
+@pytest.mark.skipif(not may_be_realtime, reason="real-time priority needs root or RLIMIT_RTPRIO >= 2")
+def test_idle_shards_run_realtime_and_nothing_else_of_the_broker_does():
+    b = Broker(shards=2)
+    try:
+        def realtime():
+            return sorted(name for name, tid in threads(b.proc.pid) if policy(tid) == os.SCHED_FIFO)
+
+        deadline = time.time() + 20
+        while realtime() != ["weir-priority", "weir-shard-0-2", "weir-shard-1-3"] and time.time() < deadline:
+            time.sleep(0.05)
+        # One thread per shard (its executor; the blocking threads share its name) and the watcher.
+        assert realtime() == ["weir-priority", "weir-shard-0-2", "weir-shard-1-3"], threads(b.proc.pid)
+        assert produce_consume_ok(b.bootstrap)
+        # io_uring workers started by the shards while they were real-time are not.
+        workers = [tid for name, tid in threads(b.proc.pid) if name.startswith("iou-wrk")]
+        assert all(policy(tid) in (os.SCHED_OTHER, None) for tid in workers), workers
+    finally:
+        b.close()
+
+
+def test_no_realtime_shards_keeps_every_thread_ordinary():
+    b = Broker(shards=2, extra=["--no-realtime-shards"])
+    try:
+        assert produce_consume_ok(b.bootstrap)
+        names = [name for name, _ in threads(b.proc.pid)]
+        assert "weir-priority" not in names, names
+        assert all(policy(tid) in (os.SCHED_OTHER, None) for _, tid in threads(b.proc.pid))
     finally:
         b.close()
