@@ -144,6 +144,7 @@ where
                 SHARD_ID.with(|s| s.set(Some(id)));
                 threads[id].record();
                 main(shard).await;
+                threads[id].clear();
             })
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         handles.push(handle);

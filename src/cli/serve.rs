@@ -32,7 +32,8 @@ pub struct ServeArgs {
     floating_shards: bool,
     /// Keep shards at ordinary priority. By default a shard that uses little of its core runs at
     /// real-time priority (SCHED_FIFO 1) so that its wake-ups preempt other processes; it loses it
-    /// within 100 ms of using more (needs CAP_SYS_NICE; without, shards keep ordinary priority).
+    /// within 100 ms of using more (needs CAP_SYS_NICE; without it, or under a cgroup CPU limit,
+    /// shards keep ordinary priority).
     #[arg(long, env = "WEIR_NO_REALTIME_SHARDS")]
     no_realtime_shards: bool,
     /// Partitions of auto-created topics.
@@ -550,7 +551,7 @@ pub fn run(args: ServeArgs) -> i32 {
     };
     if cfg.realtime_shards {
         if let Err(e) = shards.prioritize_light(&STOP) {
-            tracing::warn!(error = %e, "shards keep ordinary priority: real-time priority needs CAP_SYS_NICE (or --no-realtime-shards to silence this)");
+            tracing::warn!(reason = %e, "shards keep ordinary priority (--no-realtime-shards silences this)");
         }
     }
     gather.started(shards.mailboxes());
