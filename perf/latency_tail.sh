@@ -3,7 +3,7 @@
 # consumer waiting at the tail, quiet and with one core busy with another process (a shell busy loop
 # pinned to core 0), each round on a fresh broker. With OLD=<weir binary> that binary runs in turn
 # with this one (old, new, old, new, ...); FLAGS are extra `weir serve` flags for this one (e.g.
-# FLAGS=--floating-shards, or OLD=target/release/weir FLAGS=--floating-shards for pinned vs floating). Per run: p50/p99/p99.9 of the e2e latency and the CPU
+# FLAGS=--realtime-shards, or OLD=target/release/weir FLAGS=--realtime-shards for ordinary vs real-time shards). Per run: p50/p99/p99.9 of the e2e latency and the CPU
 # pressure the run saw (/proc/pressure/cpu "some": the share of time a runnable task waited for a
 # CPU) and the share of the CPUs' time the hypervisor took (steal in /proc/stat: a vCPU not running
 # at all, which no priority inside the machine helps). Medians per binary and condition; outputs in perf/out-latency/.

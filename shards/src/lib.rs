@@ -1,7 +1,7 @@
 //! Weir's thread-per-core runtime.
 //!
 //! Owns the executors (one glommio executor per shard, pinned to a core), the mailboxes that let
-//! shards talk to each other, and re-exports the I/O types (DMA files, TCP sockets, timers) that the
+//! shards talk to each other, the watcher that runs light shards at real-time priority, and re-exports the I/O types (DMA files, TCP sockets, timers) that the
 //! rest of Weir uses, so that a change of runtime stays a change to this crate alone.
 //!
 //! It knows nothing of Kafka. It must never let two shards share mutable state: all a shard hands
@@ -20,6 +20,7 @@ mod vectored;
 pub use mailbox::{Job, Mailboxes};
 pub use notify::{Notified, Notify, Turn, TurnHeld};
 pub use placement::{placement, stable_hash};
+pub use priority::{demotions, realtime};
 pub use sendfile::{send_file, FileRange};
 pub use vectored::send_buffers;
 
@@ -142,7 +143,7 @@ where
             .blocking_thread_pool_placement(pool)
             .spawn(move || async move {
                 SHARD_ID.with(|s| s.set(Some(id)));
-                threads[id].record();
+                priority::record(&threads, id);
                 main(shard).await;
                 threads[id].clear();
             })

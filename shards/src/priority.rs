@@ -1,20 +1,23 @@
-//! Real-time priority for shards that use little of their core.
+//! Real-time priority for shards that use little of their core (`--realtime-shards`).
 //!
 //! A shard on a core that another process keeps busy waits, at each wake-up, for that process's
 //! time slice to end: with a busy loop on one of two cores, e2e p99 at 100k msgs/s was 4.6–4.9 ms,
 //! and 0.6 ms with the shards' threads under SCHED_FIFO (perf/RESULTS.md, session 20). But a FIFO
-//! thread with work keeps its core from every ordinary thread: a shard producing at full speed took
-//! the CPU its own clients needed on the same host (−13% msgs/s). So a watcher thread gives a shard
+//! thread with work keeps its core from every ordinary thread, so a watcher thread gives a shard
 //! SCHED_FIFO only while it is light — it used under `LIGHT` of a core in every tick of the last
 //! `PROMOTE_AFTER` — and takes it back within a tick once it uses more than `HEAVY`: the wake-ups of a
 //! light shard preempt other processes, a busy shard shares its core as any thread does, and a
 //! runaway one cannot hold a core for longer than a tick.
 //!
+//! Off unless asked for: a shard can be light and still cost a client on its own core dearly — at
+//! 55–75% of its core it preempts a co-located producer at each small request, and that producer
+//! sent 40–67% fewer records — and CPU use alone cannot tell such a client from an unrelated hog.
+//!
 //! The shards' own children (io_uring's workers among them) start with ordinary priority
 //! (SCHED_RESET_ON_FORK), so only threads the watcher measures are ever real-time.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,19 +39,37 @@ const PROMOTE_AFTER: Duration = Duration::from_secs(1);
 const SHARD_PRIORITY: i32 = 1;
 const WATCHER_PRIORITY: i32 = 2;
 
-/// Each shard's thread id, 0 while the shard does not run.
+/// Each shard's thread id, 0 while the shard does not run, and how often it lost real-time priority.
 #[derive(Default)]
 pub(crate) struct ShardThread {
     tid: AtomicI32,
+    demotions: AtomicU64,
+}
+
+thread_local! {
+    /// On a shard's thread: its entry among the watcher's.
+    static OWN: std::cell::RefCell<Option<(Arc<[ShardThread]>, usize)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether the calling thread runs at real-time priority now.
+pub fn realtime() -> bool {
+    // SAFETY: no pointers; 0 is the calling thread.
+    unsafe { libc::sched_getscheduler(0) & !libc::SCHED_RESET_ON_FORK == libc::SCHED_FIFO }
+}
+
+/// How often the calling shard lost real-time priority for using much of its core (0 off a shard).
+pub fn demotions() -> u64 {
+    OWN.with(|own| own.borrow().as_ref().map_or(0, |(threads, id)| threads[*id].demotions.load(Ordering::Relaxed)))
+}
+
+/// Records the calling thread as shard `id`'s.
+pub(crate) fn record(threads: &Arc<[ShardThread]>, id: usize) {
+    // SAFETY: gettid has no preconditions.
+    threads[id].tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+    OWN.with(|own| *own.borrow_mut() = Some((threads.clone(), id)));
 }
 
 impl ShardThread {
-    /// Records the calling thread: the shard's own.
-    pub(crate) fn record(&self) {
-        // SAFETY: gettid has no preconditions.
-        self.tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
-    }
-
     /// The shard has ended: its thread id may go to another thread.
     pub(crate) fn clear(&self) {
         self.tid.store(0, Ordering::SeqCst);
@@ -221,6 +242,9 @@ fn run(threads: &[ShardThread], stop: &AtomicBool) {
             // id is cleared before another thread can have it.
             if set_policy(tid, priority).is_ok() {
                 standing.changed(change);
+                if change == Change::Demote {
+                    thread.demotions.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }

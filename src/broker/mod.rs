@@ -67,7 +67,7 @@ pub struct BrokerConfig {
     pub single_port: bool,
     /// Shards float between cores instead of being pinned (`--floating-shards`).
     pub floating_shards: bool,
-    /// Light shards run at real-time priority (not `--no-realtime-shards`).
+    /// Light shards run at real-time priority (`--realtime-shards`).
     pub realtime_shards: bool,
     pub max_request_bytes: usize,
     /// Request bytes in flight over all connections, split evenly over the shards
@@ -155,7 +155,7 @@ impl Default for BrokerConfig {
             shards: 1,
             single_port: false,
             floating_shards: false,
-            realtime_shards: true,
+            realtime_shards: false,
             max_request_bytes: 100 << 20,
             queued_max_request_bytes: 512 << 20,
             max_connections: 10_000,

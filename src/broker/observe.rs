@@ -125,6 +125,8 @@ fn snapshot(detail: bool) -> ShardSnapshot {
         serving: st.serving.get(),
         recorder: Recorder::copy(),
         busy_seconds: shards::busy_time().as_secs_f64(),
+        realtime: shards::realtime(),
+        realtime_demotions: shards::demotions(),
         ..ShardSnapshot::default()
     };
     let mut traffic = Traffic::default();

@@ -30,12 +30,12 @@ pub struct ServeArgs {
     /// whose cores other processes also keep busy (a pinned shard then gets a share of its core).
     #[arg(long, env = "WEIR_FLOATING_SHARDS")]
     floating_shards: bool,
-    /// Keep shards at ordinary priority. By default a shard that uses little of its core runs at
-    /// real-time priority (SCHED_FIFO 1) so that its wake-ups preempt other processes; it loses it
-    /// within 100 ms of using more (needs CAP_SYS_NICE; without it, or under a cgroup CPU limit,
-    /// shards keep ordinary priority).
-    #[arg(long, env = "WEIR_NO_REALTIME_SHARDS")]
-    no_realtime_shards: bool,
+    /// Run a shard that uses little of its core at real-time priority (SCHED_FIFO 1), so that its
+    /// wake-ups preempt other processes on its core; it loses it within 100 ms of using more. For a
+    /// broker whose clients run on other hosts: clients on its own cores lose throughput to it.
+    /// Needs CAP_SYS_NICE, and no cgroup CPU limit.
+    #[arg(long, env = "WEIR_REALTIME_SHARDS")]
+    realtime_shards: bool,
     /// Partitions of auto-created topics.
     #[arg(long, env = "WEIR_NUM_PARTITIONS")]
     num_partitions: Option<i32>,
@@ -202,7 +202,7 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
                 "shards" => a.shards = a.shards.or(Some(count(&v)? as usize)),
                 "single-port" => a.single_port |= v == "true",
                 "floating-shards" => a.floating_shards |= v == "true",
-                "no-realtime-shards" => a.no_realtime_shards |= v == "true",
+                "realtime-shards" => a.realtime_shards |= v == "true",
                 "num-partitions" => a.num_partitions = a.num_partitions.or(Some(num(&v)? as i32)),
                 "no-auto-create" => a.no_auto_create |= v == "true",
                 "flush-messages" => a.flush_messages = a.flush_messages.or(Some(count(&v)?)),
@@ -275,7 +275,7 @@ fn build_config(mut a: ServeArgs) -> Result<(BrokerConfig, MetricsAddr), String>
     cfg.log_dirs = if dirs.len() > 1 { dirs } else { Vec::new() };
     cfg.single_port = a.single_port;
     cfg.floating_shards = a.floating_shards;
-    cfg.realtime_shards = !a.no_realtime_shards;
+    cfg.realtime_shards = a.realtime_shards;
     if !cfg.single_port && usize::from(cfg.port) + cfg.shards > 65_536 {
         return Err("shard ports would pass 65535".into());
     }
@@ -551,7 +551,7 @@ pub fn run(args: ServeArgs) -> i32 {
     };
     if cfg.realtime_shards {
         if let Err(e) = shards.prioritize_light(&STOP) {
-            tracing::warn!(reason = %e, "shards keep ordinary priority (--no-realtime-shards silences this)");
+            tracing::warn!(reason = %e, "--realtime-shards: shards keep ordinary priority");
         }
     }
     gather.started(shards.mailboxes());

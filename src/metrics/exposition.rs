@@ -315,6 +315,18 @@ fn runtime(enc: &mut DescriptorEncoder, scrape: &Scrape, all: &Recorder) -> fmt:
     )?;
     gauge(
         enc,
+        "weir_shard_realtime",
+        "1 while the shard's thread runs at real-time priority (it uses little of its core).",
+        shards.iter().map(|s| (shard(s.shard), u64::from(s.realtime))).collect(),
+    )?;
+    counter(
+        enc,
+        "weir_shard_realtime_demotions",
+        "Times the shard lost real-time priority for using much of its core.",
+        shards.iter().map(|s| (shard(s.shard), s.realtime_demotions)).collect(),
+    )?;
+    gauge(
+        enc,
         "weir_shard_mailbox_depth",
         "Jobs from other shards waiting in the shard's mailbox.",
         shards.iter().map(|s| (shard(s.shard), s.mailbox_depth)).collect(),

@@ -70,6 +70,9 @@ pub struct ShardSnapshot {
     pub serving: bool,
     pub recorder: Recorder,
     pub busy_seconds: f64,
+    /// Its thread runs at real-time priority now (`--realtime-shards`), and how often it lost it.
+    pub realtime: bool,
+    pub realtime_demotions: u64,
     pub mailbox_depth: u64,
     /// Over the shard's replicas.
     pub traffic: Traffic,

@@ -1,8 +1,8 @@
 """Where shards run: pinned, shard N and its blocking threads on core N (the default); with
 --floating-shards, on any core the kernel picks (for hosts whose cores other processes keep busy).
-And at what priority: a shard that uses little of its core runs SCHED_FIFO (its wake-ups preempt
-other processes), its blocking threads and io_uring workers do not; --no-realtime-shards keeps all
-ordinary."""
+And at what priority: every thread ordinary by default; with --realtime-shards a shard that uses little
+of its core runs SCHED_FIFO (its wake-ups preempt other processes), its blocking threads and io_uring
+workers do not."""
 
 import os
 import subprocess
@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import Broker
+from test_metrics import get, samples, value
 from test_robustness import produce_consume_ok
 
 pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
@@ -81,10 +82,10 @@ def may_be_realtime():
 REALTIME = ["weir-priority", "weir-shard-0-2", "weir-shard-1-3"]
 
 
-def test_idle_shards_run_realtime_and_nothing_else_of_the_broker_does():
+def test_realtime_shards_when_idle_run_realtime_and_nothing_else_of_the_broker_does():
     if not may_be_realtime():
         pytest.skip("real-time priority not permitted here")
-    b = Broker(shards=2)
+    b = Broker(shards=2, extra=["--realtime-shards"])
     try:
         def realtime():
             return sorted(name for name, tid in threads(b.proc.pid) if policy(tid) == os.SCHED_FIFO)
@@ -104,16 +105,23 @@ def test_idle_shards_run_realtime_and_nothing_else_of_the_broker_does():
         assert produce_consume_ok(b.bootstrap)
         # Neither the threads started since (io_uring workers among them) nor the others are.
         wait_realtime()
+        _, _, text = get(b.metrics_port, "/metrics")
+        figures = samples(text)
+        for shard in ("0", "1"):
+            assert value(figures, "weir_shard_realtime", shard=shard) == 1, text
+            assert value(figures, "weir_shard_realtime_demotions_total", shard=shard) is not None
     finally:
         b.close()
 
 
-def test_no_realtime_shards_keeps_every_thread_ordinary():
-    b = Broker(shards=2, extra=["--no-realtime-shards"])
+def test_every_thread_is_ordinary_by_default():
+    b = Broker(shards=2)
     try:
         assert produce_consume_ok(b.bootstrap)
         names = [name for name, _ in threads(b.proc.pid)]
         assert "weir-priority" not in names, names
         assert all(policy(tid) in (os.SCHED_OTHER, None) for _, tid in threads(b.proc.pid))
+        figures = samples(get(b.metrics_port, "/metrics")[2])
+        assert [value(figures, "weir_shard_realtime", shard=s) for s in ("0", "1")] == [0, 0]
     finally:
         b.close()
