@@ -10,8 +10,10 @@ use crate::protocol::fetch_response::{self, Part, Partition, Topic};
 use crate::protocol::{self, ProtocolError, Request};
 use crate::storage::{Batches, Chunk};
 use kafka_protocol::messages::FetchRequest;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -53,7 +55,7 @@ const FETCH_MAX_BYTES: usize = 57_671_680;
 /// Fetch versions before this cannot carry zstd batches (KIP-110).
 const ZSTD_FETCH_VERSION_MIN: i16 = 10;
 
-async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize, version: i16, committed: bool) -> Read {
+async fn read_local(topic: Arc<str>, partition: i32, offset: i64, max_bytes: usize, version: i16, committed: bool) -> Read {
     let part = match partitions::local(&topic, partition).await {
         Ok(p) => p,
         Err(code) => return failed(code),
@@ -83,7 +85,7 @@ async fn read_local(topic: String, partition: i32, offset: i64, max_bytes: usize
 
 /// Waits on the owning shard until the partition's high watermark (its last stable offset, for a
 /// read_committed consumer) passes `mark`, or `wait` ends.
-async fn wait_local(topic: String, partition: i32, mark: i64, wait: Duration, committed: bool) {
+async fn wait_local(topic: Arc<str>, partition: i32, mark: i64, wait: Duration, committed: bool) {
     let Some(part) = state().partition(&topic, partition) else {
         return;
     };
@@ -97,7 +99,7 @@ async fn wait_local(topic: String, partition: i32, mark: i64, wait: Duration, co
 
 #[derive(Clone)]
 struct Want {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: i64,
     max_bytes: usize,
@@ -130,22 +132,29 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
     // Kafka's min(request max_bytes, broker fetch.max.bytes); ≤ 0 still gets the first batch (KIP-74).
     let max_bytes = (fetch.max_bytes.max(0) as usize).min(FETCH_MAX_BYTES);
     // v13+ names topics by id: an unknown id becomes an empty name, answered UNKNOWN_TOPIC_ID.
-    let by_id = |id: uuid::Uuid| st.topic_ids.borrow().get(&id.as_u128()).cloned().unwrap_or_default();
+    let by_id = |id: uuid::Uuid| Arc::<str>::from(st.topic_ids.borrow().get(&id.as_u128()).map_or("", |n| n.as_str()));
     let mut requested: Vec<Wanted> = Vec::new();
     // v9+: partitions whose leader epoch, as the client knows it, is not theirs (rare: none to
     // allocate for in the usual request).
-    let mut fenced: Vec<((String, i32), i16)> = Vec::new();
+    let mut fenced: HashMap<(Arc<str>, i32), i16> = HashMap::new();
+    // No more partitions than the broker may have (max.partitions): a request naming more repeats
+    // or invents them, and each costs memory until the answer is sent.
+    let named = fetch.topics.iter().map(|t| t.partitions.len()).sum::<usize>()
+        + fetch.forgotten_topics_data.iter().map(|t| t.partitions.len()).sum::<usize>();
+    if named > st.cfg.max_partitions {
+        return Err(ProtocolError::Malformed(format!("Fetch names {named} partitions, more than max.partitions")));
+    }
     for t in &fetch.topics {
         let (topic, topic_id) = if version >= 13 {
             (by_id(t.topic_id), t.topic_id.as_u128())
         } else {
-            (t.topic.to_string(), st.topics.borrow().get(t.topic.as_str()).map_or(0, |m| m.id))
+            (Arc::from(t.topic.as_str()), st.topics.borrow().get(t.topic.as_str()).map_or(0, |m| m.id))
         };
-        if let (true, Some(meta)) = (version >= 9, st.topics.borrow().get(&topic)) {
+        if let (true, Some(meta)) = (version >= 9, st.topics.borrow().get(&*topic)) {
             for p in t.partitions.iter().filter(|p| p.current_leader_epoch != -1) {
                 let current = replication::epoch(meta, p.partition, st.shard.count);
                 if let Err(code) = replication::check_epoch(current, p.current_leader_epoch) {
-                    fenced.push(((topic.clone(), p.partition), code));
+                    fenced.insert((topic.clone(), p.partition), code);
                 }
             }
         }
@@ -158,11 +167,11 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         }));
     }
     let (ctx, wanted) = if version >= 7 {
-        let forgotten: Vec<(String, i32)> = fetch
+        let forgotten: Vec<(Arc<str>, i32)> = fetch
             .forgotten_topics_data
             .iter()
             .flat_map(|t| {
-                let name = if version >= 13 { by_id(t.topic_id) } else { t.topic.to_string() };
+                let name = if version >= 13 { by_id(t.topic_id) } else { Arc::from(t.topic.as_str()) };
                 t.partitions.iter().map(move |p| (name.clone(), *p))
             })
             .collect();
@@ -175,7 +184,7 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
         let session = fetch_response::Session { error_code: code, id: 0 };
         return fetch_response::encode(version, req.header.correlation_id, read_committed, session, Vec::new(), Chunk::len);
     }
-    let fenced = |w: &Wanted| fenced.iter().find(|((t, p), _)| *t == w.topic && *p == w.partition).map(|&(_, code)| code);
+    let fenced = |w: &Wanted| if fenced.is_empty() { None } else { fenced.get(&(w.topic.clone(), w.partition)).copied() };
     let wants: Vec<Want> = wanted
         .iter()
         .map(|w| {
@@ -228,8 +237,8 @@ pub async fn handle(req: &Request) -> Result<Vec<Part<Chunk>>, ProtocolError> {
             aborted: r.aborted.into_iter().map(|(producer, first)| (producer, first as i64)).collect(),
         };
         match topics.last_mut() {
-            Some(t) if t.name == w.topic && t.id == want.topic_id => t.partitions.push(p),
-            _ => topics.push(Topic { name: w.topic.clone(), id: want.topic_id, partitions: vec![p] }),
+            Some(t) if *t.name == *w.topic && t.id == want.topic_id => t.partitions.push(p),
+            _ => topics.push(Topic { name: w.topic.to_string(), id: want.topic_id, partitions: vec![p] }),
         }
     }
     let session = fetch_response::Session { error_code: errors::NONE, id: ctx.session_id() };

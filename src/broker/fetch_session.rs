@@ -16,6 +16,7 @@
 
 use super::errors;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Kafka's `min.incremental.fetch.session.eviction.ms`: a session idle this long may be evicted to
@@ -31,8 +32,9 @@ const SESSION_PARTITIONS_MAX: usize = 1_000_000;
 /// A partition to read, as requested or as kept in a session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
-    /// Empty for a topic id this broker does not know (Fetch v13+).
-    pub topic: String,
+    /// Empty for a topic id this broker does not know (Fetch v13+). Shared by the topic's
+    /// partitions: a request naming one long name for many partitions holds it once.
+    pub topic: Arc<str>,
     pub topic_id: u128,
     pub partition: i32,
     pub offset: i64,
@@ -75,7 +77,7 @@ impl Cached {
 struct Session {
     /// The epoch the next incremental request must carry.
     epoch: i32,
-    partitions: BTreeMap<(String, i32), Cached>,
+    partitions: BTreeMap<(Arc<str>, i32), Cached>,
     last_used: Instant,
 }
 
@@ -127,7 +129,7 @@ impl Sessions {
         session_id: i32,
         epoch: i32,
         requested: Vec<Wanted>,
-        forgotten: &[(String, i32)],
+        forgotten: &[(Arc<str>, i32)],
         now: Instant,
     ) -> (Context, Vec<Wanted>) {
         match epoch {

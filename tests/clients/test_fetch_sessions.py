@@ -4,6 +4,8 @@ codec, and end to end with kafka-python's consumer, which keeps a session per br
 import time
 import warnings
 
+import pytest
+
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -85,6 +87,40 @@ def test_no_slots_means_no_sessions_and_full_answers():
             assert r.session_id == 0 and set(answered(r)) == set(mine)
         finally:
             conn.close()
+    finally:
+        b.close()
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) // 1024
+
+
+def test_a_long_name_over_many_partitions_is_held_once_and_partitions_are_bounded():
+    """A 32 KB topic name (no such topic) over 20,000 partitions, three sessions of it: the broker
+    holds the name once a request, not once a partition (it held 300 MB a session, and a
+    sessionless 3 MB request took it to 6.7 GB). A Fetch naming more partitions than max.partitions
+    closes its connection; the broker serves on."""
+    b = Broker(extra=["--max-partitions", "30000"])
+    try:
+        conn = Connection(b.port)
+        name = "n" * 32000
+        before = rss_mib(b.proc.pid)
+        for _ in range(3):
+            r = fetch(conn, name, 0, 0, [(p, 0) for p in range(20000)])
+            assert r.error_code == 0 and r.session_id != 0
+            parts = answered(r)
+            assert len(parts) == 20000 and all(p.error_code != 0 for p in parts.values())
+        grown = rss_mib(b.proc.pid) - before
+        assert grown < 150, f"three sessions of 20,000 partitions took {grown} MiB"
+        with pytest.raises((AssertionError, OSError)):
+            fetch(conn, name, 0, -1, [(p, 0) for p in range(30001)])
+        conn.close()
+        other = Connection(b.port)
+        try:
+            assert fetch(other, name, 0, -1, [(0, 0)]).error_code == 0
+        finally:
+            other.close()
     finally:
         b.close()
 
