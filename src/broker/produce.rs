@@ -350,7 +350,20 @@ pub async fn queue(req: &Request) -> Result<Answer, ProtocolError> {
             response.responses.push(t);
         }
         if acks == 0 {
-            return Ok(None);
+            // Kafka closes the connection when an acks=0 produce fails in any partition: the
+            // producer cannot be told otherwise, and reconnecting makes it refresh its metadata (a
+            // deleted topic, a moved leader).
+            let failed =
+                response.responses.iter().flat_map(|t| t.partition_responses.iter().map(move |p| (t, p))).find(|(_, p)| p.error_code != 0);
+            return match failed {
+                Some((t, p)) => Err(ProtocolError::CloseConnection(format!(
+                    "acks=0 produce to {}-{} failed with error {}",
+                    t.name.0.as_str(),
+                    p.index,
+                    p.error_code
+                ))),
+                None => Ok(None),
+            };
         }
         super::handlers::respond(&answering, &response)
     }))

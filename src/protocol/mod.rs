@@ -26,6 +26,9 @@ pub enum ProtocolError {
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// A request Kafka answers by closing the connection (an acks=0 produce that failed).
+    #[error("{0}")]
+    CloseConnection(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -102,3 +102,25 @@ def test_produces_sent_before_the_client_closes_its_side_are_answered(broker):
         correlation, r = read_response(conn, ProduceResponse, 7)
         assert (correlation, r.responses[0].partition_responses[0].error_code) == (i + 1, 0)
     conn.close()
+
+
+def test_a_failed_acks0_produce_closes_its_connection_as_kafka_does(broker):
+    """Kafka closes the connection when an acks=0 produce fails in a partition (the producer can be
+    told no other way, and reconnecting makes it refresh its metadata); one that succeeds keeps it."""
+    topic = unique("acks0")
+    conn = open_leader(broker, topic)
+    conn.sock.sendall(produce_frame(1, topic, 0, 0) + produce_frame(2, topic, 1, RECORDS_PER_REQUEST))
+    correlation, r = read_response(conn, ProduceResponse, 7)
+    p = r.responses[0].partition_responses[0]
+    assert (correlation, p.error_code, p.base_offset) == (2, 0, RECORDS_PER_REQUEST), "open after a good acks=0 produce"
+    bad = build(ProduceRequest, 7, transactional_id=None, acks=0, timeout_ms=10_000,
+                topic_data=[{"name": topic, "partition_data": [{"index": 7, "records": records(0)}]}])
+    bad.with_header(correlation_id=3, client_id="pipelining")
+    conn.sock.sendall(bad.encode(header=True, framed=True))
+    conn.sock.settimeout(15)
+    try:
+        closed = conn.sock.recv(1) == b""
+    except ConnectionResetError:
+        closed = True
+    assert closed, "an acks=0 produce to a partition the topic does not have closes the connection"
+    conn.close()
