@@ -69,6 +69,21 @@ async fn list_offset_local(part: Rc<Partition>, target: i64, committed: bool) ->
     }
 }
 
+/// Kafka's rule for the special (negative) timestamps: each from the version that defined it
+/// (v0, answered in its own layout, knows only latest and earliest; anything else is refused
+/// below as before).
+fn unsupported(target: i64, version: i16) -> bool {
+    let since = match target {
+        LATEST | EARLIEST => 0,
+        MAX_TIMESTAMP => 7,
+        EARLIEST_LOCAL => 8,
+        LATEST_TIERED => 9,
+        t if t >= 0 => return false,
+        _ => return version >= 1,
+    };
+    version < since
+}
+
 /// v0 (Burrow, old tools) read into the v1 request; answered in its own layout.
 fn v0_request(req: &Request) -> Result<ListOffsetsRequest, ProtocolError> {
     let mut q = ListOffsetsRequest::default();
@@ -90,6 +105,15 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
     let version = req.header.request_api_version;
     let q: ListOffsetsRequest = if version == 0 { v0_request(req)? } else { protocol::decode_body(req)? };
     let committed = q.isolation_level == 1;
+    // Kafka answers each copy of a partition named twice INVALID_REQUEST, and queries none of them.
+    let mut seen = std::collections::HashMap::new();
+    for t in &q.topics {
+        for p in &t.partitions {
+            *seen.entry((t.name.as_str(), p.partition_index)).or_insert(0u32) += 1;
+        }
+    }
+    let repeated: std::collections::HashSet<(String, i32)> =
+        seen.into_iter().filter(|&(_, n)| n > 1).map(|((t, p), _)| (t.to_string(), p)).collect();
     // Every partition's query starts now: partitions on several shards, and dormant ones being
     // opened, proceed in parallel.
     let pending: Vec<_> = q
@@ -102,7 +126,17 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
                 .map(|p| {
                     let (name, index, target) = (topic.name.to_string(), p.partition_index, p.timestamp);
                     let asked_epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
+                    let refused = if repeated.contains(&(name.clone(), index)) {
+                        Some(errors::INVALID_REQUEST)
+                    } else if unsupported(target, version) {
+                        Some(errors::UNSUPPORTED_VERSION)
+                    } else {
+                        None
+                    };
                     let task = shards::spawn_local(async move {
+                        if let Some(code) = refused {
+                            return ((code, -1, -1), -1);
+                        }
                         let st = state();
                         let epoch = st.topic(&name).map_or(0, |meta| replication::epoch(&meta, index, st.shard.count));
                         if let Err(code) = replication::check_epoch(epoch, asked_epoch) {
@@ -130,7 +164,8 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
             pr.error_code = error;
             pr.timestamp = timestamp;
             pr.offset = offset;
-            if req.header.request_api_version >= 4 {
+            // No offset found, no epoch (Kafka's default).
+            if req.header.request_api_version >= 4 && offset >= 0 {
                 pr.leader_epoch = epoch;
             }
             t.partitions.push(pr);
@@ -173,6 +208,15 @@ mod tests {
             out.extend_from_slice(&r);
         }
         out
+    }
+
+    #[test]
+    fn special_timestamps_are_answered_from_the_version_that_defined_them() {
+        assert!(!unsupported(LATEST, 1) && !unsupported(EARLIEST, 0) && !unsupported(1_700_000_000_000, 1));
+        assert!(unsupported(MAX_TIMESTAMP, 6) && !unsupported(MAX_TIMESTAMP, 7));
+        assert!(unsupported(EARLIEST_LOCAL, 7) && !unsupported(EARLIEST_LOCAL, 8));
+        assert!(unsupported(LATEST_TIERED, 8) && !unsupported(LATEST_TIERED, 9));
+        assert!(unsupported(-6, 9) && unsupported(-100, 1));
     }
 
     #[test]

@@ -83,3 +83,32 @@ def test_delete_records_moves_the_log_start_durably(broker):
     low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
     c.close()
     assert (low, high) == (100, 100)
+
+
+def test_list_offsets_refuses_repeated_partitions_and_timestamps_its_version_lacks(broker):
+    """Kafka's checks before any lookup: each copy of a partition named twice → INVALID_REQUEST; a
+    special timestamp older than the version that defined it (−3 max timestamp from v7, −4 from
+    v8, −5 from v9), or one Kafka does not define, → UNSUPPORTED_VERSION."""
+    import warnings
+
+    from kafka_wire import build
+    from test_idempotence import open_leader
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from kafka.protocol.consumer.offsets import ListOffsetsRequest, ListOffsetsResponse
+
+    topic = unique("lo-checks")
+    conn = open_leader(broker, topic)
+    try:
+        def ask(partitions):
+            req = build(ListOffsetsRequest, 1, replica_id=-1,
+                        topics=[{"name": topic, "partitions": [{"partition_index": p, "timestamp": t} for p, t in partitions]}])
+            r = conn.call(req, ListOffsetsResponse)
+            return [(p.partition_index, p.error_code) for t in r.topics for p in t.partitions]
+
+        assert ask([(0, -1)]) == [(0, 0)]
+        assert ask([(0, -1), (0, -2)]) == [(0, 42), (0, 42)], "both copies INVALID_REQUEST"
+        assert ask([(0, -3)]) == [(0, 35)], "max timestamp needs v7"
+        assert ask([(0, -4)]) == [(0, 35)] and ask([(0, -6)]) == [(0, 35)]
+    finally:
+        conn.close()
