@@ -1,6 +1,7 @@
 //! Batches rewritten on the way in, as their topic's configs ask: recompressed into
 //! `compression.type`, stamped with the broker's clock for `message.timestamp.type=LogAppendTime`,
-//! and refused when a CreateTime is further from the clock than `message.timestamp.*.max.ms`, or
+//! and refused when a record's CreateTime is further from the clock than `message.timestamp.*.max.ms`,
+//! or a producer marked its batch LogAppendTime (`check_timestamps`), or
 //! when a record without a key is sent to a compacted topic (`keyless_records`).
 //!
 //! Off by default (`compression.type=producer`, CreateTime, unbounded): then nothing here copies or
@@ -23,9 +24,7 @@ const MAX_TIMESTAMP_AT: usize = 35;
 /// The records as they must be stored, or `None` if they stay as produced. `Err` is the Kafka error
 /// for the partition.
 pub fn apply(records: &Bytes, rules: &ProduceRules, now_ms: i64) -> Result<Option<Bytes>, i16> {
-    if !rules.log_append_time {
-        check_timestamps(records, rules, now_ms)?;
-    }
+    check_timestamps(records, rules, now_ms)?;
     if rules.recompress.is_none() && !rules.log_append_time {
         return Ok(None);
     }
@@ -62,19 +61,36 @@ pub fn keyless_records(records: &[u8]) -> Result<Vec<(usize, i32)>, i16> {
     Ok(out)
 }
 
-/// Kafka's `message.timestamp.before/after.max.ms`, judged by the batch header: its first
-/// timestamp against the lower bound, its max timestamp against the upper (records are not inflated).
-fn check_timestamps(mut records: &[u8], rules: &ProduceRules, now_ms: i64) -> Result<(), i16> {
-    if rules.timestamp_before_max_ms == i64::MAX && rules.timestamp_after_max_ms == i64::MAX {
-        return Ok(());
-    }
-    while let (Ok(h), Ok(len)) = (batch::header(records), batch::framed_len(records)) {
-        let too_old = h.base_timestamp.get() < now_ms.saturating_sub(rules.timestamp_before_max_ms);
-        let too_new = h.max_timestamp.get() > now_ms.saturating_add(rules.timestamp_after_max_ms);
-        if too_old || too_new {
+/// Kafka's timestamp checks (LogValidator), record by record: on a CreateTime topic a record with a
+/// timestamp (not −1) must be within `message.timestamp.before/after.max.ms` of the clock, and a
+/// record without one may not come in a batch marked LogAppendTime; on a LogAppendTime topic no
+/// batch may come marked so ("Producer should not set timestamp type to LogAppendTime"). Records
+/// are read (inflated if compressed) only for a bounded topic or a batch marked LogAppendTime.
+fn check_timestamps(mut rest: &[u8], rules: &ProduceRules, now_ms: i64) -> Result<(), i16> {
+    let bounded = rules.timestamp_before_max_ms != i64::MAX || rules.timestamp_after_max_ms != i64::MAX;
+    let (low, high) = (now_ms.saturating_sub(rules.timestamp_before_max_ms), now_ms.saturating_add(rules.timestamp_after_max_ms));
+    while !rest.is_empty() {
+        let info = batch::validate_frame(rest).map_err(batch_error_code)?;
+        let one = &rest[..info.bytes];
+        rest = &rest[info.bytes..];
+        let h = batch::header(one).map_err(|_| errors::CORRUPT_MESSAGE)?;
+        let marked = h.attributes.get() & ATTR_LOG_APPEND_TIME != 0;
+        if rules.log_append_time {
+            if marked {
+                return Err(errors::INVALID_TIMESTAMP);
+            }
+            continue;
+        }
+        if !bounded && !marked {
+            continue;
+        }
+        let (_, body) = batch::records_section(one).map_err(|_| errors::CORRUPT_MESSAGE)?;
+        let records =
+            batch::records_in(&body, info.base_offset, h.base_timestamp.get(), info.records_count).ok_or(errors::CORRUPT_MESSAGE)?;
+        let wrong = |ts: i64| if ts == -1 { marked } else { ts < low || ts > high };
+        if records.iter().any(|r| wrong(r.timestamp_ms)) {
             return Err(errors::INVALID_TIMESTAMP);
         }
-        records = &records[len.min(records.len())..];
     }
     Ok(())
 }
@@ -183,5 +199,42 @@ mod tests {
         assert_eq!(apply(&b, &r, 30_000), Ok(None));
         let r = ProduceRules { timestamp_after_max_ms: 10, ..rules() };
         assert_eq!(apply(&b, &r, 500), Err(errors::INVALID_TIMESTAMP));
+    }
+
+    #[test]
+    fn every_record_is_judged_not_the_batch_header() {
+        // Header timestamps (base and max) say 1 000 000; the second record is an hour older.
+        let record = |offset_delta: i64, timestamp_delta: i64| {
+            let mut body = vec![0u8];
+            batch::put_varint(&mut body, timestamp_delta);
+            batch::put_varint(&mut body, offset_delta);
+            for field in [b"k", b"v"] {
+                batch::put_varint(&mut body, 1);
+                body.extend_from_slice(field);
+            }
+            batch::put_varint(&mut body, 0);
+            let mut r = Vec::new();
+            batch::put_varint(&mut r, body.len() as i64);
+            r.extend_from_slice(&body);
+            r
+        };
+        let b = batch::frame(&[record(0, 0), record(1, -3_600_000)].concat(), 2, 1_000_000, 0);
+        let rules = ProduceRules { timestamp_before_max_ms: 60_000, ..rules() };
+        assert_eq!(apply(&Bytes::from(b), &rules, 1_000_000), Err(errors::INVALID_TIMESTAMP));
+        // Without a timestamp (−1), a record is not judged by the bounds.
+        let none = Bytes::from(batch::build(3, 10, -1));
+        assert_eq!(apply(&none, &rules, 1_000_000), Ok(None));
+    }
+
+    #[test]
+    fn a_producer_may_not_mark_its_batch_log_append_time() {
+        let mut b = batch::build(3, 10, 1_000);
+        let attributes = batch::header(&b).unwrap().attributes.get() | ATTR_LOG_APPEND_TIME;
+        b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        batch::set_crc(&mut b);
+        let b = Bytes::from(b);
+        assert_eq!(apply(&b, &ProduceRules { log_append_time: true, ..rules() }, 5_000), Err(errors::INVALID_TIMESTAMP));
+        // On a CreateTime topic only a record without a timestamp is refused for it.
+        assert_eq!(apply(&b, &rules(), 5_000), Ok(None));
     }
 }
