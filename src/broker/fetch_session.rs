@@ -57,6 +57,9 @@ struct Cached {
     /// As last sent to the client; −1: must be sent.
     high_watermark: i64,
     log_start: i64,
+    /// Its place in the session's order of reading: a partition that returned records goes to the
+    /// back (Kafka's FetchSession), so that under a response size limit every partition gets turns.
+    turn: u64,
 }
 
 impl Cached {
@@ -78,6 +81,8 @@ struct Session {
     /// The epoch the next incremental request must carry.
     epoch: i32,
     partitions: BTreeMap<(Arc<str>, i32), Cached>,
+    /// The turn the next partition sent to the back gets.
+    next_turn: u64,
     last_used: Instant,
 }
 
@@ -155,12 +160,16 @@ impl Sessions {
                     return (Context::Error(errors::FETCH_SESSION_ID_NOT_FOUND), Vec::new());
                 }
                 for w in requested {
-                    let c = s.partitions.entry((w.topic, w.partition)).or_insert(Cached {
-                        topic_id: w.topic_id,
-                        offset: w.offset,
-                        max_bytes: w.max_bytes,
-                        high_watermark: -1,
-                        log_start: -1,
+                    let c = s.partitions.entry((w.topic, w.partition)).or_insert_with(|| {
+                        s.next_turn += 1;
+                        Cached {
+                            topic_id: w.topic_id,
+                            offset: w.offset,
+                            max_bytes: w.max_bytes,
+                            high_watermark: -1,
+                            log_start: -1,
+                            turn: s.next_turn,
+                        }
                     });
                     c.offset = w.offset;
                     c.max_bytes = w.max_bytes;
@@ -171,9 +180,10 @@ impl Sessions {
                 s.epoch = next_epoch(s.epoch);
                 s.last_used = now;
                 self.partitions = self.partitions + s.partitions.len() - before;
-                let wanted = s
-                    .partitions
-                    .iter()
+                let mut in_turn: Vec<_> = s.partitions.iter().collect();
+                in_turn.sort_unstable_by_key(|(_, c)| c.turn);
+                let wanted = in_turn
+                    .into_iter()
                     .map(|((topic, partition), c)| Wanted {
                         topic: topic.clone(),
                         topic_id: c.topic_id,
@@ -202,14 +212,15 @@ impl Sessions {
         let id = self.fresh_id();
         let partitions = requested
             .iter()
-            .map(|w| {
+            .zip(0..)
+            .map(|(w, turn)| {
                 (
                     (w.topic.clone(), w.partition),
-                    Cached { topic_id: w.topic_id, offset: w.offset, max_bytes: w.max_bytes, high_watermark: -1, log_start: -1 },
+                    Cached { topic_id: w.topic_id, offset: w.offset, max_bytes: w.max_bytes, high_watermark: -1, log_start: -1, turn },
                 )
             })
             .collect();
-        let session = Session { epoch: 1, partitions, last_used: now };
+        let session = Session { epoch: 1, partitions, next_turn: requested.len() as u64, last_used: now };
         self.partitions += session.partitions.len();
         self.by_id.insert(id, session);
         id
@@ -244,9 +255,21 @@ impl Sessions {
             return vec![true; answers.len()];
         };
         if incremental {
-            // `begin` listed the session's partitions in its own order: no lookups.
-            debug_assert_eq!(s.partitions.len(), answers.len());
-            return s.partitions.values_mut().zip(answers).map(|(c, a)| c.note(a)).collect();
+            // By name, not by position: another connection may have changed the session meanwhile.
+            return wanted
+                .iter()
+                .zip(answers)
+                .map(|(w, a)| match s.partitions.get_mut(&(w.topic.clone(), w.partition)) {
+                    Some(c) => {
+                        if a.has_records {
+                            s.next_turn += 1;
+                            c.turn = s.next_turn;
+                        }
+                        c.note(a)
+                    }
+                    None => true,
+                })
+                .collect();
         }
         for (w, a) in wanted.iter().zip(answers) {
             if let Some(c) = s.partitions.get_mut(&(w.topic.clone(), w.partition)) {
@@ -301,6 +324,25 @@ mod tests {
         let (_, wanted) = s.begin(session, 2, vec![want(3, 6)], &[("t".into(), 4)], now);
         assert_eq!(wanted.len(), 99);
         assert_eq!(wanted.iter().find(|w| w.partition == 3).unwrap().offset, 6);
+    }
+
+    #[test]
+    fn a_partition_that_returned_records_goes_to_the_back_of_the_session() {
+        let now = Instant::now();
+        let mut s = Sessions::new(10, 7);
+        let (ctx, wanted) = s.begin(0, 0, (0..3).map(|p| want(p, 0)).collect(), &[], now);
+        s.finish(ctx, &wanted, &[answer(5, true), answer(5, true), answer(5, true)]);
+        let session = ctx.session_id();
+        let order = |w: &[Wanted]| w.iter().map(|w| w.partition).collect::<Vec<_>>();
+        let (ctx, wanted) = s.begin(session, 1, vec![], &[], now);
+        assert_eq!(order(&wanted), [0, 1, 2], "the full fetch's order");
+        // Under a size limit only partition 0 returned records: 1 and 2 come first next time.
+        s.finish(ctx, &wanted, &[answer(6, true), answer(6, false), answer(6, false)]);
+        let (ctx, wanted) = s.begin(session, 2, vec![want(7, 0)], &[], now);
+        assert_eq!(order(&wanted), [1, 2, 0, 7]);
+        s.finish(ctx, &wanted, &[answer(7, true), answer(6, false), answer(7, false), answer(1, false)]);
+        let (_, wanted) = s.begin(session, 3, vec![], &[], now);
+        assert_eq!(order(&wanted), [2, 0, 7, 1]);
     }
 
     #[test]
