@@ -1,8 +1,9 @@
 //! Weir's thread-per-core runtime.
 //!
 //! Owns the executors (one glommio executor per shard, pinned to a core), the mailboxes that let
-//! shards talk to each other, the watcher that runs light shards at real-time priority, and re-exports the I/O types (DMA files, TCP sockets, timers) that the
-//! rest of Weir uses, so that a change of runtime stays a change to this crate alone.
+//! shards talk to each other, the watcher that runs light shards at real-time priority, and
+//! re-exports the I/O types (DMA files, TCP sockets, timers) that the rest of Weir uses, so that a
+//! change of runtime stays a change to this crate alone.
 //!
 //! It knows nothing of Kafka. It must never let two shards share mutable state: all a shard hands
 //! another is a `Send` closure through the mailbox.

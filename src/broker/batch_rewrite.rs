@@ -65,15 +65,14 @@ pub fn keyless_records(records: &[u8]) -> Result<Vec<(usize, i32)>, i16> {
 /// timestamp (not −1) must be within `message.timestamp.before/after.max.ms` of the clock, and a
 /// record without one may not come in a batch marked LogAppendTime; on a LogAppendTime topic no
 /// batch may come marked so ("Producer should not set timestamp type to LogAppendTime"). Records
-/// are read (inflated if compressed) only for a bounded topic or a batch marked LogAppendTime.
+/// are read (inflated if compressed) only for a bounded topic or a batch marked LogAppendTime, and
+/// the rest walks headers only: the log checks each batch's CRC once, when it appends it.
 fn check_timestamps(mut rest: &[u8], rules: &ProduceRules, now_ms: i64) -> Result<(), i16> {
     let bounded = rules.timestamp_before_max_ms != i64::MAX || rules.timestamp_after_max_ms != i64::MAX;
     let (low, high) = (now_ms.saturating_sub(rules.timestamp_before_max_ms), now_ms.saturating_add(rules.timestamp_after_max_ms));
-    while !rest.is_empty() {
-        let info = batch::validate_frame(rest).map_err(batch_error_code)?;
-        let one = &rest[..info.bytes];
-        rest = &rest[info.bytes..];
-        let h = batch::header(one).map_err(|_| errors::CORRUPT_MESSAGE)?;
+    while let (Ok(h), Ok(len)) = (batch::header(rest), batch::framed_len(rest)) {
+        let one = &rest[..len.min(rest.len())];
+        rest = &rest[one.len()..];
         let marked = h.attributes.get() & ATTR_LOG_APPEND_TIME != 0;
         if rules.log_append_time {
             if marked {
@@ -86,7 +85,7 @@ fn check_timestamps(mut rest: &[u8], rules: &ProduceRules, now_ms: i64) -> Resul
         }
         let (_, body) = batch::records_section(one).map_err(|_| errors::CORRUPT_MESSAGE)?;
         let records =
-            batch::records_in(&body, info.base_offset, h.base_timestamp.get(), info.records_count).ok_or(errors::CORRUPT_MESSAGE)?;
+            batch::records_in(&body, h.base_offset.get(), h.base_timestamp.get(), h.records_count.get()).ok_or(errors::CORRUPT_MESSAGE)?;
         let wrong = |ts: i64| if ts == -1 { marked } else { ts < low || ts > high };
         if records.iter().any(|r| wrong(r.timestamp_ms)) {
             return Err(errors::INVALID_TIMESTAMP);

@@ -126,7 +126,7 @@ pub async fn list_offsets(req: &Request) -> Result<Option<Bytes>, ProtocolError>
                 .map(|p| {
                     let (name, index, target) = (topic.name.to_string(), p.partition_index, p.timestamp);
                     let asked_epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
-                    let refused = if repeated.contains(&(name.clone(), index)) {
+                    let refused = if !repeated.is_empty() && repeated.contains(&(name.clone(), index)) {
                         Some(errors::INVALID_REQUEST)
                     } else if unsupported(target, version) {
                         Some(errors::UNSUPPORTED_VERSION)
